@@ -1,0 +1,120 @@
+//! Manifest endpoints: `GET|HEAD|PUT|DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+
+use super::errors::OciError;
+use super::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, empty, reference, set};
+use crate::reference::RepoName;
+use crate::registry::{Registry, RegistryError};
+
+/// Whether the client's `Accept` headers admit `media_type`. No `Accept` at
+/// all admits everything; so do `*/*` and `application/*`.
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    let mut any = false;
+    for v in headers.get_all(header::ACCEPT) {
+        let Ok(v) = v.to_str() else { continue };
+        for item in v.split(',') {
+            let t = item.split(';').next().unwrap_or("").trim();
+            if t.is_empty() {
+                continue;
+            }
+            any = true;
+            if t == media_type || t == "*/*" || t == "application/*" {
+                return true;
+            }
+        }
+    }
+    !any
+}
+
+pub(super) async fn get(
+    reg: &Registry,
+    repo: &RepoName,
+    r: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, OciError> {
+    let r = reference(r)?;
+    let m = reg.get_manifest(repo, &r).await?;
+    if !accepts(headers, &m.media_type) {
+        return Err(RegistryError::ManifestUnknown(format!(
+            "{repo}:{r} is a {} manifest, which the Accept header does not allow",
+            m.media_type
+        ))
+        .into());
+    }
+    let len = m.content.len();
+    let mut resp = if head {
+        empty(StatusCode::OK)
+    } else {
+        Response::new(Body::from(m.content))
+    };
+    let h = resp.headers_mut();
+    set(h, header::CONTENT_TYPE, &m.media_type);
+    set(h, header::CONTENT_LENGTH, len.to_string());
+    set(h, DOCKER_CONTENT_DIGEST, m.digest.as_str());
+    set(h, header::ETAG, format!("\"{}\"", m.digest));
+    Ok(resp)
+}
+
+pub(super) async fn put(
+    reg: &Registry,
+    repo: &RepoName,
+    r: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, OciError> {
+    let r = reference(r)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let limit = reg.limits.max_manifest_bytes;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            return Err(RegistryError::ManifestInvalid(format!(
+                "could not read the manifest (the limit is {limit} bytes): {e}"
+            ))
+            .into());
+        }
+    };
+    let pushed = reg
+        .put_manifest(repo, &r, content_type.as_deref(), &bytes)
+        .await?;
+    let mut resp = empty(StatusCode::CREATED);
+    let h = resp.headers_mut();
+    set(h, header::LOCATION, format!("/v2/{repo}/manifests/{}", pushed.digest));
+    set(h, DOCKER_CONTENT_DIGEST, pushed.digest.as_str());
+    if let Some(s) = &pushed.subject {
+        set(h, OCI_SUBJECT, s.as_str());
+    }
+    Ok(resp)
+}
+
+pub(super) async fn delete(reg: &Registry, repo: &RepoName, r: &str) -> Result<Response, OciError> {
+    let r = reference(r)?;
+    reg.delete_manifest(repo, &r).await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        let oci = "application/vnd.oci.image.manifest.v1+json";
+        let mut h = HeaderMap::new();
+        assert!(accepts(&h, oci));
+        h.append(header::ACCEPT, "application/vnd.docker.distribution.manifest.v2+json".parse().unwrap());
+        assert!(!accepts(&h, oci));
+        h.append(header::ACCEPT, format!("{oci};q=0.9, text/plain").parse().unwrap());
+        assert!(accepts(&h, oci));
+        let mut star = HeaderMap::new();
+        star.append(header::ACCEPT, "text/plain, */*".parse().unwrap());
+        assert!(accepts(&star, oci));
+    }
+}

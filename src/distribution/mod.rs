@@ -1,0 +1,295 @@
+//! The OCI Distribution API (`/v2/…`): HTTP controllers over the registry
+//! service. This module owns the wire format only: path parsing, headers,
+//! status codes and OCI error bodies. The rules live in `registry`.
+//!
+//! Repository names contain slashes, so routes cannot be plain path patterns:
+//! every `/v2/` request goes to [`dispatch`], which parses the path from the
+//! right ([`Route::parse`]) and calls the handler for the route and method.
+//!
+//! Where each request is handled:
+//! - manifests (GET, HEAD, PUT, DELETE): [`manifests`]
+//! - blobs (GET, HEAD, DELETE) and uploads (POST, PATCH, PUT, GET, DELETE): [`blobs`]
+//! - tags, catalog, referrers: [`listing`]
+
+mod blobs;
+pub mod errors;
+mod listing;
+mod manifests;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::body::Body as ReqBody;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::digest::Digest;
+use crate::reference::{Reference, RepoName};
+use crate::server::AppState;
+use errors::OciError;
+
+/// A parsed `/v2/` path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Base,
+    Catalog,
+    Tags(String),
+    Manifest(String, String),
+    Blob(String, String),
+    StartUpload(String),
+    Upload(String, String),
+    Referrers(String, String),
+}
+
+impl Route {
+    /// Parse the part of the path after `/v2/`.
+    pub fn parse(rest: &str) -> Option<Route> {
+        if rest.is_empty() {
+            return Some(Route::Base);
+        }
+        if rest == "_catalog" {
+            return Some(Route::Catalog);
+        }
+        if let Some(name) = rest.strip_suffix("/tags/list") {
+            return Some(Route::Tags(name.to_string()));
+        }
+        let (prefix, last) = rest.rsplit_once('/')?;
+        let own = |s: &str| s.to_string();
+        if let Some(name) = prefix.strip_suffix("/manifests") {
+            return Some(Route::Manifest(own(name), own(last)));
+        }
+        if let Some(name) = prefix.strip_suffix("/blobs/uploads") {
+            return Some(if last.is_empty() {
+                Route::StartUpload(own(name))
+            } else {
+                Route::Upload(own(name), own(last))
+            });
+        }
+        if let Some(name) = prefix.strip_suffix("/blobs") {
+            return Some(if last == "uploads" {
+                Route::StartUpload(own(name))
+            } else {
+                Route::Blob(own(name), own(last))
+            });
+        }
+        if let Some(name) = prefix.strip_suffix("/referrers") {
+            return Some(Route::Referrers(own(name), own(last)));
+        }
+        None
+    }
+
+    /// A low-cardinality label for metrics.
+    pub fn label(path: &str) -> &'static str {
+        match path.strip_prefix("/v2/").or(path.strip_prefix("/v2")).map(Route::parse) {
+            Some(Some(Route::Base)) => "v2_base",
+            Some(Some(Route::Catalog)) => "v2_catalog",
+            Some(Some(Route::Tags(_))) => "v2_tags",
+            Some(Some(Route::Manifest(..))) => "v2_manifest",
+            Some(Some(Route::Blob(..))) => "v2_blob",
+            Some(Some(Route::StartUpload(_) | Route::Upload(..))) => "v2_upload",
+            Some(Some(Route::Referrers(..))) => "v2_referrers",
+            _ if path == "/healthz" => "healthz",
+            _ if path == "/metrics" => "metrics",
+            _ => "other",
+        }
+    }
+}
+
+fn repo(name: &str) -> Result<RepoName, OciError> {
+    RepoName::parse(name).ok_or_else(|| OciError::name_invalid(name))
+}
+
+fn digest(s: &str) -> Result<Digest, OciError> {
+    s.parse::<Digest>()
+        .map_err(|e| OciError::digest_invalid(format!("invalid digest {s:?}: {e}")))
+}
+
+fn reference(s: &str) -> Result<Reference, OciError> {
+    Reference::parse(s).map_err(|e| match e {
+        crate::reference::ReferenceError::Digest(m) => OciError::digest_invalid(m),
+        crate::reference::ReferenceError::Tag => {
+            OciError::new(StatusCode::BAD_REQUEST, "TAG_INVALID", e.to_string())
+        }
+    })
+}
+
+/// Set a header from a string we built (always valid header text).
+fn set(headers: &mut HeaderMap, name: header::HeaderName, value: impl AsRef<str>) {
+    if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+        headers.insert(name, v);
+    }
+}
+
+pub const DOCKER_CONTENT_DIGEST: header::HeaderName =
+    header::HeaderName::from_static("docker-content-digest");
+pub const DOCKER_UPLOAD_UUID: header::HeaderName =
+    header::HeaderName::from_static("docker-upload-uuid");
+pub const OCI_SUBJECT: header::HeaderName = header::HeaderName::from_static("oci-subject");
+pub const OCI_FILTERS_APPLIED: header::HeaderName =
+    header::HeaderName::from_static("oci-filters-applied");
+
+/// Query string as key/value pairs (percent-decoded).
+fn query_pairs(parts: &Parts) -> Vec<(String, String)> {
+    parts
+        .uri
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (percent_decode(k), percent_decode(v))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                    }
+                    _ => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_get<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Entry point for every `/v2/` request.
+pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let rest = path.strip_prefix("/v2/").unwrap_or("");
+    let method = req.method().clone();
+    let result = match Route::parse(rest) {
+        None => Err(OciError::new(
+            StatusCode::NOT_FOUND,
+            "UNSUPPORTED",
+            format!("no such endpoint: {path}"),
+        )),
+        Some(route) => {
+            let (parts, body) = req.into_parts();
+            route_request(&state, route, &method, parts, body).await
+        }
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    resp
+}
+
+async fn route_request(
+    state: &AppState,
+    route: Route,
+    method: &Method,
+    parts: Parts,
+    body: ReqBody,
+) -> Result<Response, OciError> {
+    let reg = &state.registry;
+    match (route, method.as_str()) {
+        (Route::Base, "GET" | "HEAD") => Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()),
+        (Route::Catalog, "GET") => listing::catalog(reg, &parts).await,
+        (Route::Tags(n), "GET") => listing::tags(reg, &repo(&n)?, &parts).await,
+        (Route::Referrers(n, d), "GET") => listing::referrers(reg, &repo(&n)?, &d, &parts).await,
+        (Route::Manifest(n, r), "GET" | "HEAD") => {
+            manifests::get(reg, &repo(&n)?, &r, &parts.headers, method == Method::HEAD).await
+        }
+        (Route::Manifest(n, r), "PUT") => manifests::put(reg, &repo(&n)?, &r, &parts.headers, body).await,
+        (Route::Manifest(n, r), "DELETE") => manifests::delete(reg, &repo(&n)?, &r).await,
+        (Route::Blob(n, d), "GET" | "HEAD") => {
+            blobs::get(reg, &repo(&n)?, &d, &parts.headers, method == Method::HEAD).await
+        }
+        (Route::Blob(n, d), "DELETE") => blobs::delete(reg, &repo(&n)?, &d).await,
+        (Route::StartUpload(n), "POST") => blobs::start_upload(reg, &repo(&n)?, &parts, body).await,
+        (Route::Upload(n, id), "GET") => blobs::upload_status(reg, &repo(&n)?, &id).await,
+        (Route::Upload(n, id), "PATCH") => blobs::patch_upload(reg, &repo(&n)?, &id, &parts.headers, body).await,
+        (Route::Upload(n, id), "PUT") => blobs::put_upload(reg, &repo(&n)?, &id, &parts, body).await,
+        (Route::Upload(n, id), "DELETE") => blobs::cancel_upload(reg, &repo(&n)?, &id).await,
+        (_, m) => Err(OciError::unsupported(format!("method {m} is not allowed here"))),
+    }
+}
+
+/// Whether the request carries a body (a non-zero length, or chunked encoding).
+fn has_body(h: &HeaderMap) -> bool {
+    match h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
+        Some(len) => len.trim() != "0",
+        None => h.contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+fn empty(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse_from_the_right() {
+        assert_eq!(Route::parse(""), Some(Route::Base));
+        assert_eq!(Route::parse("_catalog"), Some(Route::Catalog));
+        assert_eq!(
+            Route::parse("a/blobs/uploads/b/manifests/latest"),
+            Some(Route::Manifest("a/blobs/uploads/b".into(), "latest".into()))
+        );
+        assert_eq!(
+            Route::parse("team/app/blobs/uploads/"),
+            Some(Route::StartUpload("team/app".into()))
+        );
+        assert_eq!(
+            Route::parse("team/app/blobs/uploads"),
+            Some(Route::StartUpload("team/app".into()))
+        );
+        assert_eq!(
+            Route::parse("x/blobs/uploads/abc"),
+            Some(Route::Upload("x".into(), "abc".into()))
+        );
+        assert_eq!(
+            Route::parse("x/tags/list"),
+            Some(Route::Tags("x".into()))
+        );
+        assert_eq!(
+            Route::parse("x/referrers/sha256:1"),
+            Some(Route::Referrers("x".into(), "sha256:1".into()))
+        );
+        assert_eq!(Route::parse("x/unknown/thing"), None);
+        assert_eq!(percent_decode("a%2Fb+c%"), "a/b c%");
+    }
+}
