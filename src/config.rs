@@ -118,7 +118,8 @@ mod tests {
 
     #[test]
     fn layering_and_parsing() {
-        let file: Overrides = toml::from_str("listen = \"0.0.0.0:6000\"\ndata_dir = \"/f\"").unwrap();
+        let file: Overrides =
+            toml::from_str("listen = \"0.0.0.0:6000\"\ndata_dir = \"/f\"").unwrap();
         let env = Overrides {
             data_dir: Some("/e".into()),
             ..Default::default()

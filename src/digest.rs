@@ -162,7 +162,8 @@ mod tests {
         let empty = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert_eq!(empty.parse::<Digest>().unwrap().hex().len(), 64);
         assert_eq!(
-            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855".parse::<Digest>(),
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+                .parse::<Digest>(),
             Err(DigestError::BadEncoding("sha256", 64))
         );
         assert_eq!("sha256".parse::<Digest>(), Err(DigestError::Malformed));

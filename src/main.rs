@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use berth::config::Overrides;
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "A self-hosted container registry that speaks ECR")]
+#[command(
+    name = "berth",
+    version,
+    about = "A self-hosted container registry that speaks ECR"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,9 +53,11 @@ fn env_overrides() -> anyhow::Result<Overrides> {
         upload_max_age: var("BERTH_UPLOAD_MAX_AGE"),
         upload_reap_interval: var("BERTH_UPLOAD_REAP_INTERVAL"),
         max_manifest_bytes: match var("BERTH_MAX_MANIFEST_BYTES") {
-            Some(v) => Some(v.parse().map_err(|_| {
-                anyhow::anyhow!("BERTH_MAX_MANIFEST_BYTES: {v:?} is not a number")
-            })?),
+            Some(v) => {
+                Some(v.parse().map_err(|_| {
+                    anyhow::anyhow!("BERTH_MAX_MANIFEST_BYTES: {v:?} is not a number")
+                })?)
+            }
             None => None,
         },
     })
@@ -80,7 +86,9 @@ fn main() -> anyhow::Result<()> {
                 max_manifest_bytes: a.max_manifest_bytes,
             };
             let config = flags.over(env_overrides()?.over(file)).resolve()?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(berth::server::serve(config))
         }
     }

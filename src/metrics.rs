@@ -41,7 +41,11 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("berth");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
         let request_seconds = Family::<KindLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0001, 4.0, 10))
         });
@@ -51,9 +55,17 @@ impl Metrics {
             request_seconds.clone(),
         );
         let bytes_in = Counter::default();
-        registry.register("blob_bytes_received", "Blob bytes received in uploads", bytes_in.clone());
+        registry.register(
+            "blob_bytes_received",
+            "Blob bytes received in uploads",
+            bytes_in.clone(),
+        );
         let bytes_out = Counter::default();
-        registry.register("blob_bytes_sent", "Blob bytes sent in downloads", bytes_out.clone());
+        registry.register(
+            "blob_bytes_sent",
+            "Blob bytes sent in downloads",
+            bytes_out.clone(),
+        );
         let upload_seconds = Histogram::new(exponential_buckets(0.001, 4.0, 10));
         registry.register(
             "blob_upload_duration_seconds",

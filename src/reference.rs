@@ -130,7 +130,13 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "library/ubuntu", "team/app/api", "a.b_c__d--e/f", "0x/y-1"] {
+        for ok in [
+            "a",
+            "library/ubuntu",
+            "team/app/api",
+            "a.b_c__d--e/f",
+            "0x/y-1",
+        ] {
             assert!(RepoName::parse(ok).is_some(), "{ok}");
         }
         for bad in [
@@ -149,7 +155,10 @@ mod tests {
         assert!(!valid_tag("-x"));
         assert!(!valid_tag(&"a".repeat(129)));
         assert!(matches!(Reference::parse("latest"), Ok(Reference::Tag(_))));
-        assert!(matches!(Reference::parse("sha256:00"), Err(ReferenceError::Digest(_))));
+        assert!(matches!(
+            Reference::parse("sha256:00"),
+            Err(ReferenceError::Digest(_))
+        ));
         assert_eq!(Reference::parse("a/b"), Err(ReferenceError::Tag));
     }
 }

@@ -38,7 +38,8 @@ pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Re
     let meta = MetadataStore::open_sqlite(&config.data_dir.join("metadata.db"))
         .await
         .context("opening the metadata database")?;
-    let blobs = FsBlobStore::open(&config.data_dir.join("storage")).context("opening blob storage")?;
+    let blobs =
+        FsBlobStore::open(&config.data_dir.join("storage")).context("opening blob storage")?;
     Ok(Registry {
         meta,
         blobs: Arc::new(blobs),
@@ -56,20 +57,30 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/{*rest}", any(distribution::dispatch))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.registry.meta.ping().await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("metadata store: {e}\n")).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("metadata store: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -109,7 +120,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    println!("Berth is listening on http://{addr} (data in {})", config.data_dir.display());
+    println!(
+        "Berth is listening on http://{addr} (data in {})",
+        config.data_dir.display()
+    );
     println!("Push to it with:  docker tag IMAGE {addr}/NAME:TAG && docker push {addr}/NAME:TAG");
     tracing::info!(%addr, "listening");
 

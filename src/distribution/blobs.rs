@@ -10,7 +10,9 @@ use axum::response::Response;
 use futures_util::StreamExt;
 
 use super::errors::{OciError, upload_range};
-use super::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, digest, empty, has_body, query_get, query_pairs, set};
+use super::{
+    DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, digest, empty, has_body, query_get, query_pairs, set,
+};
 use crate::reference::RepoName;
 use crate::registry::uploads::ChunkRange;
 use crate::registry::{Registry, RegistryError};
@@ -36,13 +38,20 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<ByteRange>, Regi
     let unsat = RegistryError::RangeNotSatisfiable { size };
     let range = if a.is_empty() {
         // Suffix range: the last `b` bytes.
-        let Ok(n) = b.parse::<u64>() else { return Ok(None) };
+        let Ok(n) = b.parse::<u64>() else {
+            return Ok(None);
+        };
         if n == 0 || size == 0 {
             return Err(unsat);
         }
-        ByteRange { first: size.saturating_sub(n), last: size - 1 }
+        ByteRange {
+            first: size.saturating_sub(n),
+            last: size - 1,
+        }
     } else {
-        let Ok(first) = a.parse::<u64>() else { return Ok(None) };
+        let Ok(first) = a.parse::<u64>() else {
+            return Ok(None);
+        };
         let last = if b.is_empty() {
             size.saturating_sub(1)
         } else {
@@ -102,7 +111,11 @@ pub(super) async fn get(
                 format!("bytes {}-{}/{}", range.first, range.last, blob.size),
             );
         }
-        None => set(r.headers_mut(), header::CONTENT_LENGTH, blob.size.to_string()),
+        None => set(
+            r.headers_mut(),
+            header::CONTENT_LENGTH,
+            blob.size.to_string(),
+        ),
     }
     Ok(r)
 }
@@ -124,7 +137,11 @@ fn created(repo: &RepoName, d: &crate::digest::Digest) -> Response {
 fn in_progress(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> Response {
     let mut r = empty(status);
     let h = r.headers_mut();
-    set(h, header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"));
+    set(
+        h,
+        header::LOCATION,
+        format!("/v2/{repo}/blobs/uploads/{id}"),
+    );
     set(h, header::RANGE, upload_range(size));
     set(h, DOCKER_UPLOAD_UUID, id);
     r
@@ -197,13 +214,16 @@ pub(super) async fn patch_upload(
 ) -> Result<Response, OciError> {
     let range = content_range(headers)?;
     let body = body.into_data_stream();
-    let session = reg.append_upload(repo, id, range, body).await.map_err(|e| {
-        let mut err = OciError::from(e);
-        if err.status == StatusCode::RANGE_NOT_SATISFIABLE {
-            err = err.with_header(header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"));
-        }
-        err
-    })?;
+    let session = reg
+        .append_upload(repo, id, range, body)
+        .await
+        .map_err(|e| {
+            let mut err = OciError::from(e);
+            if err.status == StatusCode::RANGE_NOT_SATISFIABLE {
+                err = err.with_header(header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"));
+            }
+            err
+        })?;
     Ok(in_progress(StatusCode::ACCEPTED, repo, id, session.size))
 }
 
@@ -221,7 +241,9 @@ pub(super) async fn put_upload(
         None => {
             // Check the session first so an unknown upload is reported as such.
             reg.upload_status(repo, id).await?;
-            return Err(OciError::digest_invalid("the digest query parameter is required"));
+            return Err(OciError::digest_invalid(
+                "the digest query parameter is required",
+            ));
         }
     };
     if has_body(&req.headers) {
@@ -233,12 +255,20 @@ pub(super) async fn put_upload(
     Ok(created(repo, &d))
 }
 
-pub(super) async fn upload_status(reg: &Registry, repo: &RepoName, id: &str) -> Result<Response, OciError> {
+pub(super) async fn upload_status(
+    reg: &Registry,
+    repo: &RepoName,
+    id: &str,
+) -> Result<Response, OciError> {
     let s = reg.upload_status(repo, id).await?;
     Ok(in_progress(StatusCode::NO_CONTENT, repo, id, s.size))
 }
 
-pub(super) async fn cancel_upload(reg: &Registry, repo: &RepoName, id: &str) -> Result<Response, OciError> {
+pub(super) async fn cancel_upload(
+    reg: &Registry,
+    repo: &RepoName,
+    id: &str,
+) -> Result<Response, OciError> {
     reg.cancel_upload(repo, id).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -255,10 +285,31 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(range("bytes=0-9", 100).unwrap(), Some(ByteRange { first: 0, last: 9 }));
-        assert_eq!(range("bytes=90-", 100).unwrap(), Some(ByteRange { first: 90, last: 99 }));
-        assert_eq!(range("bytes=-10", 100).unwrap(), Some(ByteRange { first: 90, last: 99 }));
-        assert_eq!(range("bytes=50-500", 100).unwrap(), Some(ByteRange { first: 50, last: 99 }));
+        assert_eq!(
+            range("bytes=0-9", 100).unwrap(),
+            Some(ByteRange { first: 0, last: 9 })
+        );
+        assert_eq!(
+            range("bytes=90-", 100).unwrap(),
+            Some(ByteRange {
+                first: 90,
+                last: 99
+            })
+        );
+        assert_eq!(
+            range("bytes=-10", 100).unwrap(),
+            Some(ByteRange {
+                first: 90,
+                last: 99
+            })
+        );
+        assert_eq!(
+            range("bytes=50-500", 100).unwrap(),
+            Some(ByteRange {
+                first: 50,
+                last: 99
+            })
+        );
         assert!(range("bytes=100-", 100).is_err());
         assert_eq!(range("bytes=0-1,5-6", 100).unwrap(), None);
         assert_eq!(range("items=0-1", 100).unwrap(), None);

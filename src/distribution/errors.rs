@@ -30,7 +30,11 @@ impl OciError {
     }
 
     pub fn name_invalid(name: &str) -> OciError {
-        let mut e = OciError::new(StatusCode::BAD_REQUEST, "NAME_INVALID", "invalid repository name");
+        let mut e = OciError::new(
+            StatusCode::BAD_REQUEST,
+            "NAME_INVALID",
+            "invalid repository name",
+        );
         e.detail = Some(json!({ "name": name }));
         e
     }
@@ -62,7 +66,9 @@ impl From<RegistryError> for OciError {
             }
             E::DigestInvalid(_) => OciError::digest_invalid(msg),
             E::ManifestUnknown(_) => OciError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", msg),
-            E::ManifestInvalid(_) => OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", msg),
+            E::ManifestInvalid(_) => {
+                OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", msg)
+            }
             E::ManifestBlobUnknown(d) => {
                 let mut err = OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", msg);
                 err.detail = Some(json!({ "digest": d.as_str() }));
@@ -70,10 +76,12 @@ impl From<RegistryError> for OciError {
             }
             E::ManifestReferenced => OciError::new(StatusCode::CONFLICT, "DENIED", msg),
             E::TagInvalid(_) => OciError::new(StatusCode::BAD_REQUEST, "TAG_INVALID", msg),
-            E::ChunkOutOfOrder { size } => {
-                OciError::new(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID", msg)
-                    .with_header(header::RANGE, upload_range(size))
-            }
+            E::ChunkOutOfOrder { size } => OciError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "BLOB_UPLOAD_INVALID",
+                msg,
+            )
+            .with_header(header::RANGE, upload_range(size)),
             E::RangeNotSatisfiable { size } => {
                 OciError::new(StatusCode::RANGE_NOT_SATISFIABLE, "UNSUPPORTED", msg)
                     .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
@@ -85,7 +93,11 @@ impl From<RegistryError> for OciError {
             ),
             E::Storage(_) | E::Meta(_) => {
                 tracing::error!(error = %msg, "internal error");
-                OciError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal server error")
+                OciError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "UNKNOWN",
+                    "internal server error",
+                )
             }
         }
     }
@@ -105,7 +117,10 @@ impl IntoResponse for OciError {
         let body = json!({ "errors": [err] }).to_string();
         let mut resp = (self.status, body).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         for (name, value) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 h.insert(name, v);

@@ -22,10 +22,18 @@ fn page_args(q: &[(String, String)]) -> Result<(u32, Option<String>), OciError> 
         None | Some("") => DEFAULT_PAGE,
         Some(v) => v
             .parse::<u32>()
-            .map_err(|_| OciError::new(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", "n must be a non-negative integer"))?
+            .map_err(|_| {
+                OciError::new(
+                    StatusCode::BAD_REQUEST,
+                    "PAGINATION_NUMBER_INVALID",
+                    "n must be a non-negative integer",
+                )
+            })?
             .min(MAX_PAGE),
     };
-    let last = query_get(q, "last").filter(|s| !s.is_empty()).map(str::to_string);
+    let last = query_get(q, "last")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
     Ok((n, last))
 }
 
@@ -50,13 +58,19 @@ fn with_link(mut r: Response, base: &str, n: u32, last: Option<&String>) -> Resp
 fn encode_query(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
-pub(super) async fn tags(reg: &Registry, repo: &RepoName, req: &Parts) -> Result<Response, OciError> {
+pub(super) async fn tags(
+    reg: &Registry,
+    repo: &RepoName,
+    req: &Parts,
+) -> Result<Response, OciError> {
     let q = query_pairs(req);
     let (n, last) = page_args(&q)?;
     let (tags, more) = reg.list_tags(repo, last.as_deref(), n).await?;
@@ -91,7 +105,10 @@ pub(super) async fn referrers(
             if let Some(t) = r.artifact_type {
                 d["artifactType"] = Value::String(t);
             }
-            if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<Value>(&a).ok()) {
+            if let Some(a) = r
+                .annotations
+                .and_then(|a| serde_json::from_str::<Value>(&a).ok())
+            {
                 d["annotations"] = a;
             }
             d

@@ -86,7 +86,11 @@ pub(super) async fn put(
         .await?;
     let mut resp = empty(StatusCode::CREATED);
     let h = resp.headers_mut();
-    set(h, header::LOCATION, format!("/v2/{repo}/manifests/{}", pushed.digest));
+    set(
+        h,
+        header::LOCATION,
+        format!("/v2/{repo}/manifests/{}", pushed.digest),
+    );
     set(h, DOCKER_CONTENT_DIGEST, pushed.digest.as_str());
     if let Some(s) = &pushed.subject {
         set(h, OCI_SUBJECT, s.as_str());
@@ -109,9 +113,17 @@ mod tests {
         let oci = "application/vnd.oci.image.manifest.v1+json";
         let mut h = HeaderMap::new();
         assert!(accepts(&h, oci));
-        h.append(header::ACCEPT, "application/vnd.docker.distribution.manifest.v2+json".parse().unwrap());
+        h.append(
+            header::ACCEPT,
+            "application/vnd.docker.distribution.manifest.v2+json"
+                .parse()
+                .unwrap(),
+        );
         assert!(!accepts(&h, oci));
-        h.append(header::ACCEPT, format!("{oci};q=0.9, text/plain").parse().unwrap());
+        h.append(
+            header::ACCEPT,
+            format!("{oci};q=0.9, text/plain").parse().unwrap(),
+        );
         assert!(accepts(&h, oci));
         let mut star = HeaderMap::new();
         star.append(header::ACCEPT, "text/plain, */*".parse().unwrap());

@@ -82,7 +82,11 @@ impl Route {
 
     /// A low-cardinality label for metrics.
     pub fn label(path: &str) -> &'static str {
-        match path.strip_prefix("/v2/").or(path.strip_prefix("/v2")).map(Route::parse) {
+        match path
+            .strip_prefix("/v2/")
+            .or(path.strip_prefix("/v2"))
+            .map(Route::parse)
+        {
             Some(Some(Route::Base)) => "v2_base",
             Some(Some(Route::Catalog)) => "v2_catalog",
             Some(Some(Route::Tags(_))) => "v2_tags",
@@ -219,14 +223,21 @@ async fn route_request(
 ) -> Result<Response, OciError> {
     let reg = &state.registry;
     match (route, method.as_str()) {
-        (Route::Base, "GET" | "HEAD") => Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()),
+        (Route::Base, "GET" | "HEAD") => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response()),
         (Route::Catalog, "GET") => listing::catalog(reg, &parts).await,
         (Route::Tags(n), "GET") => listing::tags(reg, &repo(&n)?, &parts).await,
         (Route::Referrers(n, d), "GET") => listing::referrers(reg, &repo(&n)?, &d, &parts).await,
         (Route::Manifest(n, r), "GET" | "HEAD") => {
             manifests::get(reg, &repo(&n)?, &r, &parts.headers, method == Method::HEAD).await
         }
-        (Route::Manifest(n, r), "PUT") => manifests::put(reg, &repo(&n)?, &r, &parts.headers, body).await,
+        (Route::Manifest(n, r), "PUT") => {
+            manifests::put(reg, &repo(&n)?, &r, &parts.headers, body).await
+        }
         (Route::Manifest(n, r), "DELETE") => manifests::delete(reg, &repo(&n)?, &r).await,
         (Route::Blob(n, d), "GET" | "HEAD") => {
             blobs::get(reg, &repo(&n)?, &d, &parts.headers, method == Method::HEAD).await
@@ -234,10 +245,16 @@ async fn route_request(
         (Route::Blob(n, d), "DELETE") => blobs::delete(reg, &repo(&n)?, &d).await,
         (Route::StartUpload(n), "POST") => blobs::start_upload(reg, &repo(&n)?, &parts, body).await,
         (Route::Upload(n, id), "GET") => blobs::upload_status(reg, &repo(&n)?, &id).await,
-        (Route::Upload(n, id), "PATCH") => blobs::patch_upload(reg, &repo(&n)?, &id, &parts.headers, body).await,
-        (Route::Upload(n, id), "PUT") => blobs::put_upload(reg, &repo(&n)?, &id, &parts, body).await,
+        (Route::Upload(n, id), "PATCH") => {
+            blobs::patch_upload(reg, &repo(&n)?, &id, &parts.headers, body).await
+        }
+        (Route::Upload(n, id), "PUT") => {
+            blobs::put_upload(reg, &repo(&n)?, &id, &parts, body).await
+        }
         (Route::Upload(n, id), "DELETE") => blobs::cancel_upload(reg, &repo(&n)?, &id).await,
-        (_, m) => Err(OciError::unsupported(format!("method {m} is not allowed here"))),
+        (_, m) => Err(OciError::unsupported(format!(
+            "method {m} is not allowed here"
+        ))),
     }
 }
 
@@ -281,10 +298,7 @@ mod tests {
             Route::parse("x/blobs/uploads/abc"),
             Some(Route::Upload("x".into(), "abc".into()))
         );
-        assert_eq!(
-            Route::parse("x/tags/list"),
-            Some(Route::Tags("x".into()))
-        );
+        assert_eq!(Route::parse("x/tags/list"), Some(Route::Tags("x".into())));
         assert_eq!(
             Route::parse("x/referrers/sha256:1"),
             Some(Route::Referrers("x".into(), "sha256:1".into()))

@@ -179,12 +179,15 @@ impl MetadataStore {
 
     /// Repository names in lexical (byte) order after `last`, at most `limit`.
     pub async fn list_repositories(&self, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-            .bind(last.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
+        let rows =
+            sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
+                .bind(last.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
     }
 
     // ---- blobs --------------------------------------------------------------
@@ -199,7 +202,10 @@ impl MetadataStore {
         .bind(digest.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.map(|s| s as u64))
+        Ok(row
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?
+            .map(|s| s as u64))
     }
 
     /// Size of `digest` if any repository holds it (content is global; visibility is per repository).
@@ -208,7 +214,10 @@ impl MetadataStore {
             .bind(digest.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.map(|s| s as u64))
+        Ok(row
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?
+            .map(|s| s as u64))
     }
 
     /// Link an already stored blob into `repository` (cross-repository mount).
@@ -216,12 +225,13 @@ impl MetadataStore {
     pub async fn mount_blob(&self, repository: &str, from: &str, digest: &Digest) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let now = now_millis();
-        let linked = sqlx::query("SELECT 1 FROM repository_blobs WHERE repository = $1 AND digest = $2")
-            .bind(from)
-            .bind(digest.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
+        let linked =
+            sqlx::query("SELECT 1 FROM repository_blobs WHERE repository = $1 AND digest = $2")
+                .bind(from)
+                .bind(digest.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
         if linked {
             insert_repository(&mut tx, repository, now).await?;
             sqlx::query(
@@ -360,12 +370,16 @@ impl MetadataStore {
 
     /// Upload sessions last touched before `before` (epoch ms).
     pub async fn stale_uploads(&self, before: i64, limit: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2")
-            .bind(before)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
+        let rows = sqlx::query(
+            "SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
     }
 
     // ---- manifests and tags -------------------------------------------------
@@ -388,12 +402,13 @@ impl MetadataStore {
         let now = now_millis();
         insert_repository(&mut tx, m.repository, now).await?;
         for b in m.blobs {
-            let ok = sqlx::query("SELECT 1 FROM repository_blobs WHERE repository = $1 AND digest = $2")
-                .bind(m.repository)
-                .bind(b.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
+            let ok =
+                sqlx::query("SELECT 1 FROM repository_blobs WHERE repository = $1 AND digest = $2")
+                    .bind(m.repository)
+                    .bind(b.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
             if !ok {
                 return Ok(PutManifestOutcome::MissingBlob(b.clone()));
             }
@@ -458,7 +473,11 @@ impl MetadataStore {
         Ok(PutManifestOutcome::Stored)
     }
 
-    pub async fn get_manifest(&self, repository: &str, digest: &Digest) -> Result<Option<ManifestRow>> {
+    pub async fn get_manifest(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRow>> {
         let row = sqlx::query(
             "SELECT digest, media_type, content FROM manifests WHERE repository = $1 AND digest = $2",
         )
@@ -469,7 +488,11 @@ impl MetadataStore {
         row.map(manifest_row).transpose()
     }
 
-    pub async fn get_manifest_by_tag(&self, repository: &str, tag: &str) -> Result<Option<ManifestRow>> {
+    pub async fn get_manifest_by_tag(
+        &self,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Option<ManifestRow>> {
         let row = sqlx::query(
             "SELECT m.digest, m.media_type, m.content FROM tags t \
              JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
@@ -528,7 +551,12 @@ impl MetadataStore {
     }
 
     /// Tags of a repository in lexical order after `last`, at most `limit`.
-    pub async fn list_tags(&self, repository: &str, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
+    pub async fn list_tags(
+        &self,
+        repository: &str,
+        last: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT name FROM tags WHERE repository = $1 AND name > $2 ORDER BY name LIMIT $3",
         )
@@ -537,7 +565,9 @@ impl MetadataStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
     }
 
     /// Manifests in `repository` whose `subject` is `subject`, optionally of one artifact type.
@@ -583,11 +613,13 @@ async fn insert_repository(
     name: &str,
     now: i64,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-        .bind(name)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -4,7 +4,9 @@ use super::*;
 
 async fn store() -> (tempfile::TempDir, MetadataStore) {
     let dir = tempfile::tempdir().unwrap();
-    let s = MetadataStore::open_sqlite(&dir.path().join("meta.db")).await.unwrap();
+    let s = MetadataStore::open_sqlite(&dir.path().join("meta.db"))
+        .await
+        .unwrap();
     (dir, s)
 }
 
@@ -19,7 +21,9 @@ async fn migrate_is_idempotent_and_repos_list_in_byte_order() {
         s.ensure_repository(n).await.unwrap();
     }
     drop(s);
-    let s = MetadataStore::open_sqlite(&dir.path().join("meta.db")).await.unwrap();
+    let s = MetadataStore::open_sqlite(&dir.path().join("meta.db"))
+        .await
+        .unwrap();
     assert_eq!(
         s.list_repositories(None, 10).await.unwrap(),
         ["B-not-valid-but-stored", "a", "a-b", "a/z", "b"]
@@ -34,7 +38,10 @@ async fn blobs_are_visible_per_repository_and_mountable() {
     s.create_upload("u1", "one", b"state").await.unwrap();
     assert_eq!(s.get_upload("u1").await.unwrap().unwrap().size, 0);
     assert!(s.advance_upload("u1", 0, 5, b"s2").await.unwrap());
-    assert!(!s.advance_upload("u1", 0, 9, b"s3").await.unwrap(), "stale CAS must fail");
+    assert!(
+        !s.advance_upload("u1", 0, 9, b"s3").await.unwrap(),
+        "stale CAS must fail"
+    );
     s.commit_blob("one", &b, 5, Some("u1")).await.unwrap();
     assert!(s.get_upload("u1").await.unwrap().is_none());
     assert_eq!(s.linked_blob_size("one", &b).await.unwrap(), Some(5));
@@ -66,14 +73,27 @@ async fn manifests_tags_and_referrers() {
         children: &[],
         tag: Some("v1"),
     };
-    assert_eq!(s.put_manifest(&base).await.unwrap(), PutManifestOutcome::Stored);
+    assert_eq!(
+        s.put_manifest(&base).await.unwrap(),
+        PutManifestOutcome::Stored
+    );
     let blobs = [missing.clone()];
-    let bad = NewManifest { blobs: &blobs, ..base.clone() };
+    let bad = NewManifest {
+        blobs: &blobs,
+        ..base.clone()
+    };
     assert_eq!(
         s.put_manifest(&bad).await.unwrap(),
         PutManifestOutcome::MissingBlob(missing.clone())
     );
-    assert_eq!(s.get_manifest_by_tag("r", "v1").await.unwrap().unwrap().digest, m1);
+    assert_eq!(
+        s.get_manifest_by_tag("r", "v1")
+            .await
+            .unwrap()
+            .unwrap()
+            .digest,
+        m1
+    );
     let sig = d("sig");
     let with_subject = NewManifest {
         digest: &sig,
@@ -87,7 +107,13 @@ async fn manifests_tags_and_referrers() {
     assert_eq!(s.referrers("r", &m1, Some("other")).await.unwrap().len(), 0);
     let children = [m1.clone()];
     let idx = d("idx");
-    let index = NewManifest { digest: &idx, blobs: &[], children: &children, tag: Some("list"), ..base };
+    let index = NewManifest {
+        digest: &idx,
+        blobs: &[],
+        children: &children,
+        tag: Some("list"),
+        ..base
+    };
     s.put_manifest(&index).await.unwrap();
     assert!(s.manifest_is_referenced("r", &m1).await.unwrap());
     assert_eq!(s.list_tags("r", None, 10).await.unwrap(), ["list", "v1"]);

@@ -153,8 +153,10 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
 }
 
 fn is_known(media_type: &str) -> bool {
-    matches!(media_type, OCI_MANIFEST | OCI_INDEX | DOCKER_MANIFEST | DOCKER_LIST)
-        || DOCKER_SCHEMA1.contains(&media_type)
+    matches!(
+        media_type,
+        OCI_MANIFEST | OCI_INDEX | DOCKER_MANIFEST | DOCKER_LIST
+    ) || DOCKER_SCHEMA1.contains(&media_type)
 }
 
 fn opt_string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
@@ -208,7 +210,10 @@ mod tests {
         let p = parse(Some(OCI_MANIFEST), image("").as_bytes()).unwrap();
         assert_eq!(p.kind, Kind::Image);
         assert_eq!(p.blobs.len(), 2);
-        assert_eq!(p.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+        assert_eq!(
+            p.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
         let with_subject = image(&format!(
             r#","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1}},"annotations":{{"a":"b"}}"#,
             dg("s")
@@ -245,6 +250,12 @@ mod tests {
         // Content-Type and mediaType disagree.
         assert!(parse(Some(DOCKER_MANIFEST), image("").as_bytes()).is_err());
         // Negative size.
-        assert!(parse(None, image("").replace("\"size\":3", "\"size\":-3").as_bytes()).is_err());
+        assert!(
+            parse(
+                None,
+                image("").replace("\"size\":3", "\"size\":-3").as_bytes()
+            )
+            .is_err()
+        );
     }
 }

@@ -13,9 +13,11 @@ pub mod uploads;
 use std::sync::Arc;
 
 use crate::digest::Digest;
-use crate::metadata::{ManifestRow, MetaError, MetadataStore, NewManifest, PutManifestOutcome, ReferrerRow};
+use crate::metadata::{
+    ManifestRow, MetaError, MetadataStore, NewManifest, PutManifestOutcome, ReferrerRow,
+};
 use crate::metrics::Metrics;
-use crate::reference::{RepoName, Reference};
+use crate::reference::{Reference, RepoName};
 use crate::storage::{BlobStore, ByteRange, ByteStream, StorageError};
 
 /// Errors of registry operations. The `/v2/` layer maps them to OCI error
@@ -141,8 +143,16 @@ impl Registry {
 
     /// Make a blob of repository `from` visible in `repo` without copying it.
     /// Returns false when `from` does not hold it (the caller then starts an upload).
-    pub async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
-        Ok(self.meta.mount_blob(repo.as_str(), from.as_str(), digest).await?)
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool> {
+        Ok(self
+            .meta
+            .mount_blob(repo.as_str(), from.as_str(), digest)
+            .await?)
     }
 
     /// Remove a blob from a repository. The bytes go when garbage collection
@@ -212,7 +222,11 @@ impl Registry {
         }
     }
 
-    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<ManifestRow> {
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<ManifestRow> {
         let row = match reference {
             Reference::Tag(t) => self.meta.get_manifest_by_tag(repo.as_str(), t).await?,
             Reference::Digest(d) => self.meta.get_manifest(repo.as_str(), d).await?,
@@ -234,7 +248,9 @@ impl Registry {
         if found {
             Ok(())
         } else {
-            Err(RegistryError::ManifestUnknown(format!("{repo}:{reference}")))
+            Err(RegistryError::ManifestUnknown(format!(
+                "{repo}:{reference}"
+            )))
         }
     }
 
@@ -247,7 +263,10 @@ impl Registry {
         last: Option<&str>,
         n: u32,
     ) -> Result<(Vec<String>, bool)> {
-        let mut tags = self.meta.list_tags(repo.as_str(), last, n as i64 + 1).await?;
+        let mut tags = self
+            .meta
+            .list_tags(repo.as_str(), last, n as i64 + 1)
+            .await?;
         if tags.is_empty() && !self.meta.repository_exists(repo.as_str()).await? {
             return Err(RegistryError::NameUnknown);
         }
@@ -270,6 +289,9 @@ impl Registry {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<ReferrerRow>> {
-        Ok(self.meta.referrers(repo.as_str(), subject, artifact_type).await?)
+        Ok(self
+            .meta
+            .referrers(repo.as_str(), subject, artifact_type)
+            .await?)
     }
 }

@@ -132,9 +132,14 @@ impl Registry {
         let session = self.upload_status(repo, id).await?;
         let actual = match digest.algorithm() {
             Algorithm::Sha256 => ResumableSha256::from_state(&session.hash_state)
-                .ok_or_else(|| RegistryError::UploadInvalid("stored hash state is unreadable".into()))?
+                .ok_or_else(|| {
+                    RegistryError::UploadInvalid("stored hash state is unreadable".into())
+                })?
                 .finish(),
-            Algorithm::Sha512 => self.hash_staged(id, session.size, Algorithm::Sha512).await?,
+            Algorithm::Sha512 => {
+                self.hash_staged(id, session.size, Algorithm::Sha512)
+                    .await?
+            }
         };
         if &actual != digest {
             self.cancel_upload(repo, id).await?;
