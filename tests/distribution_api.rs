@@ -1101,3 +1101,91 @@ async fn graceful_shutdown_on_sigterm() {
     let status = s.terminate();
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// Mounts a small tmpfs for the lifetime of the guard (the tests run as root).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs needs root");
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn disk_full_is_a_clear_5xx_and_stores_nothing() {
+    let disk = SmallDisk::new("24m");
+    let data_dir = disk.dir.path().join("data");
+    let mut s = Server::start_on(&data_dir, &[]);
+    let c = client();
+    let chunk = vec![7u8; 8 << 20];
+    let r = c
+        .post(s.url("/v2/full/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = header(&r, "location");
+    let mut failed = None;
+    for i in 0..5u64 {
+        let first = i * chunk.len() as u64;
+        let range = format!("{first}-{}", first + chunk.len() as u64 - 1);
+        let r = c
+            .patch(s.url(&loc))
+            .header("content-range", range)
+            .body(chunk.clone())
+            .send()
+            .await
+            .unwrap();
+        if r.status() != StatusCode::ACCEPTED {
+            failed = Some(r);
+            break;
+        }
+    }
+    let r = failed.expect("a 40 MiB upload cannot fit on a 24 MiB disk");
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("full"),
+        "{body}"
+    );
+    // The session still holds only what was acknowledged; cancelling frees the space.
+    let r = c.get(s.url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.delete(s.url(&loc)).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    // The registry keeps working and nothing corrupt is served.
+    let d = push_blob(&c, &s, "full", b"small blob after the disk filled").await;
+    s.restart();
+    let got = client()
+        .get(s.url(&format!("/v2/full/blobs/{d}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&got), d);
+    drop(s);
+}

@@ -159,10 +159,10 @@ pub(super) async fn start_upload(
         let d = digest(m)?;
         // A mount from a repository that does not hold the blob (or with no
         // `from`) falls back to an ordinary upload session, as the spec says.
-        if let Some(from) = query_get(&q, "from").and_then(RepoName::parse) {
-            if reg.mount_blob(repo, &from, &d).await? {
-                return Ok(created(repo, &d));
-            }
+        if let Some(from) = query_get(&q, "from").and_then(RepoName::parse)
+            && reg.mount_blob(repo, &from, &d).await?
+        {
+            return Ok(created(repo, &d));
         }
     }
     let monolithic = match query_get(&q, "digest") {

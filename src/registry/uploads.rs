@@ -68,10 +68,10 @@ impl Registry {
         E: Display,
     {
         let session = self.upload_status(repo, id).await?;
-        if let Some(r) = range {
-            if r.first != session.size || r.last < r.first {
-                return Err(RegistryError::ChunkOutOfOrder { size: session.size });
-            }
+        if let Some(r) = range
+            && (r.first != session.size || r.last < r.first)
+        {
+            return Err(RegistryError::ChunkOutOfOrder { size: session.size });
         }
         let mut hasher = ResumableSha256::from_state(&session.hash_state).ok_or_else(|| {
             RegistryError::UploadInvalid("stored hash state is unreadable".into())
@@ -103,11 +103,11 @@ impl Registry {
                 session.size + received
             )));
         }
-        if let Some(r) = range {
-            if r.last - r.first + 1 != received {
-                // Nothing is recorded: the session stays at its old size.
-                return Err(RegistryError::ChunkOutOfOrder { size: session.size });
-            }
+        if let Some(r) = range
+            && r.last - r.first + 1 != received
+        {
+            // Nothing is recorded: the session stays at its old size.
+            return Err(RegistryError::ChunkOutOfOrder { size: session.size });
         }
         if !self
             .meta

@@ -207,19 +207,27 @@ impl BlobStore for FsBlobStore {
         .await?;
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let thread = tokio::task::spawn_blocking(move || {
-            let mut pos = offset;
-            let mut kicked = offset;
-            while let Some(chunk) = rx.blocking_recv() {
-                file.write_all(&chunk)?;
-                pos += chunk.len() as u64;
-                if pos - kicked >= WRITEBACK_EVERY {
-                    start_writeback(&file, kicked, pos - kicked);
-                    kicked = pos;
+            let result = (|| {
+                let mut pos = offset;
+                let mut kicked = offset;
+                while let Some(chunk) = rx.blocking_recv() {
+                    file.write_all(&chunk)?;
+                    pos += chunk.len() as u64;
+                    if pos - kicked >= WRITEBACK_EVERY {
+                        start_writeback(&file, kicked, pos - kicked);
+                        kicked = pos;
+                    }
                 }
+                // An acknowledged chunk must survive a crash: make it durable now.
+                file.sync_data()?;
+                Ok(pos)
+            })();
+            if result.is_err() {
+                // Give back the space of the failed chunk (a full disk must not
+                // stay full because of bytes nobody will acknowledge).
+                let _ = file.set_len(offset);
             }
-            // An acknowledged chunk must survive a crash: make it durable now.
-            file.sync_data()?;
-            Ok(pos)
+            result
         });
         Ok(Box::new(FsUploadWriter {
             tx: Some(tx),
