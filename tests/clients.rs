@@ -144,10 +144,6 @@ impl Tool {
     }
 }
 
-fn sh(script: &str) {
-    Tool::new("sh").run(&["-c", script]);
-}
-
 // ---------------------------------------------------------------------------
 // Raw HTTP through curl
 // ---------------------------------------------------------------------------
@@ -779,7 +775,8 @@ fn skopeo_copy_v2s2_format_round_trip() {
         assert!(f == layout.blob(d), "blob {d} changed in the round trip");
     }
 
-    // oci: (converted back to an OCI manifest by skopeo): same blobs, same files.
+    // oci: skopeo converts back to an OCI manifest and re-serializes the
+    // config on its side, so only the layers are compared byte for byte.
     let out = work.path("pulled");
     sk.run(&[
         "copy",
@@ -787,10 +784,11 @@ fn skopeo_copy_v2s2_format_round_trip() {
         &dest,
         &format!("oci:{}:pulled", out.display()),
     ]);
-    let (digest, _) = layout_ref(&out);
-    let (config2, layers2) = manifest_blobs(&layout_blob(&out, &digest));
-    assert_eq!((config2, layers2), (config, layers.clone()));
-    for d in std::iter::once(&img.config_digest).chain(&img.layers) {
+    let (digest, media_type) = layout_ref(&out);
+    assert_eq!(media_type, OCI_MANIFEST);
+    let (_, layers2) = manifest_blobs(&layout_blob(&out, &digest));
+    assert_eq!(layers2, layers);
+    for d in &img.layers {
         assert!(
             layout_blob(&out, d) == layout.blob(d),
             "blob {d} changed in the round trip"
@@ -1376,8 +1374,7 @@ fn containerd_ctr_pull_tag_push() {
     let s = Server::start();
     let work = Work::new();
     let sk = skopeo(&work);
-    let ctr_bin = Tool::new("ctr");
-    drop(ctr_bin);
+    require("ctr");
 
     // Seed Berth with an OCI image, the same image as Docker v2s2, and an index.
     let (layout, img) = single_image_layout(&work, "ctr-single");
@@ -1421,6 +1418,12 @@ fn containerd_ctr_pull_tag_push() {
     ];
     for (tag, media_type, expected) in cases {
         let served = assert_manifest_digest(&s, src, tag, &[media_type], media_type, &expected);
+        if tag == "multi" {
+            assert!(
+                served == index,
+                "index served by Berth differs from the pushed index"
+            );
+        }
         let from = format!("{}/{src}:{tag}", s.addr);
         let mut pull = vec!["images", "pull", "--plain-http"];
         if tag == "multi" {
@@ -1474,18 +1477,6 @@ fn containerd_ctr_pull_tag_push() {
             }
         }
     }
-    let _ = index;
-    ctr.run(
-        &["images", "rm", "--sync"]
-            .iter()
-            .copied()
-            .chain(
-                ["oci", "v2s2", "multi"]
-                    .iter()
-                    .flat_map(|_| std::iter::empty()),
-            )
-            .collect::<Vec<_>>(),
-    );
     drop(daemon);
 }
 
