@@ -20,6 +20,21 @@ pub struct Config {
     pub upload_reap_interval: Duration,
     /// Largest manifest accepted.
     pub max_manifest_bytes: usize,
+    /// `ecr` (default): `/v2/` needs a token from GetAuthorizationToken, every
+    /// request is authorized, pushes need an existing repository.
+    /// `none`: an open registry for development; repositories are created on push.
+    pub auth: AuthMode,
+    /// The region this registry is (ARNs, SigV4 scope).
+    pub region: String,
+    /// Host (and port) clients use to reach the registry, as shown in
+    /// `repositoryUri` and `proxyEndpoint`; by default the request's `Host`.
+    pub registry_host: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    Ecr,
+    None,
 }
 
 impl Default for Config {
@@ -30,6 +45,9 @@ impl Default for Config {
             upload_max_age: Duration::from_secs(24 * 3600),
             upload_reap_interval: Duration::from_secs(600),
             max_manifest_bytes: 8 << 20,
+            auth: AuthMode::Ecr,
+            region: "us-east-1".into(),
+            registry_host: None,
         }
     }
 }
@@ -44,6 +62,9 @@ pub struct Overrides {
     pub upload_max_age: Option<String>,
     pub upload_reap_interval: Option<String>,
     pub max_manifest_bytes: Option<usize>,
+    pub auth: Option<String>,
+    pub region: Option<String>,
+    pub registry_host: Option<String>,
 }
 
 impl Overrides {
@@ -62,6 +83,9 @@ impl Overrides {
             upload_max_age: self.upload_max_age.or(lower.upload_max_age),
             upload_reap_interval: self.upload_reap_interval.or(lower.upload_reap_interval),
             max_manifest_bytes: self.max_manifest_bytes.or(lower.max_manifest_bytes),
+            auth: self.auth.or(lower.auth),
+            region: self.region.or(lower.region),
+            registry_host: self.registry_host.or(lower.registry_host),
         }
     }
 
@@ -88,6 +112,23 @@ impl Overrides {
             }
             c.max_manifest_bytes = m;
         }
+        if let Some(a) = self.auth {
+            c.auth = match a.as_str() {
+                "ecr" => AuthMode::Ecr,
+                "none" => AuthMode::None,
+                other => bail!("auth: {other:?} is neither \"ecr\" nor \"none\""),
+            };
+        }
+        if let Some(r) = self.region {
+            let ok = !r.is_empty()
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                bail!("region: {r:?} is not a region name like us-east-1");
+            }
+            c.region = r;
+        }
+        c.registry_host = self.registry_host.filter(|h| !h.is_empty());
         Ok(c)
     }
 }

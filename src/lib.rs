@@ -8,9 +8,12 @@
 //! - [`metadata`] (SQL) and [`storage`] (blob bytes): where state lives;
 //! - [`digest`], [`reference`]: value types; [`config`], [`metrics`]: plumbing.
 
+pub mod auth;
 pub mod config;
 pub mod digest;
 pub mod distribution;
+pub mod ecr_api;
+pub mod iam;
 pub mod metadata;
 pub mod metrics;
 pub mod reference;

@@ -43,6 +43,15 @@ struct ServeArgs {
     /// Largest manifest accepted, in bytes (at least 4 MiB) [default: 8388608]
     #[arg(long)]
     max_manifest_bytes: Option<usize>,
+    /// `ecr` (tokens and IAM authorization) or `none` (open, create on push) [default: ecr]
+    #[arg(long)]
+    auth: Option<String>,
+    /// Region of this registry [default: us-east-1]
+    #[arg(long)]
+    region: Option<String>,
+    /// Host:port clients use for the registry (repositoryUri, proxyEndpoint) [default: the request's Host]
+    #[arg(long)]
+    registry_host: Option<String>,
 }
 
 fn env_overrides() -> anyhow::Result<Overrides> {
@@ -52,6 +61,9 @@ fn env_overrides() -> anyhow::Result<Overrides> {
         data_dir: var("BERTH_DATA_DIR").map(PathBuf::from),
         upload_max_age: var("BERTH_UPLOAD_MAX_AGE"),
         upload_reap_interval: var("BERTH_UPLOAD_REAP_INTERVAL"),
+        auth: var("BERTH_AUTH"),
+        region: var("BERTH_REGION"),
+        registry_host: var("BERTH_REGISTRY_HOST"),
         max_manifest_bytes: match var("BERTH_MAX_MANIFEST_BYTES") {
             Some(v) => {
                 Some(v.parse().map_err(|_| {
@@ -84,6 +96,9 @@ fn main() -> anyhow::Result<()> {
                 upload_max_age: a.upload_max_age,
                 upload_reap_interval: a.upload_reap_interval,
                 max_manifest_bytes: a.max_manifest_bytes,
+                auth: a.auth,
+                region: a.region,
+                registry_host: a.registry_host,
             };
             let config = flags.over(env_overrides()?.over(file)).resolve()?;
             let rt = tokio::runtime::Builder::new_multi_thread()

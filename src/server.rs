@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::auth::Access;
+use crate::auth::secrets::MasterKey;
+use crate::config::{AuthMode, Config};
 use crate::distribution::{self, Route};
 use crate::metadata::MetadataStore;
 use crate::metrics::{KindLabels, Metrics, RequestLabels};
@@ -25,10 +27,64 @@ use crate::registry::{Limits, Registry};
 use crate::storage::fs::FsBlobStore;
 
 /// What every request handler can reach. Holds handles to shared stores
-/// only; no registry state lives here.
+/// and settings only; no registry state lives here.
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    pub access: Arc<Access>,
+    /// The account whose registry the bare host (no `<account>.` prefix) serves.
+    pub primary_account: String,
+    /// Whether `/v2/` requires a registry token and authorizes every call.
+    pub auth_required: bool,
+    pub region: String,
+    /// Host clients use for the registry; `None` = the request's `Host`.
+    pub registry_host: Option<String>,
+}
+
+/// The account id when `host` starts with `<12 digits>.`, and the rest.
+fn split_account(host: &str) -> Option<(&str, &str)> {
+    match host.split_once('.') {
+        Some((first, rest)) if first.len() == 12 && first.bytes().all(|b| b.is_ascii_digit()) => {
+            Some((first, rest))
+        }
+        _ => None,
+    }
+}
+
+impl AppState {
+    /// The registry (account) a request addresses: `<account>.<host>` selects
+    /// that account, as ECR's host names do; the bare host is the primary account.
+    pub fn registry_for_host(&self, headers: &axum::http::HeaderMap) -> String {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        match split_account(host) {
+            Some((account, _)) => account.to_string(),
+            None => self.primary_account.clone(),
+        }
+    }
+
+    /// The registry host name for `account` as clients should use it.
+    pub fn registry_host_for(&self, account: &str, headers: &axum::http::HeaderMap) -> String {
+        let base = match &self.registry_host {
+            Some(h) => h.clone(),
+            None => {
+                let host = headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("localhost");
+                split_account(host)
+                    .map_or(host, |(_, rest)| rest)
+                    .to_string()
+            }
+        };
+        if account == self.primary_account {
+            base
+        } else {
+            format!("{account}.{base}")
+        }
+    }
 }
 
 /// Open the embedded stores under `config.data_dir`.
@@ -46,12 +102,14 @@ pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Re
         metrics,
         limits: Limits {
             max_manifest_bytes: config.max_manifest_bytes,
+            create_on_push: config.auth == AuthMode::None,
         },
     })
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", axum::routing::post(crate::ecr_api::dispatch))
         .route("/v2", any(distribution::dispatch))
         .route("/v2/", any(distribution::dispatch))
         .route("/v2/{*rest}", any(distribution::dispatch))
@@ -112,9 +170,45 @@ async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(open_registry(&config, metrics.clone()).await?);
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let master = MasterKey::load(env("BERTH_MASTER_KEY").as_deref(), &config.data_dir)?;
+    let access = Access::open(registry.meta.clone(), master, &config.region).await?;
+    let root_key = match (
+        env("BERTH_ROOT_ACCESS_KEY_ID"),
+        env("BERTH_ROOT_SECRET_ACCESS_KEY"),
+    ) {
+        (Some(id), Some(secret)) => Some((id, secret)),
+        (None, None) => None,
+        _ => anyhow::bail!(
+            "set both BERTH_ROOT_ACCESS_KEY_ID and BERTH_ROOT_SECRET_ACCESS_KEY, or neither"
+        ),
+    };
+    if let Some(report) = access
+        .bootstrap(
+            env("BERTH_ACCOUNT_ID").as_deref(),
+            root_key.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+        )
+        .await?
+    {
+        println!(
+            "Created the primary account {} and its administrator key.",
+            report.account_id
+        );
+        println!("  AWS_ACCESS_KEY_ID={}", report.access_key_id);
+        match &report.secret_access_key {
+            Some(s) => println!("  AWS_SECRET_ACCESS_KEY={s}   (shown once; store it now)"),
+            None => println!("  AWS_SECRET_ACCESS_KEY=<from BERTH_ROOT_SECRET_ACCESS_KEY>"),
+        }
+    }
+    let primary_account = access.primary_account().await?;
     let state = Arc::new(AppState {
         registry: registry.clone(),
         metrics,
+        access: Arc::new(access),
+        primary_account,
+        auth_required: config.auth == AuthMode::Ecr,
+        region: config.region.clone(),
+        registry_host: config.registry_host.clone(),
     });
     let listener = TcpListener::bind(config.listen)
         .await
@@ -124,7 +218,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "Berth is listening on http://{addr} (data in {})",
         config.data_dir.display()
     );
-    println!("Push to it with:  docker tag IMAGE {addr}/NAME:TAG && docker push {addr}/NAME:TAG");
+    if config.auth == AuthMode::Ecr {
+        println!("Push to it with:");
+        println!("  aws ecr create-repository --repository-name NAME --endpoint-url http://{addr}");
+        println!(
+            "  aws ecr get-login-password --endpoint-url http://{addr} | docker login --username AWS --password-stdin {addr}"
+        );
+        println!("  docker tag IMAGE {addr}/NAME:TAG && docker push {addr}/NAME:TAG");
+    } else {
+        println!(
+            "Open registry (--auth none). Push to it with:  docker tag IMAGE {addr}/NAME:TAG && docker push {addr}/NAME:TAG"
+        );
+    }
     tracing::info!(%addr, "listening");
 
     let reaper = tokio::spawn(reap_uploads(registry, config.clone()));

@@ -14,6 +14,7 @@ use super::{
     DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, digest, empty, has_body, query_get, query_pairs, set,
 };
 use crate::reference::RepoName;
+use crate::registry::RepoId;
 use crate::registry::uploads::ChunkRange;
 use crate::registry::{Registry, RegistryError};
 use crate::storage::ByteRange;
@@ -70,7 +71,7 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<ByteRange>, Regi
 
 pub(super) async fn get(
     reg: &Registry,
-    repo: &RepoName,
+    repo: &RepoId,
     d: &str,
     headers: &HeaderMap,
     head: bool,
@@ -120,13 +121,13 @@ pub(super) async fn get(
     Ok(r)
 }
 
-pub(super) async fn delete(reg: &Registry, repo: &RepoName, d: &str) -> Result<Response, OciError> {
+pub(super) async fn delete(reg: &Registry, repo: &RepoId, d: &str) -> Result<Response, OciError> {
     let d = digest(d)?;
     reg.delete_blob(repo, &d).await?;
     Ok(empty(StatusCode::ACCEPTED))
 }
 
-fn created(repo: &RepoName, d: &crate::digest::Digest) -> Response {
+fn created(repo: &RepoId, d: &crate::digest::Digest) -> Response {
     let mut r = empty(StatusCode::CREATED);
     let h = r.headers_mut();
     set(h, header::LOCATION, format!("/v2/{repo}/blobs/{d}"));
@@ -134,7 +135,7 @@ fn created(repo: &RepoName, d: &crate::digest::Digest) -> Response {
     r
 }
 
-fn in_progress(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> Response {
+fn in_progress(status: StatusCode, repo: &RepoId, id: &str, size: u64) -> Response {
     let mut r = empty(status);
     let h = r.headers_mut();
     set(
@@ -150,16 +151,20 @@ fn in_progress(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> Resp
 /// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new session.
 pub(super) async fn start_upload(
     reg: &Registry,
-    repo: &RepoName,
+    repo: &RepoId,
     req: &Parts,
     body: Body,
+    allow_mount: bool,
 ) -> Result<Response, OciError> {
     let q = query_pairs(req);
     if let Some(m) = query_get(&q, "mount") {
         let d = digest(m)?;
         // A mount from a repository that does not hold the blob (or with no
         // `from`) falls back to an ordinary upload session, as the spec says.
-        if let Some(from) = query_get(&q, "from").and_then(RepoName::parse)
+        if let Some(from) = query_get(&q, "from")
+            .filter(|_| allow_mount)
+            .and_then(RepoName::parse)
+            .map(|n| RepoId::new(&repo.registry, n))
             && reg.mount_blob(repo, &from, &d).await?
         {
             return Ok(created(repo, &d));
@@ -207,7 +212,7 @@ fn content_range(headers: &HeaderMap) -> Result<Option<ChunkRange>, OciError> {
 
 pub(super) async fn patch_upload(
     reg: &Registry,
-    repo: &RepoName,
+    repo: &RepoId,
     id: &str,
     headers: &HeaderMap,
     body: Body,
@@ -230,7 +235,7 @@ pub(super) async fn patch_upload(
 /// `PUT …/uploads/<id>?digest=`: append the final chunk, if any, and commit.
 pub(super) async fn put_upload(
     reg: &Registry,
-    repo: &RepoName,
+    repo: &RepoId,
     id: &str,
     req: &Parts,
     body: Body,
@@ -257,7 +262,7 @@ pub(super) async fn put_upload(
 
 pub(super) async fn upload_status(
     reg: &Registry,
-    repo: &RepoName,
+    repo: &RepoId,
     id: &str,
 ) -> Result<Response, OciError> {
     let s = reg.upload_status(repo, id).await?;
@@ -266,7 +271,7 @@ pub(super) async fn upload_status(
 
 pub(super) async fn cancel_upload(
     reg: &Registry,
-    repo: &RepoName,
+    repo: &RepoId,
     id: &str,
 ) -> Result<Response, OciError> {
     reg.cancel_upload(repo, id).await?;

@@ -69,13 +69,15 @@ impl From<RegistryError> for OciError {
             E::ManifestInvalid(_) => {
                 OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", msg)
             }
-            E::ManifestBlobUnknown(d) => {
+            E::ManifestBlobUnknown(d) | E::ManifestChildUnknown(d) => {
                 let mut err = OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", msg);
                 err.detail = Some(json!({ "digest": d.as_str() }));
                 err
             }
             E::ManifestReferenced => OciError::new(StatusCode::CONFLICT, "DENIED", msg),
-            E::TagInvalid(_) => OciError::new(StatusCode::BAD_REQUEST, "TAG_INVALID", msg),
+            E::TagInvalid(_) | E::TagImmutable { .. } => {
+                OciError::new(StatusCode::BAD_REQUEST, "TAG_INVALID", msg)
+            }
             E::ChunkOutOfOrder { size } => OciError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "BLOB_UPLOAD_INVALID",

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::errors::OciError;
 use super::{OCI_FILTERS_APPLIED, digest, query_get, query_pairs, set};
-use crate::reference::RepoName;
 use crate::registry::Registry;
+use crate::registry::RepoId;
 use crate::registry::manifest::OCI_INDEX;
 
 /// Page size when the client gives no `n`, and the most we return at once.
@@ -66,23 +66,23 @@ fn encode_query(s: &str) -> String {
         .collect()
 }
 
-pub(super) async fn tags(
-    reg: &Registry,
-    repo: &RepoName,
-    req: &Parts,
-) -> Result<Response, OciError> {
+pub(super) async fn tags(reg: &Registry, repo: &RepoId, req: &Parts) -> Result<Response, OciError> {
     let q = query_pairs(req);
     let (n, last) = page_args(&q)?;
     let (tags, more) = reg.list_tags(repo, last.as_deref(), n).await?;
     let next = if more { tags.last() } else { None };
-    let r = json_response(json!({ "name": repo.as_str(), "tags": tags }));
+    let r = json_response(json!({ "name": repo.name.as_str(), "tags": tags }));
     Ok(with_link(r, &format!("/v2/{repo}/tags/list"), n, next))
 }
 
-pub(super) async fn catalog(reg: &Registry, req: &Parts) -> Result<Response, OciError> {
+pub(super) async fn catalog(
+    reg: &Registry,
+    registry: &str,
+    req: &Parts,
+) -> Result<Response, OciError> {
     let q = query_pairs(req);
     let (n, last) = page_args(&q)?;
-    let (names, more) = reg.catalog(last.as_deref(), n).await?;
+    let (names, more) = reg.catalog(registry, last.as_deref(), n).await?;
     let next = if more { names.last() } else { None };
     let r = json_response(json!({ "repositories": names }));
     Ok(with_link(r, "/v2/_catalog", n, next))
@@ -90,7 +90,7 @@ pub(super) async fn catalog(reg: &Registry, req: &Parts) -> Result<Response, Oci
 
 pub(super) async fn referrers(
     reg: &Registry,
-    repo: &RepoName,
+    repo: &RepoId,
     d: &str,
     req: &Parts,
 ) -> Result<Response, OciError> {

@@ -6,7 +6,7 @@ use axum::response::Response;
 
 use super::errors::OciError;
 use super::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, empty, reference, set};
-use crate::reference::RepoName;
+use crate::registry::RepoId;
 use crate::registry::{Registry, RegistryError};
 
 /// Whether the client's `Accept` headers admit `media_type`. No `Accept` at
@@ -31,7 +31,7 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
 
 pub(super) async fn get(
     reg: &Registry,
-    repo: &RepoName,
+    repo: &RepoId,
     r: &str,
     headers: &HeaderMap,
     head: bool,
@@ -61,7 +61,7 @@ pub(super) async fn get(
 
 pub(super) async fn put(
     reg: &Registry,
-    repo: &RepoName,
+    repo: &RepoId,
     r: &str,
     headers: &HeaderMap,
     body: Body,
@@ -98,7 +98,7 @@ pub(super) async fn put(
     Ok(resp)
 }
 
-pub(super) async fn delete(reg: &Registry, repo: &RepoName, r: &str) -> Result<Response, OciError> {
+pub(super) async fn delete(reg: &Registry, repo: &RepoId, r: &str) -> Result<Response, OciError> {
     let r = reference(r)?;
     reg.delete_manifest(repo, &r).await?;
     Ok(empty(StatusCode::ACCEPTED))

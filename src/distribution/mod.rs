@@ -25,8 +25,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::{AuthError, Caller};
 use crate::digest::Digest;
 use crate::reference::{Reference, RepoName};
+use crate::registry::{RegistryError, RepoId};
 use crate::server::AppState;
 use errors::OciError;
 
@@ -101,8 +103,10 @@ impl Route {
     }
 }
 
-fn repo(name: &str) -> Result<RepoName, OciError> {
-    RepoName::parse(name).ok_or_else(|| OciError::name_invalid(name))
+fn parse_repo(registry: &str, name: &str) -> Result<RepoId, OciError> {
+    RepoName::parse(name)
+        .map(|n| RepoId::new(registry, n))
+        .ok_or_else(|| OciError::name_invalid(name))
 }
 
 fn digest(s: &str) -> Result<Digest, OciError> {
@@ -214,6 +218,102 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
     resp
 }
 
+impl Route {
+    /// The ECR action a request needs, and the repository it acts on.
+    /// `None` for the base endpoint, which only needs authentication.
+    fn ecr_action(&self, method: &Method) -> Option<(&'static str, Option<&str>)> {
+        let head = method == Method::HEAD;
+        Some(match self {
+            Route::Base => return None,
+            Route::Catalog => ("ecr:DescribeRepositories", None),
+            Route::Tags(n) => ("ecr:ListImages", Some(n)),
+            Route::Referrers(n, _) => ("ecr:BatchGetImage", Some(n)),
+            Route::Manifest(n, _) => match method.as_str() {
+                "PUT" => ("ecr:PutImage", Some(n)),
+                "DELETE" => ("ecr:BatchDeleteImage", Some(n)),
+                _ => ("ecr:BatchGetImage", Some(n)),
+            },
+            Route::Blob(n, _) if head => ("ecr:BatchCheckLayerAvailability", Some(n)),
+            Route::Blob(n, _) => match method.as_str() {
+                "DELETE" => ("ecr:BatchDeleteImage", Some(n)),
+                _ => ("ecr:GetDownloadUrlForLayer", Some(n)),
+            },
+            Route::StartUpload(n) => ("ecr:InitiateLayerUpload", Some(n)),
+            Route::Upload(n, _) => match method.as_str() {
+                "PUT" => ("ecr:CompleteLayerUpload", Some(n)),
+                _ => ("ecr:UploadLayerPart", Some(n)),
+            },
+        })
+    }
+}
+
+/// The 401 that makes docker and friends send `AWS:<token>` credentials.
+fn unauthorized(state: &AppState, headers: &HeaderMap, message: &str) -> OciError {
+    let host = state.registry_host_for(&state.primary_account, headers);
+    OciError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message).with_header(
+        header::WWW_AUTHENTICATE,
+        format!("Basic realm=\"https://{host}/\",service=\"ecr.amazonaws.com\""),
+    )
+}
+
+/// Authenticate `/v2/` Basic credentials: user `AWS`, password a registry token.
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Caller>, OciError> {
+    use base64::Engine;
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(unauthorized(state, headers, "authentication required"));
+    };
+    let creds = value
+        .strip_prefix("Basic ")
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let Some((user, password)) = creds.as_deref().and_then(|c| c.split_once(':')) else {
+        return Err(unauthorized(state, headers, "malformed Basic credentials"));
+    };
+    if user != "AWS" {
+        return Err(unauthorized(state, headers, "the user name must be AWS"));
+    }
+    match state.access.authenticate_token(password).await {
+        Ok(c) => Ok(c),
+        Err(AuthError::Meta(e)) => Err(RegistryError::Meta(e).into()),
+        Err(e) => Err(unauthorized(state, headers, &e.to_string())),
+    }
+}
+
+async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    registry: &str,
+    repo: Option<&str>,
+) -> Result<bool, OciError> {
+    state
+        .access
+        .authorize(caller, action, registry, repo, None)
+        .await
+        .map_err(|e| RegistryError::Meta(e).into())
+}
+
+fn denied(action: &str, registry: &str, repo: Option<&str>) -> OciError {
+    OciError::new(
+        StatusCode::FORBIDDEN,
+        "DENIED",
+        format!(
+            "not authorized to perform {action} on {}",
+            repo.map_or_else(
+                || format!("registry {registry}"),
+                |r| format!("repository {r} of registry {registry}")
+            )
+        ),
+    )
+}
+
 async fn route_request(
     state: &AppState,
     route: Route,
@@ -222,6 +322,36 @@ async fn route_request(
     body: ReqBody,
 ) -> Result<Response, OciError> {
     let reg = &state.registry;
+    let registry = state.registry_for_host(&parts.headers);
+    let repo = |n: &str| parse_repo(&registry, n);
+    // In ECR mode every call is authenticated and authorized, like ECR's own registry.
+    let mut allow_mount = true;
+    if state.auth_required {
+        let caller = authenticate(state, &parts.headers).await?;
+        if let Some((action, name)) = route.ecr_action(method) {
+            if let Some(n) = name {
+                repo(n)?;
+            }
+            if !authorize(state, &caller, action, &registry, name).await? {
+                return Err(denied(action, &registry, name));
+            }
+        }
+        if let Route::StartUpload(_) = &route {
+            // A cross-repository mount needs pull permission on the source.
+            let q = query_pairs(&parts);
+            if let Some(from) = query_get(&q, "from") {
+                allow_mount = RepoName::parse(from).is_some()
+                    && authorize(
+                        state,
+                        &caller,
+                        "ecr:GetDownloadUrlForLayer",
+                        &registry,
+                        Some(from),
+                    )
+                    .await?;
+            }
+        }
+    }
     match (route, method.as_str()) {
         (Route::Base, "GET" | "HEAD") => Ok((
             StatusCode::OK,
@@ -229,7 +359,7 @@ async fn route_request(
             "{}",
         )
             .into_response()),
-        (Route::Catalog, "GET") => listing::catalog(reg, &parts).await,
+        (Route::Catalog, "GET") => listing::catalog(reg, &registry, &parts).await,
         (Route::Tags(n), "GET") => listing::tags(reg, &repo(&n)?, &parts).await,
         (Route::Referrers(n, d), "GET") => listing::referrers(reg, &repo(&n)?, &d, &parts).await,
         (Route::Manifest(n, r), "GET" | "HEAD") => {
@@ -243,7 +373,9 @@ async fn route_request(
             blobs::get(reg, &repo(&n)?, &d, &parts.headers, method == Method::HEAD).await
         }
         (Route::Blob(n, d), "DELETE") => blobs::delete(reg, &repo(&n)?, &d).await,
-        (Route::StartUpload(n), "POST") => blobs::start_upload(reg, &repo(&n)?, &parts, body).await,
+        (Route::StartUpload(n), "POST") => {
+            blobs::start_upload(reg, &repo(&n)?, &parts, body, allow_mount).await
+        }
         (Route::Upload(n, id), "GET") => blobs::upload_status(reg, &repo(&n)?, &id).await,
         (Route::Upload(n, id), "PATCH") => {
             blobs::patch_upload(reg, &repo(&n)?, &id, &parts.headers, body).await

@@ -5,16 +5,77 @@
 //! PostgreSQL `BYTEA`) and `{TEXTKEY}` (PostgreSQL gets `COLLATE "C"` so that
 //! listing order is byte order on both, as the OCI spec's lexical order wants).
 //! The applied version is kept in `schema_version`.
+//!
+//! Every repository-scoped table is keyed by `(registry_id, repository, …)`:
+//! the registry id is the 12-digit account id that owns the repository, as in
+//! ECR, where names are unique per registry.
 
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use super::{Dialect, Result};
 
 const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE repositories (
-        name {TEXTKEY} PRIMARY KEY,
+    // ---- identities ---------------------------------------------------------
+    "CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
         created_at BIGINT NOT NULL
     )",
+    "CREATE TABLE users (
+        account_id TEXT NOT NULL,
+        name {TEXTKEY} NOT NULL,
+        user_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (account_id, name)
+    )",
+    // Secrets are sealed with the server's master key (see `auth::secrets`).
+    // user_name is '' for the account's root key.
+    "CREATE TABLE access_keys (
+        access_key_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        secret_sealed {BLOB} NOT NULL,
+        active BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+    )",
+    "CREATE INDEX access_keys_by_user ON access_keys (account_id, user_name)",
+    "CREATE TABLE user_policies (
+        account_id TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        policy_name TEXT NOT NULL,
+        document TEXT NOT NULL,
+        PRIMARY KEY (account_id, user_name, policy_name)
+    )",
+    // Server-wide values shared by every node (e.g. the sealed token-signing key).
+    "CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value {BLOB} NOT NULL
+    )",
+    // ---- repositories -------------------------------------------------------
+    "CREATE TABLE repositories (
+        registry_id TEXT NOT NULL,
+        name {TEXTKEY} NOT NULL,
+        created_at BIGINT NOT NULL,
+        tag_mutability TEXT NOT NULL,
+        mutability_exclusions TEXT NOT NULL,
+        scan_on_push BIGINT NOT NULL,
+        encryption_type TEXT NOT NULL,
+        kms_key TEXT,
+        policy TEXT,
+        PRIMARY KEY (registry_id, name)
+    )",
+    "CREATE TABLE repository_tags (
+        registry_id TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (registry_id, repository, key)
+    )",
+    "CREATE TABLE registry_policies (
+        registry_id TEXT PRIMARY KEY,
+        policy TEXT NOT NULL
+    )",
+    // ---- content ------------------------------------------------------------
     // Content-addressed blobs known to be stored (bytes live in blob storage).
     "CREATE TABLE blobs (
         digest TEXT PRIMARY KEY,
@@ -23,46 +84,54 @@ const MIGRATIONS: &[&[&str]] = &[&[
     )",
     // Which blobs a repository may serve: pushed into it or mounted.
     "CREATE TABLE repository_blobs (
+        registry_id TEXT NOT NULL,
         repository TEXT NOT NULL,
         digest TEXT NOT NULL,
         created_at BIGINT NOT NULL,
-        PRIMARY KEY (repository, digest)
+        PRIMARY KEY (registry_id, repository, digest)
     )",
     "CREATE INDEX repository_blobs_by_digest ON repository_blobs (digest)",
     // Manifests with their exact bytes.
     "CREATE TABLE manifests (
+        registry_id TEXT NOT NULL,
         repository TEXT NOT NULL,
-        digest TEXT NOT NULL,
+        digest {TEXTKEY} NOT NULL,
         media_type TEXT NOT NULL,
         artifact_type TEXT,
+        config_media_type TEXT,
         subject TEXT,
         annotations TEXT,
         size BIGINT NOT NULL,
+        image_size BIGINT NOT NULL,
         content {BLOB} NOT NULL,
-        created_at BIGINT NOT NULL,
-        PRIMARY KEY (repository, digest)
+        pushed_at BIGINT NOT NULL,
+        last_pulled_at BIGINT,
+        PRIMARY KEY (registry_id, repository, digest)
     )",
-    "CREATE INDEX manifests_by_subject ON manifests (repository, subject)",
+    "CREATE INDEX manifests_by_subject ON manifests (registry_id, repository, subject)",
     // Edges from a manifest to the blobs and child manifests it references.
     "CREATE TABLE manifest_references (
+        registry_id TEXT NOT NULL,
         repository TEXT NOT NULL,
         parent TEXT NOT NULL,
         child TEXT NOT NULL,
         kind TEXT NOT NULL,
-        PRIMARY KEY (repository, parent, child)
+        PRIMARY KEY (registry_id, repository, parent, child)
     )",
-    "CREATE INDEX manifest_references_by_child ON manifest_references (repository, child)",
+    "CREATE INDEX manifest_references_by_child ON manifest_references (registry_id, repository, child)",
     "CREATE TABLE tags (
+        registry_id TEXT NOT NULL,
         repository TEXT NOT NULL,
         name {TEXTKEY} NOT NULL,
         digest TEXT NOT NULL,
         updated_at BIGINT NOT NULL,
-        PRIMARY KEY (repository, name)
+        PRIMARY KEY (registry_id, repository, name)
     )",
-    "CREATE INDEX tags_by_digest ON tags (repository, digest)",
+    "CREATE INDEX tags_by_digest ON tags (registry_id, repository, digest)",
     // Upload sessions: any node can continue one from this row.
     "CREATE TABLE uploads (
         id TEXT PRIMARY KEY,
+        registry_id TEXT NOT NULL,
         repository TEXT NOT NULL,
         size BIGINT NOT NULL,
         hash_state {BLOB} NOT NULL,

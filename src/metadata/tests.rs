@@ -2,6 +2,8 @@
 
 use super::*;
 
+const A: &str = "111111111111";
+
 async fn store() -> (tempfile::TempDir, MetadataStore) {
     let dir = tempfile::tempdir().unwrap();
     let s = MetadataStore::open_sqlite(&dir.path().join("meta.db"))
@@ -14,68 +16,116 @@ fn d(s: &str) -> Digest {
     Digest::sha256_of(s.as_bytes())
 }
 
+fn repo(name: &str) -> Repo<'_> {
+    Repo { registry: A, name }
+}
+
+async fn create(s: &MetadataStore, registry: &str, name: &str) {
+    assert!(
+        s.create_repository(&RepositoryRow::new(registry, name), &[])
+            .await
+            .unwrap()
+    );
+}
+
 #[tokio::test]
-async fn migrate_is_idempotent_and_repos_list_in_byte_order() {
+async fn migrate_is_idempotent_and_repos_list_in_byte_order_per_registry() {
     let (dir, s) = store().await;
-    for n in ["b", "a/z", "a", "B-not-valid-but-stored", "a-b"] {
-        s.ensure_repository(n).await.unwrap();
+    for n in ["b", "a/z", "a", "a-b"] {
+        create(&s, A, n).await;
     }
+    create(&s, "222222222222", "other").await;
+    assert!(
+        !s.create_repository(&RepositoryRow::new(A, "a"), &[])
+            .await
+            .unwrap()
+    );
     drop(s);
     let s = MetadataStore::open_sqlite(&dir.path().join("meta.db"))
         .await
         .unwrap();
+    let names = |v: Vec<RepositoryRow>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
     assert_eq!(
-        s.list_repositories(None, 10).await.unwrap(),
-        ["B-not-valid-but-stored", "a", "a-b", "a/z", "b"]
+        names(s.list_repositories(A, None, 10).await.unwrap()),
+        ["a", "a-b", "a/z", "b"]
     );
-    assert_eq!(s.list_repositories(Some("a-b"), 1).await.unwrap(), ["a/z"]);
+    assert_eq!(
+        names(s.list_repositories(A, Some("a-b"), 1).await.unwrap()),
+        ["a/z"]
+    );
+    assert_eq!(
+        names(s.list_repositories("222222222222", None, 10).await.unwrap()),
+        ["other"]
+    );
 }
 
 #[tokio::test]
 async fn blobs_are_visible_per_repository_and_mountable() {
     let (_dir, s) = store().await;
     let b = d("layer");
-    s.create_upload("u1", "one", b"state").await.unwrap();
+    s.create_upload("u1", repo("one"), b"state").await.unwrap();
     assert_eq!(s.get_upload("u1").await.unwrap().unwrap().size, 0);
     assert!(s.advance_upload("u1", 0, 5, b"s2").await.unwrap());
     assert!(
         !s.advance_upload("u1", 0, 9, b"s3").await.unwrap(),
         "stale CAS must fail"
     );
-    s.commit_blob("one", &b, 5, Some("u1")).await.unwrap();
+    s.commit_blob(repo("one"), &b, 5, Some("u1")).await.unwrap();
     assert!(s.get_upload("u1").await.unwrap().is_none());
-    assert_eq!(s.linked_blob_size("one", &b).await.unwrap(), Some(5));
-    assert_eq!(s.linked_blob_size("two", &b).await.unwrap(), None);
-    assert!(!s.mount_blob("two", "nowhere", &b).await.unwrap());
-    assert!(s.mount_blob("two", "one", &b).await.unwrap());
-    assert_eq!(s.linked_blob_size("two", &b).await.unwrap(), Some(5));
-    assert!(s.unlink_blob("one", &b).await.unwrap());
-    assert_eq!(s.linked_blob_size("one", &b).await.unwrap(), None);
+    assert_eq!(s.linked_blob_size(repo("one"), &b).await.unwrap(), Some(5));
+    assert_eq!(s.linked_blob_size(repo("two"), &b).await.unwrap(), None);
+    let other_registry = Repo {
+        registry: "222222222222",
+        name: "one",
+    };
+    assert_eq!(s.linked_blob_size(other_registry, &b).await.unwrap(), None);
+    assert!(
+        !s.mount_blob(repo("two"), repo("nowhere"), &b)
+            .await
+            .unwrap()
+    );
+    assert!(s.mount_blob(repo("two"), repo("one"), &b).await.unwrap());
+    assert_eq!(s.linked_blob_size(repo("two"), &b).await.unwrap(), Some(5));
+    assert!(s.unlink_blob(repo("one"), &b).await.unwrap());
+    assert_eq!(s.linked_blob_size(repo("one"), &b).await.unwrap(), None);
     assert_eq!(s.blob_size(&b).await.unwrap(), Some(5));
 }
 
 #[tokio::test]
-async fn manifests_tags_and_referrers() {
+async fn manifests_tags_immutability_referrers_and_images() {
     let (_dir, s) = store().await;
     let layer = d("l");
-    s.commit_blob("r", &layer, 1, None).await.unwrap();
+    s.commit_blob(repo("r"), &layer, 1, None).await.unwrap();
     let m1 = d("m1");
     let missing = d("nope");
     let base = NewManifest {
-        repository: "r",
+        repo: repo("r"),
         digest: &m1,
         media_type: "application/vnd.oci.image.manifest.v1+json",
         artifact_type: None,
+        config_media_type: Some("application/vnd.oci.image.config.v1+json"),
         subject: None,
         annotations: None,
         content: b"{}",
         blobs: std::slice::from_ref(&layer),
         children: &[],
+        layer_bytes: 1,
         tag: Some("v1"),
+        tag_immutable: false,
     };
     assert_eq!(
         s.put_manifest(&base).await.unwrap(),
-        PutManifestOutcome::Stored
+        PutManifestOutcome::Stored {
+            new_manifest: true,
+            tag_changed: true
+        }
+    );
+    assert_eq!(
+        s.put_manifest(&base).await.unwrap(),
+        PutManifestOutcome::Stored {
+            new_manifest: false,
+            tag_changed: false
+        }
     );
     let blobs = [missing.clone()];
     let bad = NewManifest {
@@ -87,13 +137,25 @@ async fn manifests_tags_and_referrers() {
         PutManifestOutcome::MissingBlob(missing.clone())
     );
     assert_eq!(
-        s.get_manifest_by_tag("r", "v1")
+        s.get_manifest_by_tag(repo("r"), "v1")
             .await
             .unwrap()
             .unwrap()
             .digest,
         m1
     );
+    // An immutable tag does not move; the manifest is not stored either.
+    let m2 = d("m2");
+    let moved = NewManifest {
+        digest: &m2,
+        tag_immutable: true,
+        ..base.clone()
+    };
+    assert_eq!(
+        s.put_manifest(&moved).await.unwrap(),
+        PutManifestOutcome::TagImmutable
+    );
+    assert!(!s.manifest_exists(repo("r"), &m2).await.unwrap());
     let sig = d("sig");
     let with_subject = NewManifest {
         digest: &sig,
@@ -103,8 +165,14 @@ async fn manifests_tags_and_referrers() {
         ..base.clone()
     };
     s.put_manifest(&with_subject).await.unwrap();
-    assert_eq!(s.referrers("r", &m1, None).await.unwrap().len(), 1);
-    assert_eq!(s.referrers("r", &m1, Some("other")).await.unwrap().len(), 0);
+    assert_eq!(s.referrers(repo("r"), &m1, None).await.unwrap().len(), 1);
+    assert_eq!(
+        s.referrers(repo("r"), &m1, Some("other"))
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
     let children = [m1.clone()];
     let idx = d("idx");
     let index = NewManifest {
@@ -115,10 +183,131 @@ async fn manifests_tags_and_referrers() {
         ..base
     };
     s.put_manifest(&index).await.unwrap();
-    assert!(s.manifest_is_referenced("r", &m1).await.unwrap());
-    assert_eq!(s.list_tags("r", None, 10).await.unwrap(), ["list", "v1"]);
-    assert!(s.delete_tag("r", "v1").await.unwrap());
-    assert!(s.delete_manifest("r", &idx).await.unwrap());
-    assert!(!s.manifest_is_referenced("r", &m1).await.unwrap());
-    assert!(s.list_tags("r", None, 10).await.unwrap().is_empty());
+    assert!(s.manifest_is_referenced(repo("r"), &m1).await.unwrap());
+    assert_eq!(
+        s.list_tags(repo("r"), None, 10).await.unwrap(),
+        ["list", "v1"]
+    );
+    let images = s.list_images(repo("r"), None, 10).await.unwrap();
+    assert_eq!(images.len(), 3);
+    let tagged: Vec<_> = images
+        .iter()
+        .filter(|i| !i.tags.is_empty())
+        .map(|i| (i.digest.clone(), i.tags.clone()))
+        .collect();
+    assert!(tagged.contains(&(m1.to_string(), vec!["v1".to_string()])));
+    assert!(tagged.contains(&(idx.to_string(), vec!["list".to_string()])));
+    assert!(s.delete_tag(repo("r"), "v1").await.unwrap());
+    assert_eq!(
+        s.delete_manifest(repo("r"), &idx).await.unwrap(),
+        Some(vec!["list".to_string()])
+    );
+    assert!(!s.manifest_is_referenced(repo("r"), &m1).await.unwrap());
+    assert!(s.list_tags(repo("r"), None, 10).await.unwrap().is_empty());
+    assert_eq!(s.delete_manifest(repo("r"), &idx).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn repositories_settings_tags_and_force_delete() {
+    let (_dir, s) = store().await;
+    let mut row = RepositoryRow::new(A, "app");
+    row.tag_mutability = "IMMUTABLE_WITH_EXCLUSION".into();
+    row.mutability_exclusions = vec!["latest".into()];
+    assert!(
+        s.create_repository(&row, &[("team".into(), "a".into())])
+            .await
+            .unwrap()
+    );
+    let got = s.get_repository(repo("app")).await.unwrap().unwrap();
+    assert_eq!(got.mutability_exclusions, ["latest"]);
+    assert!(
+        s.tag_repository(repo("app"), &[("env".into(), "prod".into())], 50)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.tag_repository(repo("app"), &[("x".into(), "1".into())], 2)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.repository_tags(repo("app")).await.unwrap().len(), 2);
+    s.untag_repository(repo("app"), &["team".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.repository_tags(repo("app")).await.unwrap(),
+        [("env".to_string(), "prod".to_string())]
+    );
+    assert!(
+        s.set_repository_policy(repo("app"), Some("{}"))
+            .await
+            .unwrap()
+    );
+    s.commit_blob(repo("app"), &d("l"), 1, None).await.unwrap();
+    let m = d("m");
+    let layers = [d("l")];
+    s.put_manifest(&NewManifest {
+        repo: repo("app"),
+        digest: &m,
+        media_type: "x",
+        artifact_type: None,
+        config_media_type: None,
+        subject: None,
+        annotations: None,
+        content: b"{}",
+        blobs: &layers,
+        children: &[],
+        layer_bytes: 1,
+        tag: None,
+        tag_immutable: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.delete_repository(repo("app"), false).await.unwrap(),
+        Some(Err(()))
+    );
+    assert!(matches!(
+        s.delete_repository(repo("app"), true).await.unwrap(),
+        Some(Ok(_))
+    ));
+    assert!(s.get_repository(repo("app")).await.unwrap().is_none());
+    assert_eq!(
+        s.linked_blob_size(repo("app"), &d("l")).await.unwrap(),
+        None
+    );
+    assert_eq!(s.delete_repository(repo("app"), true).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn identities_and_settings() {
+    let (_dir, s) = store().await;
+    assert!(s.create_account(A, "primary").await.unwrap());
+    assert!(s.create_user(A, "alice", "AIDAALICE").await.unwrap());
+    assert!(!s.create_user(A, "alice", "AIDAALICE").await.unwrap());
+    s.create_access_key(&AccessKeyRow {
+        access_key_id: "AKIA1".into(),
+        account_id: A.into(),
+        user_name: "alice".into(),
+        secret_sealed: vec![1, 2, 3],
+        active: true,
+        created_at: 1,
+    })
+    .await
+    .unwrap();
+    assert!(s.get_access_key("AKIA1").await.unwrap().unwrap().active);
+    assert!(s.set_access_key_active("AKIA1", false).await.unwrap());
+    assert!(!s.get_access_key("AKIA1").await.unwrap().unwrap().active);
+    s.put_user_policy(A, "alice", "p", "{\"v\":1}")
+        .await
+        .unwrap();
+    s.put_user_policy(A, "alice", "p", "{\"v\":2}")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.user_policies(A, "alice").await.unwrap(),
+        [("p".to_string(), "{\"v\":2}".to_string())]
+    );
+    assert_eq!(s.init_setting("k", b"first").await.unwrap(), b"first");
+    assert_eq!(s.init_setting("k", b"second").await.unwrap(), b"first");
 }

@@ -36,6 +36,10 @@ pub struct ParsedManifest {
     pub artifact_type: Option<String>,
     /// The `annotations` object, as compact JSON.
     pub annotations: Option<String>,
+    /// Media type of the config blob (image manifests only).
+    pub config_media_type: Option<String>,
+    /// Sum of the layer sizes (image manifests only).
+    pub layer_bytes: u64,
 }
 
 /// Layers that registries need not hold (their `urls` point elsewhere).
@@ -95,19 +99,23 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
     let mut blobs = Vec::new();
     let mut children = Vec::new();
     let mut artifact_type = opt_string(obj, "artifactType")?;
+    let mut config_media_type = None;
+    let mut layer_bytes: u64 = 0;
     match kind {
         Kind::Image => {
             let config = obj
                 .get("config")
                 .ok_or_else(|| "image manifest has no config".to_string())?;
-            let (config_type, config_digest) = descriptor(config, "config")?;
+            let (config_type, config_digest, _) = descriptor(config, "config")?;
             blobs.push(config_digest);
+            config_media_type = Some(config_type.clone());
             let layers = obj
                 .get("layers")
                 .and_then(Value::as_array)
                 .ok_or_else(|| "image manifest must have a layers array".to_string())?;
             for (i, layer) in layers.iter().enumerate() {
-                let (mt, d) = descriptor(layer, &format!("layers[{i}]"))?;
+                let (mt, d, size) = descriptor(layer, &format!("layers[{i}]"))?;
+                layer_bytes = layer_bytes.saturating_add(size);
                 if !non_distributable(&mt) {
                     blobs.push(d);
                 }
@@ -122,7 +130,7 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
                 .and_then(Value::as_array)
                 .ok_or_else(|| "index must have a manifests array".to_string())?;
             for (i, m) in manifests.iter().enumerate() {
-                let (_, d) = descriptor(m, &format!("manifests[{i}]"))?;
+                let (_, d, _) = descriptor(m, &format!("manifests[{i}]"))?;
                 children.push(d);
             }
         }
@@ -149,6 +157,8 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
         subject,
         artifact_type,
         annotations,
+        config_media_type,
+        layer_bytes,
     })
 }
 
@@ -167,8 +177,8 @@ fn opt_string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, Str
     }
 }
 
-/// Validate a descriptor; returns its media type and digest.
-fn descriptor(v: &Value, what: &str) -> Result<(String, Digest), String> {
+/// Validate a descriptor; returns its media type, digest and size.
+fn descriptor(v: &Value, what: &str) -> Result<(String, Digest, u64), String> {
     let o = v
         .as_object()
         .ok_or_else(|| format!("{what} must be a descriptor object"))?;
@@ -182,11 +192,11 @@ fn descriptor(v: &Value, what: &str) -> Result<(String, Digest), String> {
         .ok_or_else(|| format!("{what} has no digest"))?
         .parse::<Digest>()
         .map_err(|e| format!("{what} has an invalid digest: {e}"))?;
-    match o.get("size") {
-        Some(Value::Number(n)) if n.as_u64().is_some() => {}
+    let size = match o.get("size") {
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or(0),
         _ => return Err(format!("{what} must have a non-negative integer size")),
-    }
-    Ok((mt, digest))
+    };
+    Ok((mt, digest, size))
 }
 
 #[cfg(test)]

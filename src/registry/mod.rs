@@ -1,8 +1,8 @@
 //! The registry service: what a registry does, independent of the wire
-//! protocol. The OCI `/v2/` controllers (`distribution`) call it today; the
-//! ECR API controllers will call the same functions, so both faces share one
+//! protocol. The OCI `/v2/` controllers (`distribution`) and the ECR API
+//! controllers (`ecr_api`) call the same functions, so both faces share one
 //! set of rules (what a manifest must reference, when a blob is visible, how an
-//! upload is committed).
+//! upload is committed, when a tag may move).
 //!
 //! It owns no state of its own: everything lives in the [`MetadataStore`] and
 //! the [`BlobStore`], so any number of nodes can serve the same registry.
@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::metadata::{
-    ManifestRow, MetaError, MetadataStore, NewManifest, PutManifestOutcome, ReferrerRow,
+    ManifestRow, MetaError, MetadataStore, NewManifest, PutManifestOutcome, ReferrerRow, Repo,
+    RepositoryRow,
 };
 use crate::metrics::Metrics;
 use crate::reference::{Reference, RepoName};
@@ -40,10 +41,17 @@ pub enum RegistryError {
     ManifestInvalid(String),
     #[error("manifest references a blob or manifest that is not in the repository: {0}")]
     ManifestBlobUnknown(Digest),
+    #[error("manifest references a child manifest that is not in the repository: {0}")]
+    ManifestChildUnknown(Digest),
     #[error("manifest is referenced by an image index in this repository; delete the index first")]
     ManifestReferenced,
     #[error("invalid tag: {0}")]
     TagInvalid(String),
+    /// ECR's wording, which docker prints after `tag invalid:`.
+    #[error(
+        "The image tag '{tag}' already exists in the '{repository}' repository and cannot be overwritten because the repository is immutable."
+    )]
+    TagImmutable { tag: String, repository: String },
     /// A chunk did not start where the upload ends (`size` bytes received so far).
     #[error("chunk out of order: the upload holds {size} bytes")]
     ChunkOutOfOrder { size: u64 },
@@ -75,14 +83,84 @@ pub type Result<T> = std::result::Result<T, RegistryError>;
 pub struct Limits {
     /// Largest manifest accepted, in bytes.
     pub max_manifest_bytes: usize,
+    /// Create a repository on first push instead of refusing (`NAME_UNKNOWN`).
+    /// Off in ECR mode, where repositories are created through the API.
+    pub create_on_push: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_manifest_bytes: 8 << 20,
+            create_on_push: false,
         }
     }
+}
+
+/// A repository: the registry (12-digit account id) that owns it and its name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RepoId {
+    pub registry: String,
+    pub name: RepoName,
+}
+
+impl RepoId {
+    pub fn new(registry: &str, name: RepoName) -> RepoId {
+        RepoId {
+            registry: registry.to_string(),
+            name,
+        }
+    }
+
+    /// The key the metadata store uses.
+    pub fn key(&self) -> Repo<'_> {
+        Repo {
+            registry: &self.registry,
+            name: self.name.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for RepoId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name.as_str())
+    }
+}
+
+/// Whether ECR's tag-mutability setting forbids moving `tag`.
+pub fn tag_is_immutable(repo: &RepositoryRow, tag: &str) -> bool {
+    let excluded = || {
+        repo.mutability_exclusions
+            .iter()
+            .any(|f| wildcard_match(f, tag))
+    };
+    match repo.tag_mutability.as_str() {
+        "IMMUTABLE" => true,
+        "IMMUTABLE_WITH_EXCLUSION" => !excluded(),
+        "MUTABLE_WITH_EXCLUSION" => excluded(),
+        _ => false,
+    }
+}
+
+/// ECR's tag filters: `*` matches any run of characters, everything else
+/// literally, and the whole tag must match.
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if text.len() < first.len() + last.len() || !text.starts_with(first) || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// A blob ready to be streamed.
@@ -96,6 +174,9 @@ pub struct BlobBody {
 pub struct PushedManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
+    pub media_type: String,
+    /// False when the manifest and the tag were both already in place.
+    pub changed: bool,
 }
 
 pub struct Registry {
@@ -106,12 +187,28 @@ pub struct Registry {
 }
 
 impl Registry {
+    // ---- repositories -------------------------------------------------------
+
+    /// The repository a push goes to: it must exist, unless repositories are
+    /// created on push (then it is created with default settings).
+    pub async fn writable_repository(&self, repo: &RepoId) -> Result<RepositoryRow> {
+        if let Some(row) = self.meta.get_repository(repo.key()).await? {
+            return Ok(row);
+        }
+        if !self.limits.create_on_push {
+            return Err(RegistryError::NameUnknown);
+        }
+        let row = RepositoryRow::new(&repo.registry, repo.name.as_str());
+        self.meta.create_repository(&row, &[]).await?;
+        Ok(self.meta.get_repository(repo.key()).await?.unwrap_or(row))
+    }
+
     // ---- blobs --------------------------------------------------------------
 
     /// Size of a blob visible in `repo`.
-    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+    pub async fn stat_blob(&self, repo: &RepoId, digest: &Digest) -> Result<u64> {
         self.meta
-            .linked_blob_size(repo.as_str(), digest)
+            .linked_blob_size(repo.key(), digest)
             .await?
             .ok_or(RegistryError::BlobUnknown)
     }
@@ -120,7 +217,7 @@ impl Registry {
     /// `range` is resolved against the blob size by the caller-supplied function.
     pub async fn open_blob(
         &self,
-        repo: &RepoName,
+        repo: &RepoId,
         digest: &Digest,
         range: impl FnOnce(u64) -> Result<Option<ByteRange>>,
     ) -> Result<BlobBody> {
@@ -143,22 +240,15 @@ impl Registry {
 
     /// Make a blob of repository `from` visible in `repo` without copying it.
     /// Returns false when `from` does not hold it (the caller then starts an upload).
-    pub async fn mount_blob(
-        &self,
-        repo: &RepoName,
-        from: &RepoName,
-        digest: &Digest,
-    ) -> Result<bool> {
-        Ok(self
-            .meta
-            .mount_blob(repo.as_str(), from.as_str(), digest)
-            .await?)
+    pub async fn mount_blob(&self, repo: &RepoId, from: &RepoId, digest: &Digest) -> Result<bool> {
+        self.writable_repository(repo).await?;
+        Ok(self.meta.mount_blob(repo.key(), from.key(), digest).await?)
     }
 
     /// Remove a blob from a repository. The bytes go when garbage collection
     /// finds nothing else referencing them.
-    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        if self.meta.unlink_blob(repo.as_str(), digest).await? {
+    pub async fn delete_blob(&self, repo: &RepoId, digest: &Digest) -> Result<()> {
+        if self.meta.unlink_blob(repo.key(), digest).await? {
             Ok(())
         } else {
             Err(RegistryError::BlobUnknown)
@@ -170,7 +260,7 @@ impl Registry {
     /// Validate and store a manifest under `reference` (a tag or its digest).
     pub async fn put_manifest(
         &self,
-        repo: &RepoName,
+        repo: &RepoId,
         reference: &Reference,
         content_type: Option<&str>,
         bytes: &[u8],
@@ -196,62 +286,79 @@ impl Registry {
         };
         let parsed =
             manifest::parse(content_type, bytes).map_err(RegistryError::ManifestInvalid)?;
+        let settings = self.writable_repository(repo).await?;
+        let mut layer_bytes = parsed.layer_bytes;
+        for child in &parsed.children {
+            if let Some(size) = self.meta.image_size(repo.key(), child).await? {
+                layer_bytes = layer_bytes.max(size);
+            }
+        }
         let outcome = self
             .meta
             .put_manifest(&NewManifest {
-                repository: repo.as_str(),
+                repo: repo.key(),
                 digest: &digest,
                 media_type: &parsed.media_type,
                 artifact_type: parsed.artifact_type.as_deref(),
+                config_media_type: parsed.config_media_type.as_deref(),
                 subject: parsed.subject.as_ref(),
                 annotations: parsed.annotations.as_deref(),
                 content: bytes,
                 blobs: &parsed.blobs,
                 children: &parsed.children,
+                layer_bytes,
                 tag,
+                tag_immutable: tag.is_some_and(|t| tag_is_immutable(&settings, t)),
             })
             .await?;
         match outcome {
-            PutManifestOutcome::Stored => Ok(PushedManifest {
+            PutManifestOutcome::Stored {
+                new_manifest,
+                tag_changed,
+            } => Ok(PushedManifest {
                 digest,
                 subject: parsed.subject,
+                media_type: parsed.media_type,
+                changed: new_manifest || tag_changed,
             }),
-            PutManifestOutcome::MissingBlob(d) | PutManifestOutcome::MissingChild(d) => {
-                Err(RegistryError::ManifestBlobUnknown(d))
-            }
+            PutManifestOutcome::MissingBlob(d) => Err(RegistryError::ManifestBlobUnknown(d)),
+            PutManifestOutcome::MissingChild(d) => Err(RegistryError::ManifestChildUnknown(d)),
+            PutManifestOutcome::TagImmutable => Err(RegistryError::TagImmutable {
+                tag: tag.unwrap_or_default().to_string(),
+                repository: repo.name.to_string(),
+            }),
         }
     }
 
-    pub async fn get_manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<ManifestRow> {
+    pub async fn get_manifest(&self, repo: &RepoId, reference: &Reference) -> Result<ManifestRow> {
         let row = match reference {
-            Reference::Tag(t) => self.meta.get_manifest_by_tag(repo.as_str(), t).await?,
-            Reference::Digest(d) => self.meta.get_manifest(repo.as_str(), d).await?,
+            Reference::Tag(t) => self.meta.get_manifest_by_tag(repo.key(), t).await?,
+            Reference::Digest(d) => self.meta.get_manifest(repo.key(), d).await?,
         };
         row.ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}:{reference}")))
     }
 
-    /// Delete a tag, or a manifest (with all its tags) by digest.
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
-        let found = match reference {
-            Reference::Tag(t) => self.meta.delete_tag(repo.as_str(), t).await?,
+    /// Delete a tag, or a manifest (with all its tags) by digest. Returns the
+    /// tags removed.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoId,
+        reference: &Reference,
+    ) -> Result<Vec<String>> {
+        let removed = match reference {
+            Reference::Tag(t) => self
+                .meta
+                .delete_tag(repo.key(), t)
+                .await?
+                .then(|| vec![t.clone()]),
             Reference::Digest(d) => {
-                if self.meta.manifest_is_referenced(repo.as_str(), d).await? {
+                if self.meta.manifest_is_referenced(repo.key(), d).await? {
                     return Err(RegistryError::ManifestReferenced);
                 }
-                self.meta.delete_manifest(repo.as_str(), d).await?
+                self.meta.delete_manifest(repo.key(), d).await?
             }
         };
-        if found {
-            Ok(())
-        } else {
-            Err(RegistryError::ManifestUnknown(format!(
-                "{repo}:{reference}"
-            )))
-        }
+        removed.ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}:{reference}")))
     }
 
     // ---- listing ------------------------------------------------------------
@@ -259,15 +366,12 @@ impl Registry {
     /// Tags of `repo` after `last`, at most `n`. Also returns whether more follow.
     pub async fn list_tags(
         &self,
-        repo: &RepoName,
+        repo: &RepoId,
         last: Option<&str>,
         n: u32,
     ) -> Result<(Vec<String>, bool)> {
-        let mut tags = self
-            .meta
-            .list_tags(repo.as_str(), last, n as i64 + 1)
-            .await?;
-        if tags.is_empty() && !self.meta.repository_exists(repo.as_str()).await? {
+        let mut tags = self.meta.list_tags(repo.key(), last, n as i64 + 1).await?;
+        if tags.is_empty() && !self.meta.repository_exists(repo.key()).await? {
             return Err(RegistryError::NameUnknown);
         }
         let more = tags.len() > n as usize;
@@ -275,9 +379,20 @@ impl Registry {
         Ok((tags, more))
     }
 
-    /// Repository names after `last`, at most `n`, and whether more follow.
-    pub async fn catalog(&self, last: Option<&str>, n: u32) -> Result<(Vec<String>, bool)> {
-        let mut names = self.meta.list_repositories(last, n as i64 + 1).await?;
+    /// Repository names of `registry` after `last`, at most `n`, and whether more follow.
+    pub async fn catalog(
+        &self,
+        registry: &str,
+        last: Option<&str>,
+        n: u32,
+    ) -> Result<(Vec<String>, bool)> {
+        let mut names: Vec<String> = self
+            .meta
+            .list_repositories(registry, last, n as i64 + 1)
+            .await?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
         let more = names.len() > n as usize;
         names.truncate(n as usize);
         Ok((names, more))
@@ -285,13 +400,46 @@ impl Registry {
 
     pub async fn referrers(
         &self,
-        repo: &RepoName,
+        repo: &RepoId,
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<ReferrerRow>> {
         Ok(self
             .meta
-            .referrers(repo.as_str(), subject, artifact_type)
+            .referrers(repo.key(), subject, artifact_type)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_whole_tags() {
+        assert!(wildcard_match("latest", "latest"));
+        assert!(!wildcard_match("latest", "latest2"));
+        assert!(wildcard_match("dev-*", "dev-1"));
+        assert!(!wildcard_match("dev-*", "devX"));
+        assert!(wildcard_match("*", ""));
+        assert!(wildcard_match("a*b*c", "aXbYc"));
+        assert!(!wildcard_match("a*b*c", "aXcYb"));
+        assert!(!wildcard_match("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn mutability_modes() {
+        let mut r = RepositoryRow::new("123456789012", "x");
+        assert!(!tag_is_immutable(&r, "v1"));
+        r.tag_mutability = "IMMUTABLE".into();
+        assert!(tag_is_immutable(&r, "v1"));
+        r.tag_mutability = "IMMUTABLE_WITH_EXCLUSION".into();
+        r.mutability_exclusions = vec!["latest".into(), "dev-*".into()];
+        assert!(!tag_is_immutable(&r, "latest"));
+        assert!(!tag_is_immutable(&r, "dev-7"));
+        assert!(tag_is_immutable(&r, "v1"));
+        r.tag_mutability = "MUTABLE_WITH_EXCLUSION".into();
+        assert!(tag_is_immutable(&r, "latest"));
+        assert!(!tag_is_immutable(&r, "v1"));
     }
 }

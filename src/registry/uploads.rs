@@ -16,10 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use super::{Registry, RegistryError, Result};
+use super::{Registry, RegistryError, RepoId, Result};
 use crate::digest::{Algorithm, Digest, ResumableSha256};
 use crate::metadata::{UploadRow, now_millis};
-use crate::reference::RepoName;
 
 /// Where a chunk claims to start and end (`Content-Range: first-last`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,21 +34,26 @@ fn valid_upload_id(id: &str) -> bool {
 
 impl Registry {
     /// Open a new upload session in `repo`.
-    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadRow> {
+    pub async fn start_upload(&self, repo: &RepoId) -> Result<UploadRow> {
+        self.writable_repository(repo).await?;
         let id = uuid::Uuid::new_v4().to_string();
         self.blobs.create_upload(&id).await?;
         let state = ResumableSha256::new().state();
-        self.meta.create_upload(&id, repo.as_str(), &state).await?;
+        self.meta.create_upload(&id, repo.key(), &state).await?;
         self.upload_status(repo, &id).await
     }
 
     /// The session `id`, which must belong to `repo`.
-    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadRow> {
+    pub async fn upload_status(&self, repo: &RepoId, id: &str) -> Result<UploadRow> {
         if !valid_upload_id(id) {
             return Err(RegistryError::UploadUnknown);
         }
         match self.meta.get_upload(id).await? {
-            Some(row) if row.repository == repo.as_str() => Ok(row),
+            Some(row)
+                if row.registry_id == repo.registry && row.repository == repo.name.as_str() =>
+            {
+                Ok(row)
+            }
             _ => Err(RegistryError::UploadUnknown),
         }
     }
@@ -58,7 +62,7 @@ impl Registry {
     /// start exactly where the upload ends. Returns the session after the chunk.
     pub async fn append_upload<S, E>(
         &self,
-        repo: &RepoName,
+        repo: &RepoId,
         id: &str,
         range: Option<ChunkRange>,
         body: S,
@@ -128,7 +132,7 @@ impl Registry {
 
     /// Commit a session as blob `digest` (after appending a final chunk, if any).
     /// On a digest mismatch the session is discarded and nothing is stored.
-    pub async fn finish_upload(&self, repo: &RepoName, id: &str, digest: &Digest) -> Result<u64> {
+    pub async fn finish_upload(&self, repo: &RepoId, id: &str, digest: &Digest) -> Result<u64> {
         let session = self.upload_status(repo, id).await?;
         let actual = match digest.algorithm() {
             Algorithm::Sha256 => ResumableSha256::from_state(&session.hash_state)
@@ -149,7 +153,7 @@ impl Registry {
         }
         self.blobs.commit_upload(id, session.size, digest).await?;
         self.meta
-            .commit_blob(repo.as_str(), digest, session.size, Some(id))
+            .commit_blob(repo.key(), digest, session.size, Some(id))
             .await?;
         let elapsed = (now_millis() - session.started_at).max(0) as f64 / 1000.0;
         self.metrics.upload_seconds.observe(elapsed);
@@ -170,7 +174,7 @@ impl Registry {
     }
 
     /// Abandon a session and its staged bytes.
-    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+    pub async fn cancel_upload(&self, repo: &RepoId, id: &str) -> Result<()> {
         self.upload_status(repo, id).await?;
         self.meta.delete_upload(id).await?;
         self.blobs.abort_upload(id).await?;

@@ -15,7 +15,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -176,11 +176,9 @@ impl BlobStore for FsBlobStore {
 
     async fn create_upload(&self, upload_id: &str) -> Result<(), StorageError> {
         let path = self.upload_path(upload_id);
-        blocking(move || {
-            File::create(&path)?;
-            sync_dir(path.parent().expect("upload path has a parent"))
-        })
-        .await
+        // No directory fsync: if a crash loses the empty file, the first
+        // append (at offset 0) creates it again.
+        blocking(move || File::create(&path).map(drop)).await
     }
 
     async fn upload_writer(
@@ -190,7 +188,10 @@ impl BlobStore for FsBlobStore {
     ) -> Result<Box<dyn UploadWriter>, StorageError> {
         let path = self.upload_path(upload_id);
         let mut file = blocking(move || {
-            let mut f = OpenOptions::new().write(true).open(&path)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(offset == 0)
+                .open(&path)?;
             let len = f.metadata()?.len();
             if len < offset {
                 return Err(io::Error::new(
@@ -267,8 +268,7 @@ impl BlobStore for FsBlobStore {
             drop(f);
             fs::create_dir_all(&dir)?;
             fs::rename(&staged, &target)?;
-            sync_dir(&dir)?;
-            sync_dir(staged.parent().expect("upload path has a parent"))
+            sync_dir(&dir)
         })
         .await
     }
@@ -290,19 +290,18 @@ fn read_stream(mut file: File, len: Option<u64>) -> ByteStream {
         let mut left = len.unwrap_or(u64::MAX);
         while left > 0 {
             let want = READ_CHUNK.min(left.try_into().unwrap_or(usize::MAX));
-            let mut buf = BytesMut::zeroed(want);
-            let n = match file.read(&mut buf) {
+            // `read_to_end` into spare capacity reads without zero-filling first.
+            let mut buf = Vec::with_capacity(want);
+            let n = match (&mut file).take(want as u64).read_to_end(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let _ = tx.blocking_send(Err(e));
                     return;
                 }
             };
-            buf.truncate(n);
             left -= n as u64;
-            if tx.blocking_send(Ok(buf.freeze())).is_err() {
+            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                 return; // the client went away
             }
         }

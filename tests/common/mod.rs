@@ -10,9 +10,16 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub addr: String,
     pub data_dir: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
+
+/// The administrator credentials of servers started with [`Server::start_ecr`].
+pub const ACCOUNT: &str = "123456789012";
+pub const ROOT_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+pub const ROOT_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -23,7 +30,8 @@ fn free_port() -> u16 {
 }
 
 impl Server {
-    /// Start a server on a fresh data directory.
+    /// Start an open registry (`--auth none`: no tokens, create on push) on a
+    /// fresh data directory.
     pub fn start() -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
@@ -32,13 +40,40 @@ impl Server {
         s
     }
 
-    /// Start a server on `data_dir` with extra `berth serve` arguments.
+    /// Start an open registry on `data_dir` with extra `berth serve` arguments.
     pub fn start_on(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--auth".to_string(), "none".to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::launch(data_dir, args, Vec::new())
+    }
+
+    /// Start a server in ECR mode (the default) whose primary account and
+    /// administrator key are [`ACCOUNT`], [`ROOT_KEY_ID`] and [`ROOT_SECRET`].
+    pub fn start_ecr() -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = vec![
+            ("BERTH_ACCOUNT_ID".to_string(), ACCOUNT.to_string()),
+            (
+                "BERTH_ROOT_ACCESS_KEY_ID".to_string(),
+                ROOT_KEY_ID.to_string(),
+            ),
+            (
+                "BERTH_ROOT_SECRET_ACCESS_KEY".to_string(),
+                ROOT_SECRET.to_string(),
+            ),
+        ];
+        let mut s = Server::launch(&tmp.path().join("data"), Vec::new(), env);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn launch(data_dir: &Path, args: Vec<String>, env: Vec<(String, String)>) -> Server {
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["serve", "--listen", &addr, "--data-dir"])
             .arg(data_dir)
-            .args(extra)
+            .args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("BERTH_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -47,6 +82,8 @@ impl Server {
         let s = Server {
             addr,
             data_dir: data_dir.to_path_buf(),
+            args,
+            env,
             child: Some(child),
             _tmp: None,
         };
@@ -93,7 +130,7 @@ impl Server {
             self.kill9();
         }
         let tmp = self._tmp.take();
-        let mut s = Server::start_on(&self.data_dir.clone(), &[]);
+        let mut s = Server::launch(&self.data_dir.clone(), self.args.clone(), self.env.clone());
         s._tmp = tmp;
         std::mem::swap(self, &mut s);
     }

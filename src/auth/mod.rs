@@ -1,0 +1,421 @@
+//! Authentication and authorization: who is calling, and may they do this.
+//!
+//! - [`sigv4`] verifies AWS Signature V4 on ECR API requests;
+//! - [`tokens`] issues and verifies the registry tokens of `GetAuthorizationToken`
+//!   (the `/v2/` Basic-auth password of user `AWS`);
+//! - [`secrets`] seals stored secrets with the master key;
+//! - [`Access`] ties them to the metadata store: it resolves an access key or a
+//!   token to a [`Caller`] (account, user, identity policies) and decides each
+//!   request with the one IAM evaluator (`crate::iam`), for the ECR API and
+//!   `/v2/` alike.
+//!
+//! Lookups of keys and policies are cached per node for a few seconds
+//! ([`CACHE_TTL`]); a node that changes a policy drops its own cache entry at
+//! once, other nodes see the change within the TTL.
+
+pub mod secrets;
+pub mod sigv4;
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::iam::{self, Decision, Policy, PolicyKind, Principal, RequestContext};
+use crate::metadata::{AccessKeyRow, MetaError, MetadataStore, Repo, now_millis};
+use secrets::{MasterKey, random_bytes};
+use tokens::{TOKEN_LIFETIME_SECS, TokenClaims, TokenError, TokenSigner};
+
+/// How long a node trusts its cached view of a key or a policy.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub principal: Principal,
+    pub access_key_id: String,
+    /// True for the account's root key (implicitly allowed everything in its account).
+    pub is_root: bool,
+    pub identity_policies: Vec<Policy>,
+}
+
+/// Why a request is not authenticated; each maps to an AWS error name.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    SigV4(#[from] sigv4::SigV4Error),
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    #[error("the access key is not active")]
+    KeyInactive,
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+/// Credentials created at bootstrap, printed once.
+pub struct BootstrapReport {
+    pub account_id: String,
+    pub access_key_id: String,
+    /// `None` when the secret came from the environment (not echoed).
+    pub secret_access_key: Option<String>,
+}
+
+/// A resource policy as last read (`None`: the resource has none).
+type CachedPolicy = (Instant, Option<Arc<Policy>>);
+
+struct CachedKey {
+    at: Instant,
+    caller: Arc<Caller>,
+    secret: String,
+}
+
+pub struct Access {
+    meta: MetadataStore,
+    master: MasterKey,
+    tokens: TokenSigner,
+    pub region: String,
+    keys: Mutex<HashMap<String, CachedKey>>,
+    policies: Mutex<HashMap<String, CachedPolicy>>,
+}
+
+const TOKEN_KEY_SETTING: &str = "registry_token_key";
+
+/// A random 12-digit account id.
+pub fn new_account_id() -> String {
+    let mut b = [0u8; 8];
+    random_bytes(&mut b);
+    format!("{:012}", u64::from_le_bytes(b) % 1_000_000_000_000)
+}
+
+/// A new access key id (`AKIA` + 16 upper-case base32 characters) and secret (40 characters).
+pub fn new_access_key() -> (String, String) {
+    const B32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut r = [0u8; 56];
+    random_bytes(&mut r);
+    let id: String = r[..16]
+        .iter()
+        .map(|b| B32[(b % 32) as usize] as char)
+        .collect();
+    let secret: String = r[16..]
+        .iter()
+        .map(|b| B64[(b % 64) as usize] as char)
+        .collect();
+    (format!("AKIA{id}"), secret)
+}
+
+fn now_secs() -> i64 {
+    now_millis() / 1000
+}
+
+impl Access {
+    /// Set up authentication over `meta`, creating the token-signing key on first use.
+    pub async fn open(
+        meta: MetadataStore,
+        master: MasterKey,
+        region: &str,
+    ) -> anyhow::Result<Access> {
+        let mut fresh = [0u8; 32];
+        random_bytes(&mut fresh);
+        let sealed = meta
+            .init_setting(TOKEN_KEY_SETTING, &master.seal(&fresh, TOKEN_KEY_SETTING))
+            .await?;
+        let key = master.unseal(&sealed, TOKEN_KEY_SETTING).map_err(|_| {
+            anyhow::anyhow!(
+                "cannot unseal the stored token key: the master key differs from the one this data was created with"
+            )
+        })?;
+        Ok(Access {
+            meta,
+            master,
+            tokens: TokenSigner::new(&key),
+            region: region.to_string(),
+            keys: Mutex::new(HashMap::new()),
+            policies: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// On an empty store, create the primary account and its administrator
+    /// (root) key, from the given values or generated ones.
+    pub async fn bootstrap(
+        &self,
+        account_id: Option<&str>,
+        key: Option<(&str, &str)>,
+    ) -> anyhow::Result<Option<BootstrapReport>> {
+        if !self.meta.list_accounts().await?.is_empty() {
+            return Ok(None);
+        }
+        let account = match account_id {
+            Some(a) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) => a.to_string(),
+            Some(a) => anyhow::bail!("BERTH_ACCOUNT_ID must be 12 digits, not {a:?}"),
+            None => new_account_id(),
+        };
+        self.meta.create_account(&account, "primary").await?;
+        let (id, secret, echo) = match key {
+            Some((id, secret)) => (id.to_string(), secret.to_string(), false),
+            None => {
+                let (id, secret) = new_access_key();
+                (id, secret, true)
+            }
+        };
+        self.create_key(&account, "", &id, &secret).await?;
+        Ok(Some(BootstrapReport {
+            account_id: account,
+            access_key_id: id,
+            secret_access_key: echo.then_some(secret),
+        }))
+    }
+
+    /// The primary account: the first one created.
+    pub async fn primary_account(&self) -> anyhow::Result<String> {
+        self.meta
+            .list_accounts()
+            .await?
+            .into_iter()
+            .next()
+            .map(|(id, _)| id)
+            .ok_or_else(|| anyhow::anyhow!("no account exists; bootstrap has not run"))
+    }
+
+    /// Store an access key for `user` (`""` = the account's root).
+    pub async fn create_key(
+        &self,
+        account: &str,
+        user: &str,
+        id: &str,
+        secret: &str,
+    ) -> Result<(), MetaError> {
+        self.meta
+            .create_access_key(&AccessKeyRow {
+                access_key_id: id.to_string(),
+                account_id: account.to_string(),
+                user_name: user.to_string(),
+                secret_sealed: self.master.seal(secret.as_bytes(), id),
+                active: true,
+                created_at: now_millis(),
+            })
+            .await
+    }
+
+    /// The caller an access key stands for, and its secret (cached briefly).
+    async fn key(&self, access_key_id: &str) -> Result<(Arc<Caller>, String), AuthError> {
+        if let Some(c) = self.keys.lock().expect("cache lock").get(access_key_id)
+            && c.at.elapsed() < CACHE_TTL
+        {
+            return Ok((c.caller.clone(), c.secret.clone()));
+        }
+        let row = self
+            .meta
+            .get_access_key(access_key_id)
+            .await?
+            .ok_or_else(|| AuthError::SigV4(sigv4::SigV4Error::unknown_key()))?;
+        if !row.active {
+            return Err(AuthError::KeyInactive);
+        }
+        let secret = self
+            .master
+            .unseal(&row.secret_sealed, &row.access_key_id)
+            .map_err(|_| MetaError::Corrupt("an access key secret cannot be unsealed".into()))?;
+        let secret = String::from_utf8(secret)
+            .map_err(|_| MetaError::Corrupt("an access key secret is not UTF-8".into()))?;
+        let is_root = row.user_name.is_empty();
+        let (arn, user_id, username) = if is_root {
+            (
+                format!("arn:aws:iam::{}:root", row.account_id),
+                row.account_id.clone(),
+                None,
+            )
+        } else {
+            let user = self.meta.get_user(&row.account_id, &row.user_name).await?;
+            let user_id = user.map(|u| u.user_id).unwrap_or_default();
+            (
+                format!("arn:aws:iam::{}:user/{}", row.account_id, row.user_name),
+                user_id,
+                Some(row.user_name.clone()),
+            )
+        };
+        let mut identity_policies = Vec::new();
+        if !is_root {
+            for (name, doc) in self
+                .meta
+                .user_policies(&row.account_id, &row.user_name)
+                .await?
+            {
+                match Policy::parse(&doc, PolicyKind::Identity) {
+                    Ok(p) => identity_policies.push(p),
+                    Err(e) => {
+                        tracing::warn!(policy = %name, error = %e, "ignoring an unparsable identity policy")
+                    }
+                }
+            }
+        }
+        let caller = Arc::new(Caller {
+            principal: Principal {
+                arn,
+                account: row.account_id.clone(),
+                user_id,
+                username,
+            },
+            access_key_id: row.access_key_id.clone(),
+            is_root,
+            identity_policies,
+        });
+        self.keys.lock().expect("cache lock").insert(
+            access_key_id.to_string(),
+            CachedKey {
+                at: Instant::now(),
+                caller: caller.clone(),
+                secret: secret.clone(),
+            },
+        );
+        Ok((caller, secret))
+    }
+
+    /// Forget cached identities (after a key or policy change on this node).
+    pub fn invalidate(&self) {
+        self.keys.lock().expect("cache lock").clear();
+        self.policies.lock().expect("cache lock").clear();
+    }
+
+    /// Authenticate a SigV4-signed ECR API request.
+    pub async fn authenticate_sigv4(
+        &self,
+        method: &str,
+        uri: &axum::http::Uri,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Arc<Caller>, AuthError> {
+        let parsed = sigv4::parse(headers)?;
+        let (caller, secret) = self.key(&parsed.credential.access_key_id).await?;
+        sigv4::verify(
+            method,
+            uri,
+            headers,
+            body,
+            &parsed,
+            &secret,
+            &self.region,
+            "ecr",
+            now_secs(),
+        )?;
+        Ok(caller)
+    }
+
+    /// A registry token for `caller`, and its expiry (epoch seconds).
+    pub fn issue_token(&self, caller: &Caller) -> (String, i64) {
+        let now = now_secs();
+        let claims = TokenClaims {
+            k: caller.access_key_id.clone(),
+            a: caller.principal.account.clone(),
+            i: now,
+            e: now + TOKEN_LIFETIME_SECS,
+        };
+        (self.tokens.issue(&claims), claims.e)
+    }
+
+    /// Authenticate `/v2/` Basic credentials (`AWS:<token>`).
+    pub async fn authenticate_token(&self, password: &str) -> Result<Arc<Caller>, AuthError> {
+        let claims = self.tokens.verify(password, now_secs())?;
+        let (caller, _) = self.key(&claims.k).await?;
+        Ok(caller)
+    }
+
+    async fn policy(
+        &self,
+        cache_key: String,
+        load: impl AsyncFnOnce() -> Result<Option<String>, MetaError>,
+    ) -> Result<Option<Arc<Policy>>, MetaError> {
+        if let Some((at, p)) = self.policies.lock().expect("cache lock").get(&cache_key)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(p.clone());
+        }
+        let text = load().await?;
+        let policy = text.and_then(|t| match Policy::parse(&t, PolicyKind::Resource) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring an unparsable resource policy");
+                None
+            }
+        });
+        self.policies
+            .lock()
+            .expect("cache lock")
+            .insert(cache_key, (Instant::now(), policy.clone()));
+        Ok(policy)
+    }
+
+    /// Decide whether `caller` may perform `action` (`ecr:Name`) on the
+    /// repository `repo` of `registry` (or on the registry itself when `repo`
+    /// is `None`).
+    pub async fn authorize(
+        &self,
+        caller: &Caller,
+        action: &str,
+        registry: &str,
+        repo: Option<&str>,
+        source_ip: Option<IpAddr>,
+    ) -> Result<bool, MetaError> {
+        let resource = match repo {
+            Some(name) => repository_arn(&self.region, registry, name),
+            None if action == "ecr:GetAuthorizationToken" => "*".to_string(),
+            None => format!("arn:aws:ecr:{}:{}:*", self.region, registry),
+        };
+        let mut resource_policies = Vec::new();
+        if let Some(name) = repo {
+            let meta = self.meta.clone();
+            let (r, n) = (registry.to_string(), name.to_string());
+            if let Some(p) = self
+                .policy(format!("repo/{registry}/{name}"), async move || {
+                    Ok(meta
+                        .get_repository(Repo {
+                            registry: &r,
+                            name: &n,
+                        })
+                        .await?
+                        .and_then(|row| row.policy))
+                })
+                .await?
+            {
+                resource_policies.push((*p).clone());
+            }
+        }
+        let meta = self.meta.clone();
+        let r = registry.to_string();
+        if let Some(p) = self
+            .policy(format!("registry/{registry}"), async move || {
+                meta.registry_policy(&r).await
+            })
+            .await?
+        {
+            resource_policies.push((*p).clone());
+        }
+        let extra = HashMap::new();
+        let ctx = RequestContext {
+            principal: &caller.principal,
+            action,
+            resource: &resource,
+            resource_account: registry,
+            source_ip,
+            secure_transport: false,
+            current_time_epoch: now_secs(),
+            extra: &extra,
+        };
+        let decision = iam::authorize(&caller.identity_policies, &resource_policies, &ctx);
+        Ok(matches!(decision, Decision::Allow))
+    }
+
+    /// Drop the cached policy of a repository (after Set/DeleteRepositoryPolicy).
+    pub fn forget_policy(&self, registry: &str, repo: Option<&str>) {
+        let key = match repo {
+            Some(n) => format!("repo/{registry}/{n}"),
+            None => format!("registry/{registry}"),
+        };
+        self.policies.lock().expect("cache lock").remove(&key);
+    }
+}
+
+pub fn repository_arn(region: &str, registry: &str, name: &str) -> String {
+    format!("arn:aws:ecr:{region}:{registry}:repository/{name}")
+}

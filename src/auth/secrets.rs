@@ -1,0 +1,149 @@
+//! Secrets at rest: the server's master key and sealing with it.
+//!
+//! Access-key secrets and the token-signing key are stored in the metadata
+//! database sealed with AES-256-GCM under the master key, so a copy of the
+//! database alone reveals no credential. The master key comes from
+//! `BERTH_MASTER_KEY` (64 hex characters; every node of a scale-out
+//! deployment must have the same one) or, in the embedded default, from
+//! `<data_dir>/master.key`, created with mode 0600 on first start.
+
+use std::io::Write;
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use anyhow::{Context, bail};
+
+/// Fill `buf` from the operating system's random source.
+pub fn random_bytes(buf: &mut [u8]) {
+    getrandom::fill(buf).expect("the operating system's random source failed");
+}
+
+/// The key that seals every stored secret. Never printed.
+pub struct MasterKey {
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a stored secret could not be unsealed (wrong master key or corrupted data)")]
+pub struct UnsealError;
+
+impl MasterKey {
+    pub fn from_bytes(key: &[u8; 32]) -> MasterKey {
+        MasterKey {
+            cipher: Aes256Gcm::new(key.into()),
+        }
+    }
+
+    /// `BERTH_MASTER_KEY` if given (hex), else `<data_dir>/master.key`, created if absent.
+    pub fn load(env_value: Option<&str>, data_dir: &Path) -> anyhow::Result<MasterKey> {
+        if let Some(v) = env_value {
+            return Self::from_hex(v.trim()).context("BERTH_MASTER_KEY");
+        }
+        let path = data_dir.join("master.key");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::from_hex(text.trim())
+                .with_context(|| format!("reading master key {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                random_bytes(&mut key);
+                let mut f = {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .with_context(|| format!("creating master key {}", path.display()))?
+                };
+                f.write_all(hex::encode(key).as_bytes())?;
+                f.sync_all()?;
+                Ok(Self::from_bytes(&key))
+            }
+            Err(e) => Err(e).with_context(|| format!("reading master key {}", path.display())),
+        }
+    }
+
+    fn from_hex(text: &str) -> anyhow::Result<MasterKey> {
+        let bytes = hex::decode(text).context("the master key must be 64 hex characters")?;
+        let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) else {
+            bail!("the master key must be 64 hex characters (32 bytes)");
+        };
+        Ok(Self::from_bytes(&key))
+    }
+
+    /// Seal `plaintext`; `context` (e.g. the access key id) is bound as associated
+    /// data, so a sealed value cannot be moved to another row.
+    pub fn seal(&self, plaintext: &[u8], context: &str) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        random_bytes(&mut nonce);
+        let ct = self
+            .cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context.as_bytes(),
+                },
+            )
+            .expect("AES-GCM sealing cannot fail for in-memory data");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    pub fn unseal(&self, sealed: &[u8], context: &str) -> Result<Vec<u8>, UnsealError> {
+        if sealed.len() < 12 + 16 {
+            return Err(UnsealError);
+        }
+        let (nonce, ct) = sealed.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().map_err(|_| UnsealError)?;
+        self.cipher
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ct,
+                    aad: context.as_bytes(),
+                },
+            )
+            .map_err(|_| UnsealError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_round_trip_and_binding() {
+        let k = MasterKey::from_bytes(&[7u8; 32]);
+        let sealed = k.seal(b"secret", "AKIA1");
+        assert_eq!(k.unseal(&sealed, "AKIA1").unwrap(), b"secret");
+        assert!(k.unseal(&sealed, "AKIA2").is_err());
+        let other = MasterKey::from_bytes(&[8u8; 32]);
+        assert!(other.unseal(&sealed, "AKIA1").is_err());
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+    }
+
+    #[test]
+    fn key_file_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = MasterKey::load(None, dir.path()).unwrap();
+        let sealed = a.seal(b"x", "c");
+        let b = MasterKey::load(None, dir.path()).unwrap();
+        assert_eq!(b.unseal(&sealed, "c").unwrap(), b"x");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(MasterKey::load(Some("abc"), dir.path()).is_err());
+    }
+}

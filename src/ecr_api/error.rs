@@ -1,0 +1,115 @@
+//! ECR API errors: `{"__type": "<ExceptionName>", "message": "…"}` with the
+//! `x-amzn-ErrorType` header, as botocore and the AWS SDKs parse them.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::registry::RegistryError;
+
+#[derive(Debug)]
+pub struct EcrError {
+    pub name: &'static str,
+    pub status: u16,
+    pub message: String,
+    /// Extra members of modeled exceptions (e.g. `lastValidByteReceived`).
+    pub extra: Map<String, Value>,
+}
+
+impl EcrError {
+    pub fn new(name: &'static str, status: u16, message: impl Into<String>) -> EcrError {
+        EcrError {
+            name,
+            status,
+            message: message.into(),
+            extra: Map::new(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> EcrError {
+        EcrError::new("InvalidParameterException", 400, message)
+    }
+
+    /// `Invalid parameter at '<member>' failed to satisfy constraint: '<detail>'`.
+    pub fn constraint(member: &str, detail: impl std::fmt::Display) -> EcrError {
+        EcrError::invalid(format!(
+            "Invalid parameter at '{member}' failed to satisfy constraint: '{detail}'"
+        ))
+    }
+
+    pub fn serialization(message: impl Into<String>) -> EcrError {
+        EcrError::new("SerializationException", 400, message)
+    }
+
+    pub fn access_denied(message: impl Into<String>) -> EcrError {
+        EcrError::new("AccessDeniedException", 400, message)
+    }
+
+    pub fn repository_not_found(name: &str, registry: &str) -> EcrError {
+        EcrError::new(
+            "RepositoryNotFoundException",
+            400,
+            format!(
+                "The repository with name '{name}' does not exist in the registry with id '{registry}'"
+            ),
+        )
+    }
+
+    pub fn server(e: impl std::fmt::Display) -> EcrError {
+        tracing::error!(error = %e, "internal error in the ECR API");
+        EcrError::new("ServerException", 500, "An internal error occurred.")
+    }
+
+    pub fn with(mut self, key: &str, value: Value) -> EcrError {
+        self.extra.insert(key.to_string(), value);
+        self
+    }
+
+    /// Map a registry error in the context of repository `name` of `registry`.
+    pub fn from_registry(e: RegistryError, name: &str, registry: &str) -> EcrError {
+        use RegistryError as E;
+        match e {
+            E::NameUnknown => EcrError::repository_not_found(name, registry),
+            E::TagImmutable { .. } => {
+                EcrError::new("ImageTagAlreadyExistsException", 400, e.to_string())
+            }
+            E::ManifestInvalid(m) => EcrError::invalid(format!(
+                "Invalid parameter at 'imageManifest' failed to satisfy constraint: '{m}'"
+            )),
+            E::DigestInvalid(m) => EcrError::new("ImageDigestDoesNotMatchException", 400, m),
+            E::ManifestBlobUnknown(d) => EcrError::new(
+                "LayersNotFoundException",
+                400,
+                format!(
+                    "Layers with digests '[{d}]' required for pushing image into repository with name '{name}' in registry with id '{registry}' do not exist"
+                ),
+            ),
+            E::UploadUnknown => {
+                EcrError::new("UploadNotFoundException", 400, "The upload does not exist.")
+            }
+            E::StorageFull => {
+                EcrError::new("ServerException", 500, "The registry's storage is full.")
+            }
+            E::Storage(_) | E::Meta(_) => EcrError::server(e),
+            other => EcrError::invalid(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for EcrError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "__type": self.name, "message": self.message });
+        for (k, v) in self.extra {
+            body[k] = v;
+        }
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut r = (status, body.to_string()).into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-amz-json-1.1"),
+        );
+        h.insert("x-amzn-errortype", HeaderValue::from_static(self.name));
+        r
+    }
+}

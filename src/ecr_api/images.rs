@@ -1,0 +1,526 @@
+//! Image operations: ListImages, DescribeImages, BatchGetImage,
+//! BatchDeleteImage, PutImage. Images are manifests; an image's tags are the
+//! tags pointing at its digest.
+
+use serde_json::{Value, json};
+
+use super::input::{self, Input};
+use super::{Ctx, EcrError, timestamp};
+use crate::digest::Digest;
+use crate::metadata::{ImageRow, Repo};
+use crate::reference::{Reference, valid_tag};
+use crate::registry::{RegistryError, RepoId};
+
+/// The repository an image operation addresses, authorized for `op`, and checked to exist.
+async fn repo_for(ctx: &Ctx<'_>, input: &Input, op: &str) -> Result<RepoId, EcrError> {
+    let name = input::repository_name(input)?;
+    let registry = ctx.registry_id(input)?;
+    ctx.authorize(op, &registry, Some(name.as_str())).await?;
+    let repo = RepoId::new(&registry, name);
+    if !ctx
+        .state
+        .registry
+        .meta
+        .repository_exists(repo.key())
+        .await
+        .map_err(EcrError::server)?
+    {
+        return Err(EcrError::repository_not_found(
+            repo.name.as_str(),
+            &registry,
+        ));
+    }
+    Ok(repo)
+}
+
+/// An `ImageIdentifier` as given: digest and/or tag.
+#[derive(Clone, Debug)]
+struct ImageId {
+    digest: Option<String>,
+    tag: Option<String>,
+}
+
+impl ImageId {
+    fn json(&self) -> Value {
+        let mut v = json!({});
+        if let Some(d) = &self.digest {
+            v["imageDigest"] = json!(d);
+        }
+        if let Some(t) = &self.tag {
+            v["imageTag"] = json!(t);
+        }
+        v
+    }
+
+    fn failure(&self, code: &str, reason: &str) -> Value {
+        json!({ "imageId": self.json(), "failureCode": code, "failureReason": reason })
+    }
+}
+
+fn image_ids(input: &Input) -> Result<Option<Vec<ImageId>>, EcrError> {
+    let Some(list) = input.opt_array("imageIds")? else {
+        return Ok(None);
+    };
+    input::check_count("imageIds", list.len(), 1, 100)?;
+    list.iter()
+        .map(|v| {
+            let get = |k: &str| match v.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(EcrError::serialization(format!("{k} must be a string"))),
+            };
+            Ok(ImageId {
+                digest: get("imageDigest")?,
+                tag: get("imageTag")?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Resolve an identifier to a digest, or a per-item failure.
+async fn resolve(
+    ctx: &Ctx<'_>,
+    repo: &RepoId,
+    id: &ImageId,
+) -> Result<Result<String, Value>, EcrError> {
+    let meta = &ctx.state.registry.meta;
+    if let Some(d) = &id.digest
+        && d.parse::<Digest>().is_err()
+    {
+        return Ok(Err(id.failure("InvalidImageDigest", "Invalid request parameters: image digest should satisfy the regex '[a-zA-Z0-9-_+.]+:[a-fA-F0-9]+'")));
+    }
+    if let Some(t) = &id.tag
+        && (t.is_empty() || t.chars().count() > 300)
+    {
+        return Ok(Err(id.failure(
+            "InvalidImageTag",
+            "Invalid request parameters: image tag must be 1 to 300 characters",
+        )));
+    }
+    let by_tag = match &id.tag {
+        Some(t) => meta
+            .tag_digest(repo.key(), t)
+            .await
+            .map_err(EcrError::server)?,
+        None => None,
+    };
+    let digest = match (&id.digest, &id.tag, by_tag) {
+        (None, None, _) => {
+            return Ok(Err(id.failure(
+                "MissingDigestAndTag",
+                "Invalid request parameters: both tag and digest cannot be null",
+            )));
+        }
+        (Some(d), Some(_), Some(t)) if &t != d => {
+            return Ok(Err(id.failure(
+                "ImageTagDoesNotMatchDigest",
+                "Invalid request parameters: given tag and digest do not point to the same image",
+            )));
+        }
+        (_, Some(_), None) => {
+            return Ok(Err(id.failure("ImageNotFound", "Requested image not found")));
+        }
+        (_, Some(_), Some(t)) => t,
+        (Some(d), None, _) => d.clone(),
+    };
+    let exists = meta
+        .image(repo.key(), &digest)
+        .await
+        .map_err(EcrError::server)?
+        .is_some();
+    if !exists {
+        return Ok(Err(id.failure("ImageNotFound", "Requested image not found")));
+    }
+    Ok(Ok(digest))
+}
+
+fn tag_status(input: &Input) -> Result<String, EcrError> {
+    let Some(f) = input.opt_object("filter")? else {
+        return Ok("ANY".into());
+    };
+    if let Some(s) = f.get("imageStatus").and_then(Value::as_str) {
+        input::check_enum(
+            "filter.imageStatus",
+            s,
+            &["ACTIVE", "ARCHIVED", "ACTIVATING", "ANY"],
+        )?;
+    }
+    match f.get("tagStatus").and_then(Value::as_str) {
+        None => Ok("ANY".into()),
+        Some(s) => {
+            input::check_enum("filter.tagStatus", s, &["TAGGED", "UNTAGGED", "ANY"])?;
+            Ok(s.to_string())
+        }
+    }
+}
+
+fn keep(status: &str, img: &ImageRow) -> bool {
+    match status {
+        "TAGGED" => !img.tags.is_empty(),
+        "UNTAGGED" => img.tags.is_empty(),
+        _ => true,
+    }
+}
+
+/// Walk images in digest order after `after`, keeping those `keep` accepts,
+/// until `want` are collected; returns them and whether more remain.
+async fn scan_images(
+    ctx: &Ctx<'_>,
+    repo: Repo<'_>,
+    after: Option<String>,
+    status: &str,
+    want: usize,
+) -> Result<(Vec<ImageRow>, bool), EcrError> {
+    let meta = &ctx.state.registry.meta;
+    let mut out = Vec::new();
+    let mut cursor = after;
+    let batch = (want as i64 + 1).max(100);
+    loop {
+        let rows = meta
+            .list_images(repo, cursor.as_deref(), batch)
+            .await
+            .map_err(EcrError::server)?;
+        let exhausted = (rows.len() as i64) < batch;
+        cursor = rows.last().map(|r| r.digest.clone());
+        for r in rows {
+            if keep(status, &r) {
+                if out.len() == want {
+                    return Ok((out, true));
+                }
+                out.push(r);
+            }
+        }
+        if exhausted {
+            return Ok((out, false));
+        }
+    }
+}
+
+pub(super) async fn list_images(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
+    let repo = repo_for(ctx, input, "ListImages").await?;
+    let limit = input.max_results(1000, 100)? as usize;
+    let status = tag_status(input)?;
+    // Cursor: "<digest>\t<tag>" of the last entry returned (tag empty for untagged).
+    let cursor = input.page_token("ListImages")?;
+    let (after_digest, after_tag) = match &cursor {
+        Some(c) => {
+            let (d, t) = c.split_once('\t').unwrap_or((c, ""));
+            (Some(d.to_string()), Some(t.to_string()))
+        }
+        None => (None, None),
+    };
+    // Start just before the cursor's digest so its remaining tags are included.
+    let start = after_digest.as_ref().map(|d| {
+        let mut s = d.clone();
+        s.pop();
+        s
+    });
+    let (images, more_images) = scan_images(ctx, repo.key(), start, &status, limit + 1).await?;
+    let mut entries: Vec<(String, Option<String>)> = Vec::new();
+    for img in &images {
+        if img.tags.is_empty() {
+            entries.push((img.digest.clone(), None));
+        } else {
+            for t in &img.tags {
+                entries.push((img.digest.clone(), Some(t.clone())));
+            }
+        }
+    }
+    if let (Some(d), Some(t)) = (&after_digest, &after_tag) {
+        entries.retain(|(ed, et)| {
+            (ed.as_str(), et.as_deref().unwrap_or("")) > (d.as_str(), t.as_str())
+        });
+    }
+    let more = entries.len() > limit || more_images;
+    entries.truncate(limit);
+    let ids: Vec<Value> = entries
+        .iter()
+        .map(|(d, t)| match t {
+            Some(t) => json!({ "imageDigest": d, "imageTag": t }),
+            None => json!({ "imageDigest": d }),
+        })
+        .collect();
+    let mut v = json!({ "imageIds": ids });
+    if more && let Some((d, t)) = entries.last() {
+        v["nextToken"] = json!(input::next_token(
+            "ListImages",
+            &format!("{d}\t{}", t.as_deref().unwrap_or(""))
+        ));
+    }
+    Ok(v)
+}
+
+fn image_detail(repo: &RepoId, img: &ImageRow) -> Value {
+    let mut v = json!({
+        "registryId": repo.registry,
+        "repositoryName": repo.name.as_str(),
+        "imageDigest": img.digest,
+        "imageSizeInBytes": img.image_size,
+        "imagePushedAt": timestamp(img.pushed_at),
+        "imageManifestMediaType": img.media_type,
+        "imageStatus": "ACTIVE",
+    });
+    if !img.tags.is_empty() {
+        v["imageTags"] = json!(img.tags);
+    }
+    if let Some(c) = &img.config_media_type {
+        v["artifactMediaType"] = json!(c);
+    }
+    if let Some(s) = &img.subject {
+        v["subjectManifestDigest"] = json!(s);
+    }
+    if let Some(p) = img.last_pulled_at {
+        v["lastRecordedPullTime"] = timestamp(p);
+    }
+    v
+}
+
+pub(super) async fn describe_images(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
+    let repo = repo_for(ctx, input, "DescribeImages").await?;
+    let status = tag_status(input)?;
+    if let Some(ids) = image_ids(input)? {
+        let mut out = Vec::new();
+        for id in &ids {
+            match resolve(ctx, &repo, id).await? {
+                Ok(d) => {
+                    let img = ctx
+                        .state
+                        .registry
+                        .meta
+                        .image(repo.key(), &d)
+                        .await
+                        .map_err(EcrError::server)?;
+                    if let Some(img) = img
+                        && !out
+                            .iter()
+                            .any(|v: &Value| v["imageDigest"] == json!(img.digest))
+                    {
+                        out.push(image_detail(&repo, &img));
+                    }
+                }
+                Err(_) => {
+                    return Err(EcrError::new(
+                        "ImageNotFoundException",
+                        400,
+                        format!(
+                            "The image with imageId {{imageDigest:'{}', imageTag:'{}'}} does not exist within the repository with name '{}' in the registry with id '{}'",
+                            id.digest.as_deref().unwrap_or("null"),
+                            id.tag.as_deref().unwrap_or("null"),
+                            repo.name,
+                            repo.registry
+                        ),
+                    ));
+                }
+            }
+        }
+        return Ok(json!({ "imageDetails": out }));
+    }
+    let limit = input.max_results(1000, 100)? as usize;
+    let after = input.page_token("DescribeImages")?;
+    let (images, more) = scan_images(ctx, repo.key(), after, &status, limit).await?;
+    let details: Vec<Value> = images.iter().map(|i| image_detail(&repo, i)).collect();
+    let mut v = json!({ "imageDetails": details });
+    if more && let Some(last) = images.last() {
+        v["nextToken"] = json!(input::next_token("DescribeImages", &last.digest));
+    }
+    Ok(v)
+}
+
+pub(super) async fn batch_get_image(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
+    let repo = repo_for(ctx, input, "BatchGetImage").await?;
+    let ids = image_ids(input)?
+        .ok_or_else(|| EcrError::invalid("Missing required parameter: imageIds"))?;
+    if let Some(types) = input.opt_str_list("acceptedMediaTypes")? {
+        input::check_count("acceptedMediaTypes", types.len(), 1, 100)?;
+    }
+    let mut images = Vec::new();
+    let mut failures = Vec::new();
+    for id in &ids {
+        match resolve(ctx, &repo, id).await? {
+            Err(f) => failures.push(f),
+            Ok(d) => {
+                let digest: Digest = d
+                    .parse()
+                    .map_err(|_| EcrError::server("stored digest is invalid"))?;
+                let m = ctx
+                    .state
+                    .registry
+                    .get_manifest(&repo, &Reference::Digest(digest))
+                    .await
+                    .map_err(|e| EcrError::from_registry(e, repo.name.as_str(), &repo.registry))?;
+                let mut image_id = json!({ "imageDigest": d });
+                if let Some(t) = &id.tag {
+                    image_id["imageTag"] = json!(t);
+                }
+                images.push(json!({
+                    "registryId": repo.registry,
+                    "repositoryName": repo.name.as_str(),
+                    "imageId": image_id,
+                    "imageManifest": String::from_utf8_lossy(&m.content),
+                    "imageManifestMediaType": m.media_type,
+                }));
+            }
+        }
+    }
+    Ok(json!({ "images": images, "failures": failures }))
+}
+
+pub(super) async fn batch_delete_image(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
+    let repo = repo_for(ctx, input, "BatchDeleteImage").await?;
+    let ids = image_ids(input)?
+        .ok_or_else(|| EcrError::invalid("Missing required parameter: imageIds"))?;
+    let meta = &ctx.state.registry.meta;
+    let mut deleted = Vec::new();
+    let mut failures = Vec::new();
+    for id in &ids {
+        let digest = match resolve(ctx, &repo, id).await? {
+            Err(f) => {
+                failures.push(f);
+                continue;
+            }
+            Ok(d) => d,
+        };
+        let parsed: Digest = digest
+            .parse()
+            .map_err(|_| EcrError::server("stored digest is invalid"))?;
+        let img = meta
+            .image(repo.key(), &digest)
+            .await
+            .map_err(EcrError::server)?;
+        let remaining_tags = img.map(|i| i.tags).unwrap_or_default();
+        let only_tag = match &id.tag {
+            Some(t) if remaining_tags.len() > 1 => Some(t.clone()),
+            _ => None,
+        };
+        let result = match only_tag {
+            // Other tags remain: remove just this tag.
+            Some(t) => {
+                ctx.state
+                    .registry
+                    .delete_manifest(&repo, &Reference::Tag(t))
+                    .await
+            }
+            // By digest, or the image's last tag: the image goes with all its tags.
+            None => {
+                ctx.state
+                    .registry
+                    .delete_manifest(&repo, &Reference::Digest(parsed))
+                    .await
+            }
+        };
+        match result {
+            Ok(tags) if tags.is_empty() => deleted.push(json!({ "imageDigest": digest })),
+            Ok(tags) => {
+                for t in tags {
+                    deleted.push(json!({ "imageDigest": digest, "imageTag": t }));
+                }
+            }
+            Err(RegistryError::ManifestReferenced) => failures.push(id.failure(
+                "ImageReferencedByManifestList",
+                "Requested image is referenced by a manifest list",
+            )),
+            Err(RegistryError::ManifestUnknown(_)) => {
+                failures.push(id.failure("ImageNotFound", "Requested image not found"))
+            }
+            Err(e) => {
+                return Err(EcrError::from_registry(
+                    e,
+                    repo.name.as_str(),
+                    &repo.registry,
+                ));
+            }
+        }
+    }
+    Ok(json!({ "imageIds": deleted, "failures": failures }))
+}
+
+pub(super) async fn put_image(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
+    let repo = repo_for(ctx, input, "PutImage").await?;
+    let manifest = input.str("imageManifest")?;
+    input::check_len("imageManifest", manifest, 1, 4_194_304)?;
+    let media_type = input.opt_str("imageManifestMediaType")?;
+    let tag = input.opt_str("imageTag")?;
+    if let Some(t) = tag {
+        input::check_len("imageTag", t, 1, 300)?;
+        if !valid_tag(t) {
+            return Err(EcrError::constraint(
+                "imageTag",
+                "Member must satisfy regular expression pattern: [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
+            ));
+        }
+    }
+    let bytes = manifest.as_bytes();
+    let computed = Digest::sha256_of(bytes);
+    if let Some(d) = input.opt_str("imageDigest")? {
+        let given: Digest = d.parse().map_err(|e: crate::digest::DigestError| {
+            EcrError::constraint("imageDigest", e.to_string())
+        })?;
+        let actual = Digest::of(given.algorithm(), bytes);
+        if actual != given {
+            return Err(EcrError::new(
+                "ImageDigestDoesNotMatchException",
+                400,
+                format!(
+                    "Invalid parameter at 'imageDigest' failed to satisfy constraint: 'The digest {given} does not match the digest of the manifest, {actual}'"
+                ),
+            ));
+        }
+    }
+    let declared = serde_json::from_slice::<Value>(bytes).ok().and_then(|v| {
+        v.get("mediaType")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    if declared.is_none() && media_type.is_none() {
+        return Err(EcrError::invalid(
+            "Invalid parameter at 'imageManifestMediaType' failed to satisfy constraint: 'The manifest has no mediaType, so imageManifestMediaType is required'",
+        ));
+    }
+    let reference = match tag {
+        Some(t) => Reference::Tag(t.to_string()),
+        None => Reference::Digest(computed.clone()),
+    };
+    let content_type = media_type.map(str::to_string).or(declared);
+    let pushed = ctx
+        .state
+        .registry
+        .put_manifest(&repo, &reference, content_type.as_deref(), bytes)
+        .await
+        .map_err(|e| match e {
+            RegistryError::ManifestChildUnknown(d) => EcrError::new(
+                "ReferencedImagesNotFoundException",
+                400,
+                format!(
+                    "The manifest references images that do not exist in the repository: '{d}'"
+                ),
+            ),
+            other => EcrError::from_registry(other, repo.name.as_str(), &repo.registry),
+        })?;
+    if !pushed.changed {
+        return Err(EcrError::new(
+            "ImageAlreadyExistsException",
+            400,
+            format!(
+                "Image with digest '{}' and tag '{}' already exists in the repository with name '{}' in registry with id '{}'",
+                pushed.digest,
+                tag.unwrap_or("null"),
+                repo.name,
+                repo.registry
+            ),
+        ));
+    }
+    let mut image_id = json!({ "imageDigest": pushed.digest.as_str() });
+    if let Some(t) = tag {
+        image_id["imageTag"] = json!(t);
+    }
+    Ok(json!({
+        "image": {
+            "registryId": repo.registry,
+            "repositoryName": repo.name.as_str(),
+            "imageId": image_id,
+            "imageManifest": manifest,
+            "imageManifestMediaType": pushed.media_type,
+        }
+    }))
+}

@@ -1,0 +1,588 @@
+//! Repository operations: Create/Describe/DeleteRepository, resource tags
+//! (Tag/Untag/ListTagsForResource), PutImageTagMutability, repository and
+//! registry policies, DescribeRegistry.
+
+use serde_json::{Value, json};
+
+use super::input::{self, Input};
+use super::{Ctx, EcrError, timestamp};
+use crate::iam::{Policy, PolicyKind};
+use crate::metadata::{Repo, RepositoryRow};
+
+const MUTABILITY: &[&str] = &[
+    "MUTABLE",
+    "IMMUTABLE",
+    "MUTABLE_WITH_EXCLUSION",
+    "IMMUTABLE_WITH_EXCLUSION",
+];
+const MAX_RESOURCE_TAGS: usize = 50;
+const MAX_POLICY_CHARS: usize = 10_240;
+
+/// The `Repository` shape.
+pub(super) fn repository_json(ctx: &Ctx<'_>, r: &RepositoryRow) -> Value {
+    let host = ctx.state.registry_host_for(&r.registry_id, ctx.headers);
+    let mut v = json!({
+        "repositoryArn": crate::auth::repository_arn(&ctx.state.region, &r.registry_id, &r.name),
+        "registryId": r.registry_id,
+        "repositoryName": r.name,
+        "repositoryUri": format!("{host}/{}", r.name),
+        "createdAt": timestamp(r.created_at),
+        "imageTagMutability": r.tag_mutability,
+        "imageScanningConfiguration": { "scanOnPush": r.scan_on_push },
+        "encryptionConfiguration": { "encryptionType": r.encryption_type },
+    });
+    if let Some(k) = &r.kms_key {
+        v["encryptionConfiguration"]["kmsKey"] = json!(k);
+    }
+    if !r.mutability_exclusions.is_empty() {
+        v["imageTagMutabilityExclusionFilters"] = exclusion_json(&r.mutability_exclusions);
+    }
+    v
+}
+
+fn exclusion_json(filters: &[String]) -> Value {
+    Value::Array(
+        filters
+            .iter()
+            .map(|f| json!({ "filterType": "WILDCARD", "filter": f }))
+            .collect(),
+    )
+}
+
+/// `imageTagMutability` and its exclusion filters, validated together.
+fn mutability(input: &Input, required: bool) -> Result<(String, Vec<String>), EcrError> {
+    let m = match input.opt_str("imageTagMutability")? {
+        Some(m) => {
+            input::check_enum("imageTagMutability", m, MUTABILITY)?;
+            m.to_string()
+        }
+        None if required => input.str("imageTagMutability")?.to_string(),
+        None => "MUTABLE".to_string(),
+    };
+    let mut filters = Vec::new();
+    if let Some(list) = input.opt_array("imageTagMutabilityExclusionFilters")? {
+        input::check_count("imageTagMutabilityExclusionFilters", list.len(), 1, 5)?;
+        for f in list {
+            let ft = f.get("filterType").and_then(Value::as_str).unwrap_or("");
+            input::check_enum(
+                "imageTagMutabilityExclusionFilters.member.filterType",
+                ft,
+                &["WILDCARD"],
+            )?;
+            let filter = f.get("filter").and_then(Value::as_str).unwrap_or("");
+            input::check_pattern(
+                "imageTagMutabilityExclusionFilters.member.filter",
+                filter,
+                input::is_tag_filter,
+                "^[0-9a-zA-Z._*-]{1,128}$",
+            )?;
+            filters.push(filter.to_string());
+        }
+    }
+    let with_exclusion = m.ends_with("_WITH_EXCLUSION");
+    if with_exclusion && filters.is_empty() {
+        return Err(EcrError::invalid(format!(
+            "imageTagMutabilityExclusionFilters are required when imageTagMutability is {m}"
+        )));
+    }
+    if !with_exclusion && !filters.is_empty() {
+        return Err(EcrError::invalid(format!(
+            "imageTagMutabilityExclusionFilters can only be used with MUTABLE_WITH_EXCLUSION or IMMUTABLE_WITH_EXCLUSION, not {m}"
+        )));
+    }
+    Ok((m, filters))
+}
+
+pub(super) async fn create_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
+    let name = input::repository_name(input)?;
+    let registry = ctx.registry_id(input)?;
+    let (tag_mutability, exclusions) = mutability(input, false)?;
+    let scan_on_push = match input.opt_object("imageScanningConfiguration")? {
+        Some(c) => match c.get("scanOnPush") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(EcrError::serialization("scanOnPush must be a boolean")),
+        },
+        None => false,
+    };
+    let (encryption_type, kms_key) = match input.opt_object("encryptionConfiguration")? {
+        Some(c) => {
+            let t = c
+                .get("encryptionType")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    EcrError::invalid(
+                        "Missing required parameter: encryptionConfiguration.encryptionType",
+                    )
+                })?;
+            input::check_enum(
+                "encryptionConfiguration.encryptionType",
+                t,
+                &["AES256", "KMS", "KMS_DSSE"],
+            )?;
+            let key = c.get("kmsKey").and_then(Value::as_str).map(str::to_string);
+            if let Some(k) = &key {
+                input::check_len("encryptionConfiguration.kmsKey", k, 1, 2048)?;
+                if t == "AES256" {
+                    return Err(EcrError::invalid(
+                        "Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: 'kmsKey can only be specified with encryptionType KMS or KMS_DSSE'",
+                    ));
+                }
+            }
+            (t.to_string(), key)
+        }
+        None => ("AES256".to_string(), None),
+    };
+    let tags = input::resource_tags(input, "tags")?;
+    if tags.len() > MAX_RESOURCE_TAGS {
+        return Err(EcrError::new(
+            "TooManyTagsException",
+            400,
+            "A repository can have at most 50 tags",
+        ));
+    }
+    ctx.authorize("CreateRepository", &registry, Some(name.as_str()))
+        .await?;
+    let row = RepositoryRow {
+        tag_mutability,
+        mutability_exclusions: exclusions,
+        scan_on_push,
+        encryption_type,
+        kms_key,
+        ..RepositoryRow::new(&registry, name.as_str())
+    };
+    let meta = &ctx.state.registry.meta;
+    if !meta
+        .account_exists(&registry)
+        .await
+        .map_err(EcrError::server)?
+    {
+        return Err(EcrError::invalid(format!(
+            "The registry with id '{registry}' does not exist"
+        )));
+    }
+    if !meta
+        .create_repository(&row, &tags)
+        .await
+        .map_err(EcrError::server)?
+    {
+        return Err(EcrError::new(
+            "RepositoryAlreadyExistsException",
+            400,
+            format!(
+                "The repository with name '{name}' already exists in the registry with id '{registry}'"
+            ),
+        ));
+    }
+    Ok(json!({ "repository": repository_json(ctx, &row) }))
+}
+
+pub(super) async fn describe_repositories(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
+    let registry = ctx.registry_id(input)?;
+    let meta = &ctx.state.registry.meta;
+    if let Some(names) = input.opt_str_list("repositoryNames")? {
+        input::check_count("repositoryNames", names.len(), 1, 100)?;
+        if input.get("nextToken").is_some() || input.get("maxResults").is_some() {
+            return Err(EcrError::invalid(
+                "Invalid parameter: nextToken and maxResults cannot be used with repositoryNames",
+            ));
+        }
+        let mut out = Vec::new();
+        for n in &names {
+            input::check_len("repositoryNames", n, 2, 256)?;
+            let row = meta
+                .get_repository(Repo {
+                    registry: &registry,
+                    name: n,
+                })
+                .await
+                .map_err(EcrError::server)?
+                .ok_or_else(|| EcrError::repository_not_found(n, &registry))?;
+            ctx.authorize("DescribeRepositories", &registry, Some(n))
+                .await?;
+            out.push(repository_json(ctx, &row));
+        }
+        return Ok(json!({ "repositories": out }));
+    }
+    let limit = input.max_results(1000, 100)?;
+    let after = input.page_token("DescribeRepositories")?;
+    let rows = meta
+        .list_repositories(&registry, after.as_deref(), limit + 1)
+        .await
+        .map_err(EcrError::server)?;
+    let more = rows.len() as i64 > limit;
+    let page = &rows[..rows.len().min(limit as usize)];
+    let mut out = Vec::new();
+    for r in page {
+        if ctx
+            .authorize("DescribeRepositories", &registry, Some(&r.name))
+            .await
+            .is_ok()
+        {
+            out.push(repository_json(ctx, r));
+        }
+    }
+    if out.is_empty() && !page.is_empty() {
+        // Nothing visible at all: say so rather than return an empty page.
+        ctx.authorize("DescribeRepositories", &registry, Some(&page[0].name))
+            .await?;
+    }
+    let mut v = json!({ "repositories": out });
+    if more && let Some(last) = page.last() {
+        v["nextToken"] = json!(input::next_token("DescribeRepositories", &last.name));
+    }
+    Ok(v)
+}
+
+pub(super) async fn delete_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
+    let name = input::repository_name(input)?;
+    let registry = ctx.registry_id(input)?;
+    let force = input.opt_bool("force")?.unwrap_or(false);
+    ctx.authorize("DeleteRepository", &registry, Some(name.as_str()))
+        .await?;
+    let key = Repo {
+        registry: &registry,
+        name: name.as_str(),
+    };
+    match ctx
+        .state
+        .registry
+        .meta
+        .delete_repository(key, force)
+        .await
+        .map_err(EcrError::server)?
+    {
+        None => Err(EcrError::repository_not_found(name.as_str(), &registry)),
+        Some(Err(())) => Err(EcrError::new(
+            "RepositoryNotEmptyException",
+            400,
+            format!(
+                "The repository with name '{name}' in registry with id '{registry}' cannot be deleted because it still contains images"
+            ),
+        )),
+        Some(Ok(row)) => {
+            ctx.state
+                .access
+                .forget_policy(&registry, Some(name.as_str()));
+            Ok(json!({ "repository": repository_json(ctx, &row) }))
+        }
+    }
+}
+
+/// The repository a `resourceArn` names, checked to exist.
+async fn repository_from_arn(ctx: &Ctx<'_>, input: &Input) -> Result<(String, String), EcrError> {
+    let arn = input.str("resourceArn")?;
+    let invalid = || EcrError::constraint("resourceArn", "Invalid ARN");
+    let rest = arn.strip_prefix("arn:aws:ecr:").ok_or_else(invalid)?;
+    let mut parts = rest.splitn(3, ':');
+    let (Some(region), Some(account), Some(resource)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid());
+    };
+    let name = resource.strip_prefix("repository/").ok_or_else(invalid)?;
+    if region != ctx.state.region
+        || !input::is_account_id(account)
+        || crate::reference::RepoName::parse(name).is_none()
+    {
+        return Err(invalid());
+    }
+    if !ctx
+        .state
+        .registry
+        .meta
+        .repository_exists(Repo {
+            registry: account,
+            name,
+        })
+        .await
+        .map_err(EcrError::server)?
+    {
+        return Err(EcrError::repository_not_found(name, account));
+    }
+    Ok((account.to_string(), name.to_string()))
+}
+
+pub(super) async fn tag_resource(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
+    let (registry, name) = repository_from_arn(ctx, input).await?;
+    let tags = input::resource_tags(input, "tags")?;
+    if input.get("tags").is_none() {
+        return Err(EcrError::invalid("Missing required parameter: tags"));
+    }
+    ctx.authorize("TagResource", &registry, Some(&name)).await?;
+    let ok = ctx
+        .state
+        .registry
+        .meta
+        .tag_repository(
+            Repo {
+                registry: &registry,
+                name: &name,
+            },
+            &tags,
+            MAX_RESOURCE_TAGS,
+        )
+        .await
+        .map_err(EcrError::server)?;
+    if !ok {
+        return Err(EcrError::new(
+            "TooManyTagsException",
+            400,
+            "A repository can have at most 50 tags",
+        ));
+    }
+    Ok(json!({}))
+}
+
+pub(super) async fn untag_resource(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
+    let (registry, name) = repository_from_arn(ctx, input).await?;
+    let keys = input
+        .opt_str_list("tagKeys")?
+        .ok_or_else(|| EcrError::invalid("Missing required parameter: tagKeys"))?;
+    for k in &keys {
+        if k.is_empty() || k.chars().count() > 128 {
+            return Err(EcrError::new(
+                "InvalidTagParameterException",
+                400,
+                "Tag keys must be 1 to 128 characters",
+            ));
+        }
+    }
+    ctx.authorize("UntagResource", &registry, Some(&name))
+        .await?;
+    ctx.state
+        .registry
+        .meta
+        .untag_repository(
+            Repo {
+                registry: &registry,
+                name: &name,
+            },
+            &keys,
+        )
+        .await
+        .map_err(EcrError::server)?;
+    Ok(json!({}))
+}
+
+pub(super) async fn list_tags_for_resource(
+    ctx: &Ctx<'_>,
+    input: &Input,
+) -> Result<Value, EcrError> {
+    let (registry, name) = repository_from_arn(ctx, input).await?;
+    ctx.authorize("ListTagsForResource", &registry, Some(&name))
+        .await?;
+    let tags = ctx
+        .state
+        .registry
+        .meta
+        .repository_tags(Repo {
+            registry: &registry,
+            name: &name,
+        })
+        .await
+        .map_err(EcrError::server)?;
+    let tags: Vec<Value> = tags
+        .into_iter()
+        .map(|(k, v)| json!({ "Key": k, "Value": v }))
+        .collect();
+    Ok(json!({ "tags": tags }))
+}
+
+pub(super) async fn put_image_tag_mutability(
+    ctx: &Ctx<'_>,
+    input: &Input,
+) -> Result<Value, EcrError> {
+    let name = input::repository_name(input)?;
+    let registry = ctx.registry_id(input)?;
+    let (m, filters) = mutability(input, true)?;
+    ctx.authorize("PutImageTagMutability", &registry, Some(name.as_str()))
+        .await?;
+    let key = Repo {
+        registry: &registry,
+        name: name.as_str(),
+    };
+    if !ctx
+        .state
+        .registry
+        .meta
+        .set_tag_mutability(key, &m, &filters)
+        .await
+        .map_err(EcrError::server)?
+    {
+        return Err(EcrError::repository_not_found(name.as_str(), &registry));
+    }
+    let mut v =
+        json!({ "registryId": registry, "repositoryName": name.as_str(), "imageTagMutability": m });
+    if !filters.is_empty() {
+        v["imageTagMutabilityExclusionFilters"] = exclusion_json(&filters);
+    }
+    Ok(v)
+}
+
+fn policy_text<'a>(input: &'a Input, kind: &str) -> Result<&'a str, EcrError> {
+    let text = input.str("policyText")?;
+    input::check_len("policyText", text, 0, MAX_POLICY_CHARS)?;
+    Policy::parse(text, PolicyKind::Resource).map_err(|e| {
+        EcrError::invalid(format!(
+            "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid {kind} policy provided: {e}'"
+        ))
+    })?;
+    Ok(text)
+}
+
+pub(super) async fn set_repository_policy(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
+    let name = input::repository_name(input)?;
+    let registry = ctx.registry_id(input)?;
+    let text = policy_text(input, "repository")?;
+    ctx.authorize("SetRepositoryPolicy", &registry, Some(name.as_str()))
+        .await?;
+    let key = Repo {
+        registry: &registry,
+        name: name.as_str(),
+    };
+    if !ctx
+        .state
+        .registry
+        .meta
+        .set_repository_policy(key, Some(text))
+        .await
+        .map_err(EcrError::server)?
+    {
+        return Err(EcrError::repository_not_found(name.as_str(), &registry));
+    }
+    ctx.state
+        .access
+        .forget_policy(&registry, Some(name.as_str()));
+    Ok(json!({ "registryId": registry, "repositoryName": name.as_str(), "policyText": text }))
+}
+
+pub(super) async fn get_repository_policy(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
+    let name = input::repository_name(input)?;
+    let registry = ctx.registry_id(input)?;
+    ctx.authorize("GetRepositoryPolicy", &registry, Some(name.as_str()))
+        .await?;
+    let key = Repo {
+        registry: &registry,
+        name: name.as_str(),
+    };
+    let row = ctx
+        .state
+        .registry
+        .meta
+        .get_repository(key)
+        .await
+        .map_err(EcrError::server)?
+        .ok_or_else(|| EcrError::repository_not_found(name.as_str(), &registry))?;
+    match row.policy {
+        Some(p) => {
+            Ok(json!({ "registryId": registry, "repositoryName": name.as_str(), "policyText": p }))
+        }
+        None => Err(policy_not_found(name.as_str(), &registry)),
+    }
+}
+
+fn policy_not_found(name: &str, registry: &str) -> EcrError {
+    EcrError::new(
+        "RepositoryPolicyNotFoundException",
+        400,
+        format!(
+            "Repository policy does not exist for the repository with name '{name}' in the registry with id '{registry}'"
+        ),
+    )
+}
+
+pub(super) async fn delete_repository_policy(
+    ctx: &Ctx<'_>,
+    input: &Input,
+) -> Result<Value, EcrError> {
+    let name = input::repository_name(input)?;
+    let registry = ctx.registry_id(input)?;
+    ctx.authorize("DeleteRepositoryPolicy", &registry, Some(name.as_str()))
+        .await?;
+    let key = Repo {
+        registry: &registry,
+        name: name.as_str(),
+    };
+    let meta = &ctx.state.registry.meta;
+    let row = meta
+        .get_repository(key)
+        .await
+        .map_err(EcrError::server)?
+        .ok_or_else(|| EcrError::repository_not_found(name.as_str(), &registry))?;
+    let Some(p) = row.policy else {
+        return Err(policy_not_found(name.as_str(), &registry));
+    };
+    meta.set_repository_policy(key, None)
+        .await
+        .map_err(EcrError::server)?;
+    ctx.state
+        .access
+        .forget_policy(&registry, Some(name.as_str()));
+    Ok(json!({ "registryId": registry, "repositoryName": name.as_str(), "policyText": p }))
+}
+
+fn registry_policy_not_found(registry: &str) -> EcrError {
+    EcrError::new(
+        "RegistryPolicyNotFoundException",
+        400,
+        format!("Registry policy does not exist in the registry with id '{registry}'"),
+    )
+}
+
+pub(super) async fn put_registry_policy(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
+    let registry = ctx.caller.principal.account.clone();
+    let text = policy_text(input, "registry")?;
+    ctx.authorize("PutRegistryPolicy", &registry, None).await?;
+    ctx.state
+        .registry
+        .meta
+        .set_registry_policy(&registry, Some(text))
+        .await
+        .map_err(EcrError::server)?;
+    ctx.state.access.forget_policy(&registry, None);
+    Ok(json!({ "registryId": registry, "policyText": text }))
+}
+
+pub(super) async fn get_registry_policy(ctx: &Ctx<'_>, _input: &Input) -> Result<Value, EcrError> {
+    let registry = ctx.caller.principal.account.clone();
+    ctx.authorize("GetRegistryPolicy", &registry, None).await?;
+    match ctx
+        .state
+        .registry
+        .meta
+        .registry_policy(&registry)
+        .await
+        .map_err(EcrError::server)?
+    {
+        Some(p) => Ok(json!({ "registryId": registry, "policyText": p })),
+        None => Err(registry_policy_not_found(&registry)),
+    }
+}
+
+pub(super) async fn delete_registry_policy(
+    ctx: &Ctx<'_>,
+    _input: &Input,
+) -> Result<Value, EcrError> {
+    let registry = ctx.caller.principal.account.clone();
+    ctx.authorize("DeleteRegistryPolicy", &registry, None)
+        .await?;
+    let meta = &ctx.state.registry.meta;
+    let Some(p) = meta
+        .registry_policy(&registry)
+        .await
+        .map_err(EcrError::server)?
+    else {
+        return Err(registry_policy_not_found(&registry));
+    };
+    meta.set_registry_policy(&registry, None)
+        .await
+        .map_err(EcrError::server)?;
+    ctx.state.access.forget_policy(&registry, None);
+    Ok(json!({ "registryId": registry, "policyText": p }))
+}
+
+pub(super) async fn describe_registry(ctx: &Ctx<'_>, _input: &Input) -> Result<Value, EcrError> {
+    let registry = ctx.caller.principal.account.clone();
+    ctx.authorize("DescribeRegistry", &registry, None).await?;
+    Ok(json!({ "registryId": registry, "replicationConfiguration": { "rules": [] } }))
+}

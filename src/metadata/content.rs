@@ -1,0 +1,636 @@
+//! Queries about content: blobs and their visibility per repository, upload
+//! sessions, manifests, tags, referrers and image listings.
+
+use sqlx::Row;
+
+use super::{
+    ImageRow, ManifestRow, MetadataStore, NewManifest, PutManifestOutcome, ReferrerRow, Repo,
+    Result, UploadRow, manifest_row, now_millis,
+};
+use crate::digest::Digest;
+
+impl MetadataStore {
+    // ---- blobs --------------------------------------------------------------
+
+    /// Size of `digest` if it is linked into `repo`.
+    pub async fn linked_blob_size(&self, repo: Repo<'_>, digest: &Digest) -> Result<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+             WHERE rb.registry_id = $1 AND rb.repository = $2 AND rb.digest = $3",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?
+            .map(|s| s as u64))
+    }
+
+    /// Size of `digest` if any repository holds it (content is global; visibility is per repository).
+    pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let row = sqlx::query("SELECT size FROM blobs WHERE digest = $1")
+            .bind(digest.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?
+            .map(|s| s as u64))
+    }
+
+    /// Link an already stored blob into `repo` (cross-repository mount).
+    /// Returns false if the blob is not linked into `from`.
+    pub async fn mount_blob(
+        &self,
+        repo: Repo<'_>,
+        from: Repo<'_>,
+        digest: &Digest,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let linked = sqlx::query(
+            "SELECT 1 FROM repository_blobs WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+        )
+        .bind(from.registry)
+        .bind(from.name)
+        .bind(digest.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        if linked {
+            sqlx::query(
+                "INSERT INTO repository_blobs (registry_id, repository, digest, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (registry_id, repository, digest) DO NOTHING",
+            )
+            .bind(repo.registry)
+            .bind(repo.name)
+            .bind(digest.as_str())
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(linked)
+    }
+
+    /// Make a committed blob visible in `repo` and end the upload session that
+    /// produced it, in one transaction.
+    pub async fn commit_blob(
+        &self,
+        repo: Repo<'_>,
+        digest: &Digest,
+        size: u64,
+        upload_id: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let now = now_millis();
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(digest.as_str())
+        .bind(size as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO repository_blobs (registry_id, repository, digest, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (registry_id, repository, digest) DO NOTHING",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(id) = upload_id {
+            sqlx::query("DELETE FROM uploads WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Remove a blob from a repository's view. Returns whether it was linked.
+    pub async fn unlink_blob(&self, repo: Repo<'_>, digest: &Digest) -> Result<bool> {
+        let res = sqlx::query(
+            "DELETE FROM repository_blobs WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    // ---- upload sessions ----------------------------------------------------
+
+    pub async fn create_upload(&self, id: &str, repo: Repo<'_>, hash_state: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO uploads (id, registry_id, repository, size, hash_state, started_at, updated_at) \
+             VALUES ($1, $2, $3, 0, $4, $5, $5)",
+        )
+        .bind(id)
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(hash_state)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>> {
+        let row = sqlx::query(
+            "SELECT id, registry_id, repository, size, hash_state, started_at, updated_at \
+             FROM uploads WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(UploadRow {
+                id: r.try_get(0)?,
+                registry_id: r.try_get(1)?,
+                repository: r.try_get(2)?,
+                size: r.try_get::<i64, _>(3)? as u64,
+                hash_state: r.try_get(4)?,
+                started_at: r.try_get(5)?,
+                updated_at: r.try_get(6)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Record progress of an upload, only if nobody else advanced it since
+    /// `expected_size` was read (compare-and-swap). Returns whether it was recorded.
+    pub async fn advance_upload(
+        &self,
+        id: &str,
+        expected_size: u64,
+        new_size: u64,
+        hash_state: &[u8],
+    ) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND size = $5",
+        )
+        .bind(new_size as i64)
+        .bind(hash_state)
+        .bind(now_millis())
+        .bind(id)
+        .bind(expected_size as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    pub async fn delete_upload(&self, id: &str) -> Result<bool> {
+        let res = sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Upload sessions last touched before `before` (epoch ms).
+    pub async fn stale_uploads(&self, before: i64, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    // ---- manifests and tags -------------------------------------------------
+
+    pub async fn manifest_exists(&self, repo: Repo<'_>, digest: &Digest) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Image sizes of manifests in `repo` (for computing an index's size).
+    pub async fn image_size(&self, repo: Repo<'_>, digest: &Digest) -> Result<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT image_size FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?
+            .map(|s| s as u64))
+    }
+
+    /// Store a manifest with its references and, if given, point a tag at it,
+    /// in one transaction. Referenced blobs and children are checked inside the
+    /// transaction so a concurrent delete cannot leave a manifest pointing at
+    /// nothing; an immutable tag that already points elsewhere stops everything.
+    pub async fn put_manifest(&self, m: &NewManifest<'_>) -> Result<PutManifestOutcome> {
+        let repo = m.repo;
+        let mut tx = self.begin_write().await?;
+        let now = now_millis();
+        for b in m.blobs {
+            let ok = sqlx::query(
+                "SELECT 1 FROM repository_blobs WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+            )
+            .bind(repo.registry)
+            .bind(repo.name)
+            .bind(b.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if !ok {
+                return Ok(PutManifestOutcome::MissingBlob(b.clone()));
+            }
+        }
+        for c in m.children {
+            let ok = sqlx::query(
+                "SELECT 1 FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+            )
+            .bind(repo.registry)
+            .bind(repo.name)
+            .bind(c.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if !ok {
+                return Ok(PutManifestOutcome::MissingChild(c.clone()));
+            }
+        }
+        let mut tag_changed = false;
+        if let Some(tag) = m.tag {
+            let current: Option<String> = sqlx::query(
+                "SELECT digest FROM tags WHERE registry_id = $1 AND repository = $2 AND name = $3",
+            )
+            .bind(repo.registry)
+            .bind(repo.name)
+            .bind(tag)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+            match current {
+                Some(d) if d == m.digest.as_str() => {}
+                Some(_) if m.tag_immutable => return Ok(PutManifestOutcome::TagImmutable),
+                _ => tag_changed = true,
+            }
+        }
+        let new_manifest = sqlx::query(
+            "INSERT INTO manifests (registry_id, repository, digest, media_type, artifact_type, \
+             config_media_type, subject, annotations, size, image_size, content, pushed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (registry_id, repository, digest) DO NOTHING",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(m.digest.as_str())
+        .bind(m.media_type)
+        .bind(m.artifact_type)
+        .bind(m.config_media_type)
+        .bind(m.subject.map(|d| d.as_str()))
+        .bind(m.annotations)
+        .bind(m.content.len() as i64)
+        .bind(m.layer_bytes as i64)
+        .bind(m.content)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if new_manifest {
+            for (kind, list) in [("blob", m.blobs), ("manifest", m.children)] {
+                for child in list {
+                    sqlx::query(
+                        "INSERT INTO manifest_references (registry_id, repository, parent, child, kind) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (registry_id, repository, parent, child) DO NOTHING",
+                    )
+                    .bind(repo.registry)
+                    .bind(repo.name)
+                    .bind(m.digest.as_str())
+                    .bind(child.as_str())
+                    .bind(kind)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        if let (Some(tag), true) = (m.tag, tag_changed) {
+            sqlx::query(
+                "INSERT INTO tags (registry_id, repository, name, digest, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (registry_id, repository, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(repo.registry)
+            .bind(repo.name)
+            .bind(tag)
+            .bind(m.digest.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(PutManifestOutcome::Stored {
+            new_manifest,
+            tag_changed,
+        })
+    }
+
+    pub async fn get_manifest(
+        &self,
+        repo: Repo<'_>,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRow>> {
+        let row = sqlx::query(
+            "SELECT digest, media_type, content FROM manifests \
+             WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(manifest_row).transpose()
+    }
+
+    pub async fn get_manifest_by_tag(
+        &self,
+        repo: Repo<'_>,
+        tag: &str,
+    ) -> Result<Option<ManifestRow>> {
+        let row = sqlx::query(
+            "SELECT m.digest, m.media_type, m.content FROM tags t \
+             JOIN manifests m ON m.registry_id = t.registry_id AND m.repository = t.repository AND m.digest = t.digest \
+             WHERE t.registry_id = $1 AND t.repository = $2 AND t.name = $3",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(tag)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(manifest_row).transpose()
+    }
+
+    /// The digest a tag points at.
+    pub async fn tag_digest(&self, repo: Repo<'_>, tag: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT digest FROM tags WHERE registry_id = $1 AND repository = $2 AND name = $3",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(tag)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Delete a manifest, its tags and its reference rows. Returns the tags it had,
+    /// or `None` if it did not exist.
+    pub async fn delete_manifest(
+        &self,
+        repo: Repo<'_>,
+        digest: &Digest,
+    ) -> Result<Option<Vec<String>>> {
+        let mut tx = self.begin_write().await?;
+        let existed = sqlx::query(
+            "DELETE FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !existed {
+            return Ok(None);
+        }
+        let tags: Vec<String> = sqlx::query(
+            "SELECT name FROM tags WHERE registry_id = $1 AND repository = $2 AND digest = $3 ORDER BY name",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<std::result::Result<_, _>>()?;
+        sqlx::query("DELETE FROM tags WHERE registry_id = $1 AND repository = $2 AND digest = $3")
+            .bind(repo.registry)
+            .bind(repo.name)
+            .bind(digest.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM manifest_references WHERE registry_id = $1 AND repository = $2 AND parent = $3",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(tags))
+    }
+
+    /// Whether another manifest in the repository (an index) references `digest`.
+    pub async fn manifest_is_referenced(&self, repo: Repo<'_>, digest: &Digest) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 FROM manifest_references \
+             WHERE registry_id = $1 AND repository = $2 AND child = $3 AND kind = 'manifest'",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn delete_tag(&self, repo: Repo<'_>, tag: &str) -> Result<bool> {
+        let res = sqlx::query(
+            "DELETE FROM tags WHERE registry_id = $1 AND repository = $2 AND name = $3",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(tag)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Tags of a repository in lexical order after `last`, at most `limit`.
+    pub async fn list_tags(
+        &self,
+        repo: Repo<'_>,
+        last: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT name FROM tags WHERE registry_id = $1 AND repository = $2 AND name > $3 \
+             ORDER BY name LIMIT $4",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(last.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    /// Manifests in `repo` whose `subject` is `subject`, optionally of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo: Repo<'_>,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ReferrerRow>> {
+        let rows = sqlx::query(
+            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
+             WHERE registry_id = $1 AND repository = $2 AND subject = $3 \
+             AND ($4 = '' OR artifact_type = $4) ORDER BY digest",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(subject.as_str())
+        .bind(artifact_type.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReferrerRow {
+                    digest: r.try_get(0)?,
+                    media_type: r.try_get(1)?,
+                    size: r.try_get(2)?,
+                    artifact_type: r.try_get(3)?,
+                    annotations: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Images of a repository ordered by digest, after `after` (exclusive), at
+    /// most `limit`, each with its tags.
+    pub async fn list_images(
+        &self,
+        repo: Repo<'_>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ImageRow>> {
+        let rows = sqlx::query(
+            "SELECT digest, media_type, config_media_type, subject, image_size, pushed_at, last_pulled_at \
+             FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest > $3 \
+             ORDER BY digest LIMIT $4",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut images: Vec<ImageRow> = rows.iter().map(image_row).collect::<Result<_>>()?;
+        if let (Some(first), Some(last)) = (images.first(), images.last()) {
+            let tags = sqlx::query(
+                "SELECT digest, name FROM tags WHERE registry_id = $1 AND repository = $2 \
+                 AND digest >= $3 AND digest <= $4 ORDER BY digest, name",
+            )
+            .bind(repo.registry)
+            .bind(repo.name)
+            .bind(first.digest.clone())
+            .bind(last.digest.clone())
+            .fetch_all(&self.pool)
+            .await?;
+            attach_tags(&mut images, &tags)?;
+        }
+        Ok(images)
+    }
+
+    /// One image with its tags.
+    pub async fn image(&self, repo: Repo<'_>, digest: &str) -> Result<Option<ImageRow>> {
+        let row = sqlx::query(
+            "SELECT digest, media_type, config_media_type, subject, image_size, pushed_at, last_pulled_at \
+             FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut images = vec![image_row(&row)?];
+        let tags = sqlx::query(
+            "SELECT digest, name FROM tags WHERE registry_id = $1 AND repository = $2 AND digest = $3 ORDER BY name",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest)
+        .fetch_all(&self.pool)
+        .await?;
+        attach_tags(&mut images, &tags)?;
+        Ok(images.pop())
+    }
+
+    /// Number of manifests in a repository.
+    pub async fn count_images(&self, repo: Repo<'_>) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM manifests WHERE registry_id = $1 AND repository = $2",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+}
+
+fn image_row(r: &sqlx::any::AnyRow) -> Result<ImageRow> {
+    Ok(ImageRow {
+        digest: r.try_get(0)?,
+        tags: Vec::new(),
+        media_type: r.try_get(1)?,
+        config_media_type: r.try_get(2)?,
+        subject: r.try_get(3)?,
+        image_size: r.try_get(4)?,
+        pushed_at: r.try_get(5)?,
+        last_pulled_at: r.try_get(6)?,
+    })
+}
+
+fn attach_tags(images: &mut [ImageRow], tags: &[sqlx::any::AnyRow]) -> Result<()> {
+    let mut i = 0;
+    for t in tags {
+        let digest: String = t.try_get(0)?;
+        let name: String = t.try_get(1)?;
+        while i < images.len() && images[i].digest < digest {
+            i += 1;
+        }
+        match images.get_mut(i) {
+            Some(img) if img.digest == digest => img.tags.push(name),
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    Ok(())
+}
