@@ -8,6 +8,7 @@
 //! - [`metadata`] (SQL) and [`storage`] (blob bytes): where state lives;
 //! - [`digest`], [`reference`]: value types; [`config`], [`metrics`]: plumbing.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod digest;

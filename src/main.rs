@@ -19,8 +19,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the registry (OCI Distribution API on /v2/).
+    /// Run the registry: the OCI Distribution API on /v2/ and the ECR API on POST /.
     Serve(ServeArgs),
+    /// Manage accounts, IAM users, access keys and identity policies.
+    Iam {
+        /// The data directory of the registry [default: ./berth-data]
+        #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        command: berth::admin::IamCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -105,6 +113,12 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(berth::server::serve(config))
+        }
+        Command::Iam { data_dir, command } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(berth::admin::run(&data_dir, command))
         }
     }
 }

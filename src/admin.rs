@@ -1,0 +1,208 @@
+//! `berth iam …`: the operator's commands for accounts, IAM users, access keys
+//! and identity policies. They work on the data directory directly (SQLite
+//! allows a running server and the CLI side by side); a running server picks
+//! changes up within `auth::CACHE_TTL`.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::auth::secrets::MasterKey;
+use crate::auth::{Access, new_access_key, new_account_id};
+use crate::iam::{Policy, PolicyKind};
+use crate::metadata::MetadataStore;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum IamCommand {
+    /// Create an account (a registry) and its root access key.
+    CreateAccount {
+        /// 12 digits; generated when omitted.
+        #[arg(long)]
+        account_id: Option<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List accounts.
+    ListAccounts,
+    /// Create an IAM user in an account.
+    CreateUser {
+        #[arg(long)]
+        account_id: String,
+        #[arg(long)]
+        user_name: String,
+    },
+    /// List the users of an account.
+    ListUsers {
+        #[arg(long)]
+        account_id: String,
+    },
+    /// Create an access key for a user (or, without --user-name, for the account root).
+    CreateAccessKey {
+        #[arg(long)]
+        account_id: String,
+        #[arg(long)]
+        user_name: Option<String>,
+    },
+    /// Deactivate an access key; registry tokens it issued stop working too.
+    DeactivateAccessKey {
+        #[arg(long)]
+        access_key_id: String,
+    },
+    /// Attach (or replace) an inline identity policy on a user.
+    PutUserPolicy {
+        #[arg(long)]
+        account_id: String,
+        #[arg(long)]
+        user_name: String,
+        #[arg(long)]
+        policy_name: String,
+        /// The policy JSON, or @FILE to read it from a file.
+        #[arg(long)]
+        policy_document: String,
+    },
+    /// Remove an inline identity policy from a user.
+    DeleteUserPolicy {
+        #[arg(long)]
+        account_id: String,
+        #[arg(long)]
+        user_name: String,
+        #[arg(long)]
+        policy_name: String,
+    },
+}
+
+fn valid_user_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+}
+
+/// Run one `berth iam` command against the data directory; prints JSON.
+pub async fn run(data_dir: &Path, cmd: IamCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    let meta = MetadataStore::open_sqlite(&data_dir.join("metadata.db"))
+        .await
+        .context("opening the metadata database")?;
+    let env = std::env::var("BERTH_MASTER_KEY")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let master = MasterKey::load(env.as_deref(), data_dir)?;
+    let region = std::env::var("BERTH_REGION").unwrap_or_else(|_| "us-east-1".into());
+    let access = Access::open(meta.clone(), master, &region).await?;
+    let account_must_exist = async |id: &str| -> anyhow::Result<()> {
+        if !meta.account_exists(id).await? {
+            bail!("account {id} does not exist");
+        }
+        Ok(())
+    };
+    let out = match cmd {
+        IamCommand::CreateAccount { account_id, name } => {
+            let id = match account_id {
+                Some(a) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) => a,
+                Some(a) => bail!("an account id is 12 digits, not {a:?}"),
+                None => new_account_id(),
+            };
+            if !meta.create_account(&id, &name).await? {
+                bail!("account {id} already exists");
+            }
+            let (key, secret) = new_access_key();
+            access.create_key(&id, "", &key, &secret).await?;
+            json!({ "AccountId": id, "AccessKeyId": key, "SecretAccessKey": secret })
+        }
+        IamCommand::ListAccounts => {
+            let accounts: Vec<_> = meta
+                .list_accounts()
+                .await?
+                .into_iter()
+                .map(|(id, name)| json!({ "AccountId": id, "Name": name }))
+                .collect();
+            json!({ "Accounts": accounts })
+        }
+        IamCommand::CreateUser {
+            account_id,
+            user_name,
+        } => {
+            account_must_exist(&account_id).await?;
+            if !valid_user_name(&user_name) {
+                bail!("a user name is 1 to 64 of [A-Za-z0-9+=,.@_-]");
+            }
+            let (suffix, _) = new_access_key();
+            let user_id = format!("AIDA{}", &suffix[4..]);
+            if !meta.create_user(&account_id, &user_name, &user_id).await? {
+                bail!("user {user_name} already exists in account {account_id}");
+            }
+            json!({ "User": {
+                "UserName": user_name, "UserId": user_id,
+                "Arn": format!("arn:aws:iam::{account_id}:user/{user_name}"),
+            }})
+        }
+        IamCommand::ListUsers { account_id } => {
+            let users: Vec<_> = meta
+                .list_users(&account_id)
+                .await?
+                .into_iter()
+                .map(|u| json!({ "UserName": u.name, "UserId": u.user_id }))
+                .collect();
+            json!({ "Users": users })
+        }
+        IamCommand::CreateAccessKey {
+            account_id,
+            user_name,
+        } => {
+            account_must_exist(&account_id).await?;
+            let user = user_name.unwrap_or_default();
+            if !user.is_empty() && meta.get_user(&account_id, &user).await?.is_none() {
+                bail!("user {user} does not exist in account {account_id}");
+            }
+            let (key, secret) = new_access_key();
+            access.create_key(&account_id, &user, &key, &secret).await?;
+            json!({ "AccessKey": { "UserName": user, "AccessKeyId": key, "SecretAccessKey": secret, "Status": "Active" } })
+        }
+        IamCommand::DeactivateAccessKey { access_key_id } => {
+            if !meta.set_access_key_active(&access_key_id, false).await? {
+                bail!("access key {access_key_id} does not exist");
+            }
+            json!({ "AccessKeyId": access_key_id, "Status": "Inactive" })
+        }
+        IamCommand::PutUserPolicy {
+            account_id,
+            user_name,
+            policy_name,
+            policy_document,
+        } => {
+            let doc = match policy_document.strip_prefix('@') {
+                Some(path) => {
+                    std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
+                }
+                None => policy_document,
+            };
+            Policy::parse(&doc, PolicyKind::Identity)
+                .map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
+            if meta.get_user(&account_id, &user_name).await?.is_none() {
+                bail!("user {user_name} does not exist in account {account_id}");
+            }
+            meta.put_user_policy(&account_id, &user_name, &policy_name, &doc)
+                .await?;
+            json!({ "UserName": user_name, "PolicyName": policy_name })
+        }
+        IamCommand::DeleteUserPolicy {
+            account_id,
+            user_name,
+            policy_name,
+        } => {
+            if !meta
+                .delete_user_policy(&account_id, &user_name, &policy_name)
+                .await?
+            {
+                bail!("user {user_name} has no policy {policy_name}");
+            }
+            json!({ "UserName": user_name, "PolicyName": policy_name, "Deleted": true })
+        }
+    };
+    use std::io::Write;
+    // A closed pipe (e.g. `| head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
