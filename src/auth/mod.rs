@@ -378,7 +378,7 @@ impl Access {
                 })
                 .await?
             {
-                resource_policies.push((*p).clone());
+                resource_policies.push(p);
             }
         }
         let meta = self.meta.clone();
@@ -389,7 +389,7 @@ impl Access {
             })
             .await?
         {
-            resource_policies.push((*p).clone());
+            resource_policies.push(p);
         }
         let extra = HashMap::new();
         let ctx = RequestContext {
@@ -402,7 +402,11 @@ impl Access {
             current_time_epoch: now_secs(),
             extra: &extra,
         };
-        let decision = iam::authorize(&caller.identity_policies, &resource_policies, &ctx);
+        let decision = iam::authorize(
+            &caller.identity_policies,
+            resource_policies.iter().map(|p| &**p),
+            &ctx,
+        );
         Ok(matches!(decision, Decision::Allow))
     }
 

@@ -322,9 +322,9 @@ fn principal_match(set: &PrincipalSet, p: &Principal) -> Option<Grant> {
 ///    a resource policy allows (naming the caller or the caller's account).
 /// 5. Service principals: a resource-policy allow suffices.
 /// 6. Otherwise `NotApplicable` (implicit deny).
-pub fn authorize(
+pub fn authorize<'p>(
     identity_policies: &[Policy],
-    resource_policies: &[Policy],
+    resource_policies: impl IntoIterator<Item = &'p Policy>,
     ctx: &RequestContext<'_>,
 ) -> Decision {
     let identity = identity_policies
@@ -332,7 +332,7 @@ pub fn authorize(
         .map(|p| p.outcome(ctx, PolicyKind::Identity))
         .fold(Outcome::default(), Outcome::merge);
     let resource = resource_policies
-        .iter()
+        .into_iter()
         .map(|p| p.outcome(ctx, PolicyKind::Resource))
         .fold(Outcome::default(), Outcome::merge);
     if identity.deny || resource.deny {
