@@ -304,12 +304,17 @@ impl Access {
 
     /// A registry token for `caller`, and its expiry (epoch seconds).
     pub fn issue_token(&self, caller: &Caller) -> (String, i64) {
+        self.issue_token_for(caller, TOKEN_LIFETIME_SECS)
+    }
+
+    /// A token that lives `lifetime_secs` (download URLs use one hour, as ECR's presigned URLs).
+    pub fn issue_token_for(&self, caller: &Caller, lifetime_secs: i64) -> (String, i64) {
         let now = now_secs();
         let claims = TokenClaims {
             k: caller.access_key_id.clone(),
             a: caller.principal.account.clone(),
             i: now,
-            e: now + TOKEN_LIFETIME_SECS,
+            e: now + lifetime_secs,
         };
         (self.tokens.issue(&claims), claims.e)
     }

@@ -256,13 +256,37 @@ fn unauthorized(state: &AppState, headers: &HeaderMap, message: &str) -> OciErro
     )
 }
 
+/// The query parameter of the presigned blob URLs GetDownloadUrlForLayer hands out.
+pub const DOWNLOAD_TOKEN_PARAM: &str = "X-Berth-Token";
+
 /// Authenticate `/v2/` Basic credentials: user `AWS`, password a registry token.
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Caller>, OciError> {
+/// A blob GET may carry the token in the query instead (a presigned download URL).
+async fn authenticate(
+    state: &AppState,
+    route: &Route,
+    method: &Method,
+    parts: &Parts,
+) -> Result<Arc<Caller>, OciError> {
     use base64::Engine;
+    let headers = &parts.headers;
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     else {
+        let q = query_pairs(parts);
+        if let (Route::Blob(..), &Method::GET, Some(token)) =
+            (route, method, query_get(&q, DOWNLOAD_TOKEN_PARAM))
+        {
+            return match state.access.authenticate_token(token).await {
+                Ok(c) => Ok(c),
+                Err(AuthError::Meta(e)) => Err(RegistryError::Meta(e).into()),
+                Err(_) => Err(OciError::new(
+                    StatusCode::FORBIDDEN,
+                    "DENIED",
+                    "the download URL has expired or is invalid",
+                )),
+            };
+        }
         return Err(unauthorized(state, headers, "authentication required"));
     };
     let creds = value
@@ -327,7 +351,7 @@ async fn route_request(
     // In ECR mode every call is authenticated and authorized, like ECR's own registry.
     let mut allow_mount = true;
     if state.auth_required {
-        let caller = authenticate(state, &parts.headers).await?;
+        let caller = authenticate(state, &route, method, &parts).await?;
         if let Some((action, name)) = route.ecr_action(method) {
             if let Some(n) = name {
                 repo(n)?;

@@ -280,6 +280,11 @@ pub(super) async fn describe_images(ctx: &Ctx<'_>, input: &Input) -> Result<Valu
     let repo = repo_for(ctx, input, "DescribeImages").await?;
     let status = tag_status(input)?;
     if let Some(ids) = image_ids(input)? {
+        if input.get("nextToken").is_some() || input.get("maxResults").is_some() {
+            return Err(EcrError::invalid(
+                "Invalid parameter: nextToken and maxResults cannot be used with imageIds",
+            ));
+        }
         let mut out = Vec::new();
         for id in &ids {
             match resolve(ctx, &repo, id).await? {
@@ -446,7 +451,7 @@ pub(super) async fn put_image(ctx: &Ctx<'_>, input: &Input) -> Result<Value, Ecr
         if !valid_tag(t) {
             return Err(EcrError::constraint(
                 "imageTag",
-                "Member must satisfy regular expression pattern: [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
+                "must satisfy regular expression '[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}'",
             ));
         }
     }

@@ -132,13 +132,13 @@ pub fn check_len(member: &str, s: &str, min: usize, max: usize) -> Result<(), Ec
     if n < min {
         return Err(EcrError::constraint(
             member,
-            format!("Member must have length greater than or equal to {min}"),
+            format!("must have length greater than or equal to {min}"),
         ));
     }
     if n > max {
         return Err(EcrError::constraint(
             member,
-            format!("Member must have length less than or equal to {max}"),
+            format!("must have length less than or equal to {max}"),
         ));
     }
     Ok(())
@@ -165,7 +165,7 @@ pub fn check_pattern(
     } else {
         Err(EcrError::constraint(
             member,
-            format!("Member must satisfy regular expression pattern: {regex}"),
+            format!("must satisfy regular expression '{regex}'"),
         ))
     }
 }
@@ -198,7 +198,7 @@ pub fn repository_name(input: &Input) -> Result<crate::reference::RepoName, EcrE
     crate::reference::RepoName::parse(name).ok_or_else(|| {
         EcrError::constraint(
             "repositoryName",
-            format!("Member must satisfy regular expression pattern: {REPOSITORY_NAME_PATTERN}"),
+            format!("must satisfy regular expression '{REPOSITORY_NAME_PATTERN}'"),
         )
     })
 }

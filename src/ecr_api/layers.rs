@@ -15,6 +15,8 @@ use crate::registry::{RegistryError, RepoId};
 /// Part size suggested to clients (what ECR answers).
 const PART_SIZE: i64 = 10_485_760;
 const MAX_PART: usize = 20_971_520;
+/// Lifetime of a download URL, as ECR's presigned URLs (`X-Amz-Expires=3600`).
+const DOWNLOAD_URL_SECS: i64 = 3600;
 
 async fn repo_for(ctx: &Ctx<'_>, input: &Input, op: &str) -> Result<RepoId, EcrError> {
     let name = input::repository_name(input)?;
@@ -43,7 +45,7 @@ fn upload_id(input: &Input) -> Result<String, EcrError> {
     if !ok {
         return Err(EcrError::constraint(
             "uploadId",
-            "Member must satisfy regular expression pattern: [a-fA-F0-9]{8}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{12}",
+            "must satisfy regular expression '[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{12}'",
         ));
     }
     Ok(id.to_ascii_lowercase())
@@ -252,9 +254,19 @@ pub(super) async fn get_download_url_for_layer(
             ),
         ));
     }
+    // A presigned URL: the blob URL with a one-hour token of the caller in the
+    // query, accepted by `/v2/` for blob GETs only (see distribution::authenticate).
     let host = ctx.state.registry_host_for(&repo.registry, ctx.headers);
+    let (token, _) = ctx
+        .state
+        .access
+        .issue_token_for(ctx.caller, DOWNLOAD_URL_SECS);
     Ok(json!({
-        "downloadUrl": format!("http://{host}/v2/{}/blobs/{digest}", repo.name),
+        "downloadUrl": format!(
+            "http://{host}/v2/{}/blobs/{digest}?{}={token}",
+            repo.name,
+            crate::distribution::DOWNLOAD_TOKEN_PARAM
+        ),
         "layerDigest": digest.as_str(),
     }))
 }

@@ -190,6 +190,15 @@ pub(super) async fn describe_repositories(ctx: &Ctx<'_>, input: &Input) -> Resul
         let mut out = Vec::new();
         for n in &names {
             input::check_len("repositoryNames", n, 2, 256)?;
+            if crate::reference::RepoName::parse(n).is_none() {
+                return Err(EcrError::constraint(
+                    "repositoryNames",
+                    format!(
+                        "must satisfy regular expression '{}'",
+                        input::REPOSITORY_NAME_PATTERN
+                    ),
+                ));
+            }
             let row = meta
                 .get_repository(Repo {
                     registry: &registry,

@@ -1,0 +1,182 @@
+"""Harness for the boto3 / aws CLI suite: starts the real `berth` binary in ECR
+mode (account 123456789012, root key AKIAIOSFODNN7EXAMPLE) on a free loopback
+port with a fresh data directory, one server per test module.
+
+The binary comes from $BERTH_BIN (default target/debug/berth, relative to the
+repository root).
+"""
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ACCOUNT = "123456789012"
+ROOT_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+ROOT_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+REGION = "us-east-1"
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def berth_bin():
+    path = Path(os.environ.get("BERTH_BIN", "target/debug/berth"))
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    if not path.exists():
+        raise RuntimeError(f"berth binary not found at {path}; build it or set BERTH_BIN")
+    return str(path)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Berth:
+    """A running `berth serve` in ECR mode."""
+
+    def __init__(self, tmp: Path):
+        self.bin = berth_bin()
+        self.data_dir = tmp / "data"
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.endpoint = f"http://{self.addr}"
+        self.log_path = tmp / "berth.log"
+        self.env = dict(
+            os.environ,
+            BERTH_ACCOUNT_ID=ACCOUNT,
+            BERTH_ROOT_ACCESS_KEY_ID=ROOT_KEY_ID,
+            BERTH_ROOT_SECRET_ACCESS_KEY=ROOT_SECRET,
+            BERTH_LOG="warn",
+        )
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [self.bin, "serve", "--listen", self.addr, "--data-dir", str(self.data_dir)],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"berth exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"berth did not listen on {self.addr}:\n{self.log()}")
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._log.close()
+
+    # ---- clients -----------------------------------------------------------
+
+    def client(self, key_id=ROOT_KEY_ID, secret=ROOT_SECRET, validate=True):
+        """An ECR client; `validate=False` turns off botocore's client-side
+        checks so that the server's own validation is exercised."""
+        return boto3.session.Session().client(
+            "ecr",
+            region_name=REGION,
+            endpoint_url=self.endpoint,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            config=Config(
+                retries={"max_attempts": 1, "mode": "legacy"},
+                parameter_validation=validate,
+                connect_timeout=10,
+                read_timeout=60,
+            ),
+        )
+
+    # ---- berth iam ---------------------------------------------------------
+
+    def iam(self, *args):
+        """Run `berth iam --data-dir <dir> <args>` and return its JSON output."""
+        out = subprocess.run(
+            [self.bin, "iam", "--data-dir", str(self.data_dir), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"berth iam {' '.join(args)} failed ({out.returncode}):\n{out.stderr}")
+        return json.loads(out.stdout)
+
+    def user_with_policy(self, policy=None, account=ACCOUNT):
+        """A fresh IAM user (optionally with an inline policy) and a client
+        signed with a fresh key of it. The key is created after the policy,
+        so the server's per-key cache cannot hold a stale view."""
+        name = f"user-{uuid.uuid4().hex[:10]}"
+        self.iam("create-user", "--account-id", account, "--user-name", name)
+        if policy is not None:
+            self.iam(
+                "put-user-policy",
+                "--account-id", account,
+                "--user-name", name,
+                "--policy-name", "inline",
+                "--policy-document", json.dumps(policy),
+            )
+        key = self.iam("create-access-key", "--account-id", account, "--user-name", name)["AccessKey"]
+        arn = f"arn:aws:iam::{account}:user/{name}"
+        return name, arn, self.client(key["AccessKeyId"], key["SecretAccessKey"])
+
+
+@pytest.fixture(scope="module")
+def berth(tmp_path_factory):
+    server = Berth(tmp_path_factory.mktemp("berth"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def ecr(berth):
+    """The root client of account 123456789012."""
+    return berth.client()
+
+
+@pytest.fixture(scope="module")
+def ecr_raw(berth):
+    """The root client without botocore's parameter validation."""
+    return berth.client(validate=False)
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def name(request):
+    """A repository name unique to the test (callable for more than one)."""
+    base = request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")
+    base = "".join(c for c in base if c.isalnum() or c == "-").strip("-")[:40].strip("-")
+
+    def make(suffix=""):
+        n = f"{base}-{next(_counter)}"
+        return f"{n}-{suffix}" if suffix else n
+
+    return make
