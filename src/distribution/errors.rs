@@ -58,7 +58,7 @@ impl From<RegistryError> for OciError {
         use RegistryError as E;
         let msg = e.to_string();
         match e {
-            E::NameUnknown => OciError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", msg),
+            E::NameUnknown { .. } => OciError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", msg),
             E::BlobUnknown => OciError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", msg),
             E::UploadUnknown => OciError::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", msg),
             E::UploadInvalid(_) | E::BodyInterrupted(_) => {

@@ -324,16 +324,24 @@ async fn authorize(
         .map_err(|e| RegistryError::Meta(e).into())
 }
 
-fn denied(action: &str, registry: &str, repo: Option<&str>) -> OciError {
+/// `DENIED` in ECR's words.
+fn denied(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    registry: &str,
+    repo: Option<&str>,
+) -> OciError {
+    let resource = match repo {
+        Some(r) => crate::auth::repository_arn(&state.region, registry, r),
+        None => format!("arn:aws:ecr:{}:{}:*", state.region, registry),
+    };
     OciError::new(
         StatusCode::FORBIDDEN,
         "DENIED",
         format!(
-            "not authorized to perform {action} on {}",
-            repo.map_or_else(
-                || format!("registry {registry}"),
-                |r| format!("repository {r} of registry {registry}")
-            )
+            "User: {} is not authorized to perform: {action} on resource: {resource}",
+            caller.principal.arn
         ),
     )
 }
@@ -357,7 +365,7 @@ async fn route_request(
                 repo(n)?;
             }
             if !authorize(state, &caller, action, &registry, name).await? {
-                return Err(denied(action, &registry, name));
+                return Err(denied(state, &caller, action, &registry, name));
             }
         }
         if let Route::StartUpload(_) = &route {

@@ -69,7 +69,7 @@ impl EcrError {
     pub fn from_registry(e: RegistryError, name: &str, registry: &str) -> EcrError {
         use RegistryError as E;
         match e {
-            E::NameUnknown => EcrError::repository_not_found(name, registry),
+            E::NameUnknown { .. } => EcrError::repository_not_found(name, registry),
             E::TagImmutable { .. } => {
                 EcrError::new("ImageTagAlreadyExistsException", 400, e.to_string())
             }

@@ -25,8 +25,14 @@ use crate::storage::{BlobStore, ByteRange, ByteStream, StorageError};
 /// codes, the ECR layer to ECR exception names.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("repository name not known to registry")]
-    NameUnknown,
+    /// ECR's wording, which docker shows after `name unknown:`.
+    #[error(
+        "The repository with name '{repository}' does not exist in the registry with id '{registry}'"
+    )]
+    NameUnknown {
+        repository: String,
+        registry: String,
+    },
     #[error("blob unknown to registry")]
     BlobUnknown,
     #[error("blob upload unknown to registry")]
@@ -109,6 +115,14 @@ impl RepoId {
         RepoId {
             registry: registry.to_string(),
             name,
+        }
+    }
+
+    /// The error for a repository that does not exist.
+    pub fn not_found(&self) -> RegistryError {
+        RegistryError::NameUnknown {
+            repository: self.name.to_string(),
+            registry: self.registry.clone(),
         }
     }
 
@@ -196,7 +210,7 @@ impl Registry {
             return Ok(row);
         }
         if !self.limits.create_on_push {
-            return Err(RegistryError::NameUnknown);
+            return Err(repo.not_found());
         }
         let row = RepositoryRow::new(&repo.registry, repo.name.as_str());
         self.meta.create_repository(&row, &[]).await?;
@@ -335,7 +349,14 @@ impl Registry {
             Reference::Tag(t) => self.meta.get_manifest_by_tag(repo.key(), t).await?,
             Reference::Digest(d) => self.meta.get_manifest(repo.key(), d).await?,
         };
-        row.ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}:{reference}")))
+        match row {
+            Some(r) => Ok(r),
+            // Only on the miss path: say which of repository or manifest is missing.
+            None if !self.meta.repository_exists(repo.key()).await? => Err(repo.not_found()),
+            None => Err(RegistryError::ManifestUnknown(format!(
+                "{repo}:{reference}"
+            ))),
+        }
     }
 
     /// Delete a tag, or a manifest (with all its tags) by digest. Returns the
@@ -372,7 +393,7 @@ impl Registry {
     ) -> Result<(Vec<String>, bool)> {
         let mut tags = self.meta.list_tags(repo.key(), last, n as i64 + 1).await?;
         if tags.is_empty() && !self.meta.repository_exists(repo.key()).await? {
-            return Err(RegistryError::NameUnknown);
+            return Err(repo.not_found());
         }
         let more = tags.len() > n as usize;
         tags.truncate(n as usize);
