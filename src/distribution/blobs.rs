@@ -217,7 +217,19 @@ pub(super) async fn patch_upload(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, OciError> {
-    let range = content_range(headers)?;
+    let range = match content_range(headers) {
+        Ok(r) => r,
+        Err(e) => return Err(drain_then(body, e).await),
+    };
+    // Refuse an unknown session or an out-of-order chunk before streaming it,
+    // reading the rejected body so the client sees the answer (not a reset).
+    if let Err(e) = reg.check_chunk(repo, id, range).await {
+        let mut err = OciError::from(e);
+        if err.status == StatusCode::RANGE_NOT_SATISFIABLE {
+            err = err.with_header(header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"));
+        }
+        return Err(drain_then(body, err).await);
+    }
     let body = body.into_data_stream();
     let session = reg
         .append_upload(repo, id, range, body)
@@ -230,6 +242,25 @@ pub(super) async fn patch_upload(
             err
         })?;
     Ok(in_progress(StatusCode::ACCEPTED, repo, id, session.size))
+}
+
+/// Most of a rejected request body that is read (and discarded) before the
+/// error is sent; past it the connection is closed instead.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+/// Read and discard `body` (up to [`DRAIN_LIMIT`]), then hand back `err`. A
+/// server that answers before reading the body and closes the connection makes
+/// the client's TCP stack drop the answer; draining keeps it readable.
+async fn drain_then(body: Body, err: OciError) -> OciError {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    err
 }
 
 /// `PUT …/uploads/<id>?digest=`: append the final chunk, if any, and commit.

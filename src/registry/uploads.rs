@@ -58,6 +58,23 @@ impl Registry {
         }
     }
 
+    /// Whether a chunk starting at `range` may be appended to session `id` now
+    /// (the session exists in `repo` and the chunk starts where it ends).
+    pub async fn check_chunk(
+        &self,
+        repo: &RepoId,
+        id: &str,
+        range: Option<ChunkRange>,
+    ) -> Result<()> {
+        let session = self.upload_status(repo, id).await?;
+        match range {
+            Some(r) if r.first != session.size || r.last < r.first => {
+                Err(RegistryError::ChunkOutOfOrder { size: session.size })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Append a chunk to a session. `range`, when the client sent one, must
     /// start exactly where the upload ends. Returns the session after the chunk.
     pub async fn append_upload<S, E>(
