@@ -312,6 +312,7 @@ async fn authenticate(
 
 async fn authorize(
     state: &AppState,
+    parts: &Parts,
     caller: &Caller,
     action: &str,
     registry: &str,
@@ -319,9 +320,17 @@ async fn authorize(
 ) -> Result<bool, OciError> {
     state
         .access
-        .authorize(caller, action, registry, repo, None)
+        .authorize(caller, action, registry, repo, peer_ip(parts))
         .await
         .map_err(|e| RegistryError::Meta(e).into())
+}
+
+/// The client's address (for the `aws:SourceIp` condition key).
+pub fn peer_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// `DENIED` in ECR's words.
@@ -364,7 +373,7 @@ async fn route_request(
             if let Some(n) = name {
                 repo(n)?;
             }
-            if !authorize(state, &caller, action, &registry, name).await? {
+            if !authorize(state, &parts, &caller, action, &registry, name).await? {
                 return Err(denied(state, &caller, action, &registry, name));
             }
         }
@@ -375,6 +384,7 @@ async fn route_request(
                 allow_mount = RepoName::parse(from).is_some()
                     && authorize(
                         state,
+                        &parts,
                         &caller,
                         "ecr:GetDownloadUrlForLayer",
                         &registry,

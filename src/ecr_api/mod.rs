@@ -40,6 +40,8 @@ pub struct Ctx<'a> {
     pub state: &'a AppState,
     pub caller: &'a Caller,
     pub headers: &'a axum::http::HeaderMap,
+    /// The client's address, for `aws:SourceIp`.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl Ctx<'_> {
@@ -65,7 +67,7 @@ impl Ctx<'_> {
         let allowed = self
             .state
             .access
-            .authorize(self.caller, &action, registry, repo, None)
+            .authorize(self.caller, &action, registry, repo, self.source_ip)
             .await
             .map_err(EcrError::server)?;
         if allowed {
@@ -160,6 +162,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
         state,
         caller: &caller,
         headers: &parts.headers,
+        source_ip: crate::distribution::peer_ip(&parts),
     };
     match op.as_str() {
         "GetAuthorizationToken" => get_authorization_token(&ctx, &input).await,

@@ -1930,3 +1930,23 @@ def test_aws_cli(berth, ecr, name):
     out = aws(berth, "describe-repositories", key="AKIAZZZZZZZZZZZZZZZZ", secret="nope")
     assert out.returncode != 0
     assert "UnrecognizedClientException" in out.stderr
+
+
+def test_source_ip_condition(berth, name):
+    """aws:SourceIp is the client's address: 127.0.0.0/8 matches these requests, 10.0.0.0/8 does not."""
+    def policy(cidr):
+        return {
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Action": "ecr:CreateRepository",
+                "Resource": "*",
+                "Condition": {"IpAddress": {"aws:SourceIp": cidr}},
+            }],
+        }
+    _, _, local = berth.user_with_policy(policy("127.0.0.0/8"))
+    local.create_repository(repositoryName=name("ip-ok"))
+    _, _, remote = berth.user_with_policy(policy("10.0.0.0/8"))
+    with pytest.raises(ClientError) as e:
+        remote.create_repository(repositoryName=name("ip-no"))
+    assert error(e)[0] == "AccessDeniedException"
