@@ -38,6 +38,8 @@ pub struct Caller {
     /// True for the account's root key (implicitly allowed everything in its account).
     pub is_root: bool,
     pub identity_policies: Vec<Policy>,
+    /// When this view of the key and its policies was read from the store.
+    pub loaded_at: Instant,
 }
 
 /// Why a request is not authenticated; each maps to an AWS error name.
@@ -77,6 +79,8 @@ pub struct Access {
     pub region: String,
     keys: Mutex<HashMap<String, CachedKey>>,
     policies: Mutex<HashMap<String, CachedPolicy>>,
+    /// Recent decisions by (key, action, registry, repository, source address).
+    decisions: Mutex<HashMap<String, (Instant, bool)>>,
 }
 
 const TOKEN_KEY_SETTING: &str = "registry_token_key";
@@ -133,6 +137,7 @@ impl Access {
             region: region.to_string(),
             keys: Mutex::new(HashMap::new()),
             policies: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -260,6 +265,7 @@ impl Access {
             access_key_id: row.access_key_id.clone(),
             is_root,
             identity_policies,
+            loaded_at: Instant::now(),
         });
         self.keys.lock().expect("cache lock").insert(
             access_key_id.to_string(),
@@ -276,6 +282,7 @@ impl Access {
     pub fn invalidate(&self) {
         self.keys.lock().expect("cache lock").clear();
         self.policies.lock().expect("cache lock").clear();
+        self.decisions.lock().expect("cache lock").clear();
     }
 
     /// Authenticate a SigV4-signed ECR API request.
@@ -330,11 +337,11 @@ impl Access {
         &self,
         cache_key: String,
         load: impl AsyncFnOnce() -> Result<Option<String>, MetaError>,
-    ) -> Result<Option<Arc<Policy>>, MetaError> {
+    ) -> Result<(Option<Arc<Policy>>, Instant), MetaError> {
         if let Some((at, p)) = self.policies.lock().expect("cache lock").get(&cache_key)
             && at.elapsed() < CACHE_TTL
         {
-            return Ok(p.clone());
+            return Ok((p.clone(), *at));
         }
         let text = load().await?;
         let policy = text.and_then(|t| match Policy::parse(&t, PolicyKind::Resource) {
@@ -344,11 +351,12 @@ impl Access {
                 None
             }
         });
+        let now = Instant::now();
         self.policies
             .lock()
             .expect("cache lock")
-            .insert(cache_key, (Instant::now(), policy.clone()));
-        Ok(policy)
+            .insert(cache_key, (now, policy.clone()));
+        Ok((policy, now))
     }
 
     /// Decide whether `caller` may perform `action` (`ecr:Name`) on the
@@ -362,16 +370,54 @@ impl Access {
         repo: Option<&str>,
         source_ip: Option<IpAddr>,
     ) -> Result<bool, MetaError> {
+        // Decisions are cached like the policies they come from (CACHE_TTL), so
+        // the hot path of a pull is one map lookup.
+        let decision_key = format!(
+            "{}|{action}|{registry}|{}|{}",
+            caller.access_key_id,
+            repo.unwrap_or(""),
+            source_ip.map(|ip| ip.to_string()).unwrap_or_default()
+        );
+        if let Some((at, allowed)) = self
+            .decisions
+            .lock()
+            .expect("cache lock")
+            .get(&decision_key)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(*allowed);
+        }
+        let (allowed, as_of) = self
+            .decide(caller, action, registry, repo, source_ip)
+            .await?;
+        let mut decisions = self.decisions.lock().expect("cache lock");
+        if decisions.len() > 100_000 {
+            decisions.clear();
+        }
+        decisions.insert(decision_key, (as_of, allowed));
+        Ok(allowed)
+    }
+
+    async fn decide(
+        &self,
+        caller: &Caller,
+        action: &str,
+        registry: &str,
+        repo: Option<&str>,
+        source_ip: Option<IpAddr>,
+    ) -> Result<(bool, Instant), MetaError> {
         let resource = match repo {
             Some(name) => repository_arn(&self.region, registry, name),
             None if action == "ecr:GetAuthorizationToken" => "*".to_string(),
             None => format!("arn:aws:ecr:{}:{}:*", self.region, registry),
         };
+        // The decision is as old as the oldest view it rests on.
+        let mut oldest = caller.loaded_at;
         let mut resource_policies = Vec::new();
         if let Some(name) = repo {
             let meta = self.meta.clone();
             let (r, n) = (registry.to_string(), name.to_string());
-            if let Some(p) = self
+            let (p, at) = self
                 .policy(format!("repo/{registry}/{name}"), async move || {
                     Ok(meta
                         .get_repository(Repo {
@@ -381,21 +427,19 @@ impl Access {
                         .await?
                         .and_then(|row| row.policy))
                 })
-                .await?
-            {
-                resource_policies.push(p);
-            }
+                .await?;
+            oldest = oldest.min(at);
+            resource_policies.extend(p);
         }
         let meta = self.meta.clone();
         let r = registry.to_string();
-        if let Some(p) = self
+        let (p, at) = self
             .policy(format!("registry/{registry}"), async move || {
                 meta.registry_policy(&r).await
             })
-            .await?
-        {
-            resource_policies.push(p);
-        }
+            .await?;
+        oldest = oldest.min(at);
+        resource_policies.extend(p);
         let extra = HashMap::new();
         let ctx = RequestContext {
             principal: &caller.principal,
@@ -412,7 +456,7 @@ impl Access {
             resource_policies.iter().map(|p| &**p),
             &ctx,
         );
-        Ok(matches!(decision, Decision::Allow))
+        Ok((matches!(decision, Decision::Allow), oldest))
     }
 
     /// Drop the cached policy of a repository (after Set/DeleteRepositoryPolicy).
@@ -422,6 +466,17 @@ impl Access {
             None => format!("registry/{registry}"),
         };
         self.policies.lock().expect("cache lock").remove(&key);
+        self.decisions.lock().expect("cache lock").clear();
+    }
+
+    /// Seed the policy cache with a repository policy the caller has just read
+    /// (e.g. a page of DescribeRepositories), saving a query per repository.
+    pub fn prime_policy(&self, registry: &str, repo: &str, policy: Option<&str>) {
+        let policy = policy.and_then(|t| Policy::parse(t, PolicyKind::Resource).ok().map(Arc::new));
+        self.policies
+            .lock()
+            .expect("cache lock")
+            .insert(format!("repo/{registry}/{repo}"), (Instant::now(), policy));
     }
 }
 

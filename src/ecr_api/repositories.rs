@@ -223,6 +223,9 @@ pub(super) async fn describe_repositories(ctx: &Ctx<'_>, input: &Input) -> Resul
     let page = &rows[..rows.len().min(limit as usize)];
     let mut out = Vec::new();
     for r in page {
+        ctx.state
+            .access
+            .prime_policy(&registry, &r.name, r.policy.as_deref());
         if ctx
             .authorize("DescribeRepositories", &registry, Some(&r.name))
             .await

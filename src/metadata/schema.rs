@@ -103,9 +103,10 @@ const MIGRATIONS: &[&[&str]] = &[&[
         annotations TEXT,
         size BIGINT NOT NULL,
         image_size BIGINT NOT NULL,
-        content {BLOB} NOT NULL,
         pushed_at BIGINT NOT NULL,
         last_pulled_at BIGINT,
+        -- Last, so that listings that skip it never walk its overflow pages.
+        content {BLOB} NOT NULL,
         PRIMARY KEY (registry_id, repository, digest)
     )",
     "CREATE INDEX manifests_by_subject ON manifests (registry_id, repository, subject)",
@@ -127,7 +128,7 @@ const MIGRATIONS: &[&[&str]] = &[&[
         updated_at BIGINT NOT NULL,
         PRIMARY KEY (registry_id, repository, name)
     )",
-    "CREATE INDEX tags_by_digest ON tags (registry_id, repository, digest)",
+    "CREATE INDEX tags_by_digest ON tags (registry_id, repository, digest, name)",
     // Upload sessions: any node can continue one from this row.
     "CREATE TABLE uploads (
         id TEXT PRIMARY KEY,
