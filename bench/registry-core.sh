@@ -131,7 +131,7 @@ fresh() { # name
         stop_pid "$BERTH_PID"; BERTH_PID=""
         rm -rf "$TMP/berth-data"; mkdir -p "$TMP/berth-data"
         sync
-        BERTH_LOG=warn "$BERTH_BIN" serve --listen "127.0.0.1:$BERTH_PORT" \
+        BERTH_LOG=warn "$BERTH_BIN" serve --auth none --listen "127.0.0.1:$BERTH_PORT" \
             --data-dir "$TMP/berth-data" >>"$TMP/berth.log" 2>&1 &
         BERTH_PID=$!
         wait_up berth "$BERTH_PID"

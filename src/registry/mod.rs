@@ -77,6 +77,9 @@ impl From<StorageError> for RegistryError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Full => RegistryError::StorageFull,
+            StorageError::Busy => {
+                RegistryError::UploadInvalid("another request is writing to this upload".into())
+            }
             other => RegistryError::Storage(other),
         }
     }

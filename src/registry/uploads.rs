@@ -103,6 +103,10 @@ impl Registry {
             .await
             .map_err(|e| match e {
                 crate::storage::StorageError::Full => RegistryError::StorageFull,
+                // Another request is appending: this chunk is out of order.
+                crate::storage::StorageError::Busy => {
+                    RegistryError::ChunkOutOfOrder { size: session.size }
+                }
                 other => RegistryError::UploadInvalid(format!("staged data unusable: {other}")),
             })?;
         let mut received: u64 = 0;

@@ -74,6 +74,32 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// How long to wait for a staging file's lock: long enough for the writer of
+/// a chunk whose client just disconnected to wind down, short enough that a
+/// genuinely concurrent writer is told quickly.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Take the advisory lock of a staging file (on the blocking pool); `WouldBlock`
+/// (reported as [`StorageError::Busy`]) if another request still holds it after [`LOCK_WAIT`].
+fn lock_exclusive(f: &File) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another request is writing to this upload",
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -192,6 +218,10 @@ impl BlobStore for FsBlobStore {
                 .write(true)
                 .create(offset == 0)
                 .open(&path)?;
+            // One writer per upload at a time: a second request writing the same
+            // session concurrently would interleave bytes under one hash state.
+            // The lock lives as long as this file handle (until the writer ends).
+            lock_exclusive(&f)?;
             let len = f.metadata()?.len();
             if len < offset {
                 return Err(io::Error::new(
@@ -261,6 +291,8 @@ impl BlobStore for FsBlobStore {
                 return Ok(());
             }
             let f = OpenOptions::new().write(true).open(&staged)?;
+            // Nobody may still be appending to what is about to be published.
+            lock_exclusive(&f)?;
             if f.metadata()?.len() != len {
                 f.set_len(len)?;
             }
@@ -365,5 +397,20 @@ mod tests {
         // Offsets past what is staged are refused.
         store.create_upload("u3").await.unwrap();
         assert!(store.upload_writer("u3", 5).await.is_err());
+        // One writer at a time, and no publishing while a writer is active.
+        let mut w = store.upload_writer("u3", 0).await.unwrap();
+        w.write(Bytes::from_static(b"abc")).await.unwrap();
+        assert!(matches!(
+            store.upload_writer("u3", 0).await,
+            Err(StorageError::Busy)
+        ));
+        let d3 = Digest::sha256_of(b"abc");
+        assert!(matches!(
+            store.commit_upload("u3", 3, &d3).await,
+            Err(StorageError::Busy)
+        ));
+        assert_eq!(w.finish().await.unwrap(), 3);
+        store.commit_upload("u3", 3, &d3).await.unwrap();
+        assert_eq!(collect(store.read(&d3, None).await.unwrap()).await, b"abc");
     }
 }

@@ -31,6 +31,8 @@ pub enum StorageError {
     NotFound,
     #[error("blob storage is full")]
     Full,
+    #[error("another request is writing to this upload")]
+    Busy,
     #[error("blob storage I/O error: {0}")]
     Io(io::Error),
 }
@@ -40,6 +42,7 @@ impl From<io::Error> for StorageError {
         match e.kind() {
             io::ErrorKind::NotFound => StorageError::NotFound,
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StorageError::Full,
+            io::ErrorKind::WouldBlock => StorageError::Busy,
             _ => StorageError::Io(e),
         }
     }
