@@ -12,19 +12,22 @@ use base64::Engine;
 use common::{ACCOUNT, ROOT_KEY_ID, ROOT_SECRET, Server, sha256};
 
 fn client(s: &Server) -> Client {
+    client_with(s, ROOT_KEY_ID, ROOT_SECRET)
+}
+
+fn client_with(s: &Server, key: &str, secret: &str) -> Client {
     let config = aws_sdk_ecr::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            ROOT_KEY_ID,
-            ROOT_SECRET,
-            None,
-            None,
-            "test",
-        ))
+        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
         .endpoint_url(s.url(""))
         .build();
     Client::from_conf(config)
+}
+
+/// The AWS error code an SDK call failed with.
+fn error_code<E: aws_sdk_ecr::error::ProvideErrorMetadata>(e: E) -> Option<String> {
+    e.code().map(str::to_string)
 }
 
 /// Push a blob through InitiateLayerUpload / UploadLayerPart / CompleteLayerUpload.
@@ -319,44 +322,22 @@ async fn sdk_drives_the_p0_operations() {
 #[tokio::test]
 async fn sdk_sees_signature_errors() {
     let s = Server::start_ecr();
-    let config = aws_sdk_ecr::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            ROOT_KEY_ID,
-            "wrong-secret",
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(s.url(""))
-        .build();
-    let err = Client::from_conf(config)
+    let err = client_with(&s, ROOT_KEY_ID, "wrong-secret")
         .describe_registry()
         .send()
         .await
         .unwrap_err();
-    let meta = aws_sdk_ecr::error::ProvideErrorMetadata::code(&err.into_service_error())
-        .map(str::to_string);
-    assert_eq!(meta.as_deref(), Some("InvalidSignatureException"));
-    let config = aws_sdk_ecr::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "AKIAUNKNOWNKEY000000",
-            ROOT_SECRET,
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(s.url(""))
-        .build();
-    let err = Client::from_conf(config)
+    assert_eq!(
+        error_code(err.into_service_error()).as_deref(),
+        Some("InvalidSignatureException")
+    );
+    let err = client_with(&s, "AKIAUNKNOWNKEY000000", ROOT_SECRET)
         .describe_registry()
         .send()
         .await
         .unwrap_err();
-    let code = aws_sdk_ecr::error::ProvideErrorMetadata::code(&err.into_service_error())
-        .map(str::to_string);
-    assert_eq!(code.as_deref(), Some("UnrecognizedClientException"));
+    assert_eq!(
+        error_code(err.into_service_error()).as_deref(),
+        Some("UnrecognizedClientException")
+    );
 }
