@@ -178,7 +178,7 @@ pub(super) async fn start_upload(
     match monolithic {
         Some(d) => {
             let body = body.into_data_stream();
-            if let Err(e) = reg.append_upload(repo, &session.id, None, body).await {
+            if let Err(e) = reg.append_upload(session.clone(), None, body).await {
                 let _ = reg.cancel_upload(repo, &session.id).await;
                 return Err(e.into());
             }
@@ -223,24 +223,24 @@ pub(super) async fn patch_upload(
     };
     // Refuse an unknown session or an out-of-order chunk before streaming it,
     // reading the rejected body so the client sees the answer (not a reset).
-    if let Err(e) = reg.check_chunk(repo, id, range).await {
-        let mut err = OciError::from(e);
-        if err.status == StatusCode::RANGE_NOT_SATISFIABLE {
-            err = err.with_header(header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"));
-        }
-        return Err(drain_then(body, err).await);
-    }
-    let body = body.into_data_stream();
-    let session = reg
-        .append_upload(repo, id, range, body)
-        .await
-        .map_err(|e| {
+    let session = match reg.check_chunk(repo, id, range).await {
+        Ok(s) => s,
+        Err(e) => {
             let mut err = OciError::from(e);
             if err.status == StatusCode::RANGE_NOT_SATISFIABLE {
                 err = err.with_header(header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"));
             }
-            err
-        })?;
+            return Err(drain_then(body, err).await);
+        }
+    };
+    let body = body.into_data_stream();
+    let session = reg.append_upload(session, range, body).await.map_err(|e| {
+        let mut err = OciError::from(e);
+        if err.status == StatusCode::RANGE_NOT_SATISFIABLE {
+            err = err.with_header(header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"));
+        }
+        err
+    })?;
     Ok(in_progress(StatusCode::ACCEPTED, repo, id, session.size))
 }
 
@@ -284,8 +284,9 @@ pub(super) async fn put_upload(
     };
     if has_body(&req.headers) {
         let range = content_range(&req.headers)?;
+        let session = reg.check_chunk(repo, id, range).await?;
         let body = body.into_data_stream();
-        reg.append_upload(repo, id, range, body).await?;
+        reg.append_upload(session, range, body).await?;
     }
     reg.finish_upload(repo, id, &d).await?;
     Ok(created(repo, &d))

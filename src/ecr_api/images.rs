@@ -11,28 +11,6 @@ use crate::metadata::{ImageRow, Repo};
 use crate::reference::{Reference, valid_tag};
 use crate::registry::{RegistryError, RepoId};
 
-/// The repository an image operation addresses, authorized for `op`, and checked to exist.
-async fn repo_for(ctx: &Ctx<'_>, input: &Input, op: &str) -> Result<RepoId, EcrError> {
-    let name = input::repository_name(input)?;
-    let registry = ctx.registry_id(input)?;
-    ctx.authorize(op, &registry, Some(name.as_str())).await?;
-    let repo = RepoId::new(&registry, name);
-    if !ctx
-        .state
-        .registry
-        .meta
-        .repository_exists(repo.key())
-        .await
-        .map_err(EcrError::server)?
-    {
-        return Err(EcrError::repository_not_found(
-            repo.name.as_str(),
-            &registry,
-        ));
-    }
-    Ok(repo)
-}
-
 /// An `ImageIdentifier` as given: digest and/or tag.
 #[derive(Clone, Debug)]
 struct ImageId {
@@ -198,7 +176,7 @@ async fn scan_images(
 }
 
 pub(super) async fn list_images(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
-    let repo = repo_for(ctx, input, "ListImages").await?;
+    let repo = ctx.existing_repo(input, "ListImages").await?;
     let limit = input.max_results(1000, 100)? as usize;
     let status = tag_status(input)?;
     // Cursor: "<digest>\t<tag>" of the last entry returned (tag empty for untagged).
@@ -277,7 +255,7 @@ fn image_detail(repo: &RepoId, img: &ImageRow) -> Value {
 }
 
 pub(super) async fn describe_images(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
-    let repo = repo_for(ctx, input, "DescribeImages").await?;
+    let repo = ctx.existing_repo(input, "DescribeImages").await?;
     let status = tag_status(input)?;
     if let Some(ids) = image_ids(input)? {
         if input.get("nextToken").is_some() || input.get("maxResults").is_some() {
@@ -333,7 +311,7 @@ pub(super) async fn describe_images(ctx: &Ctx<'_>, input: &Input) -> Result<Valu
 }
 
 pub(super) async fn batch_get_image(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
-    let repo = repo_for(ctx, input, "BatchGetImage").await?;
+    let repo = ctx.existing_repo(input, "BatchGetImage").await?;
     let ids = image_ids(input)?
         .ok_or_else(|| EcrError::invalid("Missing required parameter: imageIds"))?;
     if let Some(types) = input.opt_str_list("acceptedMediaTypes")? {
@@ -372,7 +350,7 @@ pub(super) async fn batch_get_image(ctx: &Ctx<'_>, input: &Input) -> Result<Valu
 }
 
 pub(super) async fn batch_delete_image(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
-    let repo = repo_for(ctx, input, "BatchDeleteImage").await?;
+    let repo = ctx.existing_repo(input, "BatchDeleteImage").await?;
     let ids = image_ids(input)?
         .ok_or_else(|| EcrError::invalid("Missing required parameter: imageIds"))?;
     let meta = &ctx.state.registry.meta;
@@ -441,7 +419,7 @@ pub(super) async fn batch_delete_image(ctx: &Ctx<'_>, input: &Input) -> Result<V
 }
 
 pub(super) async fn put_image(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
-    let repo = repo_for(ctx, input, "PutImage").await?;
+    let repo = ctx.existing_repo(input, "PutImage").await?;
     let manifest = input.str("imageManifest")?;
     input::check_len("imageManifest", manifest, 1, 4_194_304)?;
     let media_type = input.opt_str("imageManifestMediaType")?;

@@ -18,27 +18,6 @@ const MAX_PART: usize = 20_971_520;
 /// Lifetime of a download URL, as ECR's presigned URLs (`X-Amz-Expires=3600`).
 const DOWNLOAD_URL_SECS: i64 = 3600;
 
-async fn repo_for(ctx: &Ctx<'_>, input: &Input, op: &str) -> Result<RepoId, EcrError> {
-    let name = input::repository_name(input)?;
-    let registry = ctx.registry_id(input)?;
-    ctx.authorize(op, &registry, Some(name.as_str())).await?;
-    let repo = RepoId::new(&registry, name);
-    if !ctx
-        .state
-        .registry
-        .meta
-        .repository_exists(repo.key())
-        .await
-        .map_err(EcrError::server)?
-    {
-        return Err(EcrError::repository_not_found(
-            repo.name.as_str(),
-            &registry,
-        ));
-    }
-    Ok(repo)
-}
-
 fn upload_id(input: &Input) -> Result<String, EcrError> {
     let id = input.str("uploadId")?;
     let ok = id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
@@ -66,7 +45,9 @@ pub(super) async fn batch_check_layer_availability(
     ctx: &Ctx<'_>,
     input: &Input,
 ) -> Result<Value, EcrError> {
-    let repo = repo_for(ctx, input, "BatchCheckLayerAvailability").await?;
+    let repo = ctx
+        .existing_repo(input, "BatchCheckLayerAvailability")
+        .await?;
     let digests = input
         .opt_str_list("layerDigests")?
         .ok_or_else(|| EcrError::invalid("Missing required parameter: layerDigests"))?;
@@ -92,7 +73,7 @@ pub(super) async fn batch_check_layer_availability(
 }
 
 pub(super) async fn initiate_layer_upload(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
-    let repo = repo_for(ctx, input, "InitiateLayerUpload").await?;
+    let repo = ctx.existing_repo(input, "InitiateLayerUpload").await?;
     let session = ctx
         .state
         .registry
@@ -103,7 +84,7 @@ pub(super) async fn initiate_layer_upload(ctx: &Ctx<'_>, input: &Input) -> Resul
 }
 
 pub(super) async fn upload_layer_part(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
-    let repo = repo_for(ctx, input, "UploadLayerPart").await?;
+    let repo = ctx.existing_repo(input, "UploadLayerPart").await?;
     let id = upload_id(input)?;
     let first = input
         .opt_i64("partFirstByte")?
@@ -155,7 +136,7 @@ pub(super) async fn upload_layer_part(ctx: &Ctx<'_>, input: &Input) -> Result<Va
     let after = ctx
         .state
         .registry
-        .append_upload(&repo, &id, range, body)
+        .append_upload(session, range, body)
         .await
         .map_err(|e| match e {
             RegistryError::ChunkOutOfOrder { size } => {
@@ -173,7 +154,7 @@ pub(super) async fn upload_layer_part(ctx: &Ctx<'_>, input: &Input) -> Result<Va
 }
 
 pub(super) async fn complete_layer_upload(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
-    let repo = repo_for(ctx, input, "CompleteLayerUpload").await?;
+    let repo = ctx.existing_repo(input, "CompleteLayerUpload").await?;
     let id = upload_id(input)?;
     let digests = input
         .opt_str_list("layerDigests")?
@@ -231,7 +212,7 @@ pub(super) async fn get_download_url_for_layer(
     ctx: &Ctx<'_>,
     input: &Input,
 ) -> Result<Value, EcrError> {
-    let repo = repo_for(ctx, input, "GetDownloadUrlForLayer").await?;
+    let repo = ctx.existing_repo(input, "GetDownloadUrlForLayer").await?;
     let d = input.str("layerDigest")?;
     let digest: Digest = d.parse().map_err(|e: crate::digest::DigestError| {
         EcrError::constraint("layerDigest", e.to_string())

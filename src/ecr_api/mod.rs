@@ -29,6 +29,7 @@ pub use error::EcrError;
 use input::Input;
 
 use crate::auth::{AuthError, Caller};
+use crate::registry::RepoId;
 use crate::server::AppState;
 
 const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
@@ -54,6 +55,29 @@ impl Ctx<'_> {
             }
             None => Ok(self.caller.principal.account.clone()),
         }
+    }
+
+    /// The repository an operation names (`repositoryName`, `registryId`),
+    /// once the caller is authorized for `ecr:<op>` on it and it exists.
+    pub async fn existing_repo(&self, input: &Input, op: &str) -> Result<RepoId, EcrError> {
+        let name = input::repository_name(input)?;
+        let registry = self.registry_id(input)?;
+        self.authorize(op, &registry, Some(name.as_str())).await?;
+        let repo = RepoId::new(&registry, name);
+        let exists = self
+            .state
+            .registry
+            .meta
+            .repository_exists(repo.key())
+            .await
+            .map_err(EcrError::server)?;
+        if !exists {
+            return Err(EcrError::repository_not_found(
+                repo.name.as_str(),
+                &registry,
+            ));
+        }
+        Ok(repo)
     }
 
     /// Refuse unless the caller may perform `ecr:<op>` on `repo` (or the registry).

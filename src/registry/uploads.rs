@@ -65,13 +65,13 @@ impl Registry {
         repo: &RepoId,
         id: &str,
         range: Option<ChunkRange>,
-    ) -> Result<()> {
+    ) -> Result<UploadRow> {
         let session = self.upload_status(repo, id).await?;
         match range {
             Some(r) if r.first != session.size || r.last < r.first => {
                 Err(RegistryError::ChunkOutOfOrder { size: session.size })
             }
-            _ => Ok(()),
+            _ => Ok(session),
         }
     }
 
@@ -79,8 +79,7 @@ impl Registry {
     /// start exactly where the upload ends. Returns the session after the chunk.
     pub async fn append_upload<S, E>(
         &self,
-        repo: &RepoId,
-        id: &str,
+        session: UploadRow,
         range: Option<ChunkRange>,
         body: S,
     ) -> Result<UploadRow>
@@ -88,7 +87,7 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: Display,
     {
-        let session = self.upload_status(repo, id).await?;
+        let id = session.id.as_str();
         if let Some(r) = range
             && (r.first != session.size || r.last < r.first)
         {
@@ -140,8 +139,10 @@ impl Registry {
             .await?
         {
             // Another request advanced the session concurrently.
-            let now = self.upload_status(repo, id).await?;
-            return Err(RegistryError::ChunkOutOfOrder { size: now.size });
+            return match self.meta.get_upload(id).await? {
+                Some(now) => Err(RegistryError::ChunkOutOfOrder { size: now.size }),
+                None => Err(RegistryError::UploadUnknown),
+            };
         }
         Ok(UploadRow {
             size: new_size,
