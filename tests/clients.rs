@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, sha256};
+use common::{Server, require, sha256, tail};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -32,32 +32,6 @@ const CMD_TIMEOUT: &str = "300";
 // ---------------------------------------------------------------------------
 // Running commands
 // ---------------------------------------------------------------------------
-
-/// Panic unless `prog` is an executable in PATH. Clients are mandatory.
-fn require(prog: &str) {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).any(|d| {
-        let p = d.join(prog);
-        std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(false)
-    });
-    assert!(
-        found,
-        "required client binary `{prog}` not found in PATH; install it (CI does)"
-    );
-}
-
-fn tail(bytes: &[u8], max: usize) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    if s.len() > max {
-        let mut start = s.len() - max;
-        while !s.is_char_boundary(start) {
-            start += 1;
-        }
-        format!("...{}", &s[start..])
-    } else {
-        s.into_owned()
-    }
-}
 
 /// A client program with fixed leading arguments and environment.
 #[derive(Clone)]

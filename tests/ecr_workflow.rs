@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ACCOUNT, ROOT_KEY_ID, ROOT_SECRET, Server, sha256};
+use common::{ACCOUNT, ROOT_KEY_ID, ROOT_SECRET, Server, require, sha256, tail};
 
 /// Upper bound (seconds) for any single external command.
 const CMD_TIMEOUT: &str = "300";
@@ -28,32 +28,6 @@ const SECOND_ACCOUNT: &str = "222222222222";
 // ---------------------------------------------------------------------------
 // Running commands
 // ---------------------------------------------------------------------------
-
-/// Panic unless `prog` is an executable in PATH. The tools are mandatory.
-fn require(prog: &str) {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).any(|d| {
-        let p = d.join(prog);
-        std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(false)
-    });
-    assert!(
-        found,
-        "required program `{prog}` not found in PATH; install it (CI does)"
-    );
-}
-
-fn tail(bytes: &[u8], max: usize) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    if s.len() > max {
-        let mut start = s.len() - max;
-        while !s.is_char_boundary(start) {
-            start += 1;
-        }
-        format!("...{}", &s[start..])
-    } else {
-        s.into_owned()
-    }
-}
 
 /// stdout and stderr of a finished command, as one text.
 fn text(out: &Output) -> String {

@@ -150,3 +150,31 @@ pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
+
+/// Panic unless `prog` is an executable in PATH: the clients the tests drive
+/// are mandatory (CI installs them), so a missing one fails instead of skipping.
+pub fn require(prog: &str) {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path).any(|d| {
+        let p = d.join(prog);
+        std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(false)
+    });
+    assert!(
+        found,
+        "required program `{prog}` not found in PATH; install it (CI does)"
+    );
+}
+
+/// The last `max` bytes of a command's output, as text (for failure messages).
+pub fn tail(bytes: &[u8], max: usize) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    if s.len() > max {
+        let mut start = s.len() - max;
+        while !s.is_char_boundary(start) {
+            start += 1;
+        }
+        format!("...{}", &s[start..])
+    } else {
+        s.into_owned()
+    }
+}
