@@ -20,6 +20,13 @@ pub struct Config {
     pub upload_reap_interval: Duration,
     /// Largest manifest accepted.
     pub max_manifest_bytes: usize,
+    /// How often online garbage collection runs.
+    pub gc_interval: Duration,
+    /// Content younger than this (uploaded, mounted, or confirmed to a client
+    /// by an existence check) is never collected; see `docs/gc.md`.
+    pub gc_grace: Duration,
+    /// How often each repository's lifecycle policy is evaluated (ECR: within 24 h).
+    pub lifecycle_interval: Duration,
     /// `ecr` (default): `/v2/` needs a token from GetAuthorizationToken, every
     /// request is authorized, pushes need an existing repository.
     /// `none`: an open registry for development; repositories are created on push.
@@ -45,6 +52,9 @@ impl Default for Config {
             upload_max_age: Duration::from_secs(24 * 3600),
             upload_reap_interval: Duration::from_secs(600),
             max_manifest_bytes: 8 << 20,
+            gc_interval: Duration::from_secs(600),
+            gc_grace: Duration::from_secs(3600),
+            lifecycle_interval: Duration::from_secs(24 * 3600),
             auth: AuthMode::Ecr,
             region: "us-east-1".into(),
             registry_host: None,
@@ -62,6 +72,9 @@ pub struct Overrides {
     pub upload_max_age: Option<String>,
     pub upload_reap_interval: Option<String>,
     pub max_manifest_bytes: Option<usize>,
+    pub gc_interval: Option<String>,
+    pub gc_grace: Option<String>,
+    pub lifecycle_interval: Option<String>,
     pub auth: Option<String>,
     pub region: Option<String>,
     pub registry_host: Option<String>,
@@ -83,6 +96,9 @@ impl Overrides {
             upload_max_age: self.upload_max_age.or(lower.upload_max_age),
             upload_reap_interval: self.upload_reap_interval.or(lower.upload_reap_interval),
             max_manifest_bytes: self.max_manifest_bytes.or(lower.max_manifest_bytes),
+            gc_interval: self.gc_interval.or(lower.gc_interval),
+            gc_grace: self.gc_grace.or(lower.gc_grace),
+            lifecycle_interval: self.lifecycle_interval.or(lower.lifecycle_interval),
             auth: self.auth.or(lower.auth),
             region: self.region.or(lower.region),
             registry_host: self.registry_host.or(lower.registry_host),
@@ -111,6 +127,23 @@ impl Overrides {
                 bail!("max_manifest_bytes must be at least 4194304 (4 MiB), as the OCI spec asks");
             }
             c.max_manifest_bytes = m;
+        }
+        for (name, value, slot) in [
+            ("gc_interval", self.gc_interval, &mut c.gc_interval),
+            ("gc_grace", self.gc_grace, &mut c.gc_grace),
+            (
+                "lifecycle_interval",
+                self.lifecycle_interval,
+                &mut c.lifecycle_interval,
+            ),
+        ] {
+            if let Some(v) = value {
+                let d = parse_duration(&v).context(name)?;
+                if d.is_zero() {
+                    bail!("{name} must be longer than 0s");
+                }
+                *slot = d;
+            }
         }
         if let Some(a) = self.auth {
             c.auth = match a.as_str() {

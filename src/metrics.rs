@@ -6,6 +6,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -29,6 +30,30 @@ pub struct Metrics {
     pub bytes_out: Counter,
     pub upload_seconds: Histogram,
     pub uploads_reaped: Counter,
+    pub gc: GcMetrics,
+    pub lifecycle_evaluations: Counter,
+    pub lifecycle_images_expired: Counter,
+}
+
+/// Garbage collection's progress and results (see `gc`).
+#[derive(Default)]
+pub struct GcMetrics {
+    pub runs: Counter,
+    /// 1 while a collection runs on this node.
+    pub running: Gauge,
+    /// Blob rows examined so far in the current (or last) run, and how many
+    /// there were when it started: progress is their ratio.
+    pub blobs_scanned: Gauge,
+    pub blobs_total: Gauge,
+    pub blobs_deleted: Counter,
+    pub bytes_reclaimed: Counter,
+    /// Referrers whose subject was deleted.
+    pub manifests_deleted: Counter,
+    /// Files in blob storage that no metadata row accounted for, and staging
+    /// files of upload sessions that no longer exist.
+    pub orphans_deleted: Counter,
+    pub last_completed_seconds: Gauge,
+    pub last_duration_ms: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,7 +103,71 @@ impl Metrics {
             "Abandoned upload sessions removed",
             uploads_reaped.clone(),
         );
+        let gc = GcMetrics::default();
+        let mut g = registry.sub_registry_with_prefix("gc");
+        g.register("runs", "Garbage collection runs completed", gc.runs.clone());
+        g.register(
+            "running",
+            "1 while a garbage collection runs",
+            gc.running.clone(),
+        );
+        g.register(
+            "blobs_scanned",
+            "Blob rows examined by the current or last run",
+            gc.blobs_scanned.clone(),
+        );
+        g.register(
+            "blobs_total",
+            "Blob rows when the current or last run started",
+            gc.blobs_total.clone(),
+        );
+        g.register(
+            "blobs_deleted",
+            "Unreferenced blobs deleted",
+            gc.blobs_deleted.clone(),
+        );
+        g.register(
+            "reclaimed_bytes",
+            "Bytes of blob storage freed",
+            gc.bytes_reclaimed.clone(),
+        );
+        g.register(
+            "manifests_deleted",
+            "Referrers deleted because their subject was deleted",
+            gc.manifests_deleted.clone(),
+        );
+        g.register(
+            "orphans_deleted",
+            "Stored files no metadata accounted for, deleted",
+            gc.orphans_deleted.clone(),
+        );
+        g.register(
+            "last_completed_timestamp_seconds",
+            "When the last run finished",
+            gc.last_completed_seconds.clone(),
+        );
+        g.register(
+            "last_duration_milliseconds",
+            "How long the last run took",
+            gc.last_duration_ms.clone(),
+        );
+        let _ = &mut g;
+        let lifecycle_evaluations = Counter::default();
+        registry.register(
+            "lifecycle_evaluations",
+            "Lifecycle policy evaluations carried out",
+            lifecycle_evaluations.clone(),
+        );
+        let lifecycle_images_expired = Counter::default();
+        registry.register(
+            "lifecycle_images_expired",
+            "Manifests removed by lifecycle policies (with referrers and index children)",
+            lifecycle_images_expired.clone(),
+        );
         Metrics {
+            gc,
+            lifecycle_evaluations,
+            lifecycle_images_expired,
             registry,
             requests,
             request_seconds,

@@ -103,6 +103,7 @@ pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Re
         limits: Limits {
             max_manifest_bytes: config.max_manifest_bytes,
             create_on_push: config.auth == AuthMode::None,
+            gc_grace: config.gc_grace,
         },
     })
 }
@@ -232,7 +233,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, "listening");
 
-    let reaper = tokio::spawn(reap_uploads(registry, config.clone()));
+    let reaper = tokio::spawn(reap_uploads(registry.clone(), config.clone()));
+    let collector = tokio::spawn(collect_garbage(registry.clone(), config.clone()));
+    let lifecycle = tokio::spawn(evaluate_lifecycle(registry, config.clone()));
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
@@ -241,6 +244,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .await
     .context("serving HTTP")?;
     reaper.abort();
+    collector.abort();
+    lifecycle.abort();
     tracing::info!("shut down");
     Ok(())
 }
@@ -254,6 +259,64 @@ async fn reap_uploads(registry: Arc<Registry>, config: Config) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed abandoned upload sessions"),
             Err(e) => tracing::warn!(error = %e, "reaping abandoned uploads failed"),
+        }
+    }
+}
+
+/// The GC settings of a configuration.
+pub fn gc_settings(config: &Config) -> crate::gc::GcSettings {
+    crate::gc::GcSettings {
+        grace: config.gc_grace,
+        upload_max_age: config.upload_max_age,
+    }
+}
+
+/// Run garbage collection every `gc_interval`.
+async fn collect_garbage(registry: Arc<Registry>, config: Config) {
+    let settings = gc_settings(&config);
+    let mut tick = tokio::time::interval(config.gc_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match crate::gc::collect(&registry, &settings).await {
+            Ok(r) if r.blobs_deleted + r.referrers_deleted + r.orphan_files_deleted > 0 => {
+                tracing::info!(
+                    blobs = r.blobs_deleted,
+                    bytes = r.bytes_reclaimed,
+                    referrers = r.referrers_deleted,
+                    orphans = r.orphan_files_deleted,
+                    ms = r.duration_ms,
+                    "garbage collection freed storage"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed; will retry"),
+        }
+    }
+}
+
+/// Evaluate lifecycle policies that are due; checks once a minute (or every
+/// `lifecycle_interval`, if shorter).
+async fn evaluate_lifecycle(registry: Arc<Registry>, config: Config) {
+    let check = config
+        .lifecycle_interval
+        .min(std::time::Duration::from_secs(60));
+    let mut tick = tokio::time::interval(check);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match crate::lifecycle::run_due(&registry, config.lifecycle_interval, "berth-lifecycle")
+            .await
+        {
+            Ok((_, 0)) => {}
+            Ok((repos, n)) => {
+                tracing::info!(
+                    repositories = repos,
+                    expired = n,
+                    "lifecycle policies evaluated"
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, "lifecycle evaluation failed; will retry"),
         }
     }
 }

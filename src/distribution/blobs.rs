@@ -78,7 +78,7 @@ pub(super) async fn get(
 ) -> Result<Response, OciError> {
     let d = digest(d)?;
     if head {
-        let size = reg.stat_blob(repo, &d).await?;
+        let size = reg.check_blob(repo, &d).await?;
         let mut r = empty(StatusCode::OK);
         let h = r.headers_mut();
         set(h, header::CONTENT_LENGTH, size.to_string());

@@ -93,6 +93,8 @@ impl From<RegistryError> for OciError {
                 "UNKNOWN",
                 "the registry's storage is full; nothing was stored",
             ),
+            E::Unavailable(_) => OciError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", msg)
+                .with_header(header::RETRY_AFTER, "1".into()),
             E::Storage(_) | E::Meta(_) => {
                 tracing::error!(error = %msg, "internal error");
                 OciError::new(

@@ -37,7 +37,11 @@ pub(super) async fn get(
     head: bool,
 ) -> Result<Response, OciError> {
     let r = reference(r)?;
-    let m = reg.get_manifest(repo, &r).await?;
+    let m = if head {
+        reg.get_manifest(repo, &r).await?
+    } else {
+        reg.pull_manifest(repo, &r).await?
+    };
     if !accepts(headers, &m.media_type) {
         return Err(RegistryError::ManifestUnknown(format!(
             "{repo}:{r} is a {} manifest, which the Accept header does not allow",

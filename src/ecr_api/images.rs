@@ -329,7 +329,7 @@ pub(super) async fn batch_get_image(ctx: &Ctx<'_>, input: &Input) -> Result<Valu
                 let m = ctx
                     .state
                     .registry
-                    .get_manifest(&repo, &Reference::Digest(digest))
+                    .pull_manifest(&repo, &Reference::Digest(digest))
                     .await
                     .map_err(|e| EcrError::from_registry(e, repo.name.as_str(), &repo.registry))?;
                 let mut image_id = json!({ "imageDigest": d });

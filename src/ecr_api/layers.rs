@@ -59,14 +59,15 @@ pub(super) async fn batch_check_layer_availability(
             failures.push(json!({ "layerDigest": d, "failureCode": "InvalidLayerDigest", "failureReason": "Invalid layer digest" }));
             continue;
         };
-        match ctx.state.registry.meta.linked_blob_size(repo.key(), &digest).await.map_err(EcrError::server)? {
-            Some(size) => layers.push(json!({
+        match ctx.state.registry.check_blob(&repo, &digest).await {
+            Ok(size) => layers.push(json!({
                 "layerDigest": d,
                 "layerAvailability": "AVAILABLE",
                 "layerSize": size,
                 "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
             })),
-            None => failures.push(json!({ "layerDigest": d, "failureCode": "MissingLayerDigest", "failureReason": "Layer digest does not exist in the repository" })),
+            Err(RegistryError::BlobUnknown) => failures.push(json!({ "layerDigest": d, "failureCode": "MissingLayerDigest", "failureReason": "Layer digest does not exist in the repository" })),
+            Err(e) => return Err(EcrError::from_registry(e, repo.name.as_str(), &repo.registry)),
         }
     }
     Ok(json!({ "layers": layers, "failures": failures }))

@@ -14,6 +14,7 @@ mod error;
 mod images;
 mod input;
 mod layers;
+mod lifecycle;
 mod repositories;
 
 use std::sync::Arc;
@@ -214,6 +215,13 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
         "UploadLayerPart" => layers::upload_layer_part(&ctx, &input).await,
         "CompleteLayerUpload" => layers::complete_layer_upload(&ctx, &input).await,
         "GetDownloadUrlForLayer" => layers::get_download_url_for_layer(&ctx, &input).await,
+        "PutLifecyclePolicy" => lifecycle::put_lifecycle_policy(&ctx, &input).await,
+        "GetLifecyclePolicy" => lifecycle::get_lifecycle_policy(&ctx, &input).await,
+        "DeleteLifecyclePolicy" => lifecycle::delete_lifecycle_policy(&ctx, &input).await,
+        "StartLifecyclePolicyPreview" => {
+            lifecycle::start_lifecycle_policy_preview(&ctx, &input).await
+        }
+        "GetLifecyclePolicyPreview" => lifecycle::get_lifecycle_policy_preview(&ctx, &input).await,
         other if is_modeled(other) => Err(EcrError::new(
             "UnsupportedOperationException",
             400,

@@ -4,8 +4,8 @@
 use sqlx::Row;
 
 use super::{
-    ImageRow, ManifestRow, MetadataStore, NewManifest, PutManifestOutcome, ReferrerRow, Repo,
-    Result, UploadRow, manifest_row, now_millis,
+    ImageRow, LockMode, ManifestRow, MetadataStore, NewManifest, PutManifestOutcome, ReferrerRow,
+    Repo, Result, UploadRow, manifest_row, now_millis,
 };
 use crate::digest::Digest;
 
@@ -16,7 +16,7 @@ impl MetadataStore {
     pub async fn linked_blob_size(&self, repo: Repo<'_>, digest: &Digest) -> Result<Option<u64>> {
         let row = sqlx::query(
             "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
-             WHERE rb.registry_id = $1 AND rb.repository = $2 AND rb.digest = $3",
+             WHERE rb.registry_id = $1 AND rb.repository = $2 AND rb.digest = $3 AND b.state = 'live'",
         )
         .bind(repo.registry)
         .bind(repo.name)
@@ -31,7 +31,7 @@ impl MetadataStore {
 
     /// Size of `digest` if any repository holds it (content is global; visibility is per repository).
     pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
-        let row = sqlx::query("SELECT size FROM blobs WHERE digest = $1")
+        let row = sqlx::query("SELECT size FROM blobs WHERE digest = $1 AND state = 'live'")
             .bind(digest.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -42,7 +42,8 @@ impl MetadataStore {
     }
 
     /// Link an already stored blob into `repo` (cross-repository mount).
-    /// Returns false if the blob is not linked into `from`.
+    /// Returns false if the blob is not linked into `from` (or is being
+    /// collected). The new link counts as fresh for garbage collection.
     pub async fn mount_blob(
         &self,
         repo: Repo<'_>,
@@ -50,8 +51,10 @@ impl MetadataStore {
         digest: &Digest,
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
+        self.lock_blob_row(&mut tx, digest, LockMode::Share).await?;
         let linked = sqlx::query(
-            "SELECT 1 FROM repository_blobs WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+            "SELECT 1 FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+             WHERE rb.registry_id = $1 AND rb.repository = $2 AND rb.digest = $3 AND b.state = 'live'",
         )
         .bind(from.registry)
         .bind(from.name)
@@ -60,34 +63,30 @@ impl MetadataStore {
         .await?
         .is_some();
         if linked {
-            sqlx::query(
-                "INSERT INTO repository_blobs (registry_id, repository, digest, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (registry_id, repository, digest) DO NOTHING",
-            )
-            .bind(repo.registry)
-            .bind(repo.name)
-            .bind(digest.as_str())
-            .bind(now_millis())
-            .execute(&mut *tx)
-            .await?;
+            upsert_link(&mut tx, repo, digest, now_millis()).await?;
         }
         tx.commit().await?;
         Ok(linked)
     }
 
     /// Make a committed blob visible in `repo` and end the upload session that
-    /// produced it, in one transaction.
+    /// produced it, in one transaction. Returns false, changing nothing, when
+    /// the blob row is being deleted by garbage collection (the caller claimed
+    /// it with [`MetadataStore::claim_blob`] too long ago): the bytes it
+    /// published may be gone, so the blob must not become visible.
     pub async fn commit_blob(
         &self,
         repo: Repo<'_>,
         digest: &Digest,
         size: u64,
         upload_id: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let now = now_millis();
+        self.lock_blob_row(&mut tx, digest, LockMode::Update)
+            .await?;
         sqlx::query(
-            "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) \
+            "INSERT INTO blobs (digest, size, created_at, state, touched_at) VALUES ($1, $2, $3, 'live', $3) \
              ON CONFLICT (digest) DO NOTHING",
         )
         .bind(digest.as_str())
@@ -95,16 +94,15 @@ impl MetadataStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO repository_blobs (registry_id, repository, digest, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (registry_id, repository, digest) DO NOTHING",
-        )
-        .bind(repo.registry)
-        .bind(repo.name)
-        .bind(digest.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let state: String = sqlx::query("SELECT state FROM blobs WHERE digest = $1")
+            .bind(digest.as_str())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if state != "live" {
+            return Ok(false);
+        }
+        upsert_link(&mut tx, repo, digest, now).await?;
         if let Some(id) = upload_id {
             sqlx::query("DELETE FROM uploads WHERE id = $1")
                 .bind(id)
@@ -112,7 +110,7 @@ impl MetadataStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Remove a blob from a repository's view. Returns whether it was linked.
@@ -250,8 +248,14 @@ impl MetadataStore {
         let mut tx = self.begin_write().await?;
         let now = now_millis();
         for b in m.blobs {
+            // Garbage collection marks a blob `deleting` and drops its links in
+            // one transaction; this check and the reference rows written below
+            // are one transaction too, so either GC sees the references or this
+            // sees the link gone (docs/gc.md, invariant I1).
+            self.lock_blob_row(&mut tx, b, LockMode::Share).await?;
             let ok = sqlx::query(
-                "SELECT 1 FROM repository_blobs WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+                "SELECT 1 FROM repository_blobs rb JOIN blobs bl ON bl.digest = rb.digest \
+                 WHERE rb.registry_id = $1 AND rb.repository = $2 AND rb.digest = $3 AND bl.state = 'live'",
             )
             .bind(repo.registry)
             .bind(repo.name)
@@ -360,7 +364,7 @@ impl MetadataStore {
         digest: &Digest,
     ) -> Result<Option<ManifestRow>> {
         let row = sqlx::query(
-            "SELECT digest, media_type, content FROM manifests \
+            "SELECT digest, media_type, content, last_pulled_at FROM manifests \
              WHERE registry_id = $1 AND repository = $2 AND digest = $3",
         )
         .bind(repo.registry)
@@ -377,7 +381,7 @@ impl MetadataStore {
         tag: &str,
     ) -> Result<Option<ManifestRow>> {
         let row = sqlx::query(
-            "SELECT m.digest, m.media_type, m.content FROM tags t \
+            "SELECT m.digest, m.media_type, m.content, m.last_pulled_at FROM tags t \
              JOIN manifests m ON m.registry_id = t.registry_id AND m.repository = t.repository AND m.digest = t.digest \
              WHERE t.registry_id = $1 AND t.repository = $2 AND t.name = $3",
         )
@@ -603,6 +607,27 @@ impl MetadataStore {
         .await?;
         Ok(row.try_get(0)?)
     }
+}
+
+/// Insert a link, or refresh its `touched_at` if it exists.
+async fn upsert_link(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    repo: Repo<'_>,
+    digest: &Digest,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO repository_blobs (registry_id, repository, digest, created_at, touched_at) \
+         VALUES ($1, $2, $3, $4, $4) ON CONFLICT (registry_id, repository, digest) \
+         DO UPDATE SET touched_at = excluded.touched_at",
+    )
+    .bind(repo.registry)
+    .bind(repo.name)
+    .bind(digest.as_str())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn image_row(r: &sqlx::any::AnyRow) -> Result<ImageRow> {

@@ -11,11 +11,15 @@
 //! cached in process memory, so several nodes can share one database.
 
 mod content;
+mod gc;
 mod identities;
+mod lifecycle;
 mod repositories;
 mod schema;
 
+pub use gc::{BlobClaim, BlobScanRow, GcCandidate};
 pub use identities::{AccessKeyRow, UserRow};
+pub use lifecycle::{ExpiryRecord, LifecyclePolicyRow, PlannedExpiry, PreviewRow, RepoImage};
 pub use repositories::RepositoryRow;
 
 use std::path::Path;
@@ -70,6 +74,8 @@ pub struct ManifestRow {
     pub digest: Digest,
     pub media_type: String,
     pub content: Vec<u8>,
+    /// When a pull was last recorded (see [`MetadataStore::record_pull`]).
+    pub last_pulled_at: Option<i64>,
 }
 
 /// What a new manifest records besides its bytes.
@@ -181,11 +187,42 @@ impl MetadataStore {
         })
     }
 
+    /// On PostgreSQL, lock the `blobs` row of `digest` for the rest of the
+    /// transaction: `Share` by writers that rely on the blob staying live
+    /// (manifest PUT, mount), `Update` by garbage collection and commits, so the
+    /// two serialise. SQLite needs nothing: `BEGIN IMMEDIATE` already admits one
+    /// writer at a time, and its reads see everything committed before.
+    async fn lock_blob_row(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        digest: &Digest,
+        mode: LockMode,
+    ) -> Result<()> {
+        if self.dialect == Dialect::Postgres {
+            let sql = match mode {
+                LockMode::Share => "SELECT 1 FROM blobs WHERE digest = $1 FOR SHARE",
+                LockMode::Update => "SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE",
+            };
+            sqlx::query(sql)
+                .bind(digest.as_str())
+                .fetch_optional(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A cheap query that proves the database answers (for `/healthz`).
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// Row lock strength for [`MetadataStore::lock_blob_row`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LockMode {
+    Share,
+    Update,
 }
 
 /// Result of [`MetadataStore::put_manifest`].
@@ -211,6 +248,7 @@ fn manifest_row(r: sqlx::any::AnyRow) -> Result<ManifestRow> {
             .map_err(|_| MetaError::Corrupt(format!("bad digest {digest:?} in manifests")))?,
         media_type: r.try_get(1)?,
         content: r.try_get(2)?,
+        last_pulled_at: r.try_get(3)?,
     })
 }
 

@@ -175,6 +175,8 @@ impl MetadataStore {
             "repository_blobs",
             "uploads",
             "repository_tags",
+            "lifecycle_policies",
+            "lifecycle_previews",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE registry_id = $1 AND repository = $2"

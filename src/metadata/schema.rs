@@ -14,23 +14,24 @@ use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use super::{Dialect, Result};
 
-const MIGRATIONS: &[&[&str]] = &[&[
-    // ---- identities ---------------------------------------------------------
-    "CREATE TABLE accounts (
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        // ---- identities ---------------------------------------------------------
+        "CREATE TABLE accounts (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
         created_at BIGINT NOT NULL
     )",
-    "CREATE TABLE users (
+        "CREATE TABLE users (
         account_id TEXT NOT NULL,
         name {TEXTKEY} NOT NULL,
         user_id TEXT NOT NULL,
         created_at BIGINT NOT NULL,
         PRIMARY KEY (account_id, name)
     )",
-    // Secrets are sealed with the server's master key (see `auth::secrets`).
-    // user_name is '' for the account's root key.
-    "CREATE TABLE access_keys (
+        // Secrets are sealed with the server's master key (see `auth::secrets`).
+        // user_name is '' for the account's root key.
+        "CREATE TABLE access_keys (
         access_key_id TEXT PRIMARY KEY,
         account_id TEXT NOT NULL,
         user_name TEXT NOT NULL,
@@ -38,21 +39,21 @@ const MIGRATIONS: &[&[&str]] = &[&[
         active BIGINT NOT NULL,
         created_at BIGINT NOT NULL
     )",
-    "CREATE INDEX access_keys_by_user ON access_keys (account_id, user_name)",
-    "CREATE TABLE user_policies (
+        "CREATE INDEX access_keys_by_user ON access_keys (account_id, user_name)",
+        "CREATE TABLE user_policies (
         account_id TEXT NOT NULL,
         user_name TEXT NOT NULL,
         policy_name TEXT NOT NULL,
         document TEXT NOT NULL,
         PRIMARY KEY (account_id, user_name, policy_name)
     )",
-    // Server-wide values shared by every node (e.g. the sealed token-signing key).
-    "CREATE TABLE settings (
+        // Server-wide values shared by every node (e.g. the sealed token-signing key).
+        "CREATE TABLE settings (
         name TEXT PRIMARY KEY,
         value {BLOB} NOT NULL
     )",
-    // ---- repositories -------------------------------------------------------
-    "CREATE TABLE repositories (
+        // ---- repositories -------------------------------------------------------
+        "CREATE TABLE repositories (
         registry_id TEXT NOT NULL,
         name {TEXTKEY} NOT NULL,
         created_at BIGINT NOT NULL,
@@ -64,35 +65,35 @@ const MIGRATIONS: &[&[&str]] = &[&[
         policy TEXT,
         PRIMARY KEY (registry_id, name)
     )",
-    "CREATE TABLE repository_tags (
+        "CREATE TABLE repository_tags (
         registry_id TEXT NOT NULL,
         repository TEXT NOT NULL,
         key TEXT NOT NULL,
         value TEXT NOT NULL,
         PRIMARY KEY (registry_id, repository, key)
     )",
-    "CREATE TABLE registry_policies (
+        "CREATE TABLE registry_policies (
         registry_id TEXT PRIMARY KEY,
         policy TEXT NOT NULL
     )",
-    // ---- content ------------------------------------------------------------
-    // Content-addressed blobs known to be stored (bytes live in blob storage).
-    "CREATE TABLE blobs (
+        // ---- content ------------------------------------------------------------
+        // Content-addressed blobs known to be stored (bytes live in blob storage).
+        "CREATE TABLE blobs (
         digest TEXT PRIMARY KEY,
         size BIGINT NOT NULL,
         created_at BIGINT NOT NULL
     )",
-    // Which blobs a repository may serve: pushed into it or mounted.
-    "CREATE TABLE repository_blobs (
+        // Which blobs a repository may serve: pushed into it or mounted.
+        "CREATE TABLE repository_blobs (
         registry_id TEXT NOT NULL,
         repository TEXT NOT NULL,
         digest TEXT NOT NULL,
         created_at BIGINT NOT NULL,
         PRIMARY KEY (registry_id, repository, digest)
     )",
-    "CREATE INDEX repository_blobs_by_digest ON repository_blobs (digest)",
-    // Manifests with their exact bytes.
-    "CREATE TABLE manifests (
+        "CREATE INDEX repository_blobs_by_digest ON repository_blobs (digest)",
+        // Manifests with their exact bytes.
+        "CREATE TABLE manifests (
         registry_id TEXT NOT NULL,
         repository TEXT NOT NULL,
         digest {TEXTKEY} NOT NULL,
@@ -109,9 +110,9 @@ const MIGRATIONS: &[&[&str]] = &[&[
         content {BLOB} NOT NULL,
         PRIMARY KEY (registry_id, repository, digest)
     )",
-    "CREATE INDEX manifests_by_subject ON manifests (registry_id, repository, subject)",
-    // Edges from a manifest to the blobs and child manifests it references.
-    "CREATE TABLE manifest_references (
+        "CREATE INDEX manifests_by_subject ON manifests (registry_id, repository, subject)",
+        // Edges from a manifest to the blobs and child manifests it references.
+        "CREATE TABLE manifest_references (
         registry_id TEXT NOT NULL,
         repository TEXT NOT NULL,
         parent TEXT NOT NULL,
@@ -119,8 +120,8 @@ const MIGRATIONS: &[&[&str]] = &[&[
         kind TEXT NOT NULL,
         PRIMARY KEY (registry_id, repository, parent, child)
     )",
-    "CREATE INDEX manifest_references_by_child ON manifest_references (registry_id, repository, child)",
-    "CREATE TABLE tags (
+        "CREATE INDEX manifest_references_by_child ON manifest_references (registry_id, repository, child)",
+        "CREATE TABLE tags (
         registry_id TEXT NOT NULL,
         repository TEXT NOT NULL,
         name {TEXTKEY} NOT NULL,
@@ -128,9 +129,9 @@ const MIGRATIONS: &[&[&str]] = &[&[
         updated_at BIGINT NOT NULL,
         PRIMARY KEY (registry_id, repository, name)
     )",
-    "CREATE INDEX tags_by_digest ON tags (registry_id, repository, digest, name)",
-    // Upload sessions: any node can continue one from this row.
-    "CREATE TABLE uploads (
+        "CREATE INDEX tags_by_digest ON tags (registry_id, repository, digest, name)",
+        // Upload sessions: any node can continue one from this row.
+        "CREATE TABLE uploads (
         id TEXT PRIMARY KEY,
         registry_id TEXT NOT NULL,
         repository TEXT NOT NULL,
@@ -139,8 +140,57 @@ const MIGRATIONS: &[&[&str]] = &[&[
         started_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL
     )",
-    "CREATE INDEX uploads_by_age ON uploads (updated_at)",
-]];
+        "CREATE INDEX uploads_by_age ON uploads (updated_at)",
+    ],
+    &[
+        // ---- migration 2: lifecycle policies and online garbage collection ------
+        // A blob row is `live` or `deleting` (see `docs/gc.md`): GC moves it to
+        // `deleting`, removes the bytes, then the row. `touched_at` is the last
+        // time an upload claimed the digest; links carry their own `touched_at`
+        // (commit, mount, or an existence check that found the link stale).
+        "ALTER TABLE blobs ADD COLUMN state TEXT NOT NULL DEFAULT 'live'",
+        "ALTER TABLE blobs ADD COLUMN touched_at BIGINT NOT NULL DEFAULT 0",
+        "UPDATE blobs SET touched_at = created_at",
+        "ALTER TABLE repository_blobs ADD COLUMN touched_at BIGINT NOT NULL DEFAULT 0",
+        "UPDATE repository_blobs SET touched_at = created_at",
+        // Is this blob referenced by any manifest, in any repository?
+        "CREATE INDEX manifest_references_by_target ON manifest_references (child, kind)",
+        "CREATE TABLE lifecycle_policies (
+        registry_id TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        last_evaluated_at BIGINT,
+        PRIMARY KEY (registry_id, repository)
+    )",
+        // The latest preview of each repository; `results` is its JSON.
+        "CREATE TABLE lifecycle_previews (
+        registry_id TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        results TEXT,
+        PRIMARY KEY (registry_id, repository)
+    )",
+        // Every image a lifecycle policy removed: what, when, by which rule, on
+        // whose behalf. Kept when the repository is deleted (it is an audit trail).
+        "CREATE TABLE lifecycle_events (
+        id TEXT PRIMARY KEY,
+        registry_id TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        action TEXT NOT NULL,
+        rule_priority BIGINT NOT NULL,
+        reason TEXT NOT NULL,
+        image_pushed_at BIGINT NOT NULL,
+        occurred_at BIGINT NOT NULL,
+        actor TEXT NOT NULL
+    )",
+        "CREATE INDEX lifecycle_events_by_repository ON lifecycle_events (registry_id, repository, occurred_at)",
+    ],
+];
 
 fn render(stmt: &str, dialect: Dialect) -> String {
     let (blob, textkey) = match dialect {

@@ -311,3 +311,184 @@ async fn identities_and_settings() {
     assert_eq!(s.init_setting("k", b"first").await.unwrap(), b"first");
     assert_eq!(s.init_setting("k", b"second").await.unwrap(), b"first");
 }
+
+// ---- the garbage-collection protocol, one interleaving at a time ----------
+// Each test runs the steps of a push and of the collector in a fixed order
+// and checks that the later step sees the earlier one (docs/gc.md).
+
+fn image<'a>(digest: &'a Digest, blobs: &'a [Digest]) -> NewManifest<'a> {
+    NewManifest {
+        repo: repo("r"),
+        digest,
+        media_type: "application/vnd.oci.image.manifest.v1+json",
+        artifact_type: None,
+        config_media_type: None,
+        subject: None,
+        annotations: None,
+        content: b"{}",
+        blobs,
+        children: &[],
+        layer_bytes: 1,
+        tag: None,
+        tag_immutable: false,
+    }
+}
+
+/// A far-future cutoff: every row counts as old.
+const LATER: i64 = i64::MAX / 2;
+
+#[tokio::test]
+async fn gc_marking_after_a_manifest_put_sees_its_references() {
+    let (_dir, s) = store().await;
+    let b = d("layer");
+    assert!(s.commit_blob(repo("r"), &b, 5, None).await.unwrap());
+    let m = d("m");
+    s.put_manifest(&image(&m, std::slice::from_ref(&b)))
+        .await
+        .unwrap();
+    assert!(
+        s.mark_deleting(&[b.to_string()], LATER)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Once the manifest is gone, the blob is collectable, links and all.
+    s.delete_manifest(repo("r"), &m).await.unwrap();
+    let marked = s.mark_deleting(&[b.to_string()], LATER).await.unwrap();
+    assert_eq!(
+        marked,
+        vec![GcCandidate {
+            digest: b.to_string(),
+            size: 5
+        }]
+    );
+    assert_eq!(s.linked_blob_size(repo("r"), &b).await.unwrap(), None);
+    assert_eq!(s.deleting_blobs(10).await.unwrap().len(), 1);
+    s.forget_blob(b.as_str()).await.unwrap();
+    assert!(s.deleting_blobs(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_manifest_put_after_gc_marking_is_refused() {
+    let (_dir, s) = store().await;
+    let b = d("layer");
+    s.commit_blob(repo("r"), &b, 5, None).await.unwrap();
+    assert_eq!(
+        s.mark_deleting(&[b.to_string()], LATER)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let m = d("m");
+    assert_eq!(
+        s.put_manifest(&image(&m, std::slice::from_ref(&b)))
+            .await
+            .unwrap(),
+        PutManifestOutcome::MissingBlob(b.clone())
+    );
+    // Mounts, existence checks and commits all see the blob as gone.
+    assert!(!s.mount_blob(repo("other"), repo("r"), &b).await.unwrap());
+    assert!(!s.touch_link(repo("r"), &b, LATER).await.unwrap());
+    assert!(!s.commit_blob(repo("r"), &b, 5, None).await.unwrap());
+    assert_eq!(s.claim_blob(&b, 5).await.unwrap(), BlobClaim::Deleting);
+    // After phase 2 the digest can be claimed and committed afresh.
+    s.forget_blob(b.as_str()).await.unwrap();
+    assert_eq!(s.claim_blob(&b, 5).await.unwrap(), BlobClaim::Claimed);
+    assert!(s.commit_blob(repo("r"), &b, 5, None).await.unwrap());
+    assert_eq!(s.linked_blob_size(repo("r"), &b).await.unwrap(), Some(5));
+}
+
+#[tokio::test]
+async fn fresh_claims_and_links_protect_from_marking() {
+    let (_dir, s) = store().await;
+    let b = d("layer");
+    let now = now_millis();
+    // Claimed (bytes about to be published): not marked while fresh.
+    assert_eq!(s.claim_blob(&b, 5).await.unwrap(), BlobClaim::Claimed);
+    assert!(
+        s.mark_deleting(&[b.to_string()], now - 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A claimed row shuts out orphan adoption of the same file.
+    assert!(!s.adopt_orphan(b.as_str(), 5).await.unwrap());
+    // Linked and fresh (uploaded, mounted or confirmed by a HEAD): not marked.
+    assert!(s.commit_blob(repo("r"), &b, 5, None).await.unwrap());
+    assert!(
+        s.mark_deleting(&[b.to_string()], now - 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A HEAD refreshes a stale link, and the refresh protects it.
+    let (_, touched) = s.linked_blob(repo("r"), &b).await.unwrap().unwrap();
+    assert!(s.touch_link(repo("r"), &b, touched + 1).await.unwrap());
+    let (_, again) = s.linked_blob(repo("r"), &b).await.unwrap().unwrap();
+    assert!(again >= touched);
+    assert!(
+        s.mark_deleting(&[b.to_string()], again)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_adopted_orphan_cannot_be_claimed_until_it_is_gone() {
+    let (_dir, s) = store().await;
+    let b = d("orphan file");
+    assert!(s.adopt_orphan(b.as_str(), 7).await.unwrap());
+    assert_eq!(s.claim_blob(&b, 7).await.unwrap(), BlobClaim::Deleting);
+    assert!(!s.commit_blob(repo("r"), &b, 7, None).await.unwrap());
+    s.forget_blob(b.as_str()).await.unwrap();
+    assert_eq!(s.claim_blob(&b, 7).await.unwrap(), BlobClaim::Claimed);
+}
+
+#[tokio::test]
+async fn pull_times_are_recorded_once_per_period() {
+    let (_dir, s) = store().await;
+    let b = d("layer");
+    s.commit_blob(repo("r"), &b, 5, None).await.unwrap();
+    let m = d("m");
+    s.put_manifest(&image(&m, std::slice::from_ref(&b)))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_manifest(repo("r"), &m)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_pulled_at,
+        None
+    );
+    s.record_pull(repo("r"), &m, 1000, 0).await.unwrap();
+    assert_eq!(
+        s.get_manifest(repo("r"), &m)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_pulled_at,
+        Some(1000)
+    );
+    // Recorded after the period start: no new write.
+    s.record_pull(repo("r"), &m, 2000, 500).await.unwrap();
+    assert_eq!(
+        s.get_manifest(repo("r"), &m)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_pulled_at,
+        Some(1000)
+    );
+    s.record_pull(repo("r"), &m, 3000, 1500).await.unwrap();
+    assert_eq!(
+        s.get_manifest(repo("r"), &m)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_pulled_at,
+        Some(3000)
+    );
+}

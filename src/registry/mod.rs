@@ -13,6 +13,7 @@ pub mod uploads;
 use std::sync::Arc;
 
 use crate::digest::Digest;
+use crate::metadata::now_millis;
 use crate::metadata::{
     ManifestRow, MetaError, MetadataStore, NewManifest, PutManifestOutcome, ReferrerRow, Repo,
     RepositoryRow,
@@ -67,6 +68,9 @@ pub enum RegistryError {
     BodyInterrupted(String),
     #[error("storage is full")]
     StorageFull,
+    /// Temporarily unable (e.g. a digest is being garbage-collected); retry.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Storage(StorageError),
     #[error(transparent)]
@@ -95,13 +99,21 @@ pub struct Limits {
     /// Create a repository on first push instead of refusing (`NAME_UNKNOWN`).
     /// Off in ECR mode, where repositories are created through the API.
     pub create_on_push: bool,
+    /// Garbage collection leaves a blob alone for this long after it was
+    /// uploaded, mounted or found by an existence check (docs/gc.md).
+    pub gc_grace: std::time::Duration,
 }
+
+/// Pull times are recorded at most once per image per this period (ECR
+/// documents `lastRecordedPullTime` as approximate, too).
+pub const PULL_TIME_RESOLUTION_MS: i64 = 3_600_000;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_manifest_bytes: 8 << 20,
             create_on_push: false,
+            gc_grace: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -228,6 +240,30 @@ impl Registry {
             .linked_blob_size(repo.key(), digest)
             .await?
             .ok_or(RegistryError::BlobUnknown)
+    }
+
+    /// Size of a blob visible in `repo`, for a client that asks whether it
+    /// needs to upload it (HEAD, BatchCheckLayerAvailability). A "yes" must
+    /// stay true long enough for the client to reference the blob, so a link
+    /// older than half the GC grace period is refreshed first; if garbage
+    /// collection removed it meanwhile, the answer is "unknown" and the
+    /// client uploads again.
+    pub async fn check_blob(&self, repo: &RepoId, digest: &Digest) -> Result<u64> {
+        let (size, touched) = self
+            .meta
+            .linked_blob(repo.key(), digest)
+            .await?
+            .ok_or(RegistryError::BlobUnknown)?;
+        let stale_before = now_millis() - self.limits.gc_grace.as_millis() as i64 / 2;
+        if touched < stale_before
+            && !self
+                .meta
+                .touch_link(repo.key(), digest, stale_before)
+                .await?
+        {
+            return Err(RegistryError::BlobUnknown);
+        }
+        Ok(size)
     }
 
     /// Open a blob visible in `repo`, optionally a byte range of it.
@@ -360,6 +396,28 @@ impl Registry {
                 "{repo}:{reference}"
             ))),
         }
+    }
+
+    /// A manifest fetched to be pulled: like [`Registry::get_manifest`], and
+    /// the pull time is recorded (in the background, at most once per
+    /// [`PULL_TIME_RESOLUTION_MS`]) for `lastRecordedPullTime` and lifecycle rules.
+    pub async fn pull_manifest(&self, repo: &RepoId, reference: &Reference) -> Result<ManifestRow> {
+        let m = self.get_manifest(repo, reference).await?;
+        let now = now_millis();
+        let stale_before = now - PULL_TIME_RESOLUTION_MS;
+        if m.last_pulled_at.is_none_or(|t| t < stale_before) {
+            let meta = self.meta.clone();
+            let (repo, digest) = (repo.clone(), m.digest.clone());
+            tokio::spawn(async move {
+                if let Err(e) = meta
+                    .record_pull(repo.key(), &digest, now, stale_before)
+                    .await
+                {
+                    tracing::warn!(%digest, error = %e, "could not record the pull time");
+                }
+            });
+        }
+        Ok(m)
     }
 
     /// Delete a tag, or a manifest (with all its tags) by digest. Returns the

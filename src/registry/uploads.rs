@@ -18,7 +18,10 @@ use futures_util::{Stream, StreamExt};
 
 use super::{Registry, RegistryError, RepoId, Result};
 use crate::digest::{Algorithm, Digest, ResumableSha256};
-use crate::metadata::{UploadRow, now_millis};
+use crate::metadata::{BlobClaim, UploadRow, now_millis};
+
+/// How long a commit waits for a collector deleting the same digest.
+const CLAIM_WAIT: Duration = Duration::from_secs(10);
 
 /// Where a chunk claims to start and end (`Content-Range: first-last`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,13 +176,43 @@ impl Registry {
                 "uploaded content has digest {actual}, not {digest}"
             )));
         }
+        // Publish under the GC protocol (docs/gc.md): claim the digest first,
+        // so a collector can neither be deleting these bytes while they are
+        // published nor start to before the link below is committed.
+        self.claim_blob(digest, session.size).await?;
         self.blobs.commit_upload(id, session.size, digest).await?;
-        self.meta
+        if !self
+            .meta
             .commit_blob(repo.key(), digest, session.size, Some(id))
-            .await?;
+            .await?
+        {
+            return Err(RegistryError::Unavailable(
+                "the blob was garbage-collected while it was being committed; retry the upload"
+                    .into(),
+            ));
+        }
         let elapsed = (now_millis() - session.started_at).max(0) as f64 / 1000.0;
         self.metrics.upload_seconds.observe(elapsed);
         Ok(session.size)
+    }
+
+    /// Claim `digest` for publishing, waiting (briefly) for a collector that
+    /// is deleting the same digest's old bytes to finish.
+    pub(crate) async fn claim_blob(&self, digest: &Digest, size: u64) -> Result<()> {
+        let deadline = std::time::Instant::now() + CLAIM_WAIT;
+        loop {
+            match self.meta.claim_blob(digest, size).await? {
+                BlobClaim::Claimed => return Ok(()),
+                BlobClaim::Deleting if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                BlobClaim::Deleting => {
+                    return Err(RegistryError::Unavailable(format!(
+                        "{digest} is being garbage-collected; retry shortly"
+                    )));
+                }
+            }
+        }
     }
 
     async fn hash_staged(&self, id: &str, len: u64, algorithm: Algorithm) -> Result<Digest> {

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{BlobStore, ByteRange, ByteStream, StorageError, UploadWriter};
+use super::{BlobStore, ByteRange, ByteStream, StorageError, StoredObject, UploadWriter};
 use crate::digest::Digest;
 
 /// Chunks queued between the request task and the writer thread.
@@ -312,6 +312,79 @@ impl BlobStore for FsBlobStore {
             Err(e) => Err(e.into()),
         }
     }
+
+    async fn list_blob_shard(&self, shard: &str) -> Result<Vec<StoredObject>, StorageError> {
+        let shard = shard.to_ascii_lowercase();
+        if shard.len() != 2 || !shard.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StorageError::Io(io::Error::other(format!(
+                "bad shard {shard:?}"
+            ))));
+        }
+        let root = self.root.join("blobs");
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut algorithms: Vec<String> = match fs::read_dir(&root) {
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(e),
+            };
+            algorithms.sort();
+            for alg in algorithms {
+                let dir = root.join(&alg).join(&shard);
+                let entries = match fs::read_dir(&dir) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                for e in entries {
+                    let e = e?;
+                    let Ok(name) = e.file_name().into_string() else {
+                        continue;
+                    };
+                    let Ok(meta) = e.metadata() else { continue };
+                    out.push(StoredObject {
+                        name: format!("{alg}:{name}"),
+                        size: meta.len(),
+                        modified_ms: modified_ms(&meta),
+                    });
+                }
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<StoredObject>, StorageError> {
+        let dir = self.root.join("uploads");
+        blocking(move || {
+            let mut out = Vec::new();
+            for e in fs::read_dir(&dir)? {
+                let e = e?;
+                let Ok(name) = e.file_name().into_string() else {
+                    continue;
+                };
+                let Ok(meta) = e.metadata() else { continue };
+                out.push(StoredObject {
+                    name,
+                    size: meta.len(),
+                    modified_ms: modified_ms(&meta),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn modified_ms(meta: &fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Stream a file from its current position, `len` bytes or to the end, read

@@ -65,6 +65,16 @@ impl ByteRange {
     }
 }
 
+/// A committed blob as found by listing the store (for garbage collection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredObject {
+    /// The blob's digest, or an upload's id.
+    pub name: String,
+    pub size: u64,
+    /// Last modification, epoch milliseconds.
+    pub modified_ms: i64,
+}
+
 /// Receives the bytes of one upload chunk, in order. Obtained from
 /// [`BlobStore::upload_writer`]; `finish` must be called for the bytes to count.
 #[async_trait]
@@ -118,4 +128,12 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Remove an upload's staging area; absent uploads are not an error.
     async fn abort_upload(&self, upload_id: &str) -> Result<(), StorageError>;
+
+    /// Committed blobs whose hex digest starts with `shard` (two hex digits),
+    /// for every algorithm, in digest order. Garbage collection walks the 256
+    /// shards to find files that no metadata row accounts for.
+    async fn list_blob_shard(&self, shard: &str) -> Result<Vec<StoredObject>, StorageError>;
+
+    /// Staging areas of uploads (named by upload id).
+    async fn list_uploads(&self) -> Result<Vec<StoredObject>, StorageError>;
 }

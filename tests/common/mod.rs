@@ -50,6 +50,11 @@ impl Server {
     /// Start a server in ECR mode (the default) whose primary account and
     /// administrator key are [`ACCOUNT`], [`ROOT_KEY_ID`] and [`ROOT_SECRET`].
     pub fn start_ecr() -> Server {
+        Server::start_ecr_with(&[])
+    }
+
+    /// [`Server::start_ecr`] with extra `berth serve` arguments.
+    pub fn start_ecr_with(extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let env = vec![
             ("BERTH_ACCOUNT_ID".to_string(), ACCOUNT.to_string()),
@@ -62,7 +67,8 @@ impl Server {
                 ROOT_SECRET.to_string(),
             ),
         ];
-        let mut s = Server::launch(&tmp.path().join("data"), Vec::new(), env);
+        let args = extra.iter().map(|s| s.to_string()).collect();
+        let mut s = Server::launch(&tmp.path().join("data"), args, env);
         s._tmp = Some(tmp);
         s
     }

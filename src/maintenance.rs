@@ -1,0 +1,222 @@
+//! `berth gc` and `berth lifecycle`: the operator's commands for garbage
+//! collection and lifecycle policies. Like `berth iam`, they open the data
+//! directory directly, so they run beside a live server (SQLite admits
+//! several processes; the GC protocol holds between processes as it does
+//! between nodes). Output is JSON on stdout.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::metadata::{Repo, now_millis};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum GcCommand {
+    /// Run one garbage collection now and print what it freed.
+    Run,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum LifecycleCommand {
+    /// Evaluate lifecycle policies now and expire what they select: one
+    /// repository's (with --repository-name), or every repository's.
+    Run {
+        #[arg(long)]
+        repository_name: Option<String>,
+        /// Account (registry) id; defaults to the first account.
+        #[arg(long)]
+        registry_id: Option<String>,
+    },
+    /// Print, as JSON, what a repository's policy (or --policy-file) would
+    /// expire if evaluated at --at (RFC 3339, default now), over the images
+    /// the repository holds now. Changes nothing.
+    Preview {
+        #[arg(long)]
+        repository_name: String,
+        #[arg(long)]
+        registry_id: Option<String>,
+        /// The instant to evaluate at, e.g. 2026-12-01T00:00:00Z.
+        #[arg(long)]
+        at: Option<String>,
+        /// A policy document to preview instead of the stored one.
+        #[arg(long)]
+        policy_file: Option<std::path::PathBuf>,
+    },
+    /// Print the recorded expiries of a repository.
+    Events {
+        #[arg(long)]
+        repository_name: String,
+        #[arg(long)]
+        registry_id: Option<String>,
+    },
+}
+
+async fn open(config: &Config) -> anyhow::Result<Registry> {
+    crate::server::open_registry(config, Arc::new(Metrics::new())).await
+}
+
+async fn registry_id(registry: &Registry, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(id) = given {
+        return Ok(id);
+    }
+    registry
+        .meta
+        .list_accounts()
+        .await?
+        .into_iter()
+        .next()
+        .map(|(id, _)| id)
+        .context("no account exists yet; pass --registry-id")
+}
+
+pub async fn gc(config: &Config, command: GcCommand) -> anyhow::Result<()> {
+    let registry = open(config).await?;
+    match command {
+        GcCommand::Run => {
+            let report = crate::gc::collect(&registry, &crate::server::gc_settings(config)).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(())
+}
+
+pub async fn lifecycle(config: &Config, command: LifecycleCommand) -> anyhow::Result<()> {
+    let registry = open(config).await?;
+    match command {
+        LifecycleCommand::Run {
+            repository_name,
+            registry_id: given,
+        } => {
+            let rows = match repository_name {
+                Some(name) => {
+                    let id = registry_id(&registry, given).await?;
+                    let repo = Repo {
+                        registry: &id,
+                        name: &name,
+                    };
+                    match registry.meta.get_lifecycle_policy(repo).await? {
+                        Some(row) => vec![row],
+                        None => {
+                            bail!("repository {name:?} of registry {id} has no lifecycle policy")
+                        }
+                    }
+                }
+                // Every policy: due "before the end of time".
+                None => {
+                    registry
+                        .meta
+                        .lifecycle_policies_due(i64::MAX, i64::MAX)
+                        .await?
+                }
+            };
+            let mut out = Vec::new();
+            for row in rows {
+                let repo = Repo {
+                    registry: &row.registry_id,
+                    name: &row.repository,
+                };
+                let now = now_millis();
+                // Claim like the scheduler does, so a concurrent run elsewhere is not repeated.
+                if !registry
+                    .meta
+                    .claim_lifecycle_evaluation(repo, &row.policy, row.last_evaluated_at, now)
+                    .await?
+                {
+                    continue;
+                }
+                let e = crate::lifecycle::evaluate(&registry, &row, "berth-cli", now).await?;
+                out.push(json!({
+                    "registryId": row.registry_id,
+                    "repositoryName": row.repository,
+                    "evaluatedAt": humantime::format_rfc3339_millis(millis_to_time(now)).to_string(),
+                    "expired": e.expired.iter().map(event_json).collect::<Vec<_>>(),
+                }));
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "evaluations": out }))?
+            );
+        }
+        LifecycleCommand::Preview {
+            repository_name,
+            registry_id: given,
+            at,
+            policy_file,
+        } => {
+            let id = registry_id(&registry, given).await?;
+            let repo = Repo {
+                registry: &id,
+                name: &repository_name,
+            };
+            if !registry.meta.repository_exists(repo).await? {
+                bail!("repository {repository_name:?} does not exist in registry {id}");
+            }
+            let text = match policy_file {
+                Some(p) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?,
+                None => registry
+                    .meta
+                    .get_lifecycle_policy(repo)
+                    .await?
+                    .map(|r| r.policy)
+                    .context("the repository has no lifecycle policy; pass --policy-file")?,
+            };
+            let policy = crate::lifecycle::parse_supported(&text)?;
+            let at_ms = match at {
+                Some(s) => {
+                    let t = humantime::parse_rfc3339_weak(&s)
+                        .with_context(|| format!("--at {s:?} is not an RFC 3339 time"))?;
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .context("--at is before 1970")?
+                        .as_millis() as i64
+                }
+                None => now_millis(),
+            };
+            let mut v = crate::lifecycle::preview(&registry.meta, repo, &policy, at_ms).await?;
+            v["registryId"] = json!(id);
+            v["repositoryName"] = json!(repository_name);
+            v["evaluatedAt"] =
+                json!(humantime::format_rfc3339_millis(millis_to_time(at_ms)).to_string());
+            v["lifecyclePolicyText"] = json!(text);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        LifecycleCommand::Events {
+            repository_name,
+            registry_id: given,
+        } => {
+            let id = registry_id(&registry, given).await?;
+            let repo = Repo {
+                registry: &id,
+                name: &repository_name,
+            };
+            let events = registry.meta.lifecycle_events(repo).await?;
+            let out: Vec<Value> = events.iter().map(event_json).collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "events": out }))?
+            );
+        }
+    }
+    Ok(())
+}
+
+fn millis_to_time(ms: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)
+}
+
+fn event_json(e: &crate::metadata::ExpiryRecord) -> Value {
+    json!({
+        "imageDigest": e.digest,
+        "imageTags": e.tags,
+        "action": e.action,
+        "appliedRulePriority": e.rule_priority,
+        "reason": e.reason,
+        "imagePushedAt": humantime::format_rfc3339_millis(millis_to_time(e.image_pushed_at)).to_string(),
+        "occurredAt": humantime::format_rfc3339_millis(millis_to_time(e.occurred_at)).to_string(),
+        "actor": e.actor,
+    })
+}
