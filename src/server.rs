@@ -271,13 +271,19 @@ pub fn gc_settings(config: &Config) -> crate::gc::GcSettings {
     }
 }
 
-/// Run garbage collection every `gc_interval`.
+/// Run garbage collection every `gc_interval`, unless `<data_dir>/gc.pause`
+/// exists (operators create it for the duration of a backup).
 async fn collect_garbage(registry: Arc<Registry>, config: Config) {
     let settings = gc_settings(&config);
     let mut tick = tokio::time::interval(config.gc_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let pause = config.data_dir.join("gc.pause");
     loop {
         tick.tick().await;
+        if pause.exists() {
+            tracing::info!(file = %pause.display(), "garbage collection paused");
+            continue;
+        }
         match crate::gc::collect(&registry, &settings).await {
             Ok(r) if r.blobs_deleted + r.referrers_deleted + r.orphan_files_deleted > 0 => {
                 tracing::info!(

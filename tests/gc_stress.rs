@@ -240,6 +240,32 @@ async fn pull(p: &Pusher, repo: &str, reference: &str) -> Vec<String> {
     blobs
 }
 
+/// Pull every image of every repository, by digest and by each tag. Returns
+/// the blobs they reference and how many tags were pulled.
+async fn pull_everything(c: &Client, p: &Pusher) -> (HashSet<String>, usize) {
+    let mut referenced = HashSet::new();
+    let mut tagged = 0;
+    for r in REPOS {
+        let described = c
+            .describe_images()
+            .repository_name(r)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Vec<_>>()
+            .await;
+        for img in described {
+            let img = img.unwrap();
+            referenced.extend(pull(p, r, img.image_digest().unwrap()).await);
+            for t in img.image_tags() {
+                tagged += 1;
+                pull(p, r, t).await;
+            }
+        }
+    }
+    (referenced, tagged)
+}
+
 /// Blob files on disk with their age.
 fn files_on_disk(data: &std::path::Path) -> BTreeMap<String, Duration> {
     let mut out = BTreeMap::new();
@@ -331,29 +357,7 @@ async fn clients_push_delete_and_retag_while_lifecycle_and_gc_run() {
 
     // Every image still in the registry is fully pullable.
     let disk_before = files_on_disk(&s.data_dir);
-    let mut referenced = HashSet::new();
-    let mut tagged = 0;
-    for r in REPOS {
-        let described = c
-            .describe_images()
-            .repository_name(r)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Vec<_>>()
-            .await;
-        for img in described {
-            let img = img.unwrap();
-            let d = img.image_digest().unwrap().to_string();
-            referenced.extend(pull(&p, r, &d).await);
-            for t in img.image_tags() {
-                tagged += 1;
-                pull(&p, r, t).await;
-            }
-        }
-        // The lifecycle policy held: at most 3 `v` tags, at most 2 untagged (plus
-        // whatever was pushed since the last evaluation, a second ago at most).
-    }
+    let (referenced, tagged) = pull_everything(&c, &p).await;
     assert!(tagged > 0, "no tagged image survived");
     // Every file on disk is referenced, or young enough that GC may not have reached it yet.
     let young = Duration::from_secs(GRACE_SECS + 1 + 5);
@@ -395,21 +399,7 @@ async fn clients_push_delete_and_retag_while_lifecycle_and_gc_run() {
     println!("final gc: {report}");
     let disk_after: HashSet<String> = files_on_disk(&s.data_dir).into_keys().collect();
     // Images may have been expired by the server's lifecycle meanwhile; recompute.
-    let mut referenced_now = HashSet::new();
-    for r in REPOS {
-        let described = c
-            .describe_images()
-            .repository_name(r)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Vec<_>>()
-            .await;
-        for img in described {
-            let d = img.unwrap().image_digest().unwrap().to_string();
-            referenced_now.extend(pull(&p, r, &d).await);
-        }
-    }
+    let (referenced_now, _) = pull_everything(&c, &p).await;
     assert!(
         referenced_now.is_subset(&disk_after),
         "a referenced blob is missing on disk"

@@ -13,9 +13,9 @@ use crate::registry::{RegistryError, RepoId};
 
 /// An `ImageIdentifier` as given: digest and/or tag.
 #[derive(Clone, Debug)]
-struct ImageId {
-    digest: Option<String>,
-    tag: Option<String>,
+pub(super) struct ImageId {
+    pub(super) digest: Option<String>,
+    pub(super) tag: Option<String>,
 }
 
 impl ImageId {
@@ -35,7 +35,7 @@ impl ImageId {
     }
 }
 
-fn image_ids(input: &Input) -> Result<Option<Vec<ImageId>>, EcrError> {
+pub(super) fn image_ids(input: &Input) -> Result<Option<Vec<ImageId>>, EcrError> {
     let Some(list) = input.opt_array("imageIds")? else {
         return Ok(None);
     };

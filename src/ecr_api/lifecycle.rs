@@ -188,7 +188,7 @@ pub(super) async fn get_lifecycle_policy_preview(
         },
         None => "ANY".into(),
     };
-    let ids = image_id_filter(input)?;
+    let ids = super::images::image_ids(input)?;
     let row = ctx
         .state
         .registry
@@ -237,9 +237,11 @@ pub(super) async fn get_lifecycle_policy_preview(
         })
         .filter(|r| {
             ids.as_ref().is_none_or(|ids| {
-                ids.iter().any(|(d, t)| {
-                    d.as_deref().is_none_or(|d| r["imageDigest"] == json!(d))
-                        && t.as_deref().is_none_or(|t| {
+                ids.iter().any(|id| {
+                    id.digest
+                        .as_deref()
+                        .is_none_or(|d| r["imageDigest"] == json!(d))
+                        && id.tag.as_deref().is_none_or(|t| {
                             r["imageTags"]
                                 .as_array()
                                 .is_some_and(|tags| tags.contains(&json!(t)))
@@ -258,25 +260,4 @@ pub(super) async fn get_lifecycle_policy_preview(
     out["previewResults"] = json!(page);
     out["summary"] = results["summary"].clone();
     Ok(out)
-}
-
-/// `imageIds` as (digest, tag) pairs.
-type ImageIdFilter = Vec<(Option<String>, Option<String>)>;
-
-fn image_id_filter(input: &Input) -> Result<Option<ImageIdFilter>, EcrError> {
-    let Some(list) = input.opt_array("imageIds")? else {
-        return Ok(None);
-    };
-    input::check_count("imageIds", list.len(), 1, 100)?;
-    list.iter()
-        .map(|v| {
-            let get = |k: &str| match v.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(EcrError::serialization(format!("{k} must be a string"))),
-            };
-            Ok((get("imageDigest")?, get("imageTag")?))
-        })
-        .collect::<Result<_, _>>()
-        .map(Some)
 }
