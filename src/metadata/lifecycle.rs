@@ -133,15 +133,17 @@ impl MetadataStore {
         Ok(row)
     }
 
-    /// Policies not evaluated since `before` (or never), oldest first.
+    /// Policies whose last evaluation (or, if never evaluated, whose last
+    /// change) is before `before`, oldest first. A new or changed policy thus
+    /// waits one interval before it acts, leaving time to preview it.
     pub async fn lifecycle_policies_due(
         &self,
         before: i64,
         limit: i64,
     ) -> Result<Vec<LifecyclePolicyRow>> {
         let sql = format!(
-            "SELECT {POLICY_COLUMNS} WHERE last_evaluated_at IS NULL OR last_evaluated_at < $1 \
-             ORDER BY COALESCE(last_evaluated_at, 0), registry_id, repository LIMIT $2"
+            "SELECT {POLICY_COLUMNS} WHERE COALESCE(last_evaluated_at, updated_at) < $1 \
+             ORDER BY COALESCE(last_evaluated_at, updated_at), registry_id, repository LIMIT $2"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(before)

@@ -45,7 +45,9 @@ def free_port():
 class Berth:
     """A running `berth serve` in ECR mode."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, extra_args=()):
+        """`extra_args` go to `berth serve` after the defaults (e.g.
+        `["--gc-grace", "1s"]`); none by default."""
         self.bin = berth_bin()
         self.data_dir = tmp / "data"
         self.port = free_port()
@@ -61,7 +63,7 @@ class Berth:
         )
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [self.bin, "serve", "--listen", self.addr, "--data-dir", str(self.data_dir)],
+            [self.bin, "serve", "--listen", self.addr, "--data-dir", str(self.data_dir), *extra_args],
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -124,6 +126,26 @@ class Berth:
         )
         if out.returncode != 0:
             raise RuntimeError(f"berth iam {' '.join(args)} failed ({out.returncode}):\n{out.stderr}")
+        return json.loads(out.stdout)
+
+    # ---- berth gc / berth lifecycle ----------------------------------------
+
+    def cli_run(self, group, command, *args, settings=(), faketime=None, timeout=60):
+        """Run `berth <group> --data-dir <dir> <settings> <command> <args>`
+        beside the live server, optionally under `faketime -f <faketime>`
+        (e.g. "+3d"). Returns the CompletedProcess."""
+        argv = [self.bin, group, "--data-dir", str(self.data_dir), *settings, command, *args]
+        if faketime is not None:
+            argv = ["faketime", "-f", faketime, *argv]
+        return subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def cli(self, group, command, *args, **kw):
+        """`cli_run`, checked, with its stdout parsed as JSON."""
+        out = self.cli_run(group, command, *args, **kw)
+        if out.returncode != 0:
+            raise RuntimeError(
+                f"berth {group} {command} {' '.join(args)} failed ({out.returncode}):\n{out.stderr}"
+            )
         return json.loads(out.stdout)
 
     def user_with_policy(self, policy=None, account=ACCOUNT):
