@@ -85,7 +85,9 @@ fn gc_loop(reg: Arc<Registry>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle
     tokio::spawn(async move {
         let mut runs = 0;
         while !stop.load(Ordering::Relaxed) {
-            collect(&reg, &settings()).await.unwrap();
+            if let Err(e) = collect(&reg, &settings()).await {
+                panic!("a collection failed: {e}");
+            }
             runs += 1;
             tokio::task::yield_now().await;
         }

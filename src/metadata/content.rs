@@ -69,37 +69,30 @@ impl MetadataStore {
         Ok(linked)
     }
 
-    /// Make a committed blob visible in `repo` and end the upload session that
-    /// produced it, in one transaction. Returns false, changing nothing, when
-    /// the blob row is being deleted by garbage collection (the caller claimed
-    /// it with [`MetadataStore::claim_blob`] too long ago): the bytes it
-    /// published may be gone, so the blob must not become visible.
+    /// Make a published blob visible in `repo` and end the upload session that
+    /// produced it, in one transaction. The digest must have been claimed
+    /// ([`MetadataStore::claim_blob`]) before its bytes were published. Returns
+    /// false, changing nothing, when the claimed row is no longer `live` — GC
+    /// marked it (the claim was older than the grace period by then), and may
+    /// have deleted the bytes and even the row since — so the blob must not
+    /// become visible (docs/gc.md, I3).
     pub async fn commit_blob(
         &self,
         repo: Repo<'_>,
         digest: &Digest,
-        size: u64,
         upload_id: Option<&str>,
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let now = now_millis();
         self.lock_blob_row(&mut tx, digest, LockMode::Update)
             .await?;
-        sqlx::query(
-            "INSERT INTO blobs (digest, size, created_at, state, touched_at) VALUES ($1, $2, $3, 'live', $3) \
-             ON CONFLICT (digest) DO NOTHING",
-        )
-        .bind(digest.as_str())
-        .bind(size as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let state: String = sqlx::query("SELECT state FROM blobs WHERE digest = $1")
+        let state: Option<String> = sqlx::query("SELECT state FROM blobs WHERE digest = $1")
             .bind(digest.as_str())
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?
-            .try_get(0)?;
-        if state != "live" {
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        if state.as_deref() != Some("live") {
             return Ok(false);
         }
         upsert_link(&mut tx, repo, digest, now).await?;

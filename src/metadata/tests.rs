@@ -20,6 +20,12 @@ fn repo(name: &str) -> Repo<'_> {
     Repo { registry: A, name }
 }
 
+/// Claim a digest and commit it into `repo`, as an upload does.
+async fn publish(s: &MetadataStore, repo: Repo<'_>, digest: &Digest, upload: Option<&str>) {
+    assert_eq!(s.claim_blob(digest, 5).await.unwrap(), BlobClaim::Claimed);
+    assert!(s.commit_blob(repo, digest, upload).await.unwrap());
+}
+
 async fn create(s: &MetadataStore, registry: &str, name: &str) {
     assert!(
         s.create_repository(&RepositoryRow::new(registry, name), &[])
@@ -70,7 +76,7 @@ async fn blobs_are_visible_per_repository_and_mountable() {
         !s.advance_upload("u1", 0, 9, b"s3").await.unwrap(),
         "stale CAS must fail"
     );
-    s.commit_blob(repo("one"), &b, 5, Some("u1")).await.unwrap();
+    publish(&s, repo("one"), &b, Some("u1")).await;
     assert!(s.get_upload("u1").await.unwrap().is_none());
     assert_eq!(s.linked_blob_size(repo("one"), &b).await.unwrap(), Some(5));
     assert_eq!(s.linked_blob_size(repo("two"), &b).await.unwrap(), None);
@@ -95,7 +101,7 @@ async fn blobs_are_visible_per_repository_and_mountable() {
 async fn manifests_tags_immutability_referrers_and_images() {
     let (_dir, s) = store().await;
     let layer = d("l");
-    s.commit_blob(repo("r"), &layer, 1, None).await.unwrap();
+    publish(&s, repo("r"), &layer, None).await;
     let m1 = d("m1");
     let missing = d("nope");
     let base = NewManifest {
@@ -243,7 +249,7 @@ async fn repositories_settings_tags_and_force_delete() {
             .await
             .unwrap()
     );
-    s.commit_blob(repo("app"), &d("l"), 1, None).await.unwrap();
+    publish(&s, repo("app"), &d("l"), None).await;
     let m = d("m");
     let layers = [d("l")];
     s.put_manifest(&NewManifest {
@@ -341,7 +347,7 @@ const LATER: i64 = i64::MAX / 2;
 async fn gc_marking_after_a_manifest_put_sees_its_references() {
     let (_dir, s) = store().await;
     let b = d("layer");
-    assert!(s.commit_blob(repo("r"), &b, 5, None).await.unwrap());
+    publish(&s, repo("r"), &b, None).await;
     let m = d("m");
     s.put_manifest(&image(&m, std::slice::from_ref(&b)))
         .await
@@ -372,7 +378,7 @@ async fn gc_marking_after_a_manifest_put_sees_its_references() {
 async fn a_manifest_put_after_gc_marking_is_refused() {
     let (_dir, s) = store().await;
     let b = d("layer");
-    s.commit_blob(repo("r"), &b, 5, None).await.unwrap();
+    publish(&s, repo("r"), &b, None).await;
     assert_eq!(
         s.mark_deleting(&[b.to_string()], LATER)
             .await
@@ -390,12 +396,12 @@ async fn a_manifest_put_after_gc_marking_is_refused() {
     // Mounts, existence checks and commits all see the blob as gone.
     assert!(!s.mount_blob(repo("other"), repo("r"), &b).await.unwrap());
     assert!(!s.touch_link(repo("r"), &b, LATER).await.unwrap());
-    assert!(!s.commit_blob(repo("r"), &b, 5, None).await.unwrap());
+    assert!(!s.commit_blob(repo("r"), &b, None).await.unwrap());
     assert_eq!(s.claim_blob(&b, 5).await.unwrap(), BlobClaim::Deleting);
     // After phase 2 the digest can be claimed and committed afresh.
     s.forget_blob(b.as_str()).await.unwrap();
     assert_eq!(s.claim_blob(&b, 5).await.unwrap(), BlobClaim::Claimed);
-    assert!(s.commit_blob(repo("r"), &b, 5, None).await.unwrap());
+    assert!(s.commit_blob(repo("r"), &b, None).await.unwrap());
     assert_eq!(s.linked_blob_size(repo("r"), &b).await.unwrap(), Some(5));
 }
 
@@ -415,7 +421,7 @@ async fn fresh_claims_and_links_protect_from_marking() {
     // A claimed row shuts out orphan adoption of the same file.
     assert!(!s.adopt_orphan(b.as_str(), 5).await.unwrap());
     // Linked and fresh (uploaded, mounted or confirmed by a HEAD): not marked.
-    assert!(s.commit_blob(repo("r"), &b, 5, None).await.unwrap());
+    assert!(s.commit_blob(repo("r"), &b, None).await.unwrap());
     assert!(
         s.mark_deleting(&[b.to_string()], now - 60_000)
             .await
@@ -441,7 +447,7 @@ async fn an_adopted_orphan_cannot_be_claimed_until_it_is_gone() {
     let b = d("orphan file");
     assert!(s.adopt_orphan(b.as_str(), 7).await.unwrap());
     assert_eq!(s.claim_blob(&b, 7).await.unwrap(), BlobClaim::Deleting);
-    assert!(!s.commit_blob(repo("r"), &b, 7, None).await.unwrap());
+    assert!(!s.commit_blob(repo("r"), &b, None).await.unwrap());
     s.forget_blob(b.as_str()).await.unwrap();
     assert_eq!(s.claim_blob(&b, 7).await.unwrap(), BlobClaim::Claimed);
 }
@@ -450,7 +456,7 @@ async fn an_adopted_orphan_cannot_be_claimed_until_it_is_gone() {
 async fn pull_times_are_recorded_once_per_period() {
     let (_dir, s) = store().await;
     let b = d("layer");
-    s.commit_blob(repo("r"), &b, 5, None).await.unwrap();
+    publish(&s, repo("r"), &b, None).await;
     let m = d("m");
     s.put_manifest(&image(&m, std::slice::from_ref(&b)))
         .await
@@ -491,4 +497,24 @@ async fn pull_times_are_recorded_once_per_period() {
             .last_pulled_at,
         Some(3000)
     );
+}
+
+#[tokio::test]
+async fn a_commit_whose_claim_was_collected_is_refused() {
+    // Claim, then the collector marks, deletes the bytes and forgets the row
+    // before the upload commits: the commit must not resurrect the row.
+    let (_dir, s) = store().await;
+    let b = d("slow upload");
+    assert_eq!(s.claim_blob(&b, 5).await.unwrap(), BlobClaim::Claimed);
+    assert_eq!(
+        s.mark_deleting(&[b.to_string()], LATER)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    s.forget_blob(b.as_str()).await.unwrap();
+    assert!(!s.commit_blob(repo("r"), &b, None).await.unwrap());
+    assert_eq!(s.linked_blob_size(repo("r"), &b).await.unwrap(), None);
+    assert_eq!(s.blob_size(&b).await.unwrap(), None);
 }

@@ -181,11 +181,7 @@ impl Registry {
         // published nor start to before the link below is committed.
         self.claim_blob(digest, session.size).await?;
         self.blobs.commit_upload(id, session.size, digest).await?;
-        if !self
-            .meta
-            .commit_blob(repo.key(), digest, session.size, Some(id))
-            .await?
-        {
+        if !self.meta.commit_blob(repo.key(), digest, Some(id)).await? {
             return Err(RegistryError::Unavailable(
                 "the blob was garbage-collected while it was being committed; retry the upload"
                     .into(),
