@@ -507,7 +507,7 @@ impl MetadataStore {
         let rows = sqlx::query(
             "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
              WHERE registry_id = $1 AND repository = $2 AND subject = $3 \
-             AND ($4 = '' OR artifact_type = $4) ORDER BY digest",
+             AND ($4 = '' OR artifact_type = $4)",
         )
         .bind(repo.registry)
         .bind(repo.name)
@@ -515,7 +515,10 @@ impl MetadataStore {
         .bind(artifact_type.unwrap_or(""))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        // Sorted here, not in SQL: an ORDER BY makes SQLite walk every
+        // manifest of the repository instead of using the subject index.
+        let mut out: Vec<ReferrerRow> = rows
+            .iter()
             .map(|r| {
                 Ok(ReferrerRow {
                     digest: r.try_get(0)?,
@@ -525,7 +528,9 @@ impl MetadataStore {
                     annotations: r.try_get(4)?,
                 })
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(out)
     }
 
     /// Images of a repository ordered by digest, after `after` (exclusive), at

@@ -474,16 +474,22 @@ async fn child_manifests(tx: &mut Tx, repo: Repo<'_>, digest: &str) -> Result<Ve
 }
 
 async fn referrers_of(tx: &mut Tx, repo: Repo<'_>, digest: &str) -> Result<Vec<String>> {
+    // No ORDER BY: with one, SQLite walks the primary key (every manifest of
+    // the repository) to avoid a sort, instead of the subject index.
     let rows = sqlx::query(
-        "SELECT digest FROM manifests WHERE registry_id = $1 AND repository = $2 AND subject = $3 \
-         ORDER BY digest",
+        "SELECT digest FROM manifests WHERE registry_id = $1 AND repository = $2 AND subject = $3",
     )
     .bind(repo.registry)
     .bind(repo.name)
     .bind(digest)
     .fetch_all(&mut **tx)
     .await?;
-    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<std::result::Result<_, _>>()?;
+    out.sort();
+    Ok(out)
 }
 
 async fn delete_manifest_rows(tx: &mut Tx, repo: Repo<'_>, digest: &str) -> Result<()> {
