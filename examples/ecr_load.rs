@@ -28,6 +28,14 @@
 //!       (bounded by --timeout). Prints {rps, p50_ms, p99_ms, errors, requests, items, items_per_s, ...}.
 //!   token
 //!       GetAuthorizationToken; prints {"authorizationToken": ...} (base64 of AWS:<token>).
+//!   lifecycle-setup --prefix P --repos N --policy TEXT [--concurrency 8]
+//!       For each repository P00000 .. P{N-1}: CreateRepository, push the config and layer blob
+//!       seed-images uses (layer upload API), PutLifecyclePolicy with TEXT.
+//!   lifecycle-seed --prefix P --repos N --images M [--concurrency 8]
+//!       PutImage M distinct OCI manifests (those blobs, distinct annotation) into each of
+//!       P00000 .. P{N-1}, tagged t00000 .. t{M-1} (used by bench/lifecycle-gc.sh).
+//!   count-images --prefix P --repos N [--concurrency 8]
+//!       ListImages (maxResults 1000, every page) of each repository; prints {images, min, max}.
 //! ```
 
 use std::sync::Arc;
@@ -252,6 +260,9 @@ async fn run(cmd: &str, global: &Args, args: &Args) -> Result<Value, BoxError> {
         "create-repos" => create_repos(signer, args).await,
         "seed-images" => seed_images(signer, args).await,
         "load" => load(signer, args).await,
+        "lifecycle-setup" => lifecycle_setup(signer, args).await,
+        "lifecycle-seed" => lifecycle_seed(signer, args).await,
+        "count-images" => count_images(signer, args).await,
         "token" => {
             let c = client(Duration::from_secs(30), 1);
             let v = signer
@@ -384,6 +395,30 @@ async fn upload_blob(
     Ok(())
 }
 
+/// The config blob and the 1 KiB layer blob every seeded image references.
+fn seed_blobs() -> (&'static [u8], Vec<u8>) {
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer: Vec<u8> = (0..1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    (config, layer)
+}
+
+/// A distinct OCI manifest over the seed blobs (distinct by `index`), and its digest.
+fn seed_manifest(config: &[u8], layer: &[u8], index: usize) -> (String, String) {
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": OCI_CONFIG, "digest": sha256(config), "size": config.len() },
+        "layers": [{ "mediaType": OCI_LAYER, "digest": sha256(layer), "size": layer.len() }],
+        "annotations": { "org.example.bench.index": index.to_string() },
+    })
+    .to_string();
+    let digest = sha256(manifest.as_bytes());
+    (manifest, digest)
+}
+
 async fn seed_images(signer: Arc<Signer>, args: &Args) -> Result<Value, BoxError> {
     let repo = args.str_or("repo", "bench/images");
     let count: usize = args.num("count", 20_000)?;
@@ -393,11 +428,7 @@ async fn seed_images(signer: Arc<Signer>, args: &Args) -> Result<Value, BoxError
     signer
         .call_ok(&c, "CreateRepository", &json!({ "repositoryName": repo }))
         .await?;
-    let config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let layer: Vec<u8> = (0..1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let (config, layer) = seed_blobs();
     if args.flag("upload-layers") {
         upload_blob(&signer, &c, &repo, config).await?;
         upload_blob(&signer, &c, &repo, &layer).await?;
@@ -439,6 +470,124 @@ async fn seed_images(signer: Arc<Signer>, args: &Args) -> Result<Value, BoxError
     .await;
     let mut v = seed_report("PutImage", ok, err, first, secs);
     v["setup_secs"] = json!((setup_secs * 1000.0).round() / 1000.0);
+    Ok(v)
+}
+
+/// Repositories `{prefix}{i:05}`, each with the seed blobs and a lifecycle policy.
+async fn lifecycle_setup(signer: Arc<Signer>, args: &Args) -> Result<Value, BoxError> {
+    let prefix = args.str_or("prefix", "bench/lc-");
+    let repos: usize = args.num("repos", 1)?;
+    let conc: usize = args.num("concurrency", 8)?;
+    let policy = args
+        .get("policy")
+        .ok_or("--policy is required")?
+        .to_string();
+    serde_json::from_str::<Value>(&policy).map_err(|e| format!("--policy is not JSON: {e}"))?;
+    let (ok, err, first, secs) = run_jobs(repos, conc, move |c, i| {
+        let signer = signer.clone();
+        let name = format!("{prefix}{i:05}");
+        let policy = policy.clone();
+        async move {
+            signer
+                .call_ok(&c, "CreateRepository", &json!({ "repositoryName": name }))
+                .await?;
+            let (config, layer) = seed_blobs();
+            upload_blob(&signer, &c, &name, config).await?;
+            upload_blob(&signer, &c, &name, &layer).await?;
+            signer
+                .call_ok(
+                    &c,
+                    "PutLifecyclePolicy",
+                    &json!({ "repositoryName": name, "lifecyclePolicyText": policy }),
+                )
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    Ok(seed_report(
+        "CreateRepository+blobs+PutLifecyclePolicy",
+        ok,
+        err,
+        first,
+        secs,
+    ))
+}
+
+/// `images` PutImage calls into each of `repos` repositories (job j: repository
+/// j / images, tag t{j % images}); manifests are distinct across all repositories.
+async fn lifecycle_seed(signer: Arc<Signer>, args: &Args) -> Result<Value, BoxError> {
+    let prefix = args.str_or("prefix", "bench/lc-");
+    let repos: usize = args.num("repos", 1)?;
+    let images: usize = args.num("images", 100)?;
+    let conc: usize = args.num("concurrency", 8)?;
+    if images == 0 || images > 99_999 {
+        return Err("--images must be 1..=99999".into());
+    }
+    let (config, layer) = seed_blobs();
+    let layer = Arc::new(layer);
+    let (ok, err, first, secs) = run_jobs(repos * images, conc, move |c, j| {
+        let signer = signer.clone();
+        let repo = format!("{prefix}{:05}", j / images);
+        let tag = format!("t{:05}", j % images);
+        let (manifest, digest) = seed_manifest(config, &layer, j);
+        async move {
+            signer
+                .call_ok(
+                    &c,
+                    "PutImage",
+                    &json!({
+                        "repositoryName": repo,
+                        "imageManifest": manifest,
+                        "imageDigest": digest,
+                        "imageManifestMediaType": OCI_MANIFEST,
+                        "imageTag": tag,
+                    }),
+                )
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    Ok(seed_report("PutImage", ok, err, first, secs))
+}
+
+/// Images per repository, counted by walking ListImages.
+async fn count_images(signer: Arc<Signer>, args: &Args) -> Result<Value, BoxError> {
+    let prefix = args.str_or("prefix", "bench/lc-");
+    let repos: usize = args.num("repos", 1)?;
+    let conc: usize = args.num("concurrency", 8)?;
+    let counts = Arc::new(std::sync::Mutex::new(vec![0u64; repos]));
+    let out = counts.clone();
+    let (ok, err, first, secs) = run_jobs(repos, conc, move |c, i| {
+        let signer = signer.clone();
+        let counts = counts.clone();
+        let name = format!("{prefix}{i:05}");
+        async move {
+            let mut token: Option<String> = None;
+            let mut n = 0u64;
+            loop {
+                let mut body = json!({ "repositoryName": name, "maxResults": 1000 });
+                if let Some(t) = &token {
+                    body["nextToken"] = json!(t);
+                }
+                let v = signer.call_ok(&c, "ListImages", &body).await?;
+                n += v["imageIds"].as_array().map_or(0, Vec::len) as u64;
+                match v["nextToken"].as_str() {
+                    Some(t) => token = Some(t.to_string()),
+                    None => break,
+                }
+            }
+            counts.lock().expect("counts")[i] = n;
+            Ok(())
+        }
+    })
+    .await;
+    let counts = out.lock().expect("counts");
+    let mut v = seed_report("ListImages", ok, err, first, secs);
+    v["images"] = json!(counts.iter().sum::<u64>());
+    v["min"] = json!(counts.iter().min());
+    v["max"] = json!(counts.iter().max());
     Ok(v)
 }
 
