@@ -132,15 +132,18 @@ BERTH_PID=""
 PEER_PID=""
 SEED_PID=""
 
-stop_pid() { # pid: TERM, wait up to 10 s, then KILL
-    local pid=$1 i
+stop_pid() { # pid: TERM, wait up to 10 s, then KILL (and say so)
+    local pid=$1 i cmd
     [ -n "$pid" ] || return 0
+    cmd=$(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | cut -c1-70)
     kill -TERM "$pid" 2>/dev/null || return 0
     for i in $(seq 100); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    kill -KILL "$pid" 2>/dev/null
+    if kill -KILL "$pid" 2>/dev/null; then
+        declare -F note >/dev/null && note "pid $pid ($cmd) did not exit within 10 s of SIGTERM; killed"
+    fi
     wait "$pid" 2>/dev/null
     return 0
 }
@@ -599,7 +602,7 @@ for s in berth peer; do
     n=$(grep -ciE 'error|warn|panic' "$TMP/$s.log" 2>/dev/null); n=${n:-0}
     if [ "$n" != 0 ]; then
         echo "$s log: $n error/warn lines, last ones:"
-        grep -iE 'error|warn|panic' "$TMP/$s.log" | tail -n 3 | cut -c1-240 | sed 's/^/    /'
+        grep -iE 'error|warn|panic' "$TMP/$s.log" | tail -n 3 | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-240 | sed 's/^/    /'
     fi
 done
 exit 0
