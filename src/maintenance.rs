@@ -65,11 +65,8 @@ async fn registry_id(registry: &Registry, given: Option<String>) -> anyhow::Resu
     }
     registry
         .meta
-        .list_accounts()
+        .primary_account()
         .await?
-        .into_iter()
-        .next()
-        .map(|(id, _)| id)
         .context("no account exists yet; pass --registry-id")
 }
 

@@ -104,7 +104,7 @@ impl Metrics {
             uploads_reaped.clone(),
         );
         let gc = GcMetrics::default();
-        let mut g = registry.sub_registry_with_prefix("gc");
+        let g = registry.sub_registry_with_prefix("gc");
         g.register("runs", "Garbage collection runs completed", gc.runs.clone());
         g.register(
             "running",
@@ -151,7 +151,6 @@ impl Metrics {
             "How long the last run took",
             gc.last_duration_ms.clone(),
         );
-        let _ = &mut g;
         let lifecycle_evaluations = Counter::default();
         registry.register(
             "lifecycle_evaluations",

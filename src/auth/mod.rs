@@ -175,11 +175,8 @@ impl Access {
     /// The primary account: the first one created.
     pub async fn primary_account(&self) -> anyhow::Result<String> {
         self.meta
-            .list_accounts()
+            .primary_account()
             .await?
-            .into_iter()
-            .next()
-            .map(|(id, _)| id)
             .ok_or_else(|| anyhow::anyhow!("no account exists; bootstrap has not run"))
     }
 

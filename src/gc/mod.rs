@@ -145,12 +145,16 @@ async fn collect_inner(registry: &Registry, settings: &GcSettings) -> Result<GcR
         if old.is_empty() {
             continue;
         }
-        let names: Vec<String> = old.iter().map(|f| f.name.clone()).collect();
-        let exists = registry.meta.blob_rows_exist(&names).await?;
-        for (f, has_row) in old.iter().zip(exists) {
-            if has_row {
-                continue;
-            }
+        let mut algorithms: Vec<&str> = old
+            .iter()
+            .filter_map(|f| f.name.split_once(':').map(|(alg, _)| alg))
+            .collect();
+        algorithms.dedup();
+        let rows = registry
+            .meta
+            .blob_rows_in_shard(&algorithms, &shard)
+            .await?;
+        for f in old.iter().filter(|f| !rows.contains(&f.name)) {
             if registry.meta.adopt_orphan(&f.name, f.size).await? {
                 let c = GcCandidate {
                     digest: f.name.clone(),

@@ -216,7 +216,7 @@ async fn orphan_deletion_races_an_upload_of_the_same_digest() {
             tokio::spawn(async move { collect(&reg, &settings()).await.unwrap() })
         };
         let pushed = push_blob(&reg, &r, &data).await;
-        let report = gc.await.unwrap();
+        gc.await.unwrap();
         if pushed.is_ok() {
             acknowledged += 1;
             // Reference it at once, so later collections keep it.
@@ -235,7 +235,6 @@ async fn orphan_deletion_races_an_upload_of_the_same_digest() {
                 Err(e) => panic!("unexpected error: {e}"),
             }
         }
-        let _ = report;
         assert_invariant(&reg).await;
     }
     assert!(acknowledged > 0);
@@ -253,8 +252,6 @@ async fn deleted_images_are_collected_and_shared_layers_kept() {
     let only_old = push_blob(&reg, &r, b"only in the old image").await.unwrap();
     let cfg_old = push_blob(&reg, &r, b"{\"old\":1}").await.unwrap();
     let cfg_new = push_blob(&reg, &r, b"{\"new\":1}").await.unwrap();
-    let mt = Some("application/vnd.oci.image.index.v1+json");
-    let _ = mt;
     let old = serde_json::json!({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_old.as_str(), "size": 9 },
@@ -288,4 +285,44 @@ async fn deleted_images_are_collected_and_shared_layers_kept() {
     assert_eq!(assert_invariant(&reg).await, 2);
     let m = reg.metrics.render();
     assert!(m.contains("berth_gc_reclaimed_bytes_total 30"), "{m}");
+}
+
+/// A stored file no row accounts for is removed (once older than the grace);
+/// files with rows are not touched by the sweep.
+#[tokio::test]
+async fn orphan_files_are_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path()).await;
+    let r = repo("sweep");
+    let kept = push_blob(&reg, &r, b"has a row").await.unwrap();
+    let data = b"no row for me".to_vec();
+    let orphan = Digest::sha256_of(&data);
+    let id = uuid::Uuid::new_v4().to_string();
+    reg.blobs.create_upload(&id).await.unwrap();
+    let mut w = reg.blobs.upload_writer(&id, 0).await.unwrap();
+    w.write(Bytes::from(data.clone())).await.unwrap();
+    w.finish().await.unwrap();
+    reg.blobs
+        .commit_upload(&id, data.len() as u64, &orphan)
+        .await
+        .unwrap();
+    // Reference the kept blob so step 3 leaves it alone and only the sweep acts.
+    let cfg = push_blob(&reg, &r, b"{}").await.unwrap();
+    let body = manifest(&cfg, 2, &kept, 9);
+    reg.put_manifest(
+        &r,
+        &Reference::Tag("keep".into()),
+        Some("application/vnd.oci.image.manifest.v1+json"),
+        &body,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let report = collect(&reg, &settings()).await.unwrap();
+    assert_eq!(report.orphan_files_deleted, 1, "{report:?}");
+    assert_eq!(report.blobs_deleted, 0, "{report:?}");
+    assert!(reg.blobs.stat(&orphan).await.unwrap().is_none());
+    assert!(reg.blobs.stat(&kept).await.unwrap().is_some());
+    assert_eq!(reg.meta.blob_size(&orphan).await.unwrap(), None);
+    assert_invariant(&reg).await;
 }

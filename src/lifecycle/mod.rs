@@ -1,8 +1,8 @@
 //! Image lifecycle: ECR lifecycle policies (parsing and validation in
 //! [`policy`], the pure evaluation in [`planner`]) and their execution.
 //!
-//! Preview and execution share one path: [`snapshot`] reads a repository's
-//! images, [`planner::plan`] decides, and then either [`preview_json`]
+//! Preview and execution share one path: `MetadataStore::repository_images`
+//! reads a repository's images, [`planner::plan`] decides, and then either [`preview_json`]
 //! renders the decisions or [`evaluate`] carries them out (expiry in
 //! `metadata::lifecycle`, which re-checks every image against the snapshot).
 //! [`run_due`] is the background schedule; `berth lifecycle` the CLI.
@@ -26,14 +26,7 @@ use policy::{Action, Policy, PolicyError, StorageClass};
 /// rules (which need the archive storage class, not built yet) refused by name.
 pub fn parse_supported(text: &str) -> Result<Policy, PolicyError> {
     let policy = policy::parse(text)?;
-    if let Some(rule) = policy.rules.iter().find(|r| {
-        r.action == Action::Transition
-            || r.storage_class == StorageClass::Archive
-            || matches!(
-                r.count,
-                policy::Count::SincePulledDays(_) | policy::Count::SinceTransitionedDays(_)
-            )
-    }) {
+    if let Some(rule) = policy.rules.iter().find(|r| r.uses_archive()) {
         return Err(PolicyError(format!(
             "rule with rulePriority {}: the archive storage class (transition actions, \
              sinceImagePulled, sinceImageTransitioned, storageClass archive) is not supported \
@@ -62,11 +55,6 @@ pub fn facts(images: &[RepoImage]) -> Vec<ImageFacts> {
             attached: i.subject.as_deref().is_some_and(|s| present.contains(s)),
         })
         .collect()
-}
-
-/// A repository's images as of now, for planning.
-pub async fn snapshot(meta: &MetadataStore, repo: Repo<'_>) -> Result<Vec<RepoImage>, MetaError> {
-    meta.repository_images(repo).await
 }
 
 /// The preview of `decisions` over `images`, in GetLifecyclePolicyPreview's
@@ -116,7 +104,7 @@ pub async fn preview(
     policy: &Policy,
     at: i64,
 ) -> Result<Value, MetaError> {
-    let images = snapshot(meta, repo).await?;
+    let images = meta.repository_images(repo).await?;
     let decisions = planner::plan(policy, &facts(&images), at);
     Ok(preview_json(&images, &decisions))
 }
@@ -145,7 +133,7 @@ pub async fn evaluate(
         name: &row.repository,
     };
     let policy = parse_supported(&row.policy)?;
-    let images = snapshot(&registry.meta, repo).await?;
+    let images = registry.meta.repository_images(repo).await?;
     let decisions = planner::plan(&policy, &facts(&images), now);
     let by_digest: std::collections::HashMap<&str, &RepoImage> =
         images.iter().map(|i| (i.digest.as_str(), i)).collect();

@@ -119,14 +119,20 @@ impl Policy {
     /// Whether the policy needs the archive storage class: a transition rule,
     /// an archive rule, or a count type that only archiving uses.
     pub fn uses_transition(&self) -> bool {
-        self.rules.iter().any(|r| {
-            r.action == Action::Transition
-                || r.storage_class == StorageClass::Archive
-                || matches!(
-                    r.count,
-                    Count::SincePulledDays(_) | Count::SinceTransitionedDays(_)
-                )
-        })
+        self.rules.iter().any(Rule::uses_archive)
+    }
+}
+
+impl Rule {
+    /// Whether the rule needs the archive storage class: a transition, a rule
+    /// over archived images, or a count type only archive rules may use.
+    pub fn uses_archive(&self) -> bool {
+        self.action == Action::Transition
+            || self.storage_class == StorageClass::Archive
+            || matches!(
+                self.count,
+                Count::SincePulledDays(_) | Count::SinceTransitionedDays(_)
+            )
     }
 }
 

@@ -12,21 +12,9 @@ use crate::digest::Digest;
 impl MetadataStore {
     // ---- blobs --------------------------------------------------------------
 
-    /// Size of `digest` if it is linked into `repo`.
+    /// Size of `digest` if it is linked into `repo` (and live).
     pub async fn linked_blob_size(&self, repo: Repo<'_>, digest: &Digest) -> Result<Option<u64>> {
-        let row = sqlx::query(
-            "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
-             WHERE rb.registry_id = $1 AND rb.repository = $2 AND rb.digest = $3 AND b.state = 'live'",
-        )
-        .bind(repo.registry)
-        .bind(repo.name)
-        .bind(digest.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row
-            .map(|r| r.try_get::<i64, _>(0))
-            .transpose()?
-            .map(|s| s as u64))
+        Ok(self.linked_blob(repo, digest).await?.map(|(size, _)| size))
     }
 
     /// Size of `digest` if any repository holds it (content is global; visibility is per repository).
@@ -52,16 +40,7 @@ impl MetadataStore {
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         self.lock_blob_row(&mut tx, digest, LockMode::Share).await?;
-        let linked = sqlx::query(
-            "SELECT 1 FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
-             WHERE rb.registry_id = $1 AND rb.repository = $2 AND rb.digest = $3 AND b.state = 'live'",
-        )
-        .bind(from.registry)
-        .bind(from.name)
-        .bind(digest.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
+        let linked = live_link(&mut tx, from, digest).await?;
         if linked {
             upsert_link(&mut tx, repo, digest, now_millis()).await?;
         }
@@ -246,17 +225,7 @@ impl MetadataStore {
             // are one transaction too, so either GC sees the references or this
             // sees the link gone (docs/gc.md, invariant I1).
             self.lock_blob_row(&mut tx, b, LockMode::Share).await?;
-            let ok = sqlx::query(
-                "SELECT 1 FROM repository_blobs rb JOIN blobs bl ON bl.digest = rb.digest \
-                 WHERE rb.registry_id = $1 AND rb.repository = $2 AND rb.digest = $3 AND bl.state = 'live'",
-            )
-            .bind(repo.registry)
-            .bind(repo.name)
-            .bind(b.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-            if !ok {
+            if !live_link(&mut tx, repo, b).await? {
                 return Ok(PutManifestOutcome::MissingBlob(b.clone()));
             }
         }
@@ -605,6 +574,25 @@ impl MetadataStore {
         .await?;
         Ok(row.try_get(0)?)
     }
+}
+
+/// Whether `digest` is linked into `repo` and its blob row is `live`, as the
+/// transaction sees it.
+pub(super) async fn live_link(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    repo: Repo<'_>,
+    digest: &Digest,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "SELECT 1 FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+         WHERE rb.registry_id = $1 AND rb.repository = $2 AND rb.digest = $3 AND b.state = 'live'",
+    )
+    .bind(repo.registry)
+    .bind(repo.name)
+    .bind(digest.as_str())
+    .fetch_optional(&mut **tx)
+    .await?
+    .is_some())
 }
 
 /// Insert a link, or refresh its `touched_at` if it exists.

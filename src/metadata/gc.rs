@@ -120,16 +120,7 @@ impl MetadataStore {
         .bind(stale_before)
         .execute(&mut *tx)
         .await?;
-        let linked = sqlx::query(
-            "SELECT 1 FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
-             WHERE rb.registry_id = $1 AND rb.repository = $2 AND rb.digest = $3 AND b.state = 'live'",
-        )
-        .bind(repo.registry)
-        .bind(repo.name)
-        .bind(digest.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
+        let linked = super::content::live_link(&mut tx, repo, digest).await?;
         tx.commit().await?;
         Ok(linked)
     }
@@ -251,17 +242,25 @@ impl MetadataStore {
         Ok(res.rows_affected() > 0)
     }
 
-    /// Which of `digests` have a blob row.
-    pub async fn blob_rows_exist(&self, digests: &[String]) -> Result<Vec<bool>> {
-        let mut out = Vec::with_capacity(digests.len());
-        for d in digests {
-            out.push(
-                sqlx::query("SELECT 1 FROM blobs WHERE digest = $1")
-                    .bind(d)
-                    .fetch_optional(&self.pool)
-                    .await?
-                    .is_some(),
-            );
+    /// Digests with a blob row whose hex starts with `shard` (two hex
+    /// digits), for the algorithms in `algorithms`: one range query each, so
+    /// the orphan sweep reads a shard's rows at once instead of per file.
+    pub async fn blob_rows_in_shard(
+        &self,
+        algorithms: &[&str],
+        shard: &str,
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut out = std::collections::HashSet::new();
+        for alg in algorithms {
+            // '~' sorts after every hex digit.
+            let rows = sqlx::query("SELECT digest FROM blobs WHERE digest >= $1 AND digest < $2")
+                .bind(format!("{alg}:{shard}"))
+                .bind(format!("{alg}:{shard}~"))
+                .fetch_all(&self.pool)
+                .await?;
+            for r in &rows {
+                out.insert(r.try_get(0)?);
+            }
         }
         Ok(out)
     }

@@ -39,6 +39,17 @@ impl MetadataStore {
         Ok(res.rows_affected() > 0)
     }
 
+    /// The primary account: the first one created (its registry is the one
+    /// the bare host serves and the CLI defaults to).
+    pub async fn primary_account(&self) -> Result<Option<String>> {
+        Ok(self
+            .list_accounts()
+            .await?
+            .into_iter()
+            .next()
+            .map(|(id, _)| id))
+    }
+
     pub async fn list_accounts(&self) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT id, name FROM accounts ORDER BY created_at, id")
             .fetch_all(&self.pool)
