@@ -1,17 +1,16 @@
 //! `berth iam …`: the operator's commands for accounts, IAM users, access keys
-//! and identity policies. They work on the data directory directly (SQLite
-//! allows a running server and the CLI side by side); a running server picks
-//! changes up within `auth::CACHE_TTL`.
-
-use std::path::Path;
+//! and identity policies, named after AWS IAM's; and `berth break-glass …`,
+//! which removes resource policies that lock everyone out. They work on the
+//! store directly (SQLite allows a running server and the CLI side by side);
+//! a running server picks changes up within `auth::CACHE_TTL`.
 
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::auth::secrets::MasterKey;
 use crate::auth::{Access, new_access_key, new_account_id};
+use crate::config::Config;
 use crate::iam::{Policy, PolicyKind};
-use crate::metadata::MetadataStore;
+use crate::metadata::{MetadataStore, Repo};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum IamCommand {
@@ -49,6 +48,25 @@ pub enum IamCommand {
         #[arg(long)]
         access_key_id: String,
     },
+    /// List the access keys of a user (or, without --user-name, of the account root).
+    ListAccessKeys {
+        #[arg(long)]
+        account_id: String,
+        #[arg(long)]
+        user_name: Option<String>,
+    },
+    /// Delete an access key for good; tokens and download URLs it issued stop working.
+    DeleteAccessKey {
+        #[arg(long)]
+        access_key_id: String,
+    },
+    /// Delete a user; as in AWS IAM, its access keys and policies must be deleted first.
+    DeleteUser {
+        #[arg(long)]
+        account_id: String,
+        #[arg(long)]
+        user_name: String,
+    },
     /// Attach (or replace) an inline identity policy on a user.
     PutUserPolicy {
         #[arg(long)]
@@ -79,18 +97,85 @@ fn valid_user_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
 }
 
-/// Run one `berth iam` command against the data directory; prints JSON.
-pub async fn run(data_dir: &Path, cmd: IamCommand) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir)?;
-    let meta = MetadataStore::open_sqlite(&data_dir.join("metadata.db"))
+/// Repairs made with direct access to the store, for when policies have
+/// locked every caller out (docs/access-control.md, "Break-glass").
+#[derive(clap::Subcommand, Debug)]
+pub enum BreakGlassCommand {
+    /// Remove a repository's policy, whatever it says.
+    DeleteRepositoryPolicy {
+        #[arg(long)]
+        repository_name: String,
+        /// Account (registry) id; defaults to the primary account.
+        #[arg(long)]
+        registry_id: Option<String>,
+    },
+    /// Remove a registry's policy, whatever it says.
+    DeleteRegistryPolicy {
+        /// Account (registry) id; defaults to the primary account.
+        #[arg(long)]
+        registry_id: Option<String>,
+    },
+}
+
+async fn open_meta(config: &Config) -> anyhow::Result<MetadataStore> {
+    crate::server::secure_data_dir(&config.data_dir)?;
+    MetadataStore::open_sqlite(&config.data_dir.join("metadata.db"))
         .await
-        .context("opening the metadata database")?;
-    let env = std::env::var("BERTH_MASTER_KEY")
-        .ok()
-        .filter(|v| !v.is_empty());
-    let master = MasterKey::load(env.as_deref(), data_dir)?;
-    let region = std::env::var("BERTH_REGION").unwrap_or_else(|_| "us-east-1".into());
-    let access = Access::open(meta.clone(), master, &region).await?;
+        .context("opening the metadata database")
+}
+
+fn print(out: &serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write;
+    // A closed pipe (e.g. `| head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(out)?);
+    Ok(())
+}
+
+/// Run one `berth break-glass` command; prints JSON.
+pub async fn break_glass(config: &Config, cmd: BreakGlassCommand) -> anyhow::Result<()> {
+    let meta = open_meta(config).await?;
+    let registry = async |given: Option<String>| -> anyhow::Result<String> {
+        match given {
+            Some(id) => Ok(id),
+            None => meta
+                .primary_account()
+                .await?
+                .context("no account exists yet; pass --registry-id"),
+        }
+    };
+    let out = match cmd {
+        BreakGlassCommand::DeleteRepositoryPolicy {
+            repository_name,
+            registry_id,
+        } => {
+            let id = registry(registry_id).await?;
+            let repo = Repo {
+                registry: &id,
+                name: &repository_name,
+            };
+            let Some(row) = meta.get_repository(repo).await? else {
+                bail!("repository {repository_name:?} does not exist in registry {id}");
+            };
+            meta.set_repository_policy(repo, None).await?;
+            tracing::warn!(registry = %id, repository = %repository_name, "break-glass: repository policy deleted");
+            json!({ "registryId": id, "repositoryName": repository_name, "deletedPolicyText": row.policy })
+        }
+        BreakGlassCommand::DeleteRegistryPolicy { registry_id } => {
+            let id = registry(registry_id).await?;
+            let old = meta.registry_policy(&id).await?;
+            meta.set_registry_policy(&id, None).await?;
+            tracing::warn!(registry = %id, "break-glass: registry policy deleted");
+            json!({ "registryId": id, "deletedPolicyText": old })
+        }
+    };
+    print(&out)
+}
+
+/// Run one `berth iam` command against the store; prints JSON.
+pub async fn run(config: &Config, cmd: IamCommand) -> anyhow::Result<()> {
+    let meta = open_meta(config).await?;
+    let master = crate::server::master_key(config)?;
+    let access = Access::open(meta.clone(), master, &config.region).await?;
     let account_must_exist = async |id: &str| -> anyhow::Result<()> {
         if !meta.account_exists(id).await? {
             bail!("account {id} does not exist");
@@ -166,6 +251,45 @@ pub async fn run(data_dir: &Path, cmd: IamCommand) -> anyhow::Result<()> {
             }
             json!({ "AccessKeyId": access_key_id, "Status": "Inactive" })
         }
+        IamCommand::ListAccessKeys {
+            account_id,
+            user_name,
+        } => {
+            account_must_exist(&account_id).await?;
+            let user = user_name.unwrap_or_default();
+            let keys: Vec<_> = meta
+                .list_access_keys(&account_id, &user)
+                .await?
+                .into_iter()
+                .map(|(id, active, created)| {
+                    json!({
+                        "UserName": user,
+                        "AccessKeyId": id,
+                        "Status": if active { "Active" } else { "Inactive" },
+                        "CreateDate": humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_millis(created.max(0) as u64)
+                        ).to_string(),
+                    })
+                })
+                .collect();
+            json!({ "AccessKeyMetadata": keys })
+        }
+        IamCommand::DeleteAccessKey { access_key_id } => {
+            if !meta.delete_access_key(&access_key_id).await? {
+                bail!("access key {access_key_id} does not exist");
+            }
+            json!({ "AccessKeyId": access_key_id, "Deleted": true })
+        }
+        IamCommand::DeleteUser {
+            account_id,
+            user_name,
+        } => match meta.delete_user(&account_id, &user_name).await? {
+            None => bail!("user {user_name} does not exist in account {account_id}"),
+            Some(false) => bail!(
+                "DeleteConflict: user {user_name} still has access keys or policies; delete them first (list-access-keys, delete-access-key, delete-user-policy)"
+            ),
+            Some(true) => json!({ "UserName": user_name, "Deleted": true }),
+        },
         IamCommand::PutUserPolicy {
             account_id,
             user_name,
@@ -201,8 +325,5 @@ pub async fn run(data_dir: &Path, cmd: IamCommand) -> anyhow::Result<()> {
             json!({ "UserName": user_name, "PolicyName": policy_name, "Deleted": true })
         }
     };
-    use std::io::Write;
-    // A closed pipe (e.g. `| head`) is not an error worth a panic.
-    let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    print(&out)
 }

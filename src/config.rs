@@ -1,6 +1,7 @@
 //! Server configuration: defaults, overridden by a TOML file, overridden by
 //! `BERTH_*` environment variables, overridden by command-line flags.
-//! `docs/configuration.md` lists every setting.
+//! `docs/configuration.md` lists every setting; the limits that bound what a
+//! client may cost are explained in `docs/security.md`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,12 +15,16 @@ use serde::Deserialize;
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where the master key lives; `None`: `BERTH_MASTER_KEY`, else `<data_dir>/master.key`.
+    pub master_key_file: Option<PathBuf>,
     /// Upload sessions untouched for this long are removed with their bytes.
     pub upload_max_age: Duration,
     /// How often abandoned uploads are looked for.
     pub upload_reap_interval: Duration,
     /// Largest manifest accepted.
     pub max_manifest_bytes: usize,
+    /// Most layers an image manifest may list (ECR and Docker: 127).
+    pub max_image_layers: usize,
     /// How often online garbage collection runs.
     pub gc_interval: Duration,
     /// Content younger than this (uploaded, mounted, or confirmed to a client
@@ -36,6 +41,72 @@ pub struct Config {
     /// Host (and port) clients use to reach the registry, as shown in
     /// `repositoryUri` and `proxyEndpoint`; by default the request's `Host`.
     pub registry_host: Option<String>,
+    /// What one client may cost: connections, time, memory.
+    pub http: HttpLimits,
+    /// Open upload sessions allowed per caller and per repository.
+    pub uploads: UploadQuotas,
+}
+
+/// Bounds on what a client may cost the server (docs/security.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A connection with no request in flight for this long is closed: it
+    /// bounds both a client that is slow to send its request headers and an
+    /// idle keep-alive connection.
+    pub idle_timeout: Duration,
+    /// A response the client has not accepted a byte of for this long is abandoned.
+    pub send_timeout: Duration,
+    /// A request body that has not delivered a byte for this long is abandoned.
+    pub body_timeout: Duration,
+    /// An ECR API request body, or a manifest, must arrive whole within this long.
+    pub api_body_timeout: Duration,
+    /// After SIGTERM, requests in flight get this long to finish.
+    pub shutdown_timeout: Duration,
+    /// Open connections at most (lowered to fit the file descriptor limit).
+    pub max_connections: usize,
+    /// Open connections at most from one client address (trusted proxies exempt).
+    pub max_connections_per_ip: usize,
+    /// Bytes of request bodies held in memory at once (ECR API calls, manifests).
+    pub body_memory: usize,
+    /// The same, for one client address.
+    pub body_memory_per_ip: usize,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            idle_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            api_body_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            body_memory: 256 << 20,
+            body_memory_per_ip: 64 << 20,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Open upload sessions allowed at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadQuotas {
+    /// Per caller (an access key; its client address with `--auth none`).
+    pub per_caller: u64,
+    /// Per repository.
+    pub per_repository: u64,
+}
+
+impl Default for UploadQuotas {
+    fn default() -> Self {
+        UploadQuotas {
+            per_caller: 2000,
+            per_repository: 5000,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,15 +120,19 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:5000".parse().expect("valid default address"),
             data_dir: PathBuf::from("./berth-data"),
+            master_key_file: None,
             upload_max_age: Duration::from_secs(24 * 3600),
             upload_reap_interval: Duration::from_secs(600),
             max_manifest_bytes: 8 << 20,
+            max_image_layers: 127,
             gc_interval: Duration::from_secs(600),
             gc_grace: Duration::from_secs(3600),
             lifecycle_interval: Duration::from_secs(24 * 3600),
             auth: AuthMode::Ecr,
             region: "us-east-1".into(),
             registry_host: None,
+            http: HttpLimits::default(),
+            uploads: UploadQuotas::default(),
         }
     }
 }
@@ -69,15 +144,36 @@ impl Default for Config {
 pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub master_key_file: Option<PathBuf>,
     pub upload_max_age: Option<String>,
     pub upload_reap_interval: Option<String>,
     pub max_manifest_bytes: Option<usize>,
+    pub max_image_layers: Option<usize>,
     pub gc_interval: Option<String>,
     pub gc_grace: Option<String>,
     pub lifecycle_interval: Option<String>,
     pub auth: Option<String>,
     pub region: Option<String>,
     pub registry_host: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub send_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub api_body_timeout: Option<String>,
+    pub shutdown_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub body_memory: Option<String>,
+    pub body_memory_per_ip: Option<String>,
+    pub trusted_proxy: Option<Vec<String>>,
+    pub max_uploads_per_caller: Option<u64>,
+    pub max_uploads_per_repository: Option<u64>,
+}
+
+/// `a.or(b)` for every field: the fields of `$hi` win over those of `$lo`.
+macro_rules! layer {
+    ($hi:ident, $lo:ident; $($f:ident),* $(,)?) => {
+        Overrides { $($f: $hi.$f.or($lo.$f)),* }
+    };
 }
 
 impl Overrides {
@@ -90,19 +186,14 @@ impl Overrides {
 
     /// Layer `self` (higher priority) over `lower`.
     pub fn over(self, lower: Overrides) -> Overrides {
-        Overrides {
-            listen: self.listen.or(lower.listen),
-            data_dir: self.data_dir.or(lower.data_dir),
-            upload_max_age: self.upload_max_age.or(lower.upload_max_age),
-            upload_reap_interval: self.upload_reap_interval.or(lower.upload_reap_interval),
-            max_manifest_bytes: self.max_manifest_bytes.or(lower.max_manifest_bytes),
-            gc_interval: self.gc_interval.or(lower.gc_interval),
-            gc_grace: self.gc_grace.or(lower.gc_grace),
-            lifecycle_interval: self.lifecycle_interval.or(lower.lifecycle_interval),
-            auth: self.auth.or(lower.auth),
-            region: self.region.or(lower.region),
-            registry_host: self.registry_host.or(lower.registry_host),
-        }
+        layer!(self, lower;
+            listen, data_dir, master_key_file, upload_max_age, upload_reap_interval,
+            max_manifest_bytes, max_image_layers, gc_interval, gc_grace, lifecycle_interval,
+            auth, region, registry_host, idle_timeout, send_timeout, body_timeout,
+            api_body_timeout, shutdown_timeout, max_connections, max_connections_per_ip,
+            body_memory, body_memory_per_ip, trusted_proxy, max_uploads_per_caller,
+            max_uploads_per_repository,
+        )
     }
 
     /// Apply to the defaults, validating each value.
@@ -116,6 +207,7 @@ impl Overrides {
         if let Some(d) = self.data_dir {
             c.data_dir = d;
         }
+        c.master_key_file = self.master_key_file;
         if let Some(a) = self.upload_max_age {
             c.upload_max_age = parse_duration(&a).context("upload_max_age")?;
         }
@@ -128,6 +220,13 @@ impl Overrides {
             }
             c.max_manifest_bytes = m;
         }
+        if let Some(n) = self.max_image_layers {
+            if n == 0 {
+                bail!("max_image_layers must be at least 1");
+            }
+            c.max_image_layers = n;
+        }
+        let h = &mut c.http;
         for (name, value, slot) in [
             ("gc_interval", self.gc_interval, &mut c.gc_interval),
             ("gc_grace", self.gc_grace, &mut c.gc_grace),
@@ -136,6 +235,19 @@ impl Overrides {
                 self.lifecycle_interval,
                 &mut c.lifecycle_interval,
             ),
+            ("idle_timeout", self.idle_timeout, &mut h.idle_timeout),
+            ("send_timeout", self.send_timeout, &mut h.send_timeout),
+            ("body_timeout", self.body_timeout, &mut h.body_timeout),
+            (
+                "api_body_timeout",
+                self.api_body_timeout,
+                &mut h.api_body_timeout,
+            ),
+            (
+                "shutdown_timeout",
+                self.shutdown_timeout,
+                &mut h.shutdown_timeout,
+            ),
         ] {
             if let Some(v) = value {
                 let d = parse_duration(&v).context(name)?;
@@ -143,6 +255,69 @@ impl Overrides {
                     bail!("{name} must be longer than 0s");
                 }
                 *slot = d;
+            }
+        }
+        for (name, value, slot) in [
+            (
+                "max_connections",
+                self.max_connections,
+                &mut h.max_connections,
+            ),
+            (
+                "max_connections_per_ip",
+                self.max_connections_per_ip,
+                &mut h.max_connections_per_ip,
+            ),
+        ] {
+            if let Some(n) = value {
+                if n == 0 {
+                    bail!("{name} must be at least 1");
+                }
+                *slot = n;
+            }
+        }
+        for (name, value, slot) in [
+            ("body_memory", self.body_memory, &mut h.body_memory),
+            (
+                "body_memory_per_ip",
+                self.body_memory_per_ip,
+                &mut h.body_memory_per_ip,
+            ),
+        ] {
+            if let Some(v) = value {
+                let n = parse_size(&v).context(name)?;
+                if n < 1 << 20 {
+                    bail!("{name} must be at least 1MiB");
+                }
+                *slot = n;
+            }
+        }
+        if let Some(list) = self.trusted_proxy {
+            h.trusted_proxies = list
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(parse_cidr)
+                .collect::<anyhow::Result<_>>()?;
+        }
+        for (name, value, slot) in [
+            (
+                "max_uploads_per_caller",
+                self.max_uploads_per_caller,
+                &mut c.uploads.per_caller,
+            ),
+            (
+                "max_uploads_per_repository",
+                self.max_uploads_per_repository,
+                &mut c.uploads.per_repository,
+            ),
+        ] {
+            if let Some(n) = value {
+                if n == 0 {
+                    bail!("{name} must be at least 1");
+                }
+                *slot = n;
             }
         }
         if let Some(a) = self.auth {
@@ -186,6 +361,33 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Parse a byte size: a bare number of bytes, or a number with `KiB`, `MiB`
+/// or `GiB` (also `K`, `M`, `G`; all powers of 1024).
+pub fn parse_size(s: &str) -> anyhow::Result<usize> {
+    let s = s.trim();
+    let bad = || anyhow::anyhow!("{s:?} is not a size like 65536, 64MiB or 1GiB");
+    let i = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: usize = s[..i].parse().map_err(|_| bad())?;
+    let shift = match s[i..].trim() {
+        "" | "B" => 0,
+        "K" | "KiB" | "k" => 10,
+        "M" | "MiB" | "m" => 20,
+        "G" | "GiB" | "g" => 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1usize << shift).ok_or_else(bad)
+}
+
+/// Parse `10.0.0.0/8`, `2001:db8::/32` or a single address (a /32 or /128).
+pub fn parse_cidr(s: &str) -> anyhow::Result<ipnet::IpNet> {
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| anyhow::anyhow!("trusted_proxy: {s:?} is not an address or CIDR block"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,26 +395,42 @@ mod tests {
     #[test]
     fn layering_and_parsing() {
         let file: Overrides =
-            toml::from_str("listen = \"0.0.0.0:6000\"\ndata_dir = \"/f\"").unwrap();
+            toml::from_str("listen = \"0.0.0.0:6000\"\ndata_dir = \"/f\"\nidle_timeout = \"5s\"")
+                .unwrap();
         let env = Overrides {
             data_dir: Some("/e".into()),
             ..Default::default()
         };
         let flags = Overrides {
             upload_max_age: Some("2h".into()),
+            trusted_proxy: Some(vec!["10.0.0.0/8,192.168.1.7".into(), "::1".into()]),
+            body_memory: Some("32MiB".into()),
             ..Default::default()
         };
         let c = flags.over(env.over(file)).resolve().unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:6000");
         assert_eq!(c.data_dir, PathBuf::from("/e"));
         assert_eq!(c.upload_max_age, Duration::from_secs(7200));
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.http.body_memory, 32 << 20);
+        assert_eq!(c.http.trusted_proxies.len(), 3);
+        assert_eq!(c.http.trusted_proxies[1].to_string(), "192.168.1.7/32");
         assert!(toml::from_str::<Overrides>("nonsense = 1").is_err());
         assert!(parse_duration("5x").is_err());
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_cidr("10.0.0.0/33").is_err());
         let small = Overrides {
             max_manifest_bytes: Some(1000),
             ..Default::default()
         };
         assert!(small.resolve().is_err());
+        let zero = Overrides {
+            idle_timeout: Some("0s".into()),
+            ..Default::default()
+        };
+        assert!(zero.resolve().is_err());
     }
 }

@@ -41,6 +41,14 @@ impl Algorithm {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(String);
 
+/// What a manifest says of content it references: the digest and the size
+/// in bytes (which must be the size of what is stored under that digest).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Descriptor {
+    pub digest: Digest,
+    pub size: u64,
+}
+
 /// Why a digest string was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DigestError {

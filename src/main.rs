@@ -1,9 +1,10 @@
 //! The `berth` command: `berth serve` runs the registry; `berth gc`,
-//! `berth lifecycle` and `berth iam` are the operator's commands.
+//! `berth lifecycle`, `berth iam` and `berth break-glass` are the operator's
+//! commands.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use berth::config::Overrides;
 
@@ -21,115 +22,183 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the registry: the OCI Distribution API on /v2/ and the ECR API on POST /.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Garbage collection, on demand (the server also runs it every gc_interval).
     Gc {
         #[command(flatten)]
-        settings: ServeArgs,
+        store: StoreArgs,
+        /// Content touched more recently than this is never collected [default: 1h]
+        #[arg(long, env = "BERTH_GC_GRACE", global = true)]
+        gc_grace: Option<String>,
+        /// Upload sessions untouched for this long are removed [default: 24h]
+        #[arg(long, env = "BERTH_UPLOAD_MAX_AGE", global = true)]
+        upload_max_age: Option<String>,
         #[command(subcommand)]
         command: berth::maintenance::GcCommand,
     },
     /// Lifecycle policies: evaluate now, preview at an instant, list expiries.
     Lifecycle {
         #[command(flatten)]
-        settings: ServeArgs,
+        store: StoreArgs,
         #[command(subcommand)]
         command: berth::maintenance::LifecycleCommand,
     },
     /// Manage accounts, IAM users, access keys and identity policies.
     Iam {
-        /// The data directory of the registry [default: ./berth-data]
-        #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[command(subcommand)]
         command: berth::admin::IamCommand,
     },
+    /// Repair access that policies have locked out, with direct access to the
+    /// store (docs/access-control.md, "Break-glass").
+    BreakGlass {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: berth::admin::BreakGlassCommand,
+    },
 }
 
-#[derive(clap::Args)]
-struct ServeArgs {
+/// Where the state is: what every command that opens the store needs.
+#[derive(Args)]
+struct StoreArgs {
     /// TOML config file; its settings are overridden by BERTH_* variables and flags.
     #[arg(long, env = "BERTH_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:5000]
-    #[arg(long, global = true)]
-    listen: Option<String>,
     /// Directory for blobs and metadata [default: ./berth-data]
-    #[arg(long, global = true)]
+    #[arg(long, env = "BERTH_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// File holding the master key (64 hex characters); created if absent
+    /// [default: BERTH_MASTER_KEY, else <data-dir>/master.key]
+    #[arg(long, env = "BERTH_MASTER_KEY_FILE", global = true)]
+    master_key_file: Option<PathBuf>,
+    /// Region of this registry [default: us-east-1]
+    #[arg(long, env = "BERTH_REGION", global = true)]
+    region: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on [default: 127.0.0.1:5000]
+    #[arg(long, env = "BERTH_LISTEN")]
+    listen: Option<String>,
+    /// `ecr` (tokens and IAM authorization) or `none` (open, create on push) [default: ecr]
+    #[arg(long, env = "BERTH_AUTH")]
+    auth: Option<String>,
+    /// Host:port clients use for the registry (repositoryUri, proxyEndpoint) [default: the request's Host]
+    #[arg(long, env = "BERTH_REGISTRY_HOST")]
+    registry_host: Option<String>,
     /// Remove upload sessions untouched for this long (e.g. 24h) [default: 24h]
-    #[arg(long, global = true)]
+    #[arg(long, env = "BERTH_UPLOAD_MAX_AGE")]
     upload_max_age: Option<String>,
     /// How often to look for abandoned uploads [default: 10m]
-    #[arg(long, global = true)]
+    #[arg(long, env = "BERTH_UPLOAD_REAP_INTERVAL")]
     upload_reap_interval: Option<String>,
     /// Largest manifest accepted, in bytes (at least 4 MiB) [default: 8388608]
-    #[arg(long, global = true)]
+    #[arg(long, env = "BERTH_MAX_MANIFEST_BYTES")]
     max_manifest_bytes: Option<usize>,
+    /// Most layers an image manifest may list [default: 127, as ECR and Docker]
+    #[arg(long, env = "BERTH_MAX_IMAGE_LAYERS")]
+    max_image_layers: Option<usize>,
     /// How often garbage collection runs [default: 10m]
-    #[arg(long, global = true)]
+    #[arg(long, env = "BERTH_GC_INTERVAL")]
     gc_interval: Option<String>,
     /// Content touched more recently than this is never collected [default: 1h]
-    #[arg(long, global = true)]
+    #[arg(long, env = "BERTH_GC_GRACE")]
     gc_grace: Option<String>,
     /// How often lifecycle policies are evaluated [default: 24h]
-    #[arg(long, global = true)]
+    #[arg(long, env = "BERTH_LIFECYCLE_INTERVAL")]
     lifecycle_interval: Option<String>,
-    /// `ecr` (tokens and IAM authorization) or `none` (open, create on push) [default: ecr]
-    #[arg(long, global = true)]
-    auth: Option<String>,
-    /// Region of this registry [default: us-east-1]
-    #[arg(long, global = true)]
-    region: Option<String>,
-    /// Host:port clients use for the registry (repositoryUri, proxyEndpoint) [default: the request's Host]
-    #[arg(long, global = true)]
-    registry_host: Option<String>,
+    /// Close a connection with no request in flight for this long [default: 30s]
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT")]
+    idle_timeout: Option<String>,
+    /// Abandon a response the client has not read from for this long [default: 60s]
+    #[arg(long, env = "BERTH_SEND_TIMEOUT")]
+    send_timeout: Option<String>,
+    /// Abandon a request body that has sent nothing for this long [default: 30s]
+    #[arg(long, env = "BERTH_BODY_TIMEOUT")]
+    body_timeout: Option<String>,
+    /// An ECR API request body or a manifest must arrive within this long [default: 60s]
+    #[arg(long, env = "BERTH_API_BODY_TIMEOUT")]
+    api_body_timeout: Option<String>,
+    /// After SIGTERM, give requests in flight this long [default: 30s]
+    #[arg(long, env = "BERTH_SHUTDOWN_TIMEOUT")]
+    shutdown_timeout: Option<String>,
+    /// Most open connections [default: 4096, lowered to fit the file descriptor limit]
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Most open connections from one client address [default: 256]
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Request bodies held in memory at once, e.g. 256MiB [default: 256MiB]
+    #[arg(long, env = "BERTH_BODY_MEMORY")]
+    body_memory: Option<String>,
+    /// Request bodies held in memory at once for one client address [default: 64MiB]
+    #[arg(long, env = "BERTH_BODY_MEMORY_PER_IP")]
+    body_memory_per_ip: Option<String>,
+    /// A reverse proxy (address or CIDR) whose X-Forwarded-For/Forwarded is believed; repeatable
+    #[arg(long, env = "BERTH_TRUSTED_PROXY", value_delimiter = ',')]
+    trusted_proxy: Vec<String>,
+    /// Open upload sessions allowed per caller [default: 2000]
+    #[arg(long, env = "BERTH_MAX_UPLOADS_PER_CALLER")]
+    max_uploads_per_caller: Option<u64>,
+    /// Open upload sessions allowed per repository [default: 5000]
+    #[arg(long, env = "BERTH_MAX_UPLOADS_PER_REPOSITORY")]
+    max_uploads_per_repository: Option<u64>,
 }
 
-fn env_overrides() -> anyhow::Result<Overrides> {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    Ok(Overrides {
-        listen: var("BERTH_LISTEN"),
-        data_dir: var("BERTH_DATA_DIR").map(PathBuf::from),
-        upload_max_age: var("BERTH_UPLOAD_MAX_AGE"),
-        upload_reap_interval: var("BERTH_UPLOAD_REAP_INTERVAL"),
-        gc_interval: var("BERTH_GC_INTERVAL"),
-        gc_grace: var("BERTH_GC_GRACE"),
-        lifecycle_interval: var("BERTH_LIFECYCLE_INTERVAL"),
-        auth: var("BERTH_AUTH"),
-        region: var("BERTH_REGION"),
-        registry_host: var("BERTH_REGISTRY_HOST"),
-        max_manifest_bytes: match var("BERTH_MAX_MANIFEST_BYTES") {
-            Some(v) => {
-                Some(v.parse().map_err(|_| {
-                    anyhow::anyhow!("BERTH_MAX_MANIFEST_BYTES: {v:?} is not a number")
-                })?)
-            }
-            None => None,
-        },
-    })
+impl StoreArgs {
+    /// The file named by `--config`, under these flags (flags and `BERTH_*` win).
+    fn overrides(self, extra: Overrides) -> anyhow::Result<Overrides> {
+        let file = match &self.config {
+            Some(p) => Overrides::from_file(p)?,
+            None => Overrides::default(),
+        };
+        let flags = Overrides {
+            data_dir: self.data_dir,
+            master_key_file: self.master_key_file,
+            region: self.region,
+            ..extra
+        };
+        Ok(flags.over(file))
+    }
+
+    fn resolve(self, extra: Overrides) -> anyhow::Result<berth::config::Config> {
+        self.overrides(extra)?.resolve()
+    }
 }
 
-/// Settings from flags over `BERTH_*` over the config file over defaults.
+/// Settings from flags over `BERTH_*` (clap reads both) over the config file over defaults.
 fn resolve(a: ServeArgs) -> anyhow::Result<berth::config::Config> {
-    let file = match &a.config {
-        Some(p) => Overrides::from_file(p)?,
-        None => Overrides::default(),
-    };
     let flags = Overrides {
         listen: a.listen,
-        data_dir: a.data_dir,
+        auth: a.auth,
+        registry_host: a.registry_host,
         upload_max_age: a.upload_max_age,
         upload_reap_interval: a.upload_reap_interval,
         max_manifest_bytes: a.max_manifest_bytes,
+        max_image_layers: a.max_image_layers,
         gc_interval: a.gc_interval,
         gc_grace: a.gc_grace,
         lifecycle_interval: a.lifecycle_interval,
-        auth: a.auth,
-        region: a.region,
-        registry_host: a.registry_host,
+        idle_timeout: a.idle_timeout,
+        send_timeout: a.send_timeout,
+        body_timeout: a.body_timeout,
+        api_body_timeout: a.api_body_timeout,
+        shutdown_timeout: a.shutdown_timeout,
+        max_connections: a.max_connections,
+        max_connections_per_ip: a.max_connections_per_ip,
+        body_memory: a.body_memory,
+        body_memory_per_ip: a.body_memory_per_ip,
+        trusted_proxy: (!a.trusted_proxy.is_empty()).then_some(a.trusted_proxy),
+        max_uploads_per_caller: a.max_uploads_per_caller,
+        max_uploads_per_repository: a.max_uploads_per_repository,
+        ..Overrides::default()
     };
-    flags.over(env_overrides()?.over(file)).resolve()
+    a.store.resolve(flags)
 }
 
 fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
@@ -139,35 +208,44 @@ fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    berth::server::init_logging();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => {
-            let config = resolve(a)?;
+            let config = resolve(*a)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(berth::server::serve(config))
+            let result = rt.block_on(berth::server::serve(config));
+            // Blocking I/O still running (a write the shutdown cut short) gets
+            // a moment to finish; nothing waits on it forever.
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+            result
         }
-        Command::Gc { settings, command } => {
-            let config = resolve(settings)?;
+        Command::Gc {
+            store,
+            gc_grace,
+            upload_max_age,
+            command,
+        } => {
+            let config = store.resolve(Overrides {
+                gc_grace,
+                upload_max_age,
+                ..Overrides::default()
+            })?;
             current_thread()?.block_on(berth::maintenance::gc(&config, command))
         }
-        Command::Lifecycle { settings, command } => {
-            let config = resolve(settings)?;
+        Command::Lifecycle { store, command } => {
+            let config = store.resolve(Overrides::default())?;
             current_thread()?.block_on(berth::maintenance::lifecycle(&config, command))
         }
-        Command::Iam { data_dir, command } => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(berth::admin::run(&data_dir, command))
+        Command::Iam { store, command } => {
+            let config = store.resolve(Overrides::default())?;
+            current_thread()?.block_on(berth::admin::run(&config, command))
+        }
+        Command::BreakGlass { store, command } => {
+            let config = store.resolve(Overrides::default())?;
+            current_thread()?.block_on(berth::admin::break_glass(&config, command))
         }
     }
 }

@@ -13,8 +13,13 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: &'static str,
-    pub method: String,
+    pub method: &'static str,
     pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,6 +35,15 @@ pub struct Metrics {
     pub bytes_out: Counter,
     pub upload_seconds: Histogram,
     pub uploads_reaped: Counter,
+    /// Connections admitted, refused (every slot busy), evicted (idle, to make
+    /// room for a new one) and closed for being idle too long.
+    pub connections_accepted: Counter,
+    pub connections_refused: Counter,
+    pub connections_evicted: Counter,
+    pub connections_idle_closed: Counter,
+    /// Requests refused by a limit, by which one (`body_size`, `body_memory`,
+    /// `upload_quota`, …; see docs/security.md).
+    pub limited: Family<LimitLabels, Counter>,
     pub gc: GcMetrics,
     pub lifecycle_evaluations: Counter,
     pub lifecycle_images_expired: Counter,
@@ -63,6 +77,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Count a request refused by `limit`.
+    pub fn limited(&self, limit: &'static str) {
+        self.limited.get_or_create(&LimitLabels { limit }).inc();
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("berth");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -102,6 +121,36 @@ impl Metrics {
             "uploads_reaped",
             "Abandoned upload sessions removed",
             uploads_reaped.clone(),
+        );
+        let connections_accepted = Counter::default();
+        registry.register(
+            "connections_accepted",
+            "TCP connections admitted",
+            connections_accepted.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "TCP connections refused because every slot was busy",
+            connections_refused.clone(),
+        );
+        let connections_evicted = Counter::default();
+        registry.register(
+            "connections_evicted",
+            "Idle connections closed to make room for a new one",
+            connections_evicted.clone(),
+        );
+        let connections_idle_closed = Counter::default();
+        registry.register(
+            "connections_idle_closed",
+            "Connections closed after idle_timeout without a request",
+            connections_idle_closed.clone(),
+        );
+        let limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "requests_limited",
+            "Requests refused by a limit, by limit",
+            limited.clone(),
         );
         let gc = GcMetrics::default();
         let g = registry.sub_registry_with_prefix("gc");
@@ -174,6 +223,11 @@ impl Metrics {
             bytes_out,
             upload_seconds,
             uploads_reaped,
+            connections_accepted,
+            connections_refused,
+            connections_evicted,
+            connections_idle_closed,
+            limited,
         }
     }
 

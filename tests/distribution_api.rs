@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, sha256};
+use common::{Server, push_blob, sha256};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -33,19 +33,6 @@ async fn assert_error(r: Response, status: StatusCode, code: &str) {
     let body: Value = r.json().await.expect("error body is JSON");
     assert_eq!(body["errors"][0]["code"], code, "{body}");
     assert!(body["errors"][0]["message"].is_string());
-}
-
-/// Push a blob monolithically; returns its digest.
-async fn push_blob(c: &Client, s: &Server, repo: &str, bytes: &[u8]) -> String {
-    let d = sha256(bytes);
-    let r = c
-        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
-    d
 }
 
 fn manifest_for(config: (&str, usize), layers: &[(&str, usize)], extra: Value) -> Vec<u8> {

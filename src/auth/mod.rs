@@ -13,22 +13,42 @@
 //! ([`CACHE_TTL`]); a node that changes a policy drops its own cache entry at
 //! once, other nodes see the change within the TTL.
 
+pub mod cache;
 pub mod secrets;
 pub mod sigv4;
 pub mod tokens;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::iam::{self, Decision, Policy, PolicyKind, Principal, RequestContext};
 use crate::metadata::{AccessKeyRow, MetaError, MetadataStore, Repo, now_millis};
+use cache::TtlCache;
 use secrets::{MasterKey, random_bytes};
-use tokens::{TOKEN_LIFETIME_SECS, TokenClaims, TokenError, TokenSigner};
+use tokens::{DownloadGrant, TOKEN_LIFETIME_SECS, TokenClaims, TokenError, TokenSigner};
 
 /// How long a node trusts its cached view of a key or a policy.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most entries each per-node cache holds (keys, policies, decisions).
+pub const CACHE_CAPACITY: usize = 20_000;
+
+/// Actions the root of the account that owns a repository (or registry) may
+/// always perform on its policy, even when that policy denies it: AWS's rule
+/// for bucket policies (the root can always Get/Put/DeleteBucketPolicy), so a
+/// policy that denies everyone cannot lock the owner out for good.
+const ROOT_POLICY_ACTIONS: &[&str] = &[
+    "ecr:GetRepositoryPolicy",
+    "ecr:SetRepositoryPolicy",
+    "ecr:DeleteRepositoryPolicy",
+    "ecr:GetRegistryPolicy",
+    "ecr:PutRegistryPolicy",
+    "ecr:DeleteRegistryPolicy",
+];
 
 /// An authenticated caller.
 #[derive(Clone, Debug)]
@@ -47,6 +67,9 @@ pub struct Caller {
 pub enum AuthError {
     #[error(transparent)]
     SigV4(#[from] sigv4::SigV4Error),
+    /// A download URL used for anything but the one blob GET it grants.
+    #[error("the download URL does not grant this request")]
+    WrongGrant,
     #[error("{0}")]
     Token(#[from] TokenError),
     #[error("the access key is not active")]
@@ -64,23 +87,37 @@ pub struct BootstrapReport {
 }
 
 /// A resource policy as last read (`None`: the resource has none).
-type CachedPolicy = (Instant, Option<Arc<Policy>>);
+type CachedPolicy = Option<Arc<Policy>>;
 
-struct CachedKey {
-    at: Instant,
-    caller: Arc<Caller>,
-    secret: String,
-}
+/// An access key as last read: the caller it stands for and its secret, or
+/// `None` for a key id that does not exist.
+type CachedKey = Option<(Arc<Caller>, Arc<str>, bool)>;
 
 pub struct Access {
     meta: MetadataStore,
     master: MasterKey,
     tokens: TokenSigner,
     pub region: String,
-    keys: Mutex<HashMap<String, CachedKey>>,
-    policies: Mutex<HashMap<String, CachedPolicy>>,
+    keys: TtlCache<CachedKey>,
+    policies: TtlCache<CachedPolicy>,
     /// Recent decisions by (key, action, registry, repository, source address).
-    decisions: Mutex<HashMap<String, (Instant, bool)>>,
+    decisions: TtlCache<bool>,
+}
+
+/// A SigV4 request whose envelope (scope, clock, signed headers) checked out
+/// and whose access key exists and is active: all that can be known before
+/// the body is read. [`Access::finish_sigv4`] checks the signature itself.
+pub struct PendingSigV4 {
+    parsed: sigv4::ParsedAuthorization,
+    caller: Arc<Caller>,
+    secret: Arc<str>,
+}
+
+impl PendingSigV4 {
+    /// The access key the request claims (not yet proven).
+    pub fn access_key_id(&self) -> &str {
+        &self.parsed.credential.access_key_id
+    }
 }
 
 const TOKEN_KEY_SETTING: &str = "registry_token_key";
@@ -135,9 +172,9 @@ impl Access {
             master,
             tokens: TokenSigner::new(&key),
             region: region.to_string(),
-            keys: Mutex::new(HashMap::new()),
-            policies: Mutex::new(HashMap::new()),
-            decisions: Mutex::new(HashMap::new()),
+            keys: TtlCache::new(CACHE_CAPACITY, CACHE_TTL),
+            policies: TtlCache::new(CACHE_CAPACITY, CACHE_TTL),
+            decisions: TtlCache::new(CACHE_CAPACITY, CACHE_TTL),
         })
     }
 
@@ -200,21 +237,29 @@ impl Access {
             .await
     }
 
-    /// The caller an access key stands for, and its secret (cached briefly).
-    async fn key(&self, access_key_id: &str) -> Result<(Arc<Caller>, String), AuthError> {
-        if let Some(c) = self.keys.lock().expect("cache lock").get(access_key_id)
-            && c.at.elapsed() < CACHE_TTL
-        {
-            return Ok((c.caller.clone(), c.secret.clone()));
+    /// The caller an access key stands for, and its secret (cached briefly,
+    /// unknown key ids included, so probing random ids costs one query each
+    /// per TTL at most).
+    async fn key(&self, access_key_id: &str) -> Result<(Arc<Caller>, Arc<str>), AuthError> {
+        let cached = match self.keys.get(access_key_id) {
+            Some((c, _)) => c,
+            None => {
+                let loaded = self.load_key(access_key_id).await?;
+                self.keys.insert(access_key_id.to_string(), loaded.clone());
+                loaded
+            }
+        };
+        match cached {
+            None => Err(AuthError::SigV4(sigv4::SigV4Error::unknown_key())),
+            Some((_, _, false)) => Err(AuthError::KeyInactive),
+            Some((caller, secret, true)) => Ok((caller, secret)),
         }
-        let row = self
-            .meta
-            .get_access_key(access_key_id)
-            .await?
-            .ok_or_else(|| AuthError::SigV4(sigv4::SigV4Error::unknown_key()))?;
-        if !row.active {
-            return Err(AuthError::KeyInactive);
-        }
+    }
+
+    async fn load_key(&self, access_key_id: &str) -> Result<CachedKey, AuthError> {
+        let Some(row) = self.meta.get_access_key(access_key_id).await? else {
+            return Ok(None);
+        };
         let secret = self
             .master
             .unseal(&row.secret_sealed, &row.access_key_id)
@@ -264,25 +309,17 @@ impl Access {
             identity_policies,
             loaded_at: Instant::now(),
         });
-        self.keys.lock().expect("cache lock").insert(
-            access_key_id.to_string(),
-            CachedKey {
-                at: Instant::now(),
-                caller: caller.clone(),
-                secret: secret.clone(),
-            },
-        );
-        Ok((caller, secret))
+        Ok(Some((caller, Arc::from(secret), row.active)))
     }
 
     /// Forget cached identities (after a key or policy change on this node).
     pub fn invalidate(&self) {
-        self.keys.lock().expect("cache lock").clear();
-        self.policies.lock().expect("cache lock").clear();
-        self.decisions.lock().expect("cache lock").clear();
+        self.keys.clear();
+        self.policies.clear();
+        self.decisions.clear();
     }
 
-    /// Authenticate a SigV4-signed ECR API request.
+    /// Authenticate a SigV4-signed request whose body is already read.
     pub async fn authenticate_sigv4(
         &self,
         method: &str,
@@ -290,20 +327,39 @@ impl Access {
         headers: &axum::http::HeaderMap,
         body: &[u8],
     ) -> Result<Arc<Caller>, AuthError> {
+        let pending = self.begin_sigv4(headers).await?;
+        self.finish_sigv4(pending, method, uri, headers, body)
+    }
+
+    /// Everything that can be checked before the body is read: the
+    /// `Authorization` header is well-formed, its scope and clock are right,
+    /// `host` and every `x-amz-*` header are signed, and the access key
+    /// exists and is active.
+    pub async fn begin_sigv4(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<PendingSigV4, AuthError> {
         let parsed = sigv4::parse(headers)?;
+        sigv4::check_envelope(&parsed, headers, &self.region, "ecr", now_secs())?;
         let (caller, secret) = self.key(&parsed.credential.access_key_id).await?;
-        sigv4::verify(
-            method,
-            uri,
-            headers,
-            body,
-            &parsed,
-            &secret,
-            &self.region,
-            "ecr",
-            now_secs(),
-        )?;
-        Ok(caller)
+        Ok(PendingSigV4 {
+            parsed,
+            caller,
+            secret,
+        })
+    }
+
+    /// Check the signature of a request begun with [`Access::begin_sigv4`].
+    pub fn finish_sigv4(
+        &self,
+        pending: PendingSigV4,
+        method: &str,
+        uri: &axum::http::Uri,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Arc<Caller>, AuthError> {
+        sigv4::verify_signature(method, uri, headers, body, &pending.parsed, &pending.secret)?;
+        Ok(pending.caller)
     }
 
     /// A registry token for `caller`, and its expiry (epoch seconds).
@@ -311,7 +367,7 @@ impl Access {
         self.issue_token_for(caller, TOKEN_LIFETIME_SECS)
     }
 
-    /// A token that lives `lifetime_secs` (download URLs use one hour, as ECR's presigned URLs).
+    /// A token that lives `lifetime_secs`.
     pub fn issue_token_for(&self, caller: &Caller, lifetime_secs: i64) -> (String, i64) {
         let now = now_secs();
         let claims = TokenClaims {
@@ -330,15 +386,70 @@ impl Access {
         Ok(caller)
     }
 
+    /// A download URL's token: it lets its holder GET blob `digest` of
+    /// repository `name` in `registry`, and nothing else, for `lifetime_secs`.
+    pub fn issue_download_grant(
+        &self,
+        caller: &Caller,
+        registry: &str,
+        name: &str,
+        digest: &str,
+        lifetime_secs: i64,
+    ) -> String {
+        self.tokens.issue_grant(&DownloadGrant {
+            k: caller.access_key_id.clone(),
+            r: registry.to_string(),
+            n: name.to_string(),
+            d: digest.to_string(),
+            e: now_secs() + lifetime_secs,
+        })
+    }
+
+    /// The caller behind a download grant, if it grants exactly this blob GET.
+    /// Its access key must still be active.
+    pub async fn authenticate_download(
+        &self,
+        token: &str,
+        registry: &str,
+        name: &str,
+        digest: &str,
+    ) -> Result<Arc<Caller>, AuthError> {
+        let g = self.tokens.verify_grant(token, now_secs())?;
+        if g.r != registry || g.n != name || g.d != digest {
+            return Err(AuthError::WrongGrant);
+        }
+        let (caller, _) = self.key(&g.k).await?;
+        Ok(caller)
+    }
+
+    /// An opaque, tamper-proof pagination token: `cursor` sealed under the
+    /// master key and bound to `scope` (the operation, the registry and the
+    /// caller's account), so a client can neither read the key it encodes
+    /// nor forge one that starts anywhere else.
+    pub fn seal_page_token(&self, scope: &str, cursor: &str) -> String {
+        URL_SAFE_NO_PAD.encode(
+            self.master
+                .seal(cursor.as_bytes(), &format!("page-token\n{scope}")),
+        )
+    }
+
+    /// The cursor of a token made by [`Access::seal_page_token`] for `scope`.
+    pub fn open_page_token(&self, scope: &str, token: &str) -> Option<String> {
+        let sealed = URL_SAFE_NO_PAD.decode(token).ok()?;
+        let plain = self
+            .master
+            .unseal(&sealed, &format!("page-token\n{scope}"))
+            .ok()?;
+        String::from_utf8(plain).ok()
+    }
+
     async fn policy(
         &self,
         cache_key: String,
         load: impl AsyncFnOnce() -> Result<Option<String>, MetaError>,
     ) -> Result<(Option<Arc<Policy>>, Instant), MetaError> {
-        if let Some((at, p)) = self.policies.lock().expect("cache lock").get(&cache_key)
-            && at.elapsed() < CACHE_TTL
-        {
-            return Ok((p.clone(), *at));
+        if let Some((p, at)) = self.policies.get(&cache_key) {
+            return Ok((p, at));
         }
         let text = load().await?;
         let policy = text.and_then(|t| match Policy::parse(&t, PolicyKind::Resource) {
@@ -349,10 +460,7 @@ impl Access {
             }
         });
         let now = Instant::now();
-        self.policies
-            .lock()
-            .expect("cache lock")
-            .insert(cache_key, (now, policy.clone()));
+        self.policies.insert_at(cache_key, policy.clone(), now);
         Ok((policy, now))
     }
 
@@ -375,23 +483,13 @@ impl Access {
             repo.unwrap_or(""),
             source_ip.map(|ip| ip.to_string()).unwrap_or_default()
         );
-        if let Some((at, allowed)) = self
-            .decisions
-            .lock()
-            .expect("cache lock")
-            .get(&decision_key)
-            && at.elapsed() < CACHE_TTL
-        {
-            return Ok(*allowed);
+        if let Some((allowed, _)) = self.decisions.get(&decision_key) {
+            return Ok(allowed);
         }
         let (allowed, as_of) = self
             .decide(caller, action, registry, repo, source_ip)
             .await?;
-        let mut decisions = self.decisions.lock().expect("cache lock");
-        if decisions.len() > 100_000 {
-            decisions.clear();
-        }
-        decisions.insert(decision_key, (as_of, allowed));
+        self.decisions.insert_at(decision_key, allowed, as_of);
         Ok(allowed)
     }
 
@@ -453,7 +551,11 @@ impl Access {
             resource_policies.iter().map(|p| &**p),
             &ctx,
         );
-        Ok((matches!(decision, Decision::Allow), oldest))
+        // The owner's root may always manage the policies that could lock it out.
+        let root_override = caller.is_root
+            && caller.principal.account == registry
+            && ROOT_POLICY_ACTIONS.contains(&action);
+        Ok((matches!(decision, Decision::Allow) || root_override, oldest))
     }
 
     /// Drop the cached policy of a repository (after Set/DeleteRepositoryPolicy).
@@ -462,8 +564,8 @@ impl Access {
             Some(n) => format!("repo/{registry}/{n}"),
             None => format!("registry/{registry}"),
         };
-        self.policies.lock().expect("cache lock").remove(&key);
-        self.decisions.lock().expect("cache lock").clear();
+        self.policies.remove(&key);
+        self.decisions.clear();
     }
 
     /// Seed the policy cache with a repository policy the caller has just read
@@ -471,9 +573,7 @@ impl Access {
     pub fn prime_policy(&self, registry: &str, repo: &str, policy: Option<&str>) {
         let policy = policy.and_then(|t| Policy::parse(t, PolicyKind::Resource).ok().map(Arc::new));
         self.policies
-            .lock()
-            .expect("cache lock")
-            .insert(format!("repo/{registry}/{repo}"), (Instant::now(), policy));
+            .insert(format!("repo/{registry}/{repo}"), policy);
     }
 }
 

@@ -2,10 +2,12 @@
 //!
 //! Access-key secrets and the token-signing key are stored in the metadata
 //! database sealed with AES-256-GCM under the master key, so a copy of the
-//! database alone reveals no credential. The master key comes from
-//! `BERTH_MASTER_KEY` (64 hex characters; every node of a scale-out
-//! deployment must have the same one) or, in the embedded default, from
-//! `<data_dir>/master.key`, created with mode 0600 on first start.
+//! database alone reveals no credential. The master key comes from a file
+//! (`--master-key-file`, ideally outside the data directory so that backups
+//! of the data do not carry it), from `BERTH_MASTER_KEY` (64 hex characters;
+//! every node of a scale-out deployment must have the same one) or, in the
+//! embedded default, from `<data_dir>/master.key`; a key file is created with
+//! mode 0600 on first start.
 
 use std::io::Write;
 use std::path::Path;
@@ -41,13 +43,28 @@ impl MasterKey {
         }
     }
 
-    /// `BERTH_MASTER_KEY` if given (hex), else `<data_dir>/master.key`, created if absent.
-    pub fn load(env_value: Option<&str>, data_dir: &Path) -> anyhow::Result<MasterKey> {
-        if let Some(v) = env_value {
-            return Self::from_hex(v.trim()).context("BERTH_MASTER_KEY");
+    /// The master key from `file` (`--master-key-file`), or `env_value`
+    /// (`BERTH_MASTER_KEY`, hex), or `<data_dir>/master.key`; a key file that
+    /// does not exist yet is created (mode 0600) with a fresh random key.
+    pub fn load(
+        file: Option<&Path>,
+        env_value: Option<&str>,
+        data_dir: &Path,
+    ) -> anyhow::Result<MasterKey> {
+        match (file, env_value) {
+            (Some(_), Some(_)) => {
+                bail!(
+                    "give the master key either as --master-key-file or as BERTH_MASTER_KEY, not both"
+                )
+            }
+            (None, Some(v)) => Self::from_hex(v.trim()).context("BERTH_MASTER_KEY"),
+            (Some(f), None) => Self::load_file(f),
+            (None, None) => Self::load_file(&data_dir.join("master.key")),
         }
-        let path = data_dir.join("master.key");
-        match std::fs::read_to_string(&path) {
+    }
+
+    fn load_file(path: &Path) -> anyhow::Result<MasterKey> {
+        match std::fs::read_to_string(path) {
             Ok(text) => Self::from_hex(text.trim())
                 .with_context(|| format!("reading master key {}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -59,7 +76,7 @@ impl MasterKey {
                         .write(true)
                         .create_new(true)
                         .mode(0o600)
-                        .open(&path)
+                        .open(path)
                         .with_context(|| format!("creating master key {}", path.display()))?
                 };
                 f.write_all(hex::encode(key).as_bytes())?;
@@ -134,9 +151,9 @@ mod tests {
     #[test]
     fn key_file_is_created_once() {
         let dir = tempfile::tempdir().unwrap();
-        let a = MasterKey::load(None, dir.path()).unwrap();
+        let a = MasterKey::load(None, None, dir.path()).unwrap();
         let sealed = a.seal(b"x", "c");
-        let b = MasterKey::load(None, dir.path()).unwrap();
+        let b = MasterKey::load(None, None, dir.path()).unwrap();
         assert_eq!(b.unseal(&sealed, "c").unwrap(), b"x");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("master.key"))
@@ -144,6 +161,14 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(MasterKey::load(Some("abc"), dir.path()).is_err());
+        assert!(MasterKey::load(None, Some("abc"), dir.path()).is_err());
+        // A key file outside the data directory, created on first use.
+        let outside = tempfile::tempdir().unwrap();
+        let file = outside.path().join("berth.key");
+        let c = MasterKey::load(Some(&file), None, dir.path()).unwrap();
+        let d = MasterKey::load(Some(&file), None, dir.path()).unwrap();
+        assert_eq!(d.unseal(&c.seal(b"y", "c"), "c").unwrap(), b"y");
+        assert!(b.unseal(&c.seal(b"y", "c"), "c").is_err());
+        assert!(MasterKey::load(Some(&file), Some(&"00".repeat(32)), dir.path()).is_err());
     }
 }

@@ -114,6 +114,11 @@ pub enum SigV4Error {
     /// `host` is not among the signed headers.
     #[error("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")]
     HostNotSigned,
+    /// An `x-amz-*` header the request carries is not signed: it could have
+    /// been added or changed in transit (e.g. `X-Amz-Target`, which selects
+    /// the operation).
+    #[error("'{0}' must be a 'SignedHeader' in the AWS Authorization.")]
+    HeaderNotSigned(String),
     /// The access key id is unknown (raised by the caller, see
     /// [`SigV4Error::unknown_key`]).
     #[error("The security token included in the request is invalid.")]
@@ -138,7 +143,8 @@ impl SigV4Error {
             | Self::SignatureExpired { .. }
             | Self::SignatureNotYetCurrent { .. }
             | Self::InvalidScope(_)
-            | Self::HostNotSigned => "InvalidSignatureException",
+            | Self::HostNotSigned
+            | Self::HeaderNotSigned(_) => "InvalidSignatureException",
             Self::UnrecognizedClient => "UnrecognizedClientException",
         }
     }
@@ -304,11 +310,9 @@ fn parse_signed_headers(list: &str) -> Result<Vec<String>, SigV4Error> {
 /// Verify `parsed` against the request and the secret key of
 /// `parsed.credential.access_key_id`. `now` is seconds since the Unix epoch.
 ///
-/// Checks, in order: the scope date is the date of `X-Amz-Date`; the scope's
-/// service and region are the expected ones; `X-Amz-Date` is within 15
-/// minutes of `now`; `host` is signed; an `x-amz-content-sha256` header, if
-/// present, is the body's hash; the recomputed signature equals the given one
-/// (compared in constant time).
+/// Checks [`check_envelope`] first, then that an `x-amz-content-sha256`
+/// header, if present, is the body's hash, and that the recomputed signature
+/// equals the given one (compared in constant time).
 ///
 /// # Errors
 ///
@@ -321,6 +325,26 @@ pub fn verify(
     body: &[u8],
     parsed: &ParsedAuthorization,
     secret_access_key: &str,
+    expected_region: &str,
+    expected_service: &str,
+    now: i64,
+) -> Result<(), SigV4Error> {
+    check_envelope(parsed, headers, expected_region, expected_service, now)?;
+    verify_signature(method, uri, headers, body, parsed, secret_access_key)
+}
+
+/// Everything about a signature that can be checked without the body or the
+/// secret: the scope date is the date of `X-Amz-Date`; the scope's service
+/// and region are the expected ones; `X-Amz-Date` is within 15 minutes of
+/// `now`; `host` and every `x-amz-*` header present are signed. A server runs
+/// this before it reads a request body, so an unsigned client costs it nothing.
+///
+/// # Errors
+///
+/// The first check that fails, as a [`SigV4Error`].
+pub fn check_envelope(
+    parsed: &ParsedAuthorization,
+    headers: &HeaderMap,
     expected_region: &str,
     expected_service: &str,
     now: i64,
@@ -363,7 +387,34 @@ pub fn verify(
     if !parsed.signed_headers.iter().any(|h| h == "host") {
         return Err(SigV4Error::HostNotSigned);
     }
+    for name in headers.keys() {
+        let n = name.as_str();
+        if n.starts_with("x-amz-")
+            && parsed
+                .signed_headers
+                .binary_search_by(|h| h.as_str().cmp(n))
+                .is_err()
+        {
+            return Err(SigV4Error::HeaderNotSigned(n.to_string()));
+        }
+    }
+    Ok(())
+}
 
+/// The body hash and the signature itself (after [`check_envelope`]).
+///
+/// # Errors
+///
+/// [`SigV4Error::SignatureDoesNotMatch`] when they differ.
+pub fn verify_signature(
+    method: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    parsed: &ParsedAuthorization,
+    secret_access_key: &str,
+) -> Result<(), SigV4Error> {
+    let scope = &parsed.credential;
     let body_hash = hex::encode(Sha256::digest(body));
     let payload_hash = match headers.get(X_AMZ_CONTENT_SHA256) {
         None => body_hash,
@@ -1419,6 +1470,23 @@ mod tests {
         );
     }
 
+    /// `headers` with the Authorization of a `POST /` with body `{}`, signed
+    /// for `ecr` in us-east-1 by key `AKID` / `secret` over `signed_names`.
+    fn sign_ecr_post(headers: &HeaderMap, signed_names: &[&str]) -> HeaderMap {
+        let auth = sign(
+            "POST",
+            &Uri::from_static("/"),
+            headers,
+            signed_names,
+            b"{}",
+            "AKID",
+            "secret",
+            "us-east-1",
+            "ecr",
+        );
+        with_authorization(headers, &auth)
+    }
+
     #[test]
     fn host_must_be_signed() {
         let headers = header_map(&[
@@ -1426,18 +1494,7 @@ mod tests {
             ("X-Amz-Date", "20260101T000000Z"),
         ]);
         let uri = Uri::from_static("/");
-        let auth = sign(
-            "POST",
-            &uri,
-            &headers,
-            &["x-amz-date"],
-            b"{}",
-            "AKID",
-            "secret",
-            "us-east-1",
-            "ecr",
-        );
-        let signed = with_authorization(&headers, &auth);
+        let signed = sign_ecr_post(&headers, &["x-amz-date"]);
         let parsed = parse(&signed).unwrap();
         let now = parse_amz_date("20260101T000000Z").unwrap();
         let err = verify(
@@ -1454,6 +1511,34 @@ mod tests {
         .unwrap_err();
         assert_eq!(err, SigV4Error::HostNotSigned);
         assert_eq!(err.aws_error_name(), "InvalidSignatureException");
+    }
+
+    /// A captured request whose `X-Amz-Target` was left out of the signature
+    /// could be replayed as another operation: every `x-amz-*` header must be signed.
+    #[test]
+    fn x_amz_headers_must_be_signed() {
+        let headers = header_map(&[
+            ("Host", "127.0.0.1:5000"),
+            ("X-Amz-Date", "20260101T000000Z"),
+            (
+                "X-Amz-Target",
+                "AmazonEC2ContainerRegistry_V20150921.CreateRepository",
+            ),
+        ]);
+        let now = parse_amz_date("20260101T000000Z").unwrap();
+        let check = |signed_names: &[&str]| {
+            let signed = sign_ecr_post(&headers, signed_names);
+            let parsed = parse(&signed).unwrap();
+            check_envelope(&parsed, &signed, "us-east-1", "ecr", now)
+        };
+        let err = check(&["host", "x-amz-date"]).unwrap_err();
+        assert_eq!(err, SigV4Error::HeaderNotSigned("x-amz-target".into()));
+        assert_eq!(err.aws_error_name(), "InvalidSignatureException");
+        assert_eq!(
+            err.to_string(),
+            "'x-amz-target' must be a 'SignedHeader' in the AWS Authorization."
+        );
+        assert_eq!(check(&["host", "x-amz-date", "x-amz-target"]), Ok(()));
     }
 
     #[test]

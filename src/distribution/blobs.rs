@@ -155,6 +155,7 @@ pub(super) async fn start_upload(
     req: &Parts,
     body: Body,
     allow_mount: bool,
+    owner: &str,
 ) -> Result<Response, OciError> {
     let q = query_pairs(req);
     if let Some(m) = query_get(&q, "mount") {
@@ -174,7 +175,10 @@ pub(super) async fn start_upload(
         Some(d) => Some(digest(d)?),
         None => None,
     };
-    let session = reg.start_upload(repo).await?;
+    let session = match reg.start_upload(repo, owner).await {
+        Ok(s) => s,
+        Err(e) => return Err(drain_then(body, e.into()).await),
+    };
     match monolithic {
         Some(d) => {
             let body = body.into_data_stream();

@@ -75,6 +75,9 @@ impl From<RegistryError> for OciError {
                 err
             }
             E::ManifestReferenced => OciError::new(StatusCode::CONFLICT, "DENIED", msg),
+            E::BlobReferenced(_) => {
+                OciError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", msg)
+            }
             E::TagInvalid(_) | E::TagImmutable { .. } => {
                 OciError::new(StatusCode::BAD_REQUEST, "TAG_INVALID", msg)
             }
@@ -95,6 +98,15 @@ impl From<RegistryError> for OciError {
             ),
             E::Unavailable(_) => OciError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", msg)
                 .with_header(header::RETRY_AFTER, "1".into()),
+            E::UploadQuota(_) => {
+                OciError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", msg)
+                    .with_header(header::RETRY_AFTER, "60".into())
+            }
+            E::Meta(crate::metadata::MetaError::Full) => OciError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "UNKNOWN",
+                "the registry's metadata database is out of space; nothing was stored",
+            ),
             E::Storage(_) | E::Meta(_) => {
                 tracing::error!(error = %msg, "internal error");
                 OciError::new(

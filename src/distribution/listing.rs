@@ -75,14 +75,20 @@ pub(super) async fn tags(reg: &Registry, repo: &RepoId, req: &Parts) -> Result<R
     Ok(with_link(r, &format!("/v2/{repo}/tags/list"), n, next))
 }
 
-pub(super) async fn catalog(
+/// `GET /v2/_catalog`: the repositories of `registry` that `visible` admits
+/// (in ECR mode: those the caller may DescribeRepositories), in name order.
+pub(super) async fn catalog<F>(
     reg: &Registry,
     registry: &str,
     req: &Parts,
-) -> Result<Response, OciError> {
+    visible: impl Fn(&crate::metadata::RepositoryRow) -> F,
+) -> Result<Response, OciError>
+where
+    F: std::future::Future<Output = crate::registry::Result<bool>>,
+{
     let q = query_pairs(req);
     let (n, last) = page_args(&q)?;
-    let (names, more) = reg.catalog(registry, last.as_deref(), n).await?;
+    let (names, more) = reg.catalog(registry, last.as_deref(), n, visible).await?;
     let next = if more { names.last() } else { None };
     let r = json_response(json!({ "repositories": names }));
     Ok(with_link(r, "/v2/_catalog", n, next))

@@ -36,7 +36,17 @@ pub(super) async fn get(
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response, OciError> {
-    let r = reference(r)?;
+    // A reference that cannot name anything names nothing: 404, as the spec
+    // and CNCF Distribution answer a pull of it (a push of it is TAG_INVALID).
+    let r = match reference(r) {
+        Ok(r) => r,
+        Err(e) if e.code == "TAG_INVALID" => {
+            return Err(
+                RegistryError::ManifestUnknown(format!("{repo}:{r}: {}", e.message)).into(),
+            );
+        }
+        Err(e) => return Err(e),
+    };
     let m = if head {
         reg.get_manifest(repo, &r).await?
     } else {

@@ -225,7 +225,8 @@ impl Route {
         let head = method == Method::HEAD;
         Some(match self {
             Route::Base => return None,
-            Route::Catalog => ("ecr:DescribeRepositories", None),
+            // Authentication only: the catalog lists what the caller may describe.
+            Route::Catalog => return None,
             Route::Tags(n) => ("ecr:ListImages", Some(n)),
             Route::Referrers(n, _) => ("ecr:BatchGetImage", Some(n)),
             Route::Manifest(n, _) => match method.as_str() {
@@ -257,15 +258,18 @@ fn unauthorized(state: &AppState, headers: &HeaderMap, message: &str) -> OciErro
 }
 
 /// The query parameter of the presigned blob URLs GetDownloadUrlForLayer hands out.
-pub const DOWNLOAD_TOKEN_PARAM: &str = "X-Berth-Token";
+pub const DOWNLOAD_TOKEN_PARAM: &str = "X-Berth-Grant";
 
 /// Authenticate `/v2/` Basic credentials: user `AWS`, password a registry token.
-/// A blob GET may carry the token in the query instead (a presigned download URL).
+/// A blob GET may instead carry a download grant in the query (the URL
+/// GetDownloadUrlForLayer returns), which is good for exactly that blob of
+/// that repository; registry tokens are never accepted in a query string.
 async fn authenticate(
     state: &AppState,
     route: &Route,
     method: &Method,
     parts: &Parts,
+    registry: &str,
 ) -> Result<Arc<Caller>, OciError> {
     use base64::Engine;
     let headers = &parts.headers;
@@ -274,17 +278,21 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
     else {
         let q = query_pairs(parts);
-        if let (Route::Blob(..), &Method::GET, Some(token)) =
-            (route, method, query_get(&q, DOWNLOAD_TOKEN_PARAM))
-        {
-            return match state.access.authenticate_token(token).await {
+        if let Some(token) = query_get(&q, DOWNLOAD_TOKEN_PARAM) {
+            let Route::Blob(name, digest) = route else {
+                return Err(grant_refused());
+            };
+            if method != Method::GET {
+                return Err(grant_refused());
+            }
+            return match state
+                .access
+                .authenticate_download(token, registry, name, digest)
+                .await
+            {
                 Ok(c) => Ok(c),
                 Err(AuthError::Meta(e)) => Err(RegistryError::Meta(e).into()),
-                Err(_) => Err(OciError::new(
-                    StatusCode::FORBIDDEN,
-                    "DENIED",
-                    "the download URL has expired or is invalid",
-                )),
+                Err(_) => Err(grant_refused()),
             };
         }
         return Err(unauthorized(state, headers, "authentication required"));
@@ -310,6 +318,14 @@ async fn authenticate(
     }
 }
 
+fn grant_refused() -> OciError {
+    OciError::new(
+        StatusCode::FORBIDDEN,
+        "DENIED",
+        "the download URL has expired, is invalid, or does not grant this request",
+    )
+}
+
 async fn authorize(
     state: &AppState,
     parts: &Parts,
@@ -325,12 +341,10 @@ async fn authorize(
         .map_err(|e| RegistryError::Meta(e).into())
 }
 
-/// The client's address (for the `aws:SourceIp` condition key).
+/// The client's address (for the `aws:SourceIp` condition key): the TCP
+/// peer, or what a trusted proxy says it is (`server::client_addr`).
 pub fn peer_ip(parts: &Parts) -> Option<std::net::IpAddr> {
-    parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
+    crate::server::conn::client_addr(parts).map(|c| c.ip)
 }
 
 /// `DENIED` in ECR's words.
@@ -367,8 +381,10 @@ async fn route_request(
     let repo = |n: &str| parse_repo(&registry, n);
     // In ECR mode every call is authenticated and authorized, like ECR's own registry.
     let mut allow_mount = true;
+    let mut caller_seen = None;
     if state.auth_required {
-        let caller = authenticate(state, &route, method, &parts).await?;
+        let caller = authenticate(state, &route, method, &parts, &registry).await?;
+        caller_seen = Some(caller.clone());
         if let Some((action, name)) = route.ecr_action(method) {
             if let Some(n) = name {
                 repo(n)?;
@@ -401,7 +417,28 @@ async fn route_request(
             "{}",
         )
             .into_response()),
-        (Route::Catalog, "GET") => listing::catalog(reg, &registry, &parts).await,
+        (Route::Catalog, "GET") => {
+            let ip = peer_ip(&parts);
+            let (caller, registry_ref) = (&caller_seen, &registry);
+            let visible = |row: &crate::metadata::RepositoryRow| {
+                if caller.is_some() {
+                    state
+                        .access
+                        .prime_policy(&row.registry_id, &row.name, row.policy.as_deref());
+                }
+                let name = row.name.clone();
+                async move {
+                    match caller {
+                        None => Ok(true),
+                        Some(c) => Ok(state
+                            .access
+                            .authorize(c, "ecr:DescribeRepositories", registry_ref, Some(&name), ip)
+                            .await?),
+                    }
+                }
+            };
+            listing::catalog(reg, &registry, &parts, visible).await
+        }
         (Route::Tags(n), "GET") => listing::tags(reg, &repo(&n)?, &parts).await,
         (Route::Referrers(n, d), "GET") => listing::referrers(reg, &repo(&n)?, &d, &parts).await,
         (Route::Manifest(n, r), "GET" | "HEAD") => {
@@ -416,7 +453,16 @@ async fn route_request(
         }
         (Route::Blob(n, d), "DELETE") => blobs::delete(reg, &repo(&n)?, &d).await,
         (Route::StartUpload(n), "POST") => {
-            blobs::start_upload(reg, &repo(&n)?, &parts, body, allow_mount).await
+            // Upload quotas count per access key, or per client address when
+            // nobody authenticates.
+            let owner = match &caller_seen {
+                Some(c) => c.access_key_id.clone(),
+                None => format!(
+                    "ip:{}",
+                    peer_ip(&parts).map(|ip| ip.to_string()).unwrap_or_default()
+                ),
+            };
+            blobs::start_upload(reg, &repo(&n)?, &parts, body, allow_mount, &owner).await
         }
         (Route::Upload(n, id), "GET") => blobs::upload_status(reg, &repo(&n)?, &id).await,
         (Route::Upload(n, id), "PATCH") => {

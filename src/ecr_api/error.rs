@@ -14,6 +14,8 @@ pub struct EcrError {
     pub message: String,
     /// Extra members of modeled exceptions (e.g. `lastValidByteReceived`).
     pub extra: Map<String, Value>,
+    /// The limit that refused the request, for `berth_requests_limited_total`.
+    pub limit: Option<&'static str>,
 }
 
 impl EcrError {
@@ -23,7 +25,14 @@ impl EcrError {
             status,
             message: message.into(),
             extra: Map::new(),
+            limit: None,
         }
+    }
+
+    /// Mark the error as a refusal by `limit` (docs/security.md).
+    pub fn limited(mut self, limit: &'static str) -> EcrError {
+        self.limit = Some(limit);
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> EcrError {
@@ -87,9 +96,20 @@ impl EcrError {
             E::UploadUnknown => {
                 EcrError::new("UploadNotFoundException", 400, "The upload does not exist.")
             }
-            E::StorageFull => {
-                EcrError::new("ServerException", 500, "The registry's storage is full.")
+            E::StorageFull => EcrError::new(
+                "ServerException",
+                507,
+                "The registry's storage is full; nothing was stored. Retry once space is freed.",
+            ),
+            E::UploadQuota(m) => {
+                EcrError::new("LimitExceededException", 400, m).limited("upload_quota")
             }
+            E::Unavailable(m) => EcrError::new("ServiceUnavailableException", 503, m),
+            E::Meta(crate::metadata::MetaError::Full) => EcrError::new(
+                "ServerException",
+                507,
+                "The registry's metadata database is out of space; nothing was stored. Retry once space is freed.",
+            ),
             E::Storage(_) | E::Meta(_) => EcrError::server(e),
             other => EcrError::invalid(other.to_string()),
         }

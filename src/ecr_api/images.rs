@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::input::{self, Input};
 use super::{Ctx, EcrError, timestamp};
 use crate::digest::Digest;
-use crate::metadata::{ImageRow, Repo};
+use crate::metadata::{ImageRow, Repo, TagFilter};
 use crate::reference::{Reference, valid_tag};
 use crate::registry::{RegistryError, RepoId};
 
@@ -113,9 +113,9 @@ async fn resolve(
     Ok(Ok(digest))
 }
 
-fn tag_status(input: &Input) -> Result<String, EcrError> {
+fn tag_status(input: &Input) -> Result<TagFilter, EcrError> {
     let Some(f) = input.opt_object("filter")? else {
-        return Ok("ANY".into());
+        return Ok(TagFilter::Any);
     };
     if let Some(s) = f.get("imageStatus").and_then(Value::as_str) {
         input::check_enum(
@@ -125,105 +125,154 @@ fn tag_status(input: &Input) -> Result<String, EcrError> {
         )?;
     }
     match f.get("tagStatus").and_then(Value::as_str) {
-        None => Ok("ANY".into()),
+        None => Ok(TagFilter::Any),
         Some(s) => {
             input::check_enum("filter.tagStatus", s, &["TAGGED", "UNTAGGED", "ANY"])?;
-            Ok(s.to_string())
+            Ok(match s {
+                "TAGGED" => TagFilter::Tagged,
+                "UNTAGGED" => TagFilter::Untagged,
+                _ => TagFilter::Any,
+            })
         }
     }
 }
 
-fn keep(status: &str, img: &ImageRow) -> bool {
-    match status {
-        "TAGGED" => !img.tags.is_empty(),
-        "UNTAGGED" => img.tags.is_empty(),
-        _ => true,
+/// A position in a repository's push-ordered image list: the last image
+/// returned (push time and digest) and, for ListImages, how many of its tags
+/// were returned already.
+struct Cursor {
+    pushed_at: i64,
+    digest: String,
+    tags_done: usize,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        format!("{}\t{}\t{}", self.pushed_at, self.digest, self.tags_done)
+    }
+
+    fn decode(s: &str) -> Result<Cursor, EcrError> {
+        let bad = || {
+            EcrError::invalid(
+                "Invalid parameter at 'nextToken' failed to satisfy constraint: 'Invalid pagination token'",
+            )
+        };
+        let mut p = s.split('\t');
+        let (Some(a), Some(d), Some(n), None) = (p.next(), p.next(), p.next(), p.next()) else {
+            return Err(bad());
+        };
+        Ok(Cursor {
+            pushed_at: a.parse().map_err(|_| bad())?,
+            digest: d.to_string(),
+            tags_done: n.parse().map_err(|_| bad())?,
+        })
     }
 }
 
-/// Walk images in digest order after `after`, keeping those `keep` accepts,
-/// until `want` are collected; returns them and whether more remain.
-async fn scan_images(
+/// The images of `repo` after `after`, in push order, that `filter` keeps:
+/// at most `want`, and whether more follow.
+async fn page_images(
     ctx: &Ctx<'_>,
     repo: Repo<'_>,
-    after: Option<String>,
-    status: &str,
+    after: Option<(i64, &str)>,
+    filter: TagFilter,
     want: usize,
 ) -> Result<(Vec<ImageRow>, bool), EcrError> {
-    let meta = &ctx.state.registry.meta;
-    let mut out = Vec::new();
-    let mut cursor = after;
-    let batch = (want as i64 + 1).max(100);
-    loop {
-        let rows = meta
-            .list_images(repo, cursor.as_deref(), batch)
-            .await
-            .map_err(EcrError::server)?;
-        let exhausted = (rows.len() as i64) < batch;
-        cursor = rows.last().map(|r| r.digest.clone());
-        for r in rows {
-            if keep(status, &r) {
-                if out.len() == want {
-                    return Ok((out, true));
-                }
-                out.push(r);
-            }
-        }
-        if exhausted {
-            return Ok((out, false));
-        }
-    }
+    let mut rows = ctx
+        .state
+        .registry
+        .meta
+        .list_images(repo, after, filter, want as i64 + 1)
+        .await
+        .map_err(EcrError::server)?;
+    let more = rows.len() > want;
+    rows.truncate(want);
+    Ok((rows, more))
 }
 
 pub(super) async fn list_images(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
     let repo = ctx.existing_repo(input, "ListImages").await?;
     let limit = input.max_results(1000, 100)? as usize;
-    let status = tag_status(input)?;
-    // Cursor: "<digest>\t<tag>" of the last entry returned (tag empty for untagged).
-    let cursor = input.page_token("ListImages")?;
-    let (after_digest, after_tag) = match &cursor {
-        Some(c) => {
-            let (d, t) = c.split_once('\t').unwrap_or((c, ""));
-            (Some(d.to_string()), Some(t.to_string()))
-        }
-        None => (None, None),
+    let filter = tag_status(input)?;
+    let cursor = match ctx.page_token(
+        input,
+        "ListImages",
+        &repo.registry,
+        Some(repo.name.as_str()),
+    )? {
+        Some(c) => Some(Cursor::decode(&c)?),
+        None => None,
     };
-    // Start just before the cursor's digest so its remaining tags are included.
-    let start = after_digest.as_ref().map(|d| {
-        let mut s = d.clone();
-        s.pop();
-        s
-    });
-    let (images, more_images) = scan_images(ctx, repo.key(), start, &status, limit + 1).await?;
-    let mut entries: Vec<(String, Option<String>)> = Vec::new();
-    for img in &images {
-        if img.tags.is_empty() {
-            entries.push((img.digest.clone(), None));
-        } else {
-            for t in &img.tags {
-                entries.push((img.digest.clone(), Some(t.clone())));
+    // One entry per tag (an untagged image is one entry without a tag). A
+    // page may end inside an image: the next one first returns the rest of
+    // that image's tags, then goes on after it.
+    let mut entries: Vec<(ImageRow, Option<String>, usize)> = Vec::new();
+    let mut more = false;
+    if let Some(c) = &cursor
+        && let Some(img) = ctx
+            .state
+            .registry
+            .meta
+            .image(repo.key(), &c.digest)
+            .await
+            .map_err(EcrError::server)?
+    {
+        for (i, t) in img.tags.iter().enumerate().skip(c.tags_done) {
+            if entries.len() == limit {
+                more = true;
+                break;
+            }
+            entries.push((img.clone(), Some(t.clone()), i + 1));
+        }
+    }
+    let mut after = cursor.as_ref().map(|c| (c.pushed_at, c.digest.clone()));
+    'fill: while !more {
+        let (images, more_images) = page_images(
+            ctx,
+            repo.key(),
+            after.as_ref().map(|(a, d)| (*a, d.as_str())),
+            filter,
+            limit + 1,
+        )
+        .await?;
+        for img in &images {
+            let tags: Vec<Option<String>> = if img.tags.is_empty() {
+                vec![None]
+            } else {
+                img.tags.iter().cloned().map(Some).collect()
+            };
+            for (i, t) in tags.into_iter().enumerate() {
+                if entries.len() == limit {
+                    more = true;
+                    break 'fill;
+                }
+                entries.push((img.clone(), t, i + 1));
             }
         }
+        match images.last() {
+            Some(last) if more_images => after = Some((last.pushed_at, last.digest.clone())),
+            _ => break,
+        }
     }
-    if let (Some(d), Some(t)) = (&after_digest, &after_tag) {
-        entries.retain(|(ed, et)| {
-            (ed.as_str(), et.as_deref().unwrap_or("")) > (d.as_str(), t.as_str())
-        });
-    }
-    let more = entries.len() > limit || more_images;
-    entries.truncate(limit);
     let ids: Vec<Value> = entries
         .iter()
-        .map(|(d, t)| match t {
-            Some(t) => json!({ "imageDigest": d, "imageTag": t }),
-            None => json!({ "imageDigest": d }),
+        .map(|(img, t, _)| match t {
+            Some(t) => json!({ "imageDigest": img.digest, "imageTag": t }),
+            None => json!({ "imageDigest": img.digest }),
         })
         .collect();
     let mut v = json!({ "imageIds": ids });
-    if more && let Some((d, t)) = entries.last() {
-        v["nextToken"] = json!(input::next_token(
+    if more && let Some((img, _, done)) = entries.last() {
+        let c = Cursor {
+            pushed_at: img.pushed_at,
+            digest: img.digest.clone(),
+            tags_done: *done,
+        };
+        v["nextToken"] = json!(ctx.next_token(
             "ListImages",
-            &format!("{d}\t{}", t.as_deref().unwrap_or(""))
+            &repo.registry,
+            Some(repo.name.as_str()),
+            &c.encode()
         ));
     }
     Ok(v)
@@ -300,12 +349,37 @@ pub(super) async fn describe_images(ctx: &Ctx<'_>, input: &Input) -> Result<Valu
         return Ok(json!({ "imageDetails": out }));
     }
     let limit = input.max_results(1000, 100)? as usize;
-    let after = input.page_token("DescribeImages")?;
-    let (images, more) = scan_images(ctx, repo.key(), after, &status, limit).await?;
+    let after = match ctx.page_token(
+        input,
+        "DescribeImages",
+        &repo.registry,
+        Some(repo.name.as_str()),
+    )? {
+        Some(c) => Some(Cursor::decode(&c)?),
+        None => None,
+    };
+    let (images, more) = page_images(
+        ctx,
+        repo.key(),
+        after.as_ref().map(|c| (c.pushed_at, c.digest.as_str())),
+        status,
+        limit,
+    )
+    .await?;
     let details: Vec<Value> = images.iter().map(|i| image_detail(&repo, i)).collect();
     let mut v = json!({ "imageDetails": details });
     if more && let Some(last) = images.last() {
-        v["nextToken"] = json!(input::next_token("DescribeImages", &last.digest));
+        let c = Cursor {
+            pushed_at: last.pushed_at,
+            digest: last.digest.clone(),
+            tags_done: 0,
+        };
+        v["nextToken"] = json!(ctx.next_token(
+            "DescribeImages",
+            &repo.registry,
+            Some(repo.name.as_str()),
+            &c.encode()
+        ));
     }
     Ok(v)
 }
@@ -480,7 +554,10 @@ pub(super) async fn put_image(ctx: &Ctx<'_>, input: &Input) -> Result<Value, Ecr
             ),
             other => EcrError::from_registry(other, repo.name.as_str(), &repo.registry),
         })?;
-    if !pushed.changed {
+    // The same manifest pushed again with no tag changes nothing and is not
+    // an error (ECR answers it as a success); with a tag it already carries,
+    // it is ImageAlreadyExistsException.
+    if !pushed.changed && tag.is_some() {
         return Err(EcrError::new(
             "ImageAlreadyExistsException",
             400,

@@ -2,8 +2,6 @@
 //! members, types and minimums, so the server enforces every length, pattern
 //! and enum of the service model, answering `InvalidParameterException`.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
 use super::EcrError;
@@ -98,33 +96,6 @@ impl Input {
             )),
         }
     }
-
-    /// Decode `nextToken` made by [`next_token`] for operation `op`.
-    pub fn page_token(&self, op: &str) -> Result<Option<String>, EcrError> {
-        let Some(t) = self.opt_str("nextToken")? else {
-            return Ok(None);
-        };
-        if t.is_empty() {
-            return Ok(None);
-        }
-        let bad = || {
-            EcrError::invalid(
-                "Invalid parameter at 'nextToken' failed to satisfy constraint: 'Invalid pagination token'",
-            )
-        };
-        let bytes = URL_SAFE_NO_PAD.decode(t).map_err(|_| bad())?;
-        let text = String::from_utf8(bytes).map_err(|_| bad())?;
-        let (tok_op, key) = text.split_once('\n').ok_or_else(bad)?;
-        if tok_op != op {
-            return Err(bad());
-        }
-        Ok(Some(key.to_string()))
-    }
-}
-
-/// An opaque pagination token: the operation and the last key returned.
-pub fn next_token(op: &str, last_key: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{op}\n{last_key}"))
 }
 
 pub fn check_len(member: &str, s: &str, min: usize, max: usize) -> Result<(), EcrError> {

@@ -14,7 +14,7 @@ use crate::registry::{RegistryError, RepoId};
 
 /// Part size suggested to clients (what ECR answers).
 const PART_SIZE: i64 = 10_485_760;
-const MAX_PART: usize = 20_971_520;
+pub(super) const MAX_PART: usize = 20_971_520;
 /// Lifetime of a download URL, as ECR's presigned URLs (`X-Amz-Expires=3600`).
 const DOWNLOAD_URL_SECS: i64 = 3600;
 
@@ -78,7 +78,7 @@ pub(super) async fn initiate_layer_upload(ctx: &Ctx<'_>, input: &Input) -> Resul
     let session = ctx
         .state
         .registry
-        .start_upload(&repo)
+        .start_upload(&repo, &ctx.caller.access_key_id)
         .await
         .map_err(|e| EcrError::from_registry(e, repo.name.as_str(), &repo.registry))?;
     Ok(json!({ "uploadId": session.id, "partSize": PART_SIZE }))
@@ -236,13 +236,16 @@ pub(super) async fn get_download_url_for_layer(
             ),
         ));
     }
-    // A presigned URL: the blob URL with a one-hour token of the caller in the
-    // query, accepted by `/v2/` for blob GETs only (see distribution::authenticate).
+    // A presigned URL: the blob URL with a one-hour grant for exactly this
+    // blob of this repository (see distribution::authenticate).
     let host = ctx.state.registry_host_for(&repo.registry, ctx.headers);
-    let (token, _) = ctx
-        .state
-        .access
-        .issue_token_for(ctx.caller, DOWNLOAD_URL_SECS);
+    let token = ctx.state.access.issue_download_grant(
+        ctx.caller,
+        &repo.registry,
+        repo.name.as_str(),
+        digest.as_str(),
+        DOWNLOAD_URL_SECS,
+    );
     Ok(json!({
         "downloadUrl": format!(
             "http://{host}/v2/{}/blobs/{digest}?{}={token}",

@@ -171,7 +171,12 @@ pub(super) async fn get_lifecycle_policy_preview(
         .existing_repo(input, "GetLifecyclePolicyPreview")
         .await?;
     let limit = input.max_results(100, 100)? as usize;
-    let offset: usize = match input.page_token("GetLifecyclePolicyPreview")? {
+    let offset: usize = match ctx.page_token(
+        input,
+        "GetLifecyclePolicyPreview",
+        &repo.registry,
+        Some(repo.name.as_str()),
+    )? {
         Some(k) => k.parse().map_err(|_| {
             EcrError::invalid("Invalid parameter at 'nextToken' failed to satisfy constraint: 'Invalid pagination token'")
         })?,
@@ -252,8 +257,10 @@ pub(super) async fn get_lifecycle_policy_preview(
         .collect();
     let page: Vec<Value> = selected.iter().skip(offset).take(limit).cloned().collect();
     if offset + page.len() < selected.len() {
-        out["nextToken"] = json!(input::next_token(
+        out["nextToken"] = json!(ctx.next_token(
             "GetLifecyclePolicyPreview",
+            &repo.registry,
+            Some(repo.name.as_str()),
             &(offset + page.len()).to_string()
         ));
     }

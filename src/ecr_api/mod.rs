@@ -34,8 +34,28 @@ use crate::registry::RepoId;
 use crate::server::AppState;
 
 const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
-/// Largest request body: an UploadLayerPart of 20 MiB, base64-encoded, plus JSON.
-const MAX_BODY: usize = 30 << 20;
+
+/// The metrics label of an ECR call (`ecr:<Operation>`, or `ecr_api` for an
+/// unknown one), put on the response for the request counter.
+#[derive(Clone, Copy, Debug)]
+pub struct OperationLabel(pub &'static str);
+
+/// Largest request body each operation may send. The model's own limits set
+/// them: an UploadLayerPart carries at most 20 MiB, base64-encoded (×4/3); a
+/// PutImage manifest is at most `max_manifest_bytes`, JSON-escaped inside a
+/// string (×2 covers the escaped quotes); policies are at most 10,240 and
+/// lifecycle policies 30,720 characters (×6 covers `\uXXXX` escapes). Every
+/// other operation's input is a few kilobytes.
+fn body_cap(op: &str, max_manifest_bytes: usize) -> usize {
+    const SLACK: usize = 64 << 10;
+    match op {
+        "UploadLayerPart" => layers::MAX_PART * 4 / 3 + SLACK,
+        "PutImage" => 2 * max_manifest_bytes + SLACK,
+        "PutLifecyclePolicy" | "StartLifecyclePolicyPreview" => 30_720 * 6 + SLACK,
+        "SetRepositoryPolicy" | "PutRegistryPolicy" => 10_240 * 6 + SLACK,
+        _ => 256 << 10,
+    }
+}
 
 /// Everything an operation handler needs.
 pub struct Ctx<'a> {
@@ -81,6 +101,61 @@ impl Ctx<'_> {
         Ok(repo)
     }
 
+    /// What a pagination token is bound to: the operation, the registry, the
+    /// repository (for image listings) and the caller's account.
+    fn token_scope(&self, op: &str, registry: &str, repo: Option<&str>) -> String {
+        format!(
+            "{op}\n{registry}\n{}\n{}",
+            repo.unwrap_or(""),
+            self.caller.principal.account
+        )
+    }
+
+    /// The cursor in `nextToken`, which must be one this server made for the
+    /// same operation, registry, repository and caller account.
+    pub fn page_token(
+        &self,
+        input: &Input,
+        op: &str,
+        registry: &str,
+        repo: Option<&str>,
+    ) -> Result<Option<String>, EcrError> {
+        let Some(t) = input.opt_str("nextToken")?.filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        self.state
+            .access
+            .open_page_token(&self.token_scope(op, registry, repo), t)
+            .map(Some)
+            .ok_or_else(|| {
+                EcrError::invalid(
+                    "Invalid parameter at 'nextToken' failed to satisfy constraint: 'Invalid pagination token'",
+                )
+            })
+    }
+
+    /// An opaque, sealed `nextToken` for `cursor` (see [`Ctx::page_token`]).
+    pub fn next_token(&self, op: &str, registry: &str, repo: Option<&str>, cursor: &str) -> String {
+        self.state
+            .access
+            .seal_page_token(&self.token_scope(op, registry, repo), cursor)
+    }
+
+    /// Whether the caller may perform `ecr:<op>` on `repo` (or the registry).
+    pub async fn allowed(
+        &self,
+        op: &str,
+        registry: &str,
+        repo: Option<&str>,
+    ) -> Result<bool, EcrError> {
+        let action = format!("ecr:{op}");
+        self.state
+            .access
+            .authorize(self.caller, &action, registry, repo, self.source_ip)
+            .await
+            .map_err(EcrError::server)
+    }
+
     /// Refuse unless the caller may perform `ecr:<op>` on `repo` (or the registry).
     pub async fn authorize(
         &self,
@@ -117,6 +192,18 @@ pub fn timestamp(ms: i64) -> Value {
 /// Entry point for `POST /`.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
+    let label = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+        .and_then(|op| {
+            crate::iam::ECR_ACTIONS
+                .iter()
+                .find(|a| a.strip_prefix("ecr:") == Some(op))
+        })
+        .copied()
+        .unwrap_or("ecr_api");
     let mut resp = match handle(&state, req).await {
         Ok(v) => {
             let mut r = (StatusCode::OK, v.to_string()).into_response();
@@ -126,50 +213,151 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
             );
             r
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if let Some(limit) = e.limit {
+                state.metrics.limited(limit);
+            }
+            e.into_response()
+        }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amzn-requestid", v);
     }
+    resp.extensions_mut().insert(OperationLabel(label));
     resp
+}
+
+fn auth_error(e: AuthError) -> EcrError {
+    match e {
+        AuthError::SigV4(s) => EcrError::new(s.aws_error_name(), s.http_status(), s.to_string()),
+        AuthError::KeyInactive => EcrError::new(
+            "UnrecognizedClientException",
+            400,
+            "The security token included in the request is invalid.",
+        ),
+        AuthError::Token(t) => EcrError::new("UnrecognizedClientException", 400, t.to_string()),
+        AuthError::WrongGrant => EcrError::new(
+            "UnrecognizedClientException",
+            400,
+            "The security token included in the request is invalid.",
+        ),
+        AuthError::Meta(m) => EcrError::server(m),
+    }
+}
+
+/// Read a request body of at most `cap` bytes within `deadline`, into a
+/// buffer sized once from `Content-Length`.
+async fn read_body(
+    body: Body,
+    declared: Option<usize>,
+    cap: usize,
+    deadline: std::time::Duration,
+    op: &str,
+) -> Result<Vec<u8>, EcrError> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        EcrError::new(
+            "RequestEntityTooLargeException",
+            413,
+            format!("The request body is larger than {cap} bytes, the most {op} accepts"),
+        )
+        .limited("body_size")
+    };
+    let read = async {
+        let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(cap));
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                EcrError::serialization(format!("the request body could not be read: {e}"))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > cap {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf)
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(r) => r,
+        Err(_) => Err(EcrError::new(
+            "RequestTimeoutException",
+            408,
+            format!("The request body did not arrive within {deadline:?}"),
+        )
+        .limited("api_body_timeout")),
+    }
 }
 
 async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
     let (parts, body) = req.into_parts();
-    let op = parts
+    // Authentication first, before a byte of the body is read: the
+    // Authorization header must be well-formed, signed for this region and
+    // service, with X-Amz-Target signed, by an active key.
+    let pending = state
+        .access
+        .begin_sigv4(&parts.headers)
+        .await
+        .map_err(auth_error)?;
+    let Some(op) = parts
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .and_then(|t| t.strip_prefix(TARGET_PREFIX))
-        .map(str::to_string);
-    let body = axum::body::to_bytes(Body::new(body), MAX_BODY)
-        .await
-        .map_err(|_| {
-            EcrError::serialization("the request body is too large or could not be read")
-        })?;
-    let caller = state
-        .access
-        .authenticate_sigv4(parts.method.as_str(), &parts.uri, &parts.headers, &body)
-        .await
-        .map_err(|e| match e {
-            AuthError::SigV4(s) => {
-                EcrError::new(s.aws_error_name(), s.http_status(), s.to_string())
-            }
-            AuthError::KeyInactive => EcrError::new(
-                "UnrecognizedClientException",
-                400,
-                "The security token included in the request is invalid.",
-            ),
-            AuthError::Token(t) => EcrError::new("UnrecognizedClientException", 400, t.to_string()),
-            AuthError::Meta(m) => EcrError::server(m),
-        })?;
-    let Some(op) = op else {
+        .map(str::to_string)
+    else {
         return Err(EcrError::new(
             "UnknownOperationException",
             400,
             "Missing or unknown X-Amz-Target",
         ));
     };
+    let cap = body_cap(&op, state.registry.limits.max_manifest_bytes);
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > cap) {
+        return Err(EcrError::new(
+            "RequestEntityTooLargeException",
+            413,
+            format!(
+                "The request body is {} bytes; {op} accepts at most {cap}",
+                declared.unwrap_or(0)
+            ),
+        )
+        .limited("body_size"));
+    }
+    let client_ip = crate::distribution::peer_ip(&parts)
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let _reservation = state
+        .body_budget
+        .reserve(client_ip, declared.unwrap_or(cap))
+        .await
+        .map_err(|e| {
+            EcrError::new("ThrottlingException", 400, format!("Rate exceeded: {e}"))
+                .limited("body_memory")
+        })?;
+    let body = read_body(
+        Body::new(body),
+        declared,
+        cap,
+        state.http.api_body_timeout,
+        &op,
+    )
+    .await?;
+    let caller = state
+        .access
+        .finish_sigv4(
+            pending,
+            parts.method.as_str(),
+            &parts.uri,
+            &parts.headers,
+            &body,
+        )
+        .map_err(auth_error)?;
     let value: Value = if body.is_empty() {
         json!({})
     } else {

@@ -18,6 +18,22 @@ const MUTABILITY: &[&str] = &[
 const MAX_RESOURCE_TAGS: usize = 50;
 const MAX_POLICY_CHARS: usize = 10_240;
 
+/// The ARN of an account's AWS-managed `aws/ecr` key in `region`: stable, so
+/// every repository (and every node) reports the same one.
+pub(super) fn managed_kms_key_arn(region: &str, account: &str) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(format!("aws/ecr\n{region}\n{account}"));
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[..16]);
+    // Shaped as a version-4 UUID, as KMS key ids are.
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    format!(
+        "arn:aws:kms:{region}:{account}:key/{}",
+        uuid::Uuid::from_bytes(b).hyphenated()
+    )
+}
+
 /// The `Repository` shape.
 pub(super) fn repository_json(ctx: &Ctx<'_>, r: &RepositoryRow) -> Value {
     let host = ctx.state.registry_host_for(&r.registry_id, ctx.headers);
@@ -129,6 +145,12 @@ pub(super) async fn create_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
                     ));
                 }
             }
+            // A KMS repository without a key uses the account's AWS-managed
+            // `aws/ecr` key, and says which (as ECR does).
+            let key = match key {
+                None if t != "AES256" => Some(managed_kms_key_arn(&ctx.state.region, &registry)),
+                k => k,
+            };
             (t.to_string(), key)
         }
         None => ("AES256".to_string(), None),
@@ -199,6 +221,10 @@ pub(super) async fn describe_repositories(ctx: &Ctx<'_>, input: &Input) -> Resul
                     ),
                 ));
             }
+            // Authorize before looking up: whether a repository exists is
+            // only told to a caller allowed to describe it.
+            ctx.authorize("DescribeRepositories", &registry, Some(n))
+                .await?;
             let row = meta
                 .get_repository(Repo {
                     registry: &registry,
@@ -207,41 +233,57 @@ pub(super) async fn describe_repositories(ctx: &Ctx<'_>, input: &Input) -> Resul
                 .await
                 .map_err(EcrError::server)?
                 .ok_or_else(|| EcrError::repository_not_found(n, &registry))?;
-            ctx.authorize("DescribeRepositories", &registry, Some(n))
-                .await?;
             out.push(repository_json(ctx, &row));
         }
         return Ok(json!({ "repositories": out }));
     }
-    let limit = input.max_results(1000, 100)?;
-    let after = input.page_token("DescribeRepositories")?;
-    let rows = meta
-        .list_repositories(&registry, after.as_deref(), limit + 1)
-        .await
-        .map_err(EcrError::server)?;
-    let more = rows.len() as i64 > limit;
-    let page = &rows[..rows.len().min(limit as usize)];
+    // The repositories the caller may describe, in name order. Others are
+    // skipped without a trace: never returned, never in an error message,
+    // never a cursor (the token is sealed, so it cannot be read or forged).
+    let limit = input.max_results(1000, 100)? as usize;
+    let mut cursor = ctx.page_token(input, "DescribeRepositories", &registry, None)?;
     let mut out = Vec::new();
-    for r in page {
-        ctx.state
-            .access
-            .prime_policy(&registry, &r.name, r.policy.as_deref());
-        if ctx
-            .authorize("DescribeRepositories", &registry, Some(&r.name))
+    let mut more = false;
+    let batch = (limit as i64 + 1).clamp(100, 1000);
+    'scan: loop {
+        let rows = meta
+            .list_repositories(&registry, cursor.as_deref(), batch)
             .await
-            .is_ok()
-        {
-            out.push(repository_json(ctx, r));
+            .map_err(EcrError::server)?;
+        let exhausted = (rows.len() as i64) < batch;
+        for r in &rows {
+            ctx.state
+                .access
+                .prime_policy(&registry, &r.name, r.policy.as_deref());
+            if ctx
+                .allowed("DescribeRepositories", &registry, Some(&r.name))
+                .await?
+            {
+                if out.len() == limit {
+                    more = true;
+                    break 'scan;
+                }
+                out.push((r.name.clone(), repository_json(ctx, r)));
+            }
+        }
+        cursor = rows.last().map(|r| r.name.clone());
+        if exhausted {
+            break;
         }
     }
-    if out.is_empty() && !page.is_empty() {
-        // Nothing visible at all: say so rather than return an empty page.
-        ctx.authorize("DescribeRepositories", &registry, Some(&page[0].name))
+    if out.is_empty() {
+        // Nothing visible: refuse, naming no repository.
+        ctx.authorize("DescribeRepositories", &registry, Some("*"))
             .await?;
     }
-    let mut v = json!({ "repositories": out });
-    if more && let Some(last) = page.last() {
-        v["nextToken"] = json!(input::next_token("DescribeRepositories", &last.name));
+    let next = if more {
+        out.last().map(|(n, _)| n.clone())
+    } else {
+        None
+    };
+    let mut v = json!({ "repositories": out.into_iter().map(|(_, j)| j).collect::<Vec<_>>() });
+    if let Some(last) = next {
+        v["nextToken"] = json!(ctx.next_token("DescribeRepositories", &registry, None, &last));
     }
     Ok(v)
 }
@@ -281,8 +323,14 @@ pub(super) async fn delete_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
     }
 }
 
-/// The repository a `resourceArn` names, checked to exist.
-async fn repository_from_arn(ctx: &Ctx<'_>, input: &Input) -> Result<(String, String), EcrError> {
+/// The repository a `resourceArn` names, once the caller is authorized for
+/// `ecr:<op>` on it (before it is looked up, so existence is only told to
+/// those allowed) and it exists.
+async fn repository_from_arn(
+    ctx: &Ctx<'_>,
+    input: &Input,
+    op: &str,
+) -> Result<(String, String), EcrError> {
     let arn = input.str("resourceArn")?;
     let invalid = || EcrError::constraint("resourceArn", "Invalid ARN");
     let rest = arn.strip_prefix("arn:aws:ecr:").ok_or_else(invalid)?;
@@ -298,6 +346,7 @@ async fn repository_from_arn(ctx: &Ctx<'_>, input: &Input) -> Result<(String, St
     {
         return Err(invalid());
     }
+    ctx.authorize(op, account, Some(name)).await?;
     if !ctx
         .state
         .registry
@@ -315,12 +364,11 @@ async fn repository_from_arn(ctx: &Ctx<'_>, input: &Input) -> Result<(String, St
 }
 
 pub(super) async fn tag_resource(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
-    let (registry, name) = repository_from_arn(ctx, input).await?;
     let tags = input::resource_tags(input, "tags")?;
     if input.get("tags").is_none() {
         return Err(EcrError::invalid("Missing required parameter: tags"));
     }
-    ctx.authorize("TagResource", &registry, Some(&name)).await?;
+    let (registry, name) = repository_from_arn(ctx, input, "TagResource").await?;
     let ok = ctx
         .state
         .registry
@@ -346,7 +394,6 @@ pub(super) async fn tag_resource(ctx: &Ctx<'_>, input: &Input) -> Result<Value, 
 }
 
 pub(super) async fn untag_resource(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
-    let (registry, name) = repository_from_arn(ctx, input).await?;
     let keys = input
         .opt_str_list("tagKeys")?
         .ok_or_else(|| EcrError::invalid("Missing required parameter: tagKeys"))?;
@@ -359,8 +406,7 @@ pub(super) async fn untag_resource(ctx: &Ctx<'_>, input: &Input) -> Result<Value
             ));
         }
     }
-    ctx.authorize("UntagResource", &registry, Some(&name))
-        .await?;
+    let (registry, name) = repository_from_arn(ctx, input, "UntagResource").await?;
     ctx.state
         .registry
         .meta
@@ -380,9 +426,7 @@ pub(super) async fn list_tags_for_resource(
     ctx: &Ctx<'_>,
     input: &Input,
 ) -> Result<Value, EcrError> {
-    let (registry, name) = repository_from_arn(ctx, input).await?;
-    ctx.authorize("ListTagsForResource", &registry, Some(&name))
-        .await?;
+    let (registry, name) = repository_from_arn(ctx, input, "ListTagsForResource").await?;
     let tags = ctx
         .state
         .registry
@@ -435,8 +479,10 @@ fn policy_text<'a>(input: &'a Input, kind: &str) -> Result<&'a str, EcrError> {
     let text = input.str("policyText")?;
     input::check_len("policyText", text, 0, MAX_POLICY_CHARS)?;
     Policy::parse(text, PolicyKind::Resource).map_err(|e| {
+        // ECR's exact words; what is wrong goes to the log.
+        tracing::info!(error = %e, "refused an invalid {kind} policy");
         EcrError::invalid(format!(
-            "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid {kind} policy provided: {e}'"
+            "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid {kind} policy provided'"
         ))
     })?;
     Ok(text)

@@ -44,7 +44,7 @@ fn repo(name: &str) -> RepoId {
 
 async fn push_blob(reg: &Registry, repo: &RepoId, data: &[u8]) -> Result<Digest, RegistryError> {
     let digest = Digest::sha256_of(data);
-    let session = reg.start_upload(repo).await?;
+    let session = reg.start_upload(repo, "test").await?;
     let body = stream::iter(vec![Ok::<_, std::io::Error>(Bytes::copy_from_slice(data))]);
     reg.append_upload(session.clone(), None, body).await?;
     reg.finish_upload(repo, &session.id, &digest).await?;

@@ -7,7 +7,34 @@ use super::{
     ImageRow, LockMode, ManifestRow, MetadataStore, NewManifest, PutManifestOutcome, ReferrerRow,
     Repo, Result, UploadRow, manifest_row, now_millis,
 };
-use crate::digest::Digest;
+use crate::digest::{Descriptor, Digest};
+
+/// Result of [`MetadataStore::unlink_blob`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unlink {
+    Removed,
+    NotLinked,
+    /// A manifest of the repository (this digest) still references the blob.
+    Referenced(String),
+}
+
+/// Which images a listing keeps (ECR's `filter.tagStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TagFilter {
+    Any,
+    Tagged,
+    Untagged,
+}
+
+/// Result of [`MetadataStore::create_upload`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum CreateUpload {
+    Created,
+    /// The caller already holds this many open sessions.
+    CallerQuota(u64),
+    /// The repository already holds this many open sessions.
+    RepositoryQuota(u64),
+}
 
 impl MetadataStore {
     // ---- blobs --------------------------------------------------------------
@@ -85,34 +112,87 @@ impl MetadataStore {
         Ok(true)
     }
 
-    /// Remove a blob from a repository's view. Returns whether it was linked.
-    pub async fn unlink_blob(&self, repo: Repo<'_>, digest: &Digest) -> Result<bool> {
+    /// Remove a blob from a repository's view, unless a manifest of the
+    /// repository references it (the check and the delete are one transaction).
+    pub async fn unlink_blob(&self, repo: Repo<'_>, digest: &Digest) -> Result<Unlink> {
+        let mut tx = self.begin_write().await?;
+        let user: Option<String> = sqlx::query(
+            "SELECT parent FROM manifest_references \
+             WHERE registry_id = $1 AND repository = $2 AND child = $3 AND kind = 'blob' LIMIT 1",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+        if let Some(manifest) = user {
+            return Ok(Unlink::Referenced(manifest));
+        }
         let res = sqlx::query(
             "DELETE FROM repository_blobs WHERE registry_id = $1 AND repository = $2 AND digest = $3",
         )
         .bind(repo.registry)
         .bind(repo.name)
         .bind(digest.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(res.rows_affected() > 0)
+        tx.commit().await?;
+        Ok(if res.rows_affected() > 0 {
+            Unlink::Removed
+        } else {
+            Unlink::NotLinked
+        })
     }
 
     // ---- upload sessions ----------------------------------------------------
 
-    pub async fn create_upload(&self, id: &str, repo: Repo<'_>, hash_state: &[u8]) -> Result<()> {
+    /// Open an upload session for `owner` (who opened it, for the quotas)
+    /// unless `owner` already has `quotas.per_caller` sessions open or the
+    /// repository `quotas.per_repository`; the counts and the insert are one
+    /// transaction.
+    pub async fn create_upload(
+        &self,
+        id: &str,
+        repo: Repo<'_>,
+        owner: &str,
+        hash_state: &[u8],
+        quotas: crate::config::UploadQuotas,
+    ) -> Result<CreateUpload> {
+        let mut tx = self.begin_write().await?;
+        let by_owner: i64 = sqlx::query("SELECT COUNT(*) FROM uploads WHERE owner = $1")
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if by_owner as u64 >= quotas.per_caller {
+            return Ok(CreateUpload::CallerQuota(quotas.per_caller));
+        }
+        let by_repo: i64 =
+            sqlx::query("SELECT COUNT(*) FROM uploads WHERE registry_id = $1 AND repository = $2")
+                .bind(repo.registry)
+                .bind(repo.name)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+        if by_repo as u64 >= quotas.per_repository {
+            return Ok(CreateUpload::RepositoryQuota(quotas.per_repository));
+        }
         sqlx::query(
-            "INSERT INTO uploads (id, registry_id, repository, size, hash_state, started_at, updated_at) \
-             VALUES ($1, $2, $3, 0, $4, $5, $5)",
+            "INSERT INTO uploads (id, registry_id, repository, size, hash_state, started_at, updated_at, owner) \
+             VALUES ($1, $2, $3, 0, $4, $5, $5, $6)",
         )
         .bind(id)
         .bind(repo.registry)
         .bind(repo.name)
         .bind(hash_state)
         .bind(now_millis())
-        .execute(&self.pool)
+        .bind(owner)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(CreateUpload::Created)
     }
 
     pub async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>> {
@@ -219,28 +299,50 @@ impl MetadataStore {
         let repo = m.repo;
         let mut tx = self.begin_write().await?;
         let now = now_millis();
-        for b in m.blobs {
-            // Garbage collection marks a blob `deleting` and drops its links in
-            // one transaction; this check and the reference rows written below
-            // are one transaction too, so either GC sees the references or this
-            // sees the link gone (docs/gc.md, invariant I1).
-            self.lock_blob_row(&mut tx, b, LockMode::Share).await?;
-            if !live_link(&mut tx, repo, b).await? {
-                return Ok(PutManifestOutcome::MissingBlob(b.clone()));
+        // Garbage collection marks a blob `deleting` and drops its links in
+        // one transaction; this check and the reference rows written below
+        // are one transaction too, so either GC sees the references or this
+        // sees the link gone (docs/gc.md, invariant I1). Checked in batches,
+        // one statement per batch, so the transaction stays short.
+        let mut blobs: Vec<&Descriptor> = m.blobs.iter().collect();
+        blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+        for batch in blobs
+            .chunk_by(|a, b| a.digest == b.digest)
+            .collect::<Vec<_>>()
+            .chunks(CHECK_BATCH)
+        {
+            let digests: Vec<&Digest> = batch.iter().map(|same| &same[0].digest).collect();
+            self.lock_blob_rows(&mut tx, &digests, LockMode::Share)
+                .await?;
+            let stored = sizes_of(&mut tx, LIVE_LINK_SIZES, repo, &digests).await?;
+            for same in batch {
+                let d = &same[0].digest;
+                let Some(size) = stored.get(d.as_str()) else {
+                    return Ok(PutManifestOutcome::MissingBlob(d.clone()));
+                };
+                if let Some(bad) = same.iter().find(|x| x.size != *size) {
+                    return Ok(PutManifestOutcome::SizeMismatch {
+                        digest: d.clone(),
+                        declared: bad.size,
+                        stored: *size,
+                    });
+                }
             }
         }
-        for c in m.children {
-            let ok = sqlx::query(
-                "SELECT 1 FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
-            )
-            .bind(repo.registry)
-            .bind(repo.name)
-            .bind(c.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-            if !ok {
-                return Ok(PutManifestOutcome::MissingChild(c.clone()));
+        for batch in m.children.chunks(CHECK_BATCH) {
+            let digests: Vec<&Digest> = batch.iter().map(|c| &c.digest).collect();
+            let stored = sizes_of(&mut tx, MANIFEST_SIZES, repo, &digests).await?;
+            for c in batch {
+                let Some(size) = stored.get(c.digest.as_str()) else {
+                    return Ok(PutManifestOutcome::MissingChild(c.digest.clone()));
+                };
+                if *size != c.size {
+                    return Ok(PutManifestOutcome::SizeMismatch {
+                        digest: c.digest.clone(),
+                        declared: c.size,
+                        stored: *size,
+                    });
+                }
             }
         }
         let mut tag_changed = false;
@@ -285,7 +387,7 @@ impl MetadataStore {
             > 0;
         if new_manifest {
             for (kind, list) in [("blob", m.blobs), ("manifest", m.children)] {
-                for child in list {
+                for child in list.iter().map(|d| &d.digest) {
                     sqlx::query(
                         "INSERT INTO manifest_references (registry_id, repository, parent, child, kind) \
                          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (registry_id, repository, parent, child) DO NOTHING",
@@ -502,40 +604,80 @@ impl MetadataStore {
         Ok(out)
     }
 
-    /// Images of a repository ordered by digest, after `after` (exclusive), at
-    /// most `limit`, each with its tags.
+    /// Images of a repository in push order (`pushed_at`, then digest),
+    /// after the image `after` (exclusive), at most `limit`, each with its
+    /// tags (oldest-applied first), keeping only tagged or untagged ones when
+    /// `filter` says so. One indexed range scan whatever the page: the filter
+    /// is in SQL, so a page never walks the images it skips.
     pub async fn list_images(
         &self,
         repo: Repo<'_>,
-        after: Option<&str>,
+        after: Option<(i64, &str)>,
+        filter: TagFilter,
         limit: i64,
     ) -> Result<Vec<ImageRow>> {
-        let rows = sqlx::query(
+        let clause = match filter {
+            TagFilter::Any => "",
+            TagFilter::Tagged => {
+                " AND EXISTS (SELECT 1 FROM tags t WHERE t.registry_id = m.registry_id \
+                 AND t.repository = m.repository AND t.digest = m.digest)"
+            }
+            TagFilter::Untagged => {
+                " AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.registry_id = m.registry_id \
+                 AND t.repository = m.repository AND t.digest = m.digest)"
+            }
+        };
+        let sql = format!(
             "SELECT digest, media_type, config_media_type, subject, image_size, pushed_at, last_pulled_at \
-             FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest > $3 \
-             ORDER BY digest LIMIT $4",
-        )
-        .bind(repo.registry)
-        .bind(repo.name)
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut images: Vec<ImageRow> = rows.iter().map(image_row).collect::<Result<_>>()?;
-        if let (Some(first), Some(last)) = (images.first(), images.last()) {
-            let tags = sqlx::query(
-                "SELECT digest, name FROM tags WHERE registry_id = $1 AND repository = $2 \
-                 AND digest >= $3 AND digest <= $4 ORDER BY digest, name",
-            )
+             FROM manifests m WHERE registry_id = $1 AND repository = $2 \
+             AND (pushed_at, digest) > ($3, $4){clause} \
+             ORDER BY pushed_at, digest LIMIT $5"
+        );
+        let (after_at, after_digest) = after.unwrap_or((i64::MIN, ""));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(repo.registry)
             .bind(repo.name)
-            .bind(first.digest.clone())
-            .bind(last.digest.clone())
+            .bind(after_at)
+            .bind(after_digest)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-            attach_tags(&mut images, &tags)?;
-        }
+        let mut images: Vec<ImageRow> = rows.iter().map(image_row).collect::<Result<_>>()?;
+        self.attach_tags(repo, &mut images).await?;
         Ok(images)
+    }
+
+    /// Fill in the tags of `images` (all of one repository), oldest-applied first.
+    async fn attach_tags(&self, repo: Repo<'_>, images: &mut [ImageRow]) -> Result<()> {
+        for chunk in images.chunks_mut(CHECK_BATCH) {
+            let sql = format!(
+                "SELECT digest, name, updated_at FROM tags WHERE registry_id = $1 AND repository = $2 \
+                 AND digest IN ({})",
+                placeholders(3, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(repo.registry)
+                .bind(repo.name);
+            for img in chunk.iter() {
+                q = q.bind(img.digest.clone());
+            }
+            let mut by_digest: std::collections::HashMap<String, Vec<(i64, String)>> =
+                std::collections::HashMap::new();
+            for r in q.fetch_all(&self.pool).await? {
+                let digest: String = r.try_get(0)?;
+                by_digest
+                    .entry(digest)
+                    .or_default()
+                    .push((r.try_get(2)?, r.try_get(1)?));
+            }
+            for img in chunk.iter_mut() {
+                if let Some(mut tags) = by_digest.remove(&img.digest) {
+                    tags.sort();
+                    img.tags = tags.into_iter().map(|(_, name)| name).collect();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// One image with its tags.
@@ -551,15 +693,7 @@ impl MetadataStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let mut images = vec![image_row(&row)?];
-        let tags = sqlx::query(
-            "SELECT digest, name FROM tags WHERE registry_id = $1 AND repository = $2 AND digest = $3 ORDER BY name",
-        )
-        .bind(repo.registry)
-        .bind(repo.name)
-        .bind(digest)
-        .fetch_all(&self.pool)
-        .await?;
-        attach_tags(&mut images, &tags)?;
+        self.attach_tags(repo, &mut images).await?;
         Ok(images.pop())
     }
 
@@ -574,6 +708,48 @@ impl MetadataStore {
         .await?;
         Ok(row.try_get(0)?)
     }
+}
+
+/// Digests checked per statement when a manifest is stored.
+const CHECK_BATCH: usize = 200;
+
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Of the digests given, those linked into the repository whose blob row is
+/// `live`, with the stored size (see [`sizes_of`]).
+const LIVE_LINK_SIZES: &str = "SELECT b.digest, b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+     WHERE rb.registry_id = $1 AND rb.repository = $2 AND b.state = 'live' AND rb.digest";
+
+/// Of the digests given, the manifests stored in the repository, with their sizes.
+const MANIFEST_SIZES: &str =
+    "SELECT digest, size FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest";
+
+/// Run `select` (digest and size of rows of `repo`, ending in the digest
+/// column it filters on) with ` IN (...)` of `digests`, as the transaction sees them.
+async fn sizes_of(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    select: &str,
+    repo: Repo<'_>,
+    digests: &[&Digest],
+) -> Result<std::collections::HashMap<String, u64>> {
+    let sql = format!("{select} IN ({})", placeholders(3, digests.len()));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(repo.registry)
+        .bind(repo.name);
+    for d in digests {
+        q = q.bind(d.as_str());
+    }
+    q.fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)? as u64)))
+        .collect()
 }
 
 /// Whether `digest` is linked into `repo` and its blob row is `live`, as the
@@ -627,21 +803,4 @@ fn image_row(r: &sqlx::any::AnyRow) -> Result<ImageRow> {
         pushed_at: r.try_get(5)?,
         last_pulled_at: r.try_get(6)?,
     })
-}
-
-fn attach_tags(images: &mut [ImageRow], tags: &[sqlx::any::AnyRow]) -> Result<()> {
-    let mut i = 0;
-    for t in tags {
-        let digest: String = t.try_get(0)?;
-        let name: String = t.try_get(1)?;
-        while i < images.len() && images[i].digest < digest {
-            i += 1;
-        }
-        match images.get_mut(i) {
-            Some(img) if img.digest == digest => img.tags.push(name),
-            Some(_) => continue,
-            None => break,
-        }
-    }
-    Ok(())
 }

@@ -157,6 +157,69 @@ impl MetadataStore {
         .transpose()
     }
 
+    /// The access keys of `user` (`""`: the account root) in `account_id`,
+    /// secrets left out, oldest first.
+    pub async fn list_access_keys(
+        &self,
+        account_id: &str,
+        user: &str,
+    ) -> Result<Vec<(String, bool, i64)>> {
+        let rows = sqlx::query(
+            "SELECT access_key_id, active, created_at FROM access_keys \
+             WHERE account_id = $1 AND user_name = $2 ORDER BY created_at, access_key_id",
+        )
+        .bind(account_id)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)? != 0, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Delete an access key for good. Returns false if it does not exist.
+    pub async fn delete_access_key(&self, access_key_id: &str) -> Result<bool> {
+        let res = sqlx::query("DELETE FROM access_keys WHERE access_key_id = $1")
+            .bind(access_key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Delete a user that has no access keys and no policies left (as IAM's
+    /// DeleteUser). `Ok(None)`: no such user; `Ok(Some(false))`: it still has some.
+    pub async fn delete_user(&self, account_id: &str, name: &str) -> Result<Option<bool>> {
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query("SELECT 1 FROM users WHERE account_id = $1 AND name = $2")
+            .bind(account_id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        let attached = sqlx::query(
+            "SELECT 1 FROM access_keys WHERE account_id = $1 AND user_name = $2 \
+             UNION ALL SELECT 1 FROM user_policies WHERE account_id = $1 AND user_name = $2 LIMIT 1",
+        )
+        .bind(account_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        if attached {
+            return Ok(Some(false));
+        }
+        sqlx::query("DELETE FROM users WHERE account_id = $1 AND name = $2")
+            .bind(account_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(true))
+    }
+
     /// Deactivate (or reactivate) a key. Returns false if it does not exist.
     pub async fn set_access_key_active(&self, access_key_id: &str, active: bool) -> Result<bool> {
         let res = sqlx::query("UPDATE access_keys SET active = $1 WHERE access_key_id = $2")

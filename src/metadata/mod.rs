@@ -17,6 +17,7 @@ mod lifecycle;
 mod repositories;
 mod schema;
 
+pub use content::{CreateUpload, TagFilter, Unlink};
 pub use gc::{BlobClaim, BlobScanRow, GcCandidate};
 pub use identities::{AccessKeyRow, UserRow};
 pub use lifecycle::{ExpiryRecord, LifecyclePolicyRow, PlannedExpiry, PreviewRow, RepoImage};
@@ -28,7 +29,7 @@ use std::str::FromStr;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor, Row};
 
-use crate::digest::Digest;
+use crate::digest::{Descriptor, Digest};
 
 /// Which SQL engine backs the store; only DDL and transaction start differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,9 +41,37 @@ pub enum Dialect {
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("metadata database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+    /// The database (or the disk under it) is out of space; nothing was written.
+    #[error("the metadata database is out of space")]
+    Full,
     #[error("metadata is inconsistent: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for MetaError {
+    fn from(e: sqlx::Error) -> Self {
+        // SQLite's SQLITE_FULL (13, also as an extended code) and
+        // PostgreSQL's disk_full (53100).
+        let full = match &e {
+            sqlx::Error::Database(d) => {
+                let code = d.code();
+                matches!(code.as_deref(), Some("13") | Some("53100"))
+                    || code
+                        .as_deref()
+                        .and_then(|c| c.parse::<i32>().ok())
+                        .is_some_and(|c| c & 0xff == 13)
+                    || d.message().contains("database or disk is full")
+            }
+            sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        };
+        if full {
+            MetaError::Full
+        } else {
+            MetaError::Db(e)
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, MetaError>;
@@ -89,10 +118,10 @@ pub struct NewManifest<'a> {
     pub subject: Option<&'a Digest>,
     pub annotations: Option<&'a str>,
     pub content: &'a [u8],
-    /// Blobs (config, layers) the manifest references.
-    pub blobs: &'a [Digest],
-    /// Child manifests (of an index) it references.
-    pub children: &'a [Digest],
+    /// Blobs (config, layers) the manifest references, with their declared sizes.
+    pub blobs: &'a [Descriptor],
+    /// Child manifests (of an index) it references, with their declared sizes.
+    pub children: &'a [Descriptor],
     /// Sum of layer sizes (for an index: computed from the children).
     pub layer_bytes: u64,
     pub tag: Option<&'a str>,
@@ -151,7 +180,19 @@ impl MetadataStore {
         } else {
             Dialect::Sqlite
         };
-        let mut opts = AnyPoolOptions::new();
+        // A connection whose transaction could not be closed (a COMMIT that
+        // failed on a full disk leaves sqlx's transaction depth behind, and
+        // every later BEGIN on it fails) is closed instead of reused. A queued
+        // rollback of a dropped transaction runs first (the ping waits for it).
+        let mut opts = AnyPoolOptions::new().before_acquire(|conn, _meta| {
+            Box::pin(async move {
+                use sqlx::Connection;
+                if conn.is_in_transaction() {
+                    conn.ping().await?;
+                }
+                Ok(!conn.is_in_transaction())
+            })
+        });
         if dialect == Dialect::Sqlite {
             opts = opts.max_connections(8).after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -211,6 +252,35 @@ impl MetadataStore {
         Ok(())
     }
 
+    /// [`MetadataStore::lock_blob_row`] for several digests in one statement,
+    /// in digest order (one global order, so two lockers cannot deadlock).
+    async fn lock_blob_rows(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        digests: &[&Digest],
+        mode: LockMode,
+    ) -> Result<()> {
+        if self.dialect == Dialect::Postgres && !digests.is_empty() {
+            let list = (1..=digests.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let strength = match mode {
+                LockMode::Share => "SHARE",
+                LockMode::Update => "UPDATE",
+            };
+            let sql = format!(
+                "SELECT 1 FROM blobs WHERE digest IN ({list}) ORDER BY digest FOR {strength}"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for d in digests {
+                q = q.bind(d.as_str());
+            }
+            q.fetch_all(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
     /// A cheap query that proves the database answers (for `/healthz`).
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -236,6 +306,12 @@ pub enum PutManifestOutcome {
     },
     MissingBlob(Digest),
     MissingChild(Digest),
+    /// A descriptor's size is not the size of the content stored under its digest.
+    SizeMismatch {
+        digest: Digest,
+        declared: u64,
+        stored: u64,
+    },
     /// The tag points at another manifest and may not move.
     TagImmutable,
 }

@@ -190,6 +190,17 @@ const MIGRATIONS: &[&[&str]] = &[
     )",
         "CREATE INDEX lifecycle_events_by_repository ON lifecycle_events (registry_id, repository, occurred_at)",
     ],
+    &[
+        // ---- migration 3: upload quotas, push-ordered image listings ------------
+        // Who opened each upload session (an access key, or `ip:<address>`
+        // without authentication), so open sessions can be counted per
+        // caller and per repository.
+        "ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX uploads_by_owner ON uploads (owner)",
+        "CREATE INDEX uploads_by_repository ON uploads (registry_id, repository)",
+        // Image listings (ListImages, DescribeImages) page in push order.
+        "CREATE INDEX manifests_by_push ON manifests (registry_id, repository, pushed_at, digest)",
+    ],
 ];
 
 fn render(stmt: &str, dialect: Dialect) -> String {

@@ -1,6 +1,7 @@
 //! Tests of the metadata store against a real SQLite file.
 
 use super::*;
+use crate::config::UploadQuotas;
 
 const A: &str = "111111111111";
 
@@ -10,6 +11,14 @@ async fn store() -> (tempfile::TempDir, MetadataStore) {
         .await
         .unwrap();
     (dir, s)
+}
+
+/// A descriptor of a blob stored by [`publish`] (5 bytes).
+fn desc(digest: &Digest) -> Descriptor {
+    Descriptor {
+        digest: digest.clone(),
+        size: 5,
+    }
 }
 
 fn d(s: &str) -> Digest {
@@ -69,7 +78,18 @@ async fn migrate_is_idempotent_and_repos_list_in_byte_order_per_registry() {
 async fn blobs_are_visible_per_repository_and_mountable() {
     let (_dir, s) = store().await;
     let b = d("layer");
-    s.create_upload("u1", repo("one"), b"state").await.unwrap();
+    assert_eq!(
+        s.create_upload(
+            "u1",
+            repo("one"),
+            "owner",
+            b"state",
+            UploadQuotas::default()
+        )
+        .await
+        .unwrap(),
+        CreateUpload::Created
+    );
     assert_eq!(s.get_upload("u1").await.unwrap().unwrap().size, 0);
     assert!(s.advance_upload("u1", 0, 5, b"s2").await.unwrap());
     assert!(
@@ -92,7 +112,10 @@ async fn blobs_are_visible_per_repository_and_mountable() {
     );
     assert!(s.mount_blob(repo("two"), repo("one"), &b).await.unwrap());
     assert_eq!(s.linked_blob_size(repo("two"), &b).await.unwrap(), Some(5));
-    assert!(s.unlink_blob(repo("one"), &b).await.unwrap());
+    assert_eq!(
+        s.unlink_blob(repo("one"), &b).await.unwrap(),
+        Unlink::Removed
+    );
     assert_eq!(s.linked_blob_size(repo("one"), &b).await.unwrap(), None);
     assert_eq!(s.blob_size(&b).await.unwrap(), Some(5));
 }
@@ -113,7 +136,7 @@ async fn manifests_tags_immutability_referrers_and_images() {
         subject: None,
         annotations: None,
         content: b"{}",
-        blobs: std::slice::from_ref(&layer),
+        blobs: &[desc(&layer)],
         children: &[],
         layer_bytes: 1,
         tag: Some("v1"),
@@ -133,7 +156,7 @@ async fn manifests_tags_immutability_referrers_and_images() {
             tag_changed: false
         }
     );
-    let blobs = [missing.clone()];
+    let blobs = [desc(&missing)];
     let bad = NewManifest {
         blobs: &blobs,
         ..base.clone()
@@ -179,7 +202,10 @@ async fn manifests_tags_immutability_referrers_and_images() {
             .len(),
         0
     );
-    let children = [m1.clone()];
+    let children = [Descriptor {
+        digest: m1.clone(),
+        size: 2,
+    }];
     let idx = d("idx");
     let index = NewManifest {
         digest: &idx,
@@ -194,7 +220,10 @@ async fn manifests_tags_immutability_referrers_and_images() {
         s.list_tags(repo("r"), None, 10).await.unwrap(),
         ["list", "v1"]
     );
-    let images = s.list_images(repo("r"), None, 10).await.unwrap();
+    let images = s
+        .list_images(repo("r"), None, TagFilter::Any, 10)
+        .await
+        .unwrap();
     assert_eq!(images.len(), 3);
     let tagged: Vec<_> = images
         .iter()
@@ -251,7 +280,7 @@ async fn repositories_settings_tags_and_force_delete() {
     );
     publish(&s, repo("app"), &d("l"), None).await;
     let m = d("m");
-    let layers = [d("l")];
+    let layers = [desc(&d("l"))];
     s.put_manifest(&NewManifest {
         repo: repo("app"),
         digest: &m,
@@ -322,7 +351,7 @@ async fn identities_and_settings() {
 // Each test runs the steps of a push and of the collector in a fixed order
 // and checks that the later step sees the earlier one (docs/gc.md).
 
-fn image<'a>(digest: &'a Digest, blobs: &'a [Digest]) -> NewManifest<'a> {
+fn image<'a>(digest: &'a Digest, blobs: &'a [Descriptor]) -> NewManifest<'a> {
     NewManifest {
         repo: repo("r"),
         digest,
@@ -349,9 +378,7 @@ async fn gc_marking_after_a_manifest_put_sees_its_references() {
     let b = d("layer");
     publish(&s, repo("r"), &b, None).await;
     let m = d("m");
-    s.put_manifest(&image(&m, std::slice::from_ref(&b)))
-        .await
-        .unwrap();
+    s.put_manifest(&image(&m, &[desc(&b)])).await.unwrap();
     assert!(
         s.mark_deleting(&[b.to_string()], LATER)
             .await
@@ -388,9 +415,7 @@ async fn a_manifest_put_after_gc_marking_is_refused() {
     );
     let m = d("m");
     assert_eq!(
-        s.put_manifest(&image(&m, std::slice::from_ref(&b)))
-            .await
-            .unwrap(),
+        s.put_manifest(&image(&m, &[desc(&b)])).await.unwrap(),
         PutManifestOutcome::MissingBlob(b.clone())
     );
     // Mounts, existence checks and commits all see the blob as gone.
@@ -458,9 +483,7 @@ async fn pull_times_are_recorded_once_per_period() {
     let b = d("layer");
     publish(&s, repo("r"), &b, None).await;
     let m = d("m");
-    s.put_manifest(&image(&m, std::slice::from_ref(&b)))
-        .await
-        .unwrap();
+    s.put_manifest(&image(&m, &[desc(&b)])).await.unwrap();
     assert_eq!(
         s.get_manifest(repo("r"), &m)
             .await
@@ -517,4 +540,146 @@ async fn a_commit_whose_claim_was_collected_is_refused() {
     assert!(!s.commit_blob(repo("r"), &b, None).await.unwrap());
     assert_eq!(s.linked_blob_size(repo("r"), &b).await.unwrap(), None);
     assert_eq!(s.blob_size(&b).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn descriptor_sizes_must_match_what_is_stored() {
+    let (_dir, s) = store().await;
+    let (l, m) = (d("l"), d("m"));
+    publish(&s, repo("r"), &l, None).await;
+    let wrong = [Descriptor {
+        digest: l.clone(),
+        size: 6,
+    }];
+    assert_eq!(
+        s.put_manifest(&image(&m, &wrong)).await.unwrap(),
+        PutManifestOutcome::SizeMismatch {
+            digest: l.clone(),
+            declared: 6,
+            stored: 5
+        }
+    );
+    // The same layer listed twice, once with a wrong size, is refused too.
+    let twice = [desc(&l), wrong[0].clone()];
+    assert!(matches!(
+        s.put_manifest(&image(&m, &twice)).await.unwrap(),
+        PutManifestOutcome::SizeMismatch { .. }
+    ));
+    assert!(!s.manifest_exists(repo("r"), &m).await.unwrap());
+    assert!(matches!(
+        s.put_manifest(&image(&m, &[desc(&l), desc(&l)]))
+            .await
+            .unwrap(),
+        PutManifestOutcome::Stored { .. }
+    ));
+    // An index whose child descriptor has the wrong size.
+    let idx = d("idx");
+    let bad_child = [Descriptor {
+        digest: m.clone(),
+        size: 3,
+    }];
+    let index = NewManifest {
+        digest: &idx,
+        blobs: &[],
+        children: &bad_child,
+        ..image(&m, &[])
+    };
+    assert_eq!(
+        s.put_manifest(&index).await.unwrap(),
+        PutManifestOutcome::SizeMismatch {
+            digest: m.clone(),
+            declared: 3,
+            stored: 2
+        }
+    );
+}
+
+#[tokio::test]
+async fn upload_sessions_are_counted_per_owner_and_per_repository() {
+    let (_dir, s) = store().await;
+    let q = UploadQuotas {
+        per_caller: 2,
+        per_repository: 3,
+    };
+    let open = |id: &'static str, r: &'static str, owner: &'static str| {
+        let s = s.clone();
+        async move { s.create_upload(id, repo(r), owner, b"h", q).await.unwrap() }
+    };
+    assert_eq!(open("a1", "x", "alice").await, CreateUpload::Created);
+    assert_eq!(open("a2", "y", "alice").await, CreateUpload::Created);
+    assert_eq!(open("a3", "x", "alice").await, CreateUpload::CallerQuota(2));
+    assert_eq!(open("b1", "x", "bob").await, CreateUpload::Created);
+    assert_eq!(open("c1", "x", "carol").await, CreateUpload::Created);
+    assert_eq!(
+        open("c2", "x", "carol").await,
+        CreateUpload::RepositoryQuota(3)
+    );
+    assert!(s.get_upload("a3").await.unwrap().is_none());
+    // Finishing a session makes room again.
+    assert!(s.delete_upload("a1").await.unwrap());
+    assert_eq!(open("a4", "z", "alice").await, CreateUpload::Created);
+}
+
+/// A COMMIT that fails on a full disk must not poison the connection it ran
+/// on: once space is back, writes work again without a restart.
+#[tokio::test]
+async fn a_failed_commit_does_not_poison_the_pool() {
+    let (_dir, s) = store().await;
+    // Cap the database at its current size: the next page it needs fails
+    // with SQLITE_FULL, as a full disk does.
+    let pages: i64 = sqlx::query("PRAGMA page_count")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    let set_max = |n: i64| {
+        let pool = s.pool.clone();
+        async move {
+            // Every connection of the pool (8) needs the setting: hold them all.
+            let mut held = Vec::new();
+            for _ in 0..8 {
+                let mut c = pool.acquire().await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {n}")))
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                held.push(c);
+            }
+        }
+    };
+    set_max(pages).await;
+    let big = vec![7u8; 1 << 20];
+    let mut full = 0;
+    for i in 0..8 {
+        let e = s
+            .create_upload(
+                &format!("u{i}"),
+                repo("r"),
+                "o",
+                &big,
+                UploadQuotas::default(),
+            )
+            .await;
+        match e {
+            Err(MetaError::Full) => full += 1,
+            other => panic!("expected Full, got {other:?}"),
+        }
+    }
+    assert_eq!(full, 8);
+    set_max(1 << 30).await;
+    for i in 0..16 {
+        assert_eq!(
+            s.create_upload(
+                &format!("ok{i}"),
+                repo("r"),
+                "o",
+                b"h",
+                UploadQuotas::default()
+            )
+            .await
+            .unwrap(),
+            CreateUpload::Created
+        );
+    }
 }

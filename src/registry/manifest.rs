@@ -4,7 +4,12 @@
 
 use serde_json::{Map, Value};
 
-use crate::digest::Digest;
+use crate::digest::{Descriptor, Digest};
+
+/// Most manifests an index may list. ECR documents no limit of its own; a
+/// thousand is far above any multi-platform image and keeps one push's
+/// transaction small.
+pub const MAX_INDEX_MANIFESTS: usize = 1000;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -28,9 +33,9 @@ pub struct ParsedManifest {
     pub media_type: String,
     pub kind: Kind,
     /// Config and layers that must be present in the repository.
-    pub blobs: Vec<Digest>,
+    pub blobs: Vec<Descriptor>,
     /// Child manifests (of an index) that must be present in the repository.
-    pub children: Vec<Digest>,
+    pub children: Vec<Descriptor>,
     pub subject: Option<Digest>,
     /// `artifactType`, or for an image manifest without one, its config media type.
     pub artifact_type: Option<String>,
@@ -52,8 +57,13 @@ fn media_type_of(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or("").trim()
 }
 
-/// Validate `bytes` as a manifest sent with `content_type`.
-pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest, String> {
+/// Validate `bytes` as a manifest sent with `content_type`; an image manifest
+/// may list at most `max_layers` layers.
+pub fn parse(
+    content_type: Option<&str>,
+    bytes: &[u8],
+    max_layers: usize,
+) -> Result<ParsedManifest, String> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
     let obj = value
@@ -106,18 +116,27 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
             let config = obj
                 .get("config")
                 .ok_or_else(|| "image manifest has no config".to_string())?;
-            let (config_type, config_digest, _) = descriptor(config, "config")?;
-            blobs.push(config_digest);
+            let (config_type, config_digest, config_size) = descriptor(config, "config")?;
+            blobs.push(Descriptor {
+                digest: config_digest,
+                size: config_size,
+            });
             config_media_type = Some(config_type.clone());
             let layers = obj
                 .get("layers")
                 .and_then(Value::as_array)
                 .ok_or_else(|| "image manifest must have a layers array".to_string())?;
+            if layers.len() > max_layers {
+                return Err(format!(
+                    "image manifest lists {} layers; at most {max_layers} are allowed",
+                    layers.len()
+                ));
+            }
             for (i, layer) in layers.iter().enumerate() {
                 let (mt, d, size) = descriptor(layer, &format!("layers[{i}]"))?;
                 layer_bytes = layer_bytes.saturating_add(size);
                 if !non_distributable(&mt) {
-                    blobs.push(d);
+                    blobs.push(Descriptor { digest: d, size });
                 }
             }
             if artifact_type.is_none() {
@@ -129,9 +148,15 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
                 .get("manifests")
                 .and_then(Value::as_array)
                 .ok_or_else(|| "index must have a manifests array".to_string())?;
+            if manifests.len() > MAX_INDEX_MANIFESTS {
+                return Err(format!(
+                    "index lists {} manifests; at most {MAX_INDEX_MANIFESTS} are allowed",
+                    manifests.len()
+                ));
+            }
             for (i, m) in manifests.iter().enumerate() {
-                let (_, d, _) = descriptor(m, &format!("manifests[{i}]"))?;
-                children.push(d);
+                let (_, d, size) = descriptor(m, &format!("manifests[{i}]"))?;
+                children.push(Descriptor { digest: d, size });
             }
         }
     }
@@ -217,7 +242,7 @@ mod tests {
 
     #[test]
     fn image_manifest() {
-        let p = parse(Some(OCI_MANIFEST), image("").as_bytes()).unwrap();
+        let p = parse(Some(OCI_MANIFEST), image("").as_bytes(), 127).unwrap();
         assert_eq!(p.kind, Kind::Image);
         assert_eq!(p.blobs.len(), 2);
         assert_eq!(
@@ -228,7 +253,7 @@ mod tests {
             r#","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1}},"annotations":{{"a":"b"}}"#,
             dg("s")
         ));
-        let p = parse(None, with_subject.as_bytes()).unwrap();
+        let p = parse(None, with_subject.as_bytes(), 127).unwrap();
         assert_eq!(p.subject.unwrap().to_string(), dg("s"));
         assert_eq!(p.annotations.as_deref(), Some(r#"{"a":"b"}"#));
     }
@@ -239,9 +264,20 @@ mod tests {
             r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":5}}]}}"#,
             dg("m")
         );
-        let p = parse(Some(OCI_INDEX), body.as_bytes()).unwrap();
+        let p = parse(Some(OCI_INDEX), body.as_bytes(), 127).unwrap();
         assert_eq!(p.kind, Kind::Index);
         assert_eq!(p.children.len(), 1);
+        assert_eq!(p.children[0].size, 5);
+        let entry = format!(
+            r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":5}}"#,
+            dg("m")
+        );
+        let big = format!(
+            r#"{{"schemaVersion":2,"manifests":[{}]}}"#,
+            vec![entry; MAX_INDEX_MANIFESTS + 1].join(",")
+        );
+        let e = parse(Some(OCI_INDEX), big.as_bytes(), 127).unwrap_err();
+        assert!(e.contains("at most 1000"), "{e}");
     }
 
     #[test]
@@ -255,15 +291,28 @@ mod tests {
             r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:00","size":1},"layers":[]}"#,
             r#"{"schemaVersion":2,"config":{"mediaType":"x","size":1},"layers":[]}"#,
         ] {
-            assert!(parse(None, bad.as_bytes()).is_err(), "{bad}");
+            assert!(parse(None, bad.as_bytes(), 127).is_err(), "{bad}");
         }
         // Content-Type and mediaType disagree.
-        assert!(parse(Some(DOCKER_MANIFEST), image("").as_bytes()).is_err());
+        assert!(parse(Some(DOCKER_MANIFEST), image("").as_bytes(), 127).is_err());
+        // More layers than allowed (75,000 descriptors once stalled every push).
+        let layer = format!(
+            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":3}}"#,
+            dg("l")
+        );
+        let many = image("").replace(
+            &format!("[{layer}]"),
+            &format!("[{}]", vec![layer.clone(); 128].join(",")),
+        );
+        let e = parse(None, many.as_bytes(), 127).unwrap_err();
+        assert!(e.contains("128 layers; at most 127"), "{e}");
+        assert!(parse(None, many.as_bytes(), 128).is_ok());
         // Negative size.
         assert!(
             parse(
                 None,
-                image("").replace("\"size\":3", "\"size\":-3").as_bytes()
+                image("").replace("\"size\":3", "\"size\":-3").as_bytes(),
+                127
             )
             .is_err()
         );

@@ -52,6 +52,10 @@ pub enum RegistryError {
     ManifestChildUnknown(Digest),
     #[error("manifest is referenced by an image index in this repository; delete the index first")]
     ManifestReferenced,
+    #[error(
+        "the blob is a layer or config of manifest {0} in this repository; delete the images that use it (the blob goes with the last of them)"
+    )]
+    BlobReferenced(String),
     #[error("invalid tag: {0}")]
     TagInvalid(String),
     /// ECR's wording, which docker prints after `tag invalid:`.
@@ -68,6 +72,9 @@ pub enum RegistryError {
     BodyInterrupted(String),
     #[error("storage is full")]
     StorageFull,
+    /// Too many upload sessions are open (per caller or per repository).
+    #[error("{0}")]
+    UploadQuota(String),
     /// Temporarily unable (e.g. a digest is being garbage-collected); retry.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -96,6 +103,10 @@ pub type Result<T> = std::result::Result<T, RegistryError>;
 pub struct Limits {
     /// Largest manifest accepted, in bytes.
     pub max_manifest_bytes: usize,
+    /// Most layers an image manifest may list.
+    pub max_image_layers: usize,
+    /// Open upload sessions allowed per caller and per repository.
+    pub uploads: crate::config::UploadQuotas,
     /// Create a repository on first push instead of refusing (`NAME_UNKNOWN`).
     /// Off in ECR mode, where repositories are created through the API.
     pub create_on_push: bool,
@@ -112,6 +123,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_manifest_bytes: 8 << 20,
+            max_image_layers: 127,
+            uploads: crate::config::UploadQuotas::default(),
             create_on_push: false,
             gc_grace: std::time::Duration::from_secs(3600),
         }
@@ -298,13 +311,15 @@ impl Registry {
         Ok(self.meta.mount_blob(repo.key(), from.key(), digest).await?)
     }
 
-    /// Remove a blob from a repository. The bytes go when garbage collection
-    /// finds nothing else referencing them.
+    /// Remove a blob from a repository. A blob that a manifest of the
+    /// repository references is refused: deleting it would break that image
+    /// (in ECR a layer goes only with the last image that uses it). The bytes
+    /// go when garbage collection finds nothing else referencing them.
     pub async fn delete_blob(&self, repo: &RepoId, digest: &Digest) -> Result<()> {
-        if self.meta.unlink_blob(repo.key(), digest).await? {
-            Ok(())
-        } else {
-            Err(RegistryError::BlobUnknown)
+        match self.meta.unlink_blob(repo.key(), digest).await? {
+            crate::metadata::Unlink::Removed => Ok(()),
+            crate::metadata::Unlink::NotLinked => Err(RegistryError::BlobUnknown),
+            crate::metadata::Unlink::Referenced(m) => Err(RegistryError::BlobReferenced(m)),
         }
     }
 
@@ -337,12 +352,12 @@ impl Registry {
             }
             Reference::Tag(t) => (Digest::sha256_of(bytes), Some(t.as_str())),
         };
-        let parsed =
-            manifest::parse(content_type, bytes).map_err(RegistryError::ManifestInvalid)?;
+        let parsed = manifest::parse(content_type, bytes, self.limits.max_image_layers)
+            .map_err(RegistryError::ManifestInvalid)?;
         let settings = self.writable_repository(repo).await?;
         let mut layer_bytes = parsed.layer_bytes;
         for child in &parsed.children {
-            if let Some(size) = self.meta.image_size(repo.key(), child).await? {
+            if let Some(size) = self.meta.image_size(repo.key(), &child.digest).await? {
                 layer_bytes = layer_bytes.max(size);
             }
         }
@@ -376,6 +391,13 @@ impl Registry {
             }),
             PutManifestOutcome::MissingBlob(d) => Err(RegistryError::ManifestBlobUnknown(d)),
             PutManifestOutcome::MissingChild(d) => Err(RegistryError::ManifestChildUnknown(d)),
+            PutManifestOutcome::SizeMismatch {
+                digest,
+                declared,
+                stored,
+            } => Err(RegistryError::ManifestInvalid(format!(
+                "the descriptor of {digest} gives size {declared}, but the stored content is {stored} bytes"
+            ))),
             PutManifestOutcome::TagImmutable => Err(RegistryError::TagImmutable {
                 tag: tag.unwrap_or_default().to_string(),
                 repository: repo.name.to_string(),
@@ -461,23 +483,42 @@ impl Registry {
         Ok((tags, more))
     }
 
-    /// Repository names of `registry` after `last`, at most `n`, and whether more follow.
-    pub async fn catalog(
+    /// Names of the repositories of `registry` after `last` that `visible`
+    /// admits, at most `n`, and whether more follow. Repositories `visible`
+    /// refuses are skipped (never returned, never a cursor).
+    pub async fn catalog<F>(
         &self,
         registry: &str,
         last: Option<&str>,
         n: u32,
-    ) -> Result<(Vec<String>, bool)> {
-        let mut names: Vec<String> = self
-            .meta
-            .list_repositories(registry, last, n as i64 + 1)
-            .await?
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        let more = names.len() > n as usize;
-        names.truncate(n as usize);
-        Ok((names, more))
+        visible: impl Fn(&RepositoryRow) -> F,
+    ) -> Result<(Vec<String>, bool)>
+    where
+        F: std::future::Future<Output = Result<bool>>,
+    {
+        let want = n as usize;
+        let mut names = Vec::new();
+        let mut cursor = last.map(str::to_string);
+        let batch = (want as i64 + 1).clamp(100, 1000);
+        loop {
+            let rows = self
+                .meta
+                .list_repositories(registry, cursor.as_deref(), batch)
+                .await?;
+            let exhausted = (rows.len() as i64) < batch;
+            cursor = rows.last().map(|r| r.name.clone());
+            for r in &rows {
+                if visible(r).await? {
+                    if names.len() == want {
+                        return Ok((names, true));
+                    }
+                    names.push(r.name.clone());
+                }
+            }
+            if exhausted {
+                return Ok((names, false));
+            }
+        }
     }
 
     pub async fn referrers(

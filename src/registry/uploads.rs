@@ -18,7 +18,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::{Registry, RegistryError, RepoId, Result};
 use crate::digest::{Algorithm, Digest, ResumableSha256};
-use crate::metadata::{BlobClaim, UploadRow, now_millis};
+use crate::metadata::{BlobClaim, CreateUpload, UploadRow, now_millis};
 
 /// How long a commit waits for a collector deleting the same digest.
 const CLAIM_WAIT: Duration = Duration::from_secs(10);
@@ -36,13 +36,35 @@ fn valid_upload_id(id: &str) -> bool {
 }
 
 impl Registry {
-    /// Open a new upload session in `repo`.
-    pub async fn start_upload(&self, repo: &RepoId) -> Result<UploadRow> {
+    /// Open a new upload session in `repo` for `owner` (the caller's access
+    /// key, or `ip:<address>` without authentication), within the quotas.
+    pub async fn start_upload(&self, repo: &RepoId, owner: &str) -> Result<UploadRow> {
         self.writable_repository(repo).await?;
         let id = uuid::Uuid::new_v4().to_string();
-        self.blobs.create_upload(&id).await?;
         let state = ResumableSha256::new().state();
-        self.meta.create_upload(&id, repo.key(), &state).await?;
+        // Row first: if it cannot be written (quota, full database) nothing
+        // else exists; if the staging file cannot be made, the row goes again.
+        match self
+            .meta
+            .create_upload(&id, repo.key(), owner, &state, self.limits.uploads)
+            .await?
+        {
+            CreateUpload::Created => {}
+            CreateUpload::CallerQuota(n) => {
+                return Err(RegistryError::UploadQuota(format!(
+                    "this caller already has {n} upload sessions open; finish or cancel some first"
+                )));
+            }
+            CreateUpload::RepositoryQuota(n) => {
+                return Err(RegistryError::UploadQuota(format!(
+                    "repository {repo} already has {n} upload sessions open; finish or cancel some first"
+                )));
+            }
+        }
+        if let Err(e) = self.blobs.create_upload(&id).await {
+            let _ = self.meta.delete_upload(&id).await;
+            return Err(e.into());
+        }
         self.upload_status(repo, &id).await
     }
 

@@ -11,6 +11,7 @@
 //! memory stays bounded whatever the blob size.
 
 use std::fs::{self, File, OpenOptions};
+use std::future::Future;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -27,8 +28,9 @@ const WRITE_QUEUE: usize = 64;
 /// How much is written before the kernel is asked to start writeback, so the
 /// final `fsync` of a large blob has little left to do.
 const WRITEBACK_EVERY: u64 = 16 << 20;
-/// Size of the reads that feed a blob download.
-const READ_CHUNK: usize = 1 << 20;
+/// Size of the reads that feed a blob download (and what a download waiting
+/// on a slow client holds: two of them).
+const READ_CHUNK: usize = 256 << 10;
 
 pub struct FsBlobStore {
     root: PathBuf,
@@ -387,37 +389,75 @@ fn modified_ms(meta: &fs::Metadata) -> i64 {
         .unwrap_or(0)
 }
 
-/// Stream a file from its current position, `len` bytes or to the end, read
-/// on a blocking thread in large chunks with a small bounded read-ahead.
-fn read_stream(mut file: File, len: Option<u64>) -> ByteStream {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut left = len.unwrap_or(u64::MAX);
-        while left > 0 {
-            let want = READ_CHUNK.min(left.try_into().unwrap_or(usize::MAX));
-            // `read_to_end` into spare capacity reads without zero-filling first.
-            let mut buf = Vec::with_capacity(want);
-            let n = match (&mut file).take(want as u64).read_to_end(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            };
-            left -= n as u64;
-            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                return; // the client went away
-            }
-        }
-    });
-    Box::pin(tokio_stream_from(rx))
+/// Stream a file from its current position, `len` bytes or to the end, in
+/// [`READ_CHUNK`] reads on the blocking pool, one read ahead of the consumer.
+/// No thread waits on a slow consumer: a read is started only when the
+/// previous chunk has been taken, so a stalled download holds at most two
+/// chunks of memory and no blocking thread.
+fn read_stream(file: File, len: Option<u64>) -> ByteStream {
+    let left = len.unwrap_or(u64::MAX);
+    let state = if left == 0 {
+        ReadState::Done
+    } else {
+        ReadState::Reading(spawn_read(file, left))
+    };
+    Box::pin(BlobReader { state, left })
 }
 
-fn tokio_stream_from(
-    mut rx: mpsc::Receiver<io::Result<Bytes>>,
-) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+type ReadTask = JoinHandle<io::Result<(File, Vec<u8>)>>;
+
+enum ReadState {
+    Reading(ReadTask),
+    Done,
+}
+
+struct BlobReader {
+    state: ReadState,
+    left: u64,
+}
+
+fn spawn_read(mut file: File, left: u64) -> ReadTask {
+    let want = READ_CHUNK.min(left.try_into().unwrap_or(usize::MAX));
+    tokio::task::spawn_blocking(move || {
+        // `read_to_end` into spare capacity reads without zero-filling first.
+        let mut buf = Vec::with_capacity(want);
+        (&mut file).take(want as u64).read_to_end(&mut buf)?;
+        Ok((file, buf))
+    })
+}
+
+impl futures_util::Stream for BlobReader {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<io::Result<Bytes>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let ReadState::Reading(task) = &mut this.state else {
+            return Poll::Ready(None);
+        };
+        let result = match std::pin::Pin::new(task).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r,
+        };
+        this.state = ReadState::Done;
+        match result {
+            Ok(Ok((file, buf))) => {
+                if buf.is_empty() {
+                    return Poll::Ready(None);
+                }
+                this.left -= buf.len() as u64;
+                if this.left > 0 {
+                    this.state = ReadState::Reading(spawn_read(file, this.left));
+                }
+                Poll::Ready(Some(Ok(Bytes::from(buf))))
+            }
+            Ok(Err(e)) => Poll::Ready(Some(Err(e))),
+            Err(e) => Poll::Ready(Some(Err(io::Error::other(e)))),
+        }
+    }
 }
 
 #[cfg(test)]

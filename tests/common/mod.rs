@@ -1,6 +1,9 @@
 //! Test harness: starts the real `berth` binary on a free loopback port with
-//! its own data directory, and stops it (gracefully or with SIGKILL).
+//! its own data directory, and stops it (gracefully or with SIGKILL); raw
+//! HTTP/1.1 over TCP for the tests that need to control every byte ([`raw`]).
 #![allow(dead_code)]
+
+pub mod raw;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -36,6 +39,15 @@ impl Server {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let mut s = Server::start_on(&data, &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Start an open registry on a fresh data directory with extra `berth serve` arguments.
+    pub fn start_with(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let mut s = Server::start_on(&data, extra);
         s._tmp = Some(tmp);
         s
     }
@@ -112,6 +124,47 @@ impl Server {
         format!("http://{}{}", self.addr, path)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// Resident memory of the server process, in KiB (`VmRSS`; `VmHWM` for the peak).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// Whether the process is still running (not exited, not a zombie).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    /// Send SIGTERM without waiting.
+    pub fn sigterm(&self) {
+        let pid = self.pid().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    }
+
+    /// Wait up to `limit` for the process to exit; its status, if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// SIGKILL the process (no chance to flush anything).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -149,6 +202,45 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
+}
+
+/// Push `bytes` as a blob of `repo` in one request (an open registry); its digest.
+pub async fn push_blob(c: &reqwest::Client, s: &Server, repo: &str, bytes: &[u8]) -> String {
+    let d = sha256(bytes);
+    let r = c
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        reqwest::StatusCode::CREATED,
+        "{:?}",
+        r.text().await
+    );
+    d
+}
+
+/// The bytes of blob `digest` of `repo` (an open registry).
+pub async fn pull_blob(c: &reqwest::Client, s: &Server, repo: &str, digest: &str) -> Vec<u8> {
+    let r = c
+        .get(s.url(&format!("/v2/{repo}/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    r.bytes().await.unwrap().to_vec()
+}
+
+/// The server's `/metrics` page.
+pub async fn metrics(s: &Server) -> String {
+    reqwest::get(s.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// sha256 digest string of bytes.

@@ -9,6 +9,7 @@ import base64
 import datetime
 import hashlib
 import json
+import re
 import os
 import subprocess
 import time
@@ -272,10 +273,15 @@ def test_create_repository_encryption(ecr, name):
     assert r["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": key}
     d = ecr.describe_repositories(repositoryNames=[k])["repositories"][0]
     assert d["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": key}
+    # Without a key, ECR uses the account's AWS-managed key and names it.
     r = ecr.create_repository(
         repositoryName=k2, encryptionConfiguration={"encryptionType": "KMS"}
     )["repository"]
-    assert r["encryptionConfiguration"] == {"encryptionType": "KMS"}
+    managed = r["encryptionConfiguration"]["kmsKey"]
+    assert r["encryptionConfiguration"]["encryptionType"] == "KMS"
+    assert re.fullmatch(r"arn:aws:kms:us-east-1:123456789012:key/[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", managed), managed
+    d = ecr.describe_repositories(repositoryNames=[k2])["repositories"][0]
+    assert d["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": managed}
 
 
 def test_create_repository_already_exists(ecr, name):
@@ -878,11 +884,71 @@ def test_download_url_needs_no_credentials(ecr, name):
     got = requests.get(url, timeout=10)
     assert got.status_code == 200, (got.status_code, got.text)
     assert got.content == layers[0]
-    # The token in it is good for that blob GET only, not for other /v2/ calls.
-    token = url.split("X-Berth-Token=")[1]
-    base = url.split("/v2/")[0]
-    assert requests.get(f"{base}/v2/{n}/manifests/t?X-Berth-Token={token}", timeout=10).status_code == 401
-    assert requests.get(url.replace(token, token[:-2] + "xx"), timeout=10).status_code == 403
+    assert requests.get(url.replace(url[-4:], "xxxx"), timeout=10).status_code == 403
+
+
+def test_download_url_grants_one_blob_get_and_nothing_else(berth, ecr, name):
+    """Found by the security review: the URL's token was an ordinary registry
+    token (other digests, Basic auth, pushes, deletes). Now it is a grant for
+    one GET of one blob in one repository."""
+    n, other = name(), name("other")
+    for r in (n, other):
+        ecr.create_repository(repositoryName=r)
+    img, config, layers = build_image(layer_sizes=(64,))
+    push_blobs(ecr, n, config, layers)
+    push_blobs(ecr, other, config, layers)
+    put(ecr, n, img, tag="t")
+    url = ecr.get_download_url_for_layer(repositoryName=n, layerDigest=img.layer_digests[0])["downloadUrl"]
+    base, query = url.split("?", 1)
+    key, token = query.split("=", 1)
+    root = base.split("/v2/")[0]
+    # Another digest, another repository, the manifest, a HEAD, a DELETE: refused.
+    config_digest = img.config_digest
+    assert requests.get(f"{root}/v2/{n}/blobs/{config_digest}?{key}={token}", timeout=10).status_code == 403
+    assert requests.get(f"{root}/v2/{other}/blobs/{img.layer_digests[0]}?{key}={token}", timeout=10).status_code == 403
+    assert requests.get(f"{root}/v2/{n}/manifests/t?{key}={token}", timeout=10).status_code == 403
+    assert requests.delete(f"{base}?{key}={token}", timeout=10).status_code == 403
+    assert requests.post(f"{root}/v2/{n}/blobs/uploads/?{key}={token}", timeout=10).status_code == 403
+    # As a Basic password it is no registry token.
+    r = requests.get(f"{root}/v2/{n}/manifests/t", auth=("AWS", token), timeout=10)
+    assert r.status_code == 401, r.text
+    # And a real registry token is never accepted in a query string.
+    reg_token = base64.b64decode(
+        ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    ).decode().split(":", 1)[1]
+    for param in (key, "X-Berth-Token"):
+        r = requests.get(f"{base}?{param}={reg_token}", timeout=10)
+        assert r.status_code in (401, 403), (param, r.status_code)
+    assert requests.get(f"{base}?{key}={token}", timeout=10).status_code == 200
+
+
+def test_download_url_does_not_make_a_pusher(berth, ecr, name):
+    """A user denied ecr:GetAuthorizationToken but allowed GetDownloadUrlForLayer
+    once pushed a whole image with the URL's token as a Basic password."""
+    n = name()
+    ecr.create_repository(repositoryName=n)
+    img, config, layers = build_image(layer_sizes=(32,))
+    push_blobs(ecr, n, config, layers)
+    put(ecr, n, img, tag="t")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["ecr:GetDownloadUrlForLayer", "ecr:PutImage",
+                                           "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
+                                           "ecr:CompleteLayerUpload", "ecr:BatchDeleteImage"],
+             "Resource": arn(n)},
+            {"Effect": "Deny", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        ],
+    }
+    _, _, client = berth.user_with_policy(policy)
+    url = client.get_download_url_for_layer(repositoryName=n, layerDigest=img.layer_digests[0])["downloadUrl"]
+    token = url.split("=", 1)[1]
+    root = url.split("/v2/")[0]
+    r = requests.post(f"{root}/v2/{n}/blobs/uploads/", auth=("AWS", token), timeout=10)
+    assert r.status_code == 401, r.text
+    r = requests.delete(f"{root}/v2/{n}/manifests/{img.digest}", auth=("AWS", token), timeout=10)
+    assert r.status_code == 401, r.text
+    assert ecr.describe_images(repositoryName=n)["imageDetails"][0]["imageDigest"] == img.digest
 
 
 # ---- PutImage --------------------------------------------------------------------

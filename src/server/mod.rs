@@ -2,8 +2,18 @@
 //! jobs and shuts down gracefully on SIGTERM or SIGINT.
 //!
 //! Routes: `/v2/` and everything below it go to `distribution::dispatch`;
-//! `/healthz` and `/metrics` are answered here. A middleware counts every
-//! request by route, method and status.
+//! `POST /` to `ecr_api::dispatch`; `/healthz` and `/metrics` are answered
+//! here. A middleware counts every request by route, method and status.
+//!
+//! Below the router: [`listener`] (the accept loop, connection caps and
+//! timeouts), [`conn`] (per-request body rules and keep-alive),
+//! [`client_addr`] (trusted proxies) and [`budget`] (memory for buffered
+//! request bodies). `docs/security.md` lists every limit.
+
+pub mod budget;
+pub mod client_addr;
+pub mod conn;
+pub mod listener;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,12 +29,13 @@ use tokio::net::TcpListener;
 
 use crate::auth::Access;
 use crate::auth::secrets::MasterKey;
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, Config, HttpLimits};
 use crate::distribution::{self, Route};
 use crate::metadata::MetadataStore;
 use crate::metrics::{KindLabels, Metrics, RequestLabels};
 use crate::registry::{Limits, Registry};
 use crate::storage::fs::FsBlobStore;
+use budget::BodyBudget;
 
 /// What every request handler can reach. Holds handles to shared stores
 /// and settings only; no registry state lives here.
@@ -39,6 +50,10 @@ pub struct AppState {
     pub region: String,
     /// Host clients use for the registry; `None` = the request's `Host`.
     pub registry_host: Option<String>,
+    /// Memory for request bodies that are read whole.
+    pub body_budget: BodyBudget,
+    /// Time and size limits of the HTTP layer.
+    pub http: HttpLimits,
 }
 
 /// The account id when `host` starts with `<12 digits>.`, and the rest.
@@ -87,10 +102,46 @@ impl AppState {
     }
 }
 
+/// Create the data directory if needed and make it private to the service
+/// user (mode 0700), whatever the mode of an existing one: every file below
+/// it is then out of other users' reach.
+pub fn secure_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making data dir {} private", dir.display()))?;
+    Ok(())
+}
+
+/// Process-wide settings every `berth` command wants: files it creates are
+/// private to the service user (umask 077), and as many descriptors are
+/// available as the hard limit allows. Returns the descriptor limit.
+pub fn init_process() -> u64 {
+    // SAFETY: `umask` only sets the process's file mode creation mask and
+    // cannot fail; no memory is involved.
+    unsafe {
+        libc::umask(0o077);
+    }
+    listener::raise_fd_limit()
+}
+
+/// Logs to standard error, filtered by `BERTH_LOG` (default `info`); colour
+/// only when standard error is a terminal.
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Open the embedded stores under `config.data_dir`.
 pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Registry> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    secure_data_dir(&config.data_dir)?;
     let meta = MetadataStore::open_sqlite(&config.data_dir.join("metadata.db"))
         .await
         .context("opening the metadata database")?;
@@ -102,10 +153,25 @@ pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Re
         metrics,
         limits: Limits {
             max_manifest_bytes: config.max_manifest_bytes,
+            max_image_layers: config.max_image_layers,
             create_on_push: config.auth == AuthMode::None,
             gc_grace: config.gc_grace,
+            uploads: config.uploads,
         },
     })
+}
+
+/// The master key of `config`: `--master-key-file`, else `BERTH_MASTER_KEY`,
+/// else `<data_dir>/master.key`.
+pub fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
+    let env = std::env::var("BERTH_MASTER_KEY")
+        .ok()
+        .filter(|v| !v.is_empty());
+    MasterKey::load(
+        config.master_key_file.as_deref(),
+        env.as_deref(),
+        &config.data_dir,
+    )
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -147,9 +213,14 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = Route::label(req.uri().path());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let start = Instant::now();
     let resp = next.run(req).await;
+    // An ECR call is labelled with its operation (set by the ECR face).
+    let route = resp
+        .extensions()
+        .get::<crate::ecr_api::OperationLabel>()
+        .map_or(route, |op| op.0);
     state
         .metrics
         .requests
@@ -167,12 +238,39 @@ async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: 
     resp
 }
 
+/// HTTP methods as a metrics label: the ones the API uses by name, any other as `other`,
+/// so a client cannot create a time series per made-up method.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Run the server until SIGTERM/SIGINT.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
+    let fd_limit = init_process();
+    let fitted = listener::fit_connections(config.http.max_connections, fd_limit);
+    if fitted < config.http.max_connections {
+        tracing::warn!(
+            configured = config.http.max_connections,
+            fd_limit,
+            max_connections = fitted,
+            "max_connections lowered to fit the open-file limit"
+        );
+        config.http.max_connections = fitted;
+    }
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(open_registry(&config, metrics.clone()).await?);
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let master = MasterKey::load(env("BERTH_MASTER_KEY").as_deref(), &config.data_dir)?;
+    let master = master_key(&config)?;
     let access = Access::open(registry.meta.clone(), master, &config.region).await?;
     let root_key = match (
         env("BERTH_ROOT_ACCESS_KEY_ID"),
@@ -204,50 +302,69 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let primary_account = access.primary_account().await?;
     let state = Arc::new(AppState {
         registry: registry.clone(),
-        metrics,
+        metrics: metrics.clone(),
         access: Arc::new(access),
         primary_account,
         auth_required: config.auth == AuthMode::Ecr,
         region: config.region.clone(),
         registry_host: config.registry_host.clone(),
+        body_budget: BodyBudget::new(config.http.body_memory, config.http.body_memory_per_ip),
+        http: config.http.clone(),
     });
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    println!(
-        "Berth is listening on http://{addr} (data in {})",
-        config.data_dir.display()
-    );
-    if config.auth == AuthMode::Ecr {
-        println!("Push to it with:");
-        println!("  aws ecr create-repository --repository-name NAME --endpoint-url http://{addr}");
-        println!(
-            "  aws ecr get-login-password --endpoint-url http://{addr} | docker login --username AWS --password-stdin {addr}"
-        );
-        println!("  docker tag IMAGE {addr}/NAME:TAG && docker push {addr}/NAME:TAG");
-    } else {
-        println!(
-            "Open registry (--auth none). Push to it with:  docker tag IMAGE {addr}/NAME:TAG && docker push {addr}/NAME:TAG"
-        );
-    }
-    tracing::info!(%addr, "listening");
+    print_banner(&config, addr);
+    tracing::info!(%addr, region = %config.region, "listening");
 
     let reaper = tokio::spawn(reap_uploads(registry.clone(), config.clone()));
     let collector = tokio::spawn(collect_garbage(registry.clone(), config.clone()));
     let lifecycle = tokio::spawn(evaluate_lifecycle(registry, config.clone()));
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving HTTP")?;
+    let ctx = listener::ListenerContext {
+        router: router(state),
+        limits: config.http.clone(),
+        trusted: Arc::new(client_addr::TrustedProxies::new(
+            config.http.trusted_proxies.clone(),
+        )),
+        metrics,
+        table: Arc::new(listener::ConnTable::default()),
+    };
+    listener::run(listener, ctx, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
     reaper.abort();
     collector.abort();
     lifecycle.abort();
     tracing::info!("shut down");
     Ok(())
+}
+
+/// What `berth serve` prints on start: where it listens, for which region,
+/// and the commands that push to it (with the host clients should use).
+fn print_banner(config: &Config, addr: std::net::SocketAddr) {
+    let host = config
+        .registry_host
+        .clone()
+        .unwrap_or_else(|| addr.to_string());
+    println!(
+        "Berth is listening on http://{addr} (region {}, data in {})",
+        config.region,
+        config.data_dir.display()
+    );
+    if config.auth == AuthMode::Ecr {
+        let e = format!("--endpoint-url http://{host} --region {}", config.region);
+        println!("Push to it with:");
+        println!("  aws ecr create-repository --repository-name NAME {e}");
+        println!(
+            "  aws ecr get-login-password {e} | docker login --username AWS --password-stdin {host}"
+        );
+        println!("  docker tag IMAGE {host}/NAME:TAG && docker push {host}/NAME:TAG");
+    } else {
+        println!(
+            "Open registry (--auth none). Push to it with:  docker tag IMAGE {host}/NAME:TAG && docker push {host}/NAME:TAG"
+        );
+    }
 }
 
 /// Remove abandoned upload sessions periodically.

@@ -1,0 +1,138 @@
+//! The memory budget for request bodies that must be held whole before they
+//! can be used (ECR API calls, whose signature covers the body, and manifests):
+//! `body_memory` bytes at once for the whole server and `body_memory_per_ip`
+//! for one client address. A body reserves its declared size (or its
+//! operation's cap when the length is not declared) before a byte is read and
+//! gives it back when it is dropped; a client that cannot get a reservation
+//! within [`WAIT`] is told to slow down instead of queueing.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a body waits for room in the budget.
+pub const WAIT: Duration = Duration::from_secs(2);
+
+pub struct BodyBudget {
+    total: Arc<Semaphore>,
+    per_ip_max: usize,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Why no reservation was made.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    #[error("this client already has {held} bytes of request bodies in flight")]
+    ClientBusy { held: usize },
+    #[error("the server is holding as many request bodies as it may; retry shortly")]
+    ServerBusy,
+    #[error("a body of {0} bytes is larger than the server's whole body budget")]
+    TooLarge(usize),
+}
+
+/// Room for one body; released on drop.
+pub struct Reservation {
+    _permit: OwnedSemaphorePermit,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut m = self.per_ip.lock().expect("budget lock");
+        if let Some(held) = m.get_mut(&self.ip) {
+            *held = held.saturating_sub(self.bytes);
+            if *held == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl BodyBudget {
+    pub fn new(total: usize, per_ip: usize) -> BodyBudget {
+        BodyBudget {
+            total: Arc::new(Semaphore::new(total.min(Semaphore::MAX_PERMITS))),
+            per_ip_max: per_ip,
+            per_ip: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Reserve `bytes` for a body from `ip`.
+    pub async fn reserve(&self, ip: IpAddr, bytes: usize) -> Result<Reservation, BudgetError> {
+        let bytes = bytes.max(1);
+        let permits = u32::try_from(bytes).map_err(|_| BudgetError::TooLarge(bytes))?;
+        {
+            let mut m = self.per_ip.lock().expect("budget lock");
+            let held = m.get(&ip).copied().unwrap_or(0);
+            if held + bytes > self.per_ip_max {
+                return Err(BudgetError::ClientBusy { held });
+            }
+            *m.entry(ip).or_insert(0) += bytes;
+        }
+        // From here on the per-IP share is taken: give it back on every exit.
+        let undo = || {
+            let mut m = self.per_ip.lock().expect("budget lock");
+            if let Some(held) = m.get_mut(&ip) {
+                *held = held.saturating_sub(bytes);
+                if *held == 0 {
+                    m.remove(&ip);
+                }
+            }
+        };
+        let acquire = self.total.clone().acquire_many_owned(permits);
+        match tokio::time::timeout(WAIT, acquire).await {
+            Ok(Ok(permit)) => Ok(Reservation {
+                _permit: permit,
+                per_ip: self.per_ip.clone(),
+                ip,
+                bytes,
+            }),
+            Ok(Err(_)) | Err(_) => {
+                undo();
+                Err(BudgetError::ServerBusy)
+            }
+        }
+    }
+
+    /// Bytes reserved now by `ip` (for tests and metrics).
+    pub fn held_by(&self, ip: IpAddr) -> usize {
+        self.per_ip
+            .lock()
+            .expect("budget lock")
+            .get(&ip)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn per_client_and_total_caps() {
+        let b = BodyBudget::new(100, 60);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let c: IpAddr = "10.0.0.2".parse().unwrap();
+        let r1 = b.reserve(a, 50).await.unwrap();
+        assert_eq!(
+            b.reserve(a, 20).await.err(),
+            Some(BudgetError::ClientBusy { held: 50 })
+        );
+        let r2 = b.reserve(c, 40).await.unwrap();
+        // 90 of 100 held: a further 20 waits, then gives up.
+        let d: IpAddr = "10.0.0.3".parse().unwrap();
+        assert_eq!(b.reserve(d, 20).await.err(), Some(BudgetError::ServerBusy));
+        assert_eq!(b.held_by(d), 0);
+        drop(r1);
+        assert_eq!(b.held_by(a), 0);
+        let r3 = b.reserve(d, 20).await.unwrap();
+        drop((r2, r3));
+        assert_eq!(b.total.available_permits(), 100);
+    }
+}

@@ -1,0 +1,204 @@
+//! Who the client is: the TCP peer, unless the peer is a trusted reverse
+//! proxy, in which case the address it recorded in `Forwarded` (RFC 7239) or
+//! `X-Forwarded-For`. Each proxy appends the address it received the request
+//! from, so the list is read from the right and the first hop that is not a
+//! trusted proxy is the client; everything left of it was written by the
+//! client itself and is ignored (it could say anything).
+//!
+//! The result is what `aws:SourceIp` sees and what per-client limits count.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::HeaderMap;
+
+/// The addresses of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The client: the peer, or the right-most untrusted forwarded hop.
+    pub ip: IpAddr,
+}
+
+/// The reverse proxies whose forwarding headers are believed (`--trusted-proxy`).
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<ipnet::IpNet>) -> TrustedProxies {
+        TrustedProxies(nets)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The client of a request that arrived from `peer` with `headers`.
+    pub fn client_addr(&self, peer: SocketAddr, headers: &HeaderMap) -> ClientAddr {
+        let mut ip = canonical(peer.ip());
+        if self.contains(ip) {
+            let hops = forwarded_hops(headers);
+            for hop in hops.iter().rev() {
+                match hop {
+                    Some(h) => {
+                        ip = *h;
+                        if !self.contains(*h) {
+                            break;
+                        }
+                    }
+                    // An entry a trusted proxy wrote but we cannot read
+                    // (`unknown`, an obfuscated name): stop at the last proxy.
+                    None => break,
+                }
+            }
+        }
+        ClientAddr { peer, ip }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) as plain IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The forwarded-for hops, left (the original client) to right (the last
+/// proxy's peer); `None` for an entry that is not an address. `Forwarded`
+/// wins when both headers are present.
+fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let forwarded: Vec<&str> = headers
+        .get_all("forwarded")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !forwarded.is_empty() {
+        return forwarded
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|element| {
+                element
+                    .split(';')
+                    .filter_map(|pair| pair.split_once('='))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
+                    .and_then(|(_, v)| parse_node(v.trim().trim_matches('"')))
+            })
+            .collect();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| parse_node(s.trim()))
+        .collect()
+}
+
+/// `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:80`.
+fn parse_node(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(canonical(sa.ip()));
+    }
+    let inner = s.strip_prefix('[')?.split(']').next()?;
+    inner.parse::<IpAddr>().ok().map(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxies(list: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(
+            list.iter()
+                .map(|s| crate::config::parse_cidr(s).unwrap())
+                .collect(),
+        )
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn client(t: &TrustedProxies, peer: &str, h: &[(&str, &str)]) -> String {
+        t.client_addr(peer.parse().unwrap(), &headers(h))
+            .ip
+            .to_string()
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_proxies() {
+        let t = proxies(&["10.0.0.0/8", "::1"]);
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            client(&t, "203.0.113.9:5000", &[("x-forwarded-for", "1.1.1.1")]),
+            "203.0.113.9"
+        );
+        // Right-most untrusted hop: the client cannot spoof by prepending.
+        assert_eq!(
+            client(
+                &t,
+                "10.0.0.2:5000",
+                &[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.3")]
+            ),
+            "198.51.100.7"
+        );
+        // Several header lines are one list.
+        assert_eq!(
+            client(
+                &t,
+                "10.0.0.2:1",
+                &[
+                    ("x-forwarded-for", "6.6.6.6"),
+                    ("x-forwarded-for", "198.51.100.8")
+                ]
+            ),
+            "198.51.100.8"
+        );
+        // Forwarded wins over X-Forwarded-For; IPv6 with brackets and port.
+        assert_eq!(
+            client(
+                &t,
+                "[::1]:1",
+                &[
+                    ("x-forwarded-for", "6.6.6.6"),
+                    (
+                        "forwarded",
+                        "for=192.0.2.60;proto=http, for=\"[2001:db8::17]:4711\""
+                    )
+                ]
+            ),
+            "2001:db8::17"
+        );
+        // Only trusted hops: the left-most one is as far as we can see.
+        assert_eq!(
+            client(
+                &t,
+                "10.0.0.2:1",
+                &[("x-forwarded-for", "10.1.1.1, 10.0.0.3")]
+            ),
+            "10.1.1.1"
+        );
+        // Garbage written by a proxy stops the walk at that proxy.
+        assert_eq!(
+            client(&t, "10.0.0.2:1", &[("forwarded", "for=unknown")]),
+            "10.0.0.2"
+        );
+        // No header: the peer.
+        assert_eq!(client(&t, "10.0.0.2:1", &[]), "10.0.0.2");
+        // IPv4-mapped peers match IPv4 ranges.
+        assert!(t.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!proxies(&[]).contains("10.1.2.3".parse().unwrap()));
+    }
+}

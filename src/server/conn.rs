@@ -1,0 +1,276 @@
+//! One request on a connection, as the HTTP layer sees it before the router:
+//! who the client is ([`ClientAddr`]), how long its body may stall, and whether
+//! the connection can be reused afterwards.
+//!
+//! Keep-alive: when a handler answers without reading the whole request body
+//! (a 401 challenge, a 404, any early error), the unread bytes are still on
+//! the wire. Left there, they would be parsed as the next request; dropped with
+//! the connection, a client that reuses it (Go's HTTP client does) fails with
+//! EOF. So an unread body of up to [`DRAIN_LIMIT`] is read and discarded
+//! (for at most [`DRAIN_TIME`]) before the answer goes out; a larger one gets
+//! `Connection: close`, which tells the client not to reuse the connection.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, Version, header};
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use super::client_addr::{ClientAddr, TrustedProxies};
+use super::listener::ConnInfo;
+
+/// Most of an unread request body that is drained to keep the connection usable.
+pub const DRAIN_LIMIT: u64 = 1 << 20;
+/// Longest a drain may take.
+pub const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Serves the requests of one connection through the router.
+#[derive(Clone)]
+pub struct ConnService {
+    router: Router,
+    info: Arc<ConnInfo>,
+    peer: SocketAddr,
+    trusted: Arc<TrustedProxies>,
+    body_timeout: Duration,
+}
+
+impl ConnService {
+    pub fn new(
+        router: Router,
+        info: Arc<ConnInfo>,
+        peer: SocketAddr,
+        trusted: Arc<TrustedProxies>,
+        body_timeout: Duration,
+    ) -> ConnService {
+        ConnService {
+            router,
+            info,
+            peer,
+            trusted,
+            body_timeout,
+        }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.info.begin_request();
+        let in_flight = InFlight(self.info.clone());
+        let client = self.trusted.client_addr(self.peer, req.headers());
+        let (mut parts, incoming) = req.into_parts();
+        parts.extensions.insert(client);
+        let unread_body = !incoming.is_end_stream();
+        let h1 = parts.version < Version::HTTP_2;
+        let body = Arc::new(Mutex::new(GuardedBody::new(incoming, self.body_timeout)));
+        let req = Request::from_parts(parts, Body::new(SharedBody(body.clone())));
+        let mut router = self.router.clone();
+        Box::pin(async move {
+            let mut resp = match tower_service::Service::call(&mut router, req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            if h1 && unread_body && !drain(&body).await {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            let (parts, body) = resp.into_parts();
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody {
+                    inner: body,
+                    _in_flight: in_flight,
+                },
+            ))
+        })
+    }
+}
+
+/// Read and discard what is left of a request body, if it is small enough;
+/// true when the body was read to its end (the connection stays reusable).
+async fn drain(body: &Arc<Mutex<GuardedBody>>) -> bool {
+    {
+        let b = body.lock().expect("body lock");
+        if b.finished {
+            return true;
+        }
+        if b.inner.size_hint().lower() > DRAIN_LIMIT.saturating_sub(b.received) {
+            return false;
+        }
+    }
+    let read = async {
+        loop {
+            let frame = std::future::poll_fn(|cx| {
+                let mut b = body.lock().expect("body lock");
+                Pin::new(&mut *b).poll_frame(cx)
+            })
+            .await;
+            let b = body.lock().expect("body lock");
+            match frame {
+                None => return true,
+                Some(Ok(_)) if b.received <= DRAIN_LIMIT => continue,
+                _ => return false,
+            }
+        }
+    };
+    tokio::time::timeout(DRAIN_TIME, read)
+        .await
+        .unwrap_or(false)
+}
+
+/// The request body as the router sees it: shared with [`ConnService`], which
+/// drains what the handler left unread.
+struct SharedBody(Arc<Mutex<GuardedBody>>);
+
+impl HttpBody for SharedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let mut b = self.0.lock().expect("body lock");
+        Pin::new(&mut *b).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let b = self.0.lock().expect("body lock");
+        b.finished || b.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.lock().expect("body lock").inner.size_hint()
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the client sent no body bytes for {0:?}")]
+    Stalled(Duration),
+    #[error("reading the request body failed: {0}")]
+    Read(#[from] hyper::Error),
+}
+
+/// A request body that fails once it has delivered nothing for `timeout`.
+struct GuardedBody {
+    inner: Incoming,
+    timeout: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether bytes arrived since the timer was last set.
+    progressed: bool,
+    received: u64,
+    finished: bool,
+}
+
+impl GuardedBody {
+    fn new(inner: Incoming, timeout: Duration) -> GuardedBody {
+        GuardedBody {
+            inner,
+            timeout,
+            timer: None,
+            progressed: true,
+            received: 0,
+            finished: false,
+        }
+    }
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.finished = true;
+                this.timer = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.received += d.len() as u64;
+                }
+                this.progressed = true;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Pending => {
+                if this.progressed {
+                    this.progressed = false;
+                    let deadline = Instant::now() + this.timeout;
+                    match &mut this.timer {
+                        Some(t) => t.as_mut().reset(deadline),
+                        None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                match this.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+                    Some(Poll::Ready(())) => {
+                        Poll::Ready(Some(Err(BodyError::Stalled(this.timeout))))
+                    }
+                    _ => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+/// Marks a request in flight on its connection until the response body is gone.
+struct InFlight(Arc<ConnInfo>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end_request();
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it has
+/// been sent (or abandoned), so an active download is never taken for an idle
+/// connection.
+pub struct ResponseBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client's address as recorded for a request; see [`ClientAddr`].
+pub fn client_addr(parts: &axum::http::request::Parts) -> Option<ClientAddr> {
+    parts.extensions.get::<ClientAddr>().copied()
+}

@@ -1,0 +1,510 @@
+//! The accept loop and the life of each connection: what a client can hold
+//! open and for how long, before it has authenticated and after.
+//!
+//! - Connections are counted in a [`ConnTable`]: at most `max_connections` in
+//!   all and `max_connections_per_ip` from one address (trusted proxies are
+//!   exempt from the second). A new connection over a cap evicts the
+//!   connection that has been idle longest (no request in flight), so clients
+//!   that merely hold sockets open cannot lock out clients that send requests;
+//!   only if every connection is busy is the new one refused.
+//! - A connection with no request in flight for `idle_timeout` is closed,
+//!   whether it never sent a byte, is trickling request headers, or is an idle
+//!   keep-alive connection ([`idle_expired`]).
+//! - Writes that make no progress for `send_timeout` fail ([`StallGuard`]), so
+//!   a client that stops reading a download is dropped, and a download waiting
+//!   on a slow client holds one small buffer, not a thread.
+//! - Request bodies and the keep-alive rules are in [`super::conn`].
+//! - Shutdown: stop accepting, let requests in flight finish for
+//!   `shutdown_timeout`, then drop what is left.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use super::client_addr::TrustedProxies;
+use super::conn::ConnService;
+use crate::config::HttpLimits;
+use crate::metrics::Metrics;
+
+/// One open connection, as the table and its own task see it.
+pub struct ConnInfo {
+    id: u64,
+    ip: IpAddr,
+    /// Requests in flight (from the service call to the end of the response
+    /// body) and since when the connection has had none.
+    state: Mutex<(usize, Instant)>,
+    /// Cancelled when the connection is evicted.
+    evicted: CancellationToken,
+}
+
+impl ConnInfo {
+    pub(super) fn begin_request(&self) {
+        let mut s = self.state.lock().expect("conn state lock");
+        s.0 += 1;
+    }
+
+    pub(super) fn end_request(&self) {
+        let mut s = self.state.lock().expect("conn state lock");
+        s.0 = s.0.saturating_sub(1);
+        if s.0 == 0 {
+            s.1 = Instant::now();
+        }
+    }
+
+    /// When the connection last became idle; `None` while a request is in flight.
+    fn idle_since(&self) -> Option<Instant> {
+        let s = self.state.lock().expect("conn state lock");
+        (s.0 == 0).then_some(s.1)
+    }
+}
+
+/// Why a new connection was not admitted.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Every slot is held by a connection with a request in flight.
+    Full,
+    PerIp,
+}
+
+/// Every open connection, for the caps and for eviction.
+#[derive(Default)]
+pub struct ConnTable {
+    inner: Mutex<TableInner>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct TableInner {
+    conns: HashMap<u64, Arc<ConnInfo>>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl TableInner {
+    fn remove(&mut self, id: u64) -> Option<Arc<ConnInfo>> {
+        let info = self.conns.remove(&id)?;
+        if let Some(n) = self.per_ip.get_mut(&info.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&info.ip);
+            }
+        }
+        Some(info)
+    }
+
+    /// Evict the connection (of `ip`, if given) idle the longest; false if none is idle.
+    fn evict_idlest(&mut self, ip: Option<IpAddr>) -> bool {
+        let victim = self
+            .conns
+            .values()
+            .filter(|c| ip.is_none_or(|ip| c.ip == ip))
+            .filter_map(|c| c.idle_since().map(|t| (t, c.id)))
+            .min();
+        match victim.and_then(|(_, id)| self.remove(id)) {
+            Some(info) => {
+                info.evicted.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl ConnTable {
+    /// Admit a connection from `ip`, evicting idle ones over the caps.
+    fn admit(
+        &self,
+        ip: IpAddr,
+        per_ip_exempt: bool,
+        limits: &HttpLimits,
+    ) -> Result<Arc<ConnInfo>, Refusal> {
+        let mut t = self.inner.lock().expect("conn table lock");
+        if !per_ip_exempt
+            && t.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_ip
+            && !t.evict_idlest(Some(ip))
+        {
+            return Err(Refusal::PerIp);
+        }
+        if t.conns.len() >= limits.max_connections && !t.evict_idlest(None) {
+            return Err(Refusal::Full);
+        }
+        let info = Arc::new(ConnInfo {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            ip,
+            state: Mutex::new((0, Instant::now())),
+            evicted: CancellationToken::new(),
+        });
+        t.conns.insert(info.id, info.clone());
+        *t.per_ip.entry(ip).or_insert(0) += 1;
+        Ok(info)
+    }
+
+    fn remove(&self, id: u64) {
+        self.inner.lock().expect("conn table lock").remove(id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("conn table lock").conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Completes once `info` has had no request in flight for `timeout`.
+async fn idle_expired(info: &ConnInfo, timeout: Duration) {
+    loop {
+        let deadline = match info.idle_since() {
+            Some(t) => t + timeout,
+            None => Instant::now() + timeout,
+        };
+        tokio::time::sleep_until(deadline).await;
+        if info.idle_since().is_some_and(|t| t.elapsed() >= timeout) {
+            return;
+        }
+    }
+}
+
+/// Raise the soft limit on open files to the hard limit; returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes into the `rlimit` we pass by exclusive
+    // reference and reads nothing else; RLIMIT_NOFILE is a valid resource.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `setrlimit` only reads the `rlimit` we pass by shared
+        // reference; raising the soft limit up to the hard limit is always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    lim.rlim_cur
+}
+
+/// The connection cap that fits `fd_limit`: the configured one, but leaving
+/// a quarter of the descriptors (at least 64) for files, the database and
+/// blob storage.
+pub fn fit_connections(configured: usize, fd_limit: u64) -> usize {
+    let reserve = (fd_limit / 4).max(64);
+    let usable = fd_limit.saturating_sub(reserve).max(16);
+    configured.min(usize::try_from(usable).unwrap_or(usize::MAX))
+}
+
+/// Everything a connection task needs.
+pub struct ListenerContext {
+    pub router: Router,
+    pub limits: HttpLimits,
+    pub trusted: Arc<TrustedProxies>,
+    pub metrics: Arc<Metrics>,
+    pub table: Arc<ConnTable>,
+}
+
+/// Accept and serve connections until `shutdown` completes, then drain.
+pub async fn run(
+    listener: TcpListener,
+    ctx: ListenerContext,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let ctx = Arc::new(ctx);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.limits.idle_timeout)
+        .max_headers(100);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(64)
+        .max_header_list_size(64 << 10)
+        .max_pending_accept_reset_streams(32)
+        .max_local_error_reset_streams(64)
+        .keep_alive_interval(ctx.limits.idle_timeout)
+        .keep_alive_timeout(ctx.limits.send_timeout);
+    let builder = Arc::new(builder);
+    let stop = CancellationToken::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let exempt = ctx.trusted.contains(peer.ip());
+                    match ctx.table.admit(peer.ip(), exempt, &ctx.limits) {
+                        Ok(info) => {
+                            ctx.metrics.connections_accepted.inc();
+                            let ctx = ctx.clone();
+                            let builder = builder.clone();
+                            let stop = stop.clone();
+                            tokio::spawn(async move {
+                                serve_connection(stream, peer, info, &ctx, &builder, &stop).await;
+                            });
+                        }
+                        Err(why) => {
+                            ctx.metrics.connections_refused.inc();
+                            tracing::debug!(%peer, ?why, "connection refused: every slot is busy");
+                            drop(stream);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Out of descriptors or a transient accept error: back off
+                    // briefly instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    stop.cancel();
+    let deadline = Instant::now() + ctx.limits.shutdown_timeout;
+    while !ctx.table.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = ctx.table.len();
+    if left > 0 {
+        tracing::warn!(
+            connections = left,
+            "shutdown timeout reached; closing connections with requests still in flight"
+        );
+    }
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    info: Arc<ConnInfo>,
+    ctx: &ListenerContext,
+    builder: &auto::Builder<TokioExecutor>,
+    stop: &CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(StallGuard::new(stream, ctx.limits.send_timeout));
+    let service = ConnService::new(
+        ctx.router.clone(),
+        info.clone(),
+        peer,
+        ctx.trusted.clone(),
+        ctx.limits.body_timeout,
+    );
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = info.evicted.cancelled() => {
+                ctx.metrics.connections_evicted.inc();
+                break;
+            }
+            _ = idle_expired(&info, ctx.limits.idle_timeout) => {
+                ctx.metrics.connections_idle_closed.inc();
+                break;
+            }
+            _ = stop.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+    ctx.table.remove(info.id);
+}
+
+/// A socket whose writes fail once they have made no progress for `timeout`
+/// (the peer stopped reading). Reads pass through untouched.
+pub struct StallGuard<T> {
+    io: T,
+    timeout: Duration,
+    timer: Pin<Box<Sleep>>,
+    armed: bool,
+}
+
+impl<T> StallGuard<T> {
+    pub fn new(io: T, timeout: Duration) -> StallGuard<T> {
+        StallGuard {
+            io,
+            timeout,
+            timer: Box::pin(tokio::time::sleep(timeout)),
+            armed: false,
+        }
+    }
+
+    /// Called when a write could not proceed: start (or check) the stall timer.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.armed {
+            self.armed = true;
+            let deadline = Instant::now() + self.timeout;
+            self.timer.as_mut().reset(deadline);
+        }
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading the response",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progressed<R>(&mut self, r: R) -> Poll<R> {
+        self.armed = false;
+        Poll::Ready(r)
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(r) => this.progressed(r),
+            Poll::Pending => this.stalled(cx).map(|r| r.map(|()| 0)),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => this.progressed(r),
+            Poll::Pending => this.stalled(cx).map(|r| r.map(|()| 0)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Ready(r) => this.progressed(r),
+            Poll::Pending => this.stalled(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_shutdown(cx) {
+            Poll::Ready(r) => this.progressed(r),
+            Poll::Pending => this.stalled(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(total: usize, per_ip: usize) -> HttpLimits {
+        HttpLimits {
+            max_connections: total,
+            max_connections_per_ip: per_ip,
+            ..HttpLimits::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn caps_evict_the_idlest_connection_and_refuse_when_all_are_busy() {
+        let t = ConnTable::default();
+        let l = limits(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = t.admit(a, false, &l).unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let a2 = t.admit(a, false, &l).unwrap();
+        // Per-IP cap: the idlest of a's connections (a1) makes room.
+        let a3 = t.admit(a, false, &l).unwrap();
+        assert!(a1.evicted.is_cancelled());
+        assert!(!a2.evicted.is_cancelled());
+        // Both of a's connections busy: a fourth from a is refused...
+        a2.begin_request();
+        a3.begin_request();
+        assert_eq!(t.admit(a, false, &l).err(), Some(Refusal::PerIp));
+        // ...unless the address is a trusted proxy.
+        let p = t.admit(a, true, &l).unwrap();
+        assert_eq!(t.len(), 3);
+        // Total cap with p idle: b evicts p.
+        let b1 = t.admit(b, false, &l).unwrap();
+        assert!(p.evicted.is_cancelled());
+        b1.begin_request();
+        assert_eq!(t.admit(b, false, &l).err(), Some(Refusal::Full));
+        // A request that ends makes its connection idle again, hence evictable.
+        a2.end_request();
+        assert!(t.admit(b, false, &l).is_ok());
+        assert!(a2.evicted.is_cancelled());
+    }
+
+    #[test]
+    fn connection_cap_fits_the_descriptor_limit() {
+        assert_eq!(fit_connections(4096, 1024), 768);
+        assert_eq!(fit_connections(4096, 1_048_576), 4096);
+        assert_eq!(fit_connections(4096, 100), 36);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_expire_busy_ones_do_not() {
+        let t = ConnTable::default();
+        let c = t
+            .admit("10.0.0.1".parse().unwrap(), false, &limits(9, 9))
+            .unwrap();
+        c.begin_request();
+        let timeout = Duration::from_secs(30);
+        let waited = tokio::time::timeout(Duration::from_secs(300), idle_expired(&c, timeout));
+        let ended = async {
+            tokio::time::sleep(Duration::from_secs(100)).await;
+            c.end_request();
+        };
+        let start = Instant::now();
+        let (r, ()) = tokio::join!(waited, ended);
+        assert!(r.is_ok());
+        // Idle from t=100s, so closed at t=130s, not at t=30s.
+        assert_eq!(start.elapsed().as_secs(), 130);
+    }
+}
