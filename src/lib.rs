@@ -14,6 +14,8 @@ pub mod config;
 pub mod digest;
 pub mod distribution;
 pub mod ecr_api;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gc;
 pub mod iam;
 pub mod lifecycle;

@@ -1116,6 +1116,77 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Write to `path` until the filesystem has no byte left.
+fn fill_disk(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    for size in [1 << 20, 4096, 512, 1] {
+        let chunk = vec![0u8; size];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let _ = f.sync_all();
+}
+
+/// Found by the security review: with the disk full, a blob push answered
+/// 500 (its upload-session row could not be written) and, once space was
+/// freed, every write kept failing ("attempted to call begin_with at
+/// non-zero transaction depth") until a restart.
+#[tokio::test]
+async fn a_full_metadata_database_is_507_and_recovers_by_itself() {
+    let disk = SmallDisk::new("16m");
+    let data_dir = disk.dir.path().join("data");
+    let s = Server::start_on(&data_dir, &[]);
+    let c = client();
+    let config = push_blob(&c, &s, "full", b"{}").await;
+    let layer = push_blob(&c, &s, "full", b"pushed before the disk filled").await;
+    let m = manifest_for((&config, 2), &[(&layer, 29)], json!({}));
+    // Empty the write-ahead log, so that the next commit needs new space.
+    let db = data_dir.join("metadata.db");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone())",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let filler = disk.dir.path().join("filler");
+    fill_disk(&filler);
+    // Every write is refused with 507, none with 500.
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let r = c
+            .post(s.url("/v2/full/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status());
+        let r = put_manifest(&c, &s, "full", &format!("t{i}"), OCI_MANIFEST, &m).await;
+        statuses.push(r.status());
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::INSUFFICIENT_STORAGE),
+        "{statuses:?}"
+    );
+    // Reads go on.
+    let got = c
+        .get(s.url(&format!("/v2/full/blobs/{layer}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    // Space comes back: writes work again, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let r = put_manifest(&c, &s, "full", "after", OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    for i in 0..20 {
+        push_blob(&c, &s, "full", format!("after {i}").as_bytes()).await;
+    }
+}
+
 #[tokio::test]
 async fn disk_full_is_a_clear_5xx_and_stores_nothing() {
     let disk = SmallDisk::new("24m");

@@ -99,7 +99,7 @@ async fn early_answers_keep_the_connection_usable() {
     let head = format!(
         "PUT /v2/a/manifests/.bad HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
         s.addr,
-        64 << 20
+        65 << 20
     );
     raw::send(&mut c, head.as_bytes()).await;
     let r = raw::read_reply(&mut c, Duration::from_secs(10))
@@ -544,4 +544,94 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         out.push(p);
     }
     out
+}
+
+#[tokio::test]
+async fn http2_streams_share_the_body_limits() {
+    // One cleartext HTTP/2 connection, 20 streams each declaring a 29 MiB
+    // ECR body without credentials (595 MB of server memory before).
+    let s = Server::start_ecr();
+    let before = s.memory_kib("VmRSS");
+    let tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        let send = send.clone();
+        let addr = s.addr.clone();
+        answers.push(tokio::spawn(async move {
+            let req = http::Request::builder()
+                .method("POST")
+                .uri(format!("http://{addr}/"))
+                .header(
+                    "x-amz-target",
+                    "AmazonEC2ContainerRegistry_V20150921.UploadLayerPart",
+                )
+                .header("content-length", (29u64 << 20).to_string())
+                .body(())
+                .unwrap();
+            let mut send = send.ready().await.unwrap();
+            let (resp, mut body) = send.send_request(req, false).unwrap();
+            // Send what flow control lets through, then wait for the answer.
+            body.reserve_capacity(1 << 20);
+            if let Some(Ok(n)) = std::future::poll_fn(|cx| body.poll_capacity(cx)).await {
+                let _ = body.send_data(bytes::Bytes::from(vec![b'a'; n]), false);
+            }
+            tokio::time::timeout(Duration::from_secs(10), resp)
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    for a in answers {
+        assert_eq!(a.await.unwrap(), Some(403), "refused before the body");
+    }
+    let during = s.memory_kib("VmRSS");
+    assert!(
+        during.saturating_sub(before) < 32 * 1024,
+        "20 HTTP/2 streams grew the server by {} KiB",
+        during - before
+    );
+    driver.abort();
+}
+
+#[tokio::test]
+async fn the_open_file_limit_is_raised_at_start() {
+    // Started with a soft limit of 512 (the hard limit stays as it is).
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut child = std::process::Command::new("prlimit")
+        .arg(format!("--nofile=512:{hard}"))
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--auth", "none", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(tmp.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "berth did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let soft = line.split_whitespace().nth(3).unwrap().to_string();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(soft, hard, "{line}");
 }

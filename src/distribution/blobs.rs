@@ -22,11 +22,17 @@ use crate::storage::ByteRange;
 /// Resolve a `Range: bytes=…` header against a blob of `size` bytes.
 /// Syntax we do not understand (or several ranges) means "the whole blob", as HTTP allows.
 fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<ByteRange>, RegistryError> {
-    let Some(spec) = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().strip_prefix("bytes="))
-    else {
+    match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(v) => byte_range(v, size),
+        None => Ok(None),
+    }
+}
+
+/// A `Range` header value against a blob of `size` bytes: `None` for the
+/// whole blob (no `bytes=` unit, several ranges, or syntax we do not read),
+/// an error for a range that starts past the end.
+pub fn byte_range(value: &str, size: u64) -> Result<Option<ByteRange>, RegistryError> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
     if spec.contains(',') {
@@ -205,13 +211,20 @@ fn content_range(headers: &HeaderMap) -> Result<Option<ChunkRange>, OciError> {
             "Content-Range must be <first>-<last>",
         )
     };
-    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = v.to_str().map_err(|_| bad())?;
+    chunk_range(s).map(Some).ok_or_else(bad)
+}
+
+/// A chunk's `Content-Range` value: `<first>-<last>`, tolerating a `bytes `
+/// prefix and a `/total` suffix.
+pub fn chunk_range(value: &str) -> Option<ChunkRange> {
+    let s = value.trim();
     let s = s.strip_prefix("bytes").map(str::trim_start).unwrap_or(s);
     let s = s.split('/').next().unwrap_or(s);
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let first = a.trim().parse::<u64>().map_err(|_| bad())?;
-    let last = b.trim().parse::<u64>().map_err(|_| bad())?;
-    Ok(Some(ChunkRange { first, last }))
+    let (a, b) = s.split_once('-')?;
+    let first = a.trim().parse::<u64>().ok()?;
+    let last = b.trim().parse::<u64>().ok()?;
+    Some(ChunkRange { first, last })
 }
 
 pub(super) async fn patch_upload(

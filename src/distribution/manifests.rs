@@ -1,6 +1,7 @@
 //! Manifest endpoints: `GET|HEAD|PUT|DELETE /v2/<name>/manifests/<reference>`.
 
 use axum::body::Body;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
@@ -8,6 +9,7 @@ use super::errors::OciError;
 use super::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, empty, reference, set};
 use crate::registry::RepoId;
 use crate::registry::{Registry, RegistryError};
+use crate::server::AppState;
 
 /// Whether the client's `Accept` headers admit `media_type`. No `Accept` at
 /// all admits everything; so do `*/*` and `application/*`.
@@ -73,26 +75,67 @@ pub(super) async fn get(
     Ok(resp)
 }
 
+/// `PUT …/manifests/<reference>`: the body is read whole (at most
+/// `max_manifest_bytes`, within `api_body_timeout`, in the body memory budget).
 pub(super) async fn put(
-    reg: &Registry,
+    state: &AppState,
     repo: &RepoId,
     r: &str,
-    headers: &HeaderMap,
+    parts: &Parts,
     body: Body,
 ) -> Result<Response, OciError> {
+    let reg = &state.registry;
+    let headers = &parts.headers;
     let r = reference(r)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let limit = reg.limits.max_manifest_bytes;
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(e) => {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if let Some(n) = declared.filter(|n| *n > limit) {
+        state.metrics.limited("body_size");
+        return Err(RegistryError::ManifestInvalid(format!(
+            "the manifest is {n} bytes; the limit is {limit}"
+        ))
+        .into());
+    }
+    let ip = super::peer_ip(parts).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let _reservation = state
+        .body_budget
+        .reserve(ip, declared.unwrap_or(limit))
+        .await
+        .map_err(|e| {
+            state.metrics.limited("body_memory");
+            OciError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOOMANYREQUESTS",
+                e.to_string(),
+            )
+            .with_header(header::RETRY_AFTER, "1".into())
+        })?;
+    let read = axum::body::to_bytes(body, limit);
+    let bytes = match tokio::time::timeout(state.http.api_body_timeout, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
             return Err(RegistryError::ManifestInvalid(format!(
                 "could not read the manifest (the limit is {limit} bytes): {e}"
             ))
             .into());
+        }
+        Err(_) => {
+            state.metrics.limited("api_body_timeout");
+            return Err(OciError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "MANIFEST_INVALID",
+                format!(
+                    "the manifest did not arrive within {:?}",
+                    state.http.api_body_timeout
+                ),
+            ));
         }
     };
     let pushed = reg

@@ -13,6 +13,7 @@
 
 mod blobs;
 pub mod errors;
+pub use blobs::{byte_range, chunk_range};
 mod listing;
 mod manifests;
 
@@ -444,9 +445,7 @@ async fn route_request(
         (Route::Manifest(n, r), "GET" | "HEAD") => {
             manifests::get(reg, &repo(&n)?, &r, &parts.headers, method == Method::HEAD).await
         }
-        (Route::Manifest(n, r), "PUT") => {
-            manifests::put(reg, &repo(&n)?, &r, &parts.headers, body).await
-        }
+        (Route::Manifest(n, r), "PUT") => manifests::put(state, &repo(&n)?, &r, &parts, body).await,
         (Route::Manifest(n, r), "DELETE") => manifests::delete(reg, &repo(&n)?, &r).await,
         (Route::Blob(n, d), "GET" | "HEAD") => {
             blobs::get(reg, &repo(&n)?, &d, &parts.headers, method == Method::HEAD).await

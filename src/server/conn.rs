@@ -6,9 +6,12 @@
 //! (a 401 challenge, a 404, any early error), the unread bytes are still on
 //! the wire. Left there, they would be parsed as the next request; dropped with
 //! the connection, a client that reuses it (Go's HTTP client does) fails with
-//! EOF. So an unread body of up to [`DRAIN_LIMIT`] is read and discarded
-//! (for at most [`DRAIN_TIME`]) before the answer goes out; a larger one gets
-//! `Connection: close`, which tells the client not to reuse the connection.
+//! EOF, and a client still writing the body may see a reset instead of the
+//! answer. So an unread body of up to [`DRAIN_LIMIT`] is read and discarded
+//! (memory: one frame at a time) before the answer goes out, while it keeps
+//! arriving ([`DRAIN_IDLE`]) and for at most [`DRAIN_TIME`]; otherwise the
+//! answer says `Connection: close`. A client that sent `Expect: 100-continue`
+//! has not sent its body: it gets the answer and the close at once.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,9 +33,11 @@ use super::client_addr::{ClientAddr, TrustedProxies};
 use super::listener::ConnInfo;
 
 /// Most of an unread request body that is drained to keep the connection usable.
-pub const DRAIN_LIMIT: u64 = 1 << 20;
+pub const DRAIN_LIMIT: u64 = 64 << 20;
 /// Longest a drain may take.
 pub const DRAIN_TIME: Duration = Duration::from_secs(2);
+/// A drain stops when the client sends nothing for this long.
+pub const DRAIN_IDLE: Duration = Duration::from_millis(250);
 
 /// Serves the requests of one connection through the router.
 #[derive(Clone)]
@@ -75,6 +80,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let client = self.trusted.client_addr(self.peer, req.headers());
         let (mut parts, incoming) = req.into_parts();
         parts.extensions.insert(client);
+        let expects_continue = req_expects_continue(&parts.headers);
         let unread_body = !incoming.is_end_stream();
         let h1 = parts.version < Version::HTTP_2;
         let body = Arc::new(Mutex::new(GuardedBody::new(incoming, self.body_timeout)));
@@ -85,7 +91,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
-            if h1 && unread_body && !drain(&body).await {
+            if h1 && unread_body && (expects_continue || !drain(&body).await) {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -115,11 +121,13 @@ async fn drain(body: &Arc<Mutex<GuardedBody>>) -> bool {
     }
     let read = async {
         loop {
-            let frame = std::future::poll_fn(|cx| {
+            let next = std::future::poll_fn(|cx| {
                 let mut b = body.lock().expect("body lock");
                 Pin::new(&mut *b).poll_frame(cx)
-            })
-            .await;
+            });
+            let Ok(frame) = tokio::time::timeout(DRAIN_IDLE, next).await else {
+                return false;
+            };
             let b = body.lock().expect("body lock");
             match frame {
                 None => return true,
@@ -131,6 +139,12 @@ async fn drain(body: &Arc<Mutex<GuardedBody>>) -> bool {
     tokio::time::timeout(DRAIN_TIME, read)
         .await
         .unwrap_or(false)
+}
+
+fn req_expects_continue(h: &axum::http::HeaderMap) -> bool {
+    h.get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
 }
 
 /// The request body as the router sees it: shared with [`ConnService`], which

@@ -24,7 +24,8 @@ pub const ACCOUNT: &str = "123456789012";
 pub const ROOT_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
 pub const ROOT_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
-fn free_port() -> u16 {
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -231,6 +232,128 @@ pub async fn pull_blob(c: &reqwest::Client, s: &Server, repo: &str, digest: &str
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::OK);
     r.bytes().await.unwrap().to_vec()
+}
+
+/// Headers of a `POST /` for ECR operation `op` with `body`, signed with
+/// Berth's own SigV4 signer for `key` / `secret` (us-east-1).
+pub fn ecr_headers(
+    s: &Server,
+    op: &str,
+    body: &[u8],
+    key: &str,
+    secret: &str,
+) -> reqwest::header::HeaderMap {
+    use reqwest::header::{HeaderMap, HeaderValue};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut h = axum::http::HeaderMap::new();
+    h.insert("host", s.addr.parse().unwrap());
+    h.insert(
+        "x-amz-date",
+        berth::auth::sigv4::format_amz_date(now).parse().unwrap(),
+    );
+    h.insert(
+        "x-amz-target",
+        format!("AmazonEC2ContainerRegistry_V20150921.{op}")
+            .parse()
+            .unwrap(),
+    );
+    h.insert(
+        "content-type",
+        "application/x-amz-json-1.1".parse().unwrap(),
+    );
+    let auth = berth::auth::sigv4::sign(
+        "POST",
+        &axum::http::Uri::from_static("/"),
+        &h,
+        &["content-type", "host", "x-amz-date", "x-amz-target"],
+        body,
+        key,
+        secret,
+        "us-east-1",
+        "ecr",
+    );
+    let mut out = HeaderMap::new();
+    for (k, v) in &h {
+        if k != "host" {
+            out.insert(
+                k.as_str().parse::<reqwest::header::HeaderName>().unwrap(),
+                HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+            );
+        }
+    }
+    out.insert("authorization", HeaderValue::from_str(&auth).unwrap());
+    out
+}
+
+/// Call ECR operation `op` as the root of [`ACCOUNT`]; the JSON answer (panics on an error).
+pub async fn ecr(s: &Server, op: &str, body: serde_json::Value) -> serde_json::Value {
+    ecr_as(s, ROOT_KEY_ID, ROOT_SECRET, op, body).await
+}
+
+/// Run `berth iam <args>` against the server's data directory; its JSON output.
+pub fn berth_iam(s: &Server, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("iam")
+        .arg("--data-dir")
+        .arg(&s.data_dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "berth iam {args:?}: {}",
+        tail(&out.stderr, 2000)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Call ECR operation `op` with access key `key` / `secret`; the JSON answer
+/// (panics on an error).
+pub async fn ecr_as(
+    s: &Server,
+    key: &str,
+    secret: &str,
+    op: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let body = body.to_string().into_bytes();
+    let r = reqwest::Client::new()
+        .post(s.url("/"))
+        .headers(ecr_headers(s, op, &body, key, secret))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{op}: {status} {v}");
+    v
+}
+
+/// A registry token (the `docker login` password) of the root of [`ACCOUNT`].
+pub async fn registry_token(s: &Server) -> String {
+    registry_token_as(s, ROOT_KEY_ID, ROOT_SECRET).await
+}
+
+/// A registry token of access key `key`.
+pub async fn registry_token_as(s: &Server, key: &str, secret: &str) -> String {
+    use base64::Engine;
+    let v = ecr_as(
+        s,
+        key,
+        secret,
+        "GetAuthorizationToken",
+        serde_json::json!({}),
+    )
+    .await;
+    let t = v["authorizationData"][0]["authorizationToken"]
+        .as_str()
+        .unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(t).unwrap();
+    String::from_utf8(decoded).unwrap()["AWS:".len()..].to_string()
 }
 
 /// The server's `/metrics` page.

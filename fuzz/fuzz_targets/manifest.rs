@@ -1,0 +1,3 @@
+//! Fuzz target `manifest`: see `berth::fuzzing::manifest`.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| berth::fuzzing::manifest(data));

@@ -1,0 +1,111 @@
+//! The `berth` command line as an operator meets it: what `--help` shows,
+//! what the start banner says.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn berth(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "berth {args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The long flags `--help` lists, each with the text up to the next flag.
+fn flags(help: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let t = line.trim_start();
+        if t.starts_with("--") {
+            let name = t.split([' ', '<']).next().unwrap().to_string();
+            out.push((name, String::new()));
+        } else if let Some(last) = out.last_mut() {
+            last.1.push_str(t);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_setting_shows_its_environment_variable() {
+    let help = berth(&["serve", "--help"]);
+    let flags = flags(&help);
+    assert!(flags.len() > 20, "{help}");
+    for (name, text) in &flags {
+        if name == "--help" {
+            continue;
+        }
+        let var = format!(
+            "BERTH_{}",
+            name.trim_start_matches("--")
+                .replace('-', "_")
+                .to_uppercase()
+        );
+        assert!(text.contains(&format!("[env: {var}=")), "{name}: {text}");
+    }
+}
+
+#[test]
+fn maintenance_commands_list_only_their_own_settings() {
+    for cmd in [
+        &["gc", "--help"][..],
+        &["lifecycle", "--help"],
+        &["iam", "--help"],
+    ] {
+        let help = berth(cmd);
+        for server_only in ["--listen", "--idle-timeout", "--max-connections", "--auth"] {
+            assert!(!help.contains(server_only), "{cmd:?} lists {server_only}");
+        }
+        assert!(help.contains("--data-dir"), "{cmd:?}");
+    }
+}
+
+#[test]
+fn the_banner_names_the_region_and_the_registry_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "serve",
+            "--region",
+            "eu-west-3",
+            "--registry-host",
+            "registry.example.com",
+        ])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(tmp.path())
+        .env("BERTH_ACCOUNT_ID", common::ACCOUNT)
+        .env("BERTH_ROOT_ACCESS_KEY_ID", common::ROOT_KEY_ID)
+        .env("BERTH_ROOT_SECRET_ACCESS_KEY", common::ROOT_SECRET)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.contains("docker push");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let banner = lines.join("\n");
+    assert!(banner.contains("region eu-west-3"), "{banner}");
+    assert!(banner.contains("--region eu-west-3"), "{banner}");
+    assert!(
+        banner.contains("--password-stdin registry.example.com"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("docker push registry.example.com/NAME:TAG"),
+        "{banner}"
+    );
+}
