@@ -118,10 +118,7 @@ pub enum BreakGlassCommand {
 }
 
 async fn open_meta(config: &Config) -> anyhow::Result<MetadataStore> {
-    crate::server::secure_data_dir(&config.data_dir)?;
-    MetadataStore::open_sqlite(&config.data_dir.join("metadata.db"))
-        .await
-        .context("opening the metadata database")
+    crate::server::open_metadata(config).await
 }
 
 fn print(out: &serde_json::Value) -> anyhow::Result<()> {

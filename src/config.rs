@@ -15,6 +15,11 @@ use serde::Deserialize;
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The metadata database: `sqlite://…` or `postgres://…`; `None` is the
+    /// SQLite file `<data_dir>/metadata.db`.
+    pub database_url: Option<String>,
+    /// Where blob bytes live.
+    pub storage: StorageLocation,
     /// Where the master key lives; `None`: `BERTH_MASTER_KEY`, else `<data_dir>/master.key`.
     pub master_key_file: Option<PathBuf>,
     /// Upload sessions untouched for this long are removed with their bytes.
@@ -45,6 +50,62 @@ pub struct Config {
     pub http: HttpLimits,
     /// Open upload sessions allowed per caller and per repository.
     pub uploads: UploadQuotas,
+}
+
+/// Where blob bytes live (`storage_url`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageLocation {
+    /// A directory (`file:///path`); `None` is `<data_dir>/storage`.
+    File(Option<PathBuf>),
+    /// An S3 bucket and key prefix (`s3://bucket/prefix`); `path_style`
+    /// forces path-style addressing (automatic for an IP-address endpoint).
+    S3 {
+        bucket: String,
+        prefix: String,
+        path_style: bool,
+    },
+}
+
+impl StorageLocation {
+    /// Parse a `storage_url`.
+    pub fn parse(url: &str, path_style: bool) -> anyhow::Result<StorageLocation> {
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                bail!("storage_url: {url:?} must be file:///absolute/path");
+            }
+            return Ok(StorageLocation::File(Some(PathBuf::from(path))));
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let bucket_ok = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
+            if !bucket_ok {
+                bail!("storage_url: {bucket:?} is not an S3 bucket name");
+            }
+            let prefix = prefix.trim_matches('/');
+            if !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+            {
+                bail!(
+                    "storage_url: the key prefix {prefix:?} may hold only letters, digits, '-', '_', '.' and '/'"
+                );
+            }
+            let prefix = if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            };
+            return Ok(StorageLocation::S3 {
+                bucket: bucket.to_string(),
+                prefix,
+                path_style,
+            });
+        }
+        bail!("storage_url: {url:?} is neither file:///path nor s3://bucket/prefix")
+    }
 }
 
 /// Bounds on what a client may cost the server (docs/security.md).
@@ -120,6 +181,8 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:5000".parse().expect("valid default address"),
             data_dir: PathBuf::from("./berth-data"),
+            database_url: None,
+            storage: StorageLocation::File(None),
             master_key_file: None,
             upload_max_age: Duration::from_secs(24 * 3600),
             upload_reap_interval: Duration::from_secs(600),
@@ -144,6 +207,9 @@ impl Default for Config {
 pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub storage_url: Option<String>,
+    pub s3_path_style: Option<bool>,
     pub master_key_file: Option<PathBuf>,
     pub upload_max_age: Option<String>,
     pub upload_reap_interval: Option<String>,
@@ -187,7 +253,8 @@ impl Overrides {
     /// Layer `self` (higher priority) over `lower`.
     pub fn over(self, lower: Overrides) -> Overrides {
         layer!(self, lower;
-            listen, data_dir, master_key_file, upload_max_age, upload_reap_interval,
+            listen, data_dir, database_url, storage_url, s3_path_style, master_key_file,
+            upload_max_age, upload_reap_interval,
             max_manifest_bytes, max_image_layers, gc_interval, gc_grace, lifecycle_interval,
             auth, region, registry_host, idle_timeout, send_timeout, body_timeout,
             api_body_timeout, shutdown_timeout, max_connections, max_connections_per_ip,
@@ -208,6 +275,18 @@ impl Overrides {
             c.data_dir = d;
         }
         c.master_key_file = self.master_key_file;
+        if let Some(u) = self.database_url.filter(|u| !u.is_empty()) {
+            if !(u.starts_with("sqlite:")
+                || u.starts_with("postgres://")
+                || u.starts_with("postgresql://"))
+            {
+                bail!("database_url: {u:?} is neither sqlite://… nor postgres://…");
+            }
+            c.database_url = Some(u);
+        }
+        if let Some(u) = self.storage_url.filter(|u| !u.is_empty()) {
+            c.storage = StorageLocation::parse(&u, self.s3_path_style.unwrap_or(false))?;
+        }
         if let Some(a) = self.upload_max_age {
             c.upload_max_age = parse_duration(&a).context("upload_max_age")?;
         }
@@ -416,6 +495,18 @@ mod tests {
         assert_eq!(c.http.trusted_proxies.len(), 3);
         assert_eq!(c.http.trusted_proxies[1].to_string(), "192.168.1.7/32");
         assert!(toml::from_str::<Overrides>("nonsense = 1").is_err());
+        let s3 = StorageLocation::parse("s3://my-bucket/berth/prod/", true).unwrap();
+        assert_eq!(
+            s3,
+            StorageLocation::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "berth/prod/".into(),
+                path_style: true
+            }
+        );
+        assert!(StorageLocation::parse("s3://B/x", false).is_err());
+        assert!(StorageLocation::parse("file://relative", false).is_err());
+        assert!(StorageLocation::parse("gs://b", false).is_err());
         assert!(parse_duration("5x").is_err());
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);

@@ -304,14 +304,17 @@ pub fn lifecycle_policy(data: &[u8]) {
 pub fn ecr_request(data: &[u8]) {
     use std::sync::OnceLock;
     use tower_service::Service;
-    static HARNESS: OnceLock<(tokio::runtime::Runtime, axum::Router, tempfile_dir::Dir)> =
-        OnceLock::new();
+    static HARNESS: OnceLock<(
+        tokio::runtime::Runtime,
+        axum::Router,
+        crate::metadata::testing::tempfile_path::TempPath,
+    )> = OnceLock::new();
     let (rt, router, _dir) = HARNESS.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime");
-        let dir = tempfile_dir::Dir::new();
+        let dir = crate::metadata::testing::tempfile_path::TempPath::new();
         let router = rt.block_on(ecr_harness(dir.path()));
         (rt, router, dir)
     });
@@ -430,32 +433,6 @@ async fn ecr_harness(dir: &std::path::Path) -> axum::Router {
         http: crate::config::HttpLimits::default(),
     });
     crate::server::router(state)
-}
-
-/// A directory removed when the process ends normally (a fuzzer never does;
-/// it lives under the system temp dir).
-mod tempfile_dir {
-    pub struct Dir(std::path::PathBuf);
-
-    impl Dir {
-        pub fn new() -> Dir {
-            let mut bytes = [0u8; 8];
-            crate::auth::secrets::random_bytes(&mut bytes);
-            let p = std::env::temp_dir().join(format!("berth-fuzz-{}", hex::encode(bytes)));
-            std::fs::create_dir_all(&p).expect("a temp dir");
-            Dir(p)
-        }
-
-        pub fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 /// A harness: arbitrary bytes in, a panic if an invariant breaks.

@@ -69,6 +69,15 @@ struct StoreArgs {
     /// Directory for blobs and metadata [default: ./berth-data]
     #[arg(long, env = "BERTH_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// Metadata database: sqlite://FILE or postgres://USER:PASS@HOST:PORT/DB [default: <data-dir>/metadata.db]
+    #[arg(long, env = "BERTH_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// Blob storage: file:///DIR or s3://BUCKET/PREFIX (endpoint, region and credentials from the AWS_* variables) [default: file://<data-dir>/storage]
+    #[arg(long, env = "BERTH_STORAGE_URL", global = true)]
+    storage_url: Option<String>,
+    /// Address S3 by path (http://host/bucket/key) rather than by virtual host [default: only for an IP-address endpoint]
+    #[arg(long, env = "BERTH_S3_PATH_STYLE", global = true)]
+    s3_path_style: bool,
     /// File holding the master key (64 hex characters); created if absent
     /// [default: BERTH_MASTER_KEY, else <data-dir>/master.key]
     #[arg(long, env = "BERTH_MASTER_KEY_FILE", global = true)]
@@ -159,6 +168,9 @@ impl StoreArgs {
         };
         let flags = Overrides {
             data_dir: self.data_dir,
+            database_url: self.database_url,
+            storage_url: self.storage_url,
+            s3_path_style: self.s3_path_style.then_some(true),
             master_key_file: self.master_key_file,
             region: self.region,
             ..extra

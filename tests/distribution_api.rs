@@ -1247,3 +1247,20 @@ async fn disk_full_is_a_clear_5xx_and_stores_nothing() {
     assert_eq!(sha256(&got), d);
     drop(s);
 }
+
+// The suite again on PostgreSQL + S3 (the disk-full tests are about the
+// embedded store's own disk).
+on_scale_out_too!(
+    base_health_and_metrics,
+    blob_push_styles_pull_and_ranges,
+    sha512_and_cross_repository_mount,
+    manifests_tags_negotiation_and_deletes,
+    manifest_validation_errors_change_nothing,
+    index_children_and_referrers,
+    pagination_of_tags_and_catalog,
+    chunked_upload_resumes_after_restart_and_after_disconnect,
+    concurrent_pushes_of_the_same_blob,
+    kill_9_during_concurrent_pushes_loses_nothing_acknowledged,
+    abandoned_uploads_are_reaped,
+    graceful_shutdown_on_sigterm,
+);

@@ -11,6 +11,16 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn ecr_api_python_suite() {
+    run_suite("embedded");
+}
+
+/// The same suite with every server on PostgreSQL + S3.
+#[test]
+fn ecr_api_python_suite_on_scale_out() {
+    run_suite("scale-out");
+}
+
+fn run_suite(backend: &str) {
     let root = env!("CARGO_MANIFEST_DIR");
 
     let probe = Command::new("python3")
@@ -36,6 +46,7 @@ fn ecr_api_python_suite() {
         ])
         .current_dir(root)
         .env("BERTH_BIN", env!("CARGO_BIN_EXE_berth"))
+        .env("BERTH_TEST_BACKEND", backend)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .expect("run python3 -m pytest");
@@ -44,7 +55,7 @@ fn ecr_api_python_suite() {
     println!("{stdout}");
     assert!(
         out.status.success(),
-        "pytest tests/python failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        "pytest tests/python ({backend}) failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
         out.status
     );
 }

@@ -193,7 +193,6 @@ impl Access {
             Some(a) => anyhow::bail!("BERTH_ACCOUNT_ID must be 12 digits, not {a:?}"),
             None => new_account_id(),
         };
-        self.meta.create_account(&account, "primary").await?;
         let (id, secret, echo) = match key {
             Some((id, secret)) => (id.to_string(), secret.to_string(), false),
             None => {
@@ -201,7 +200,23 @@ impl Access {
                 (id, secret, true)
             }
         };
-        self.create_key(&account, "", &id, &secret).await?;
+        // Nodes starting together on an empty store: one of them creates the
+        // account and its key, the others find it done.
+        let row = AccessKeyRow {
+            access_key_id: id.clone(),
+            account_id: account.clone(),
+            user_name: String::new(),
+            secret_sealed: self.master.seal(secret.as_bytes(), &id),
+            active: true,
+            created_at: now_millis(),
+        };
+        if !self
+            .meta
+            .bootstrap_primary(&account, "primary", &row)
+            .await?
+        {
+            return Ok(None);
+        }
         Ok(Some(BootstrapReport {
             account_id: account,
             access_key_id: id,

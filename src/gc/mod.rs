@@ -96,7 +96,9 @@ async fn collect_inner(registry: &Registry, settings: &GcSettings) -> Result<GcR
                 registry: registry_id,
                 name: repository,
             };
-            if registry.meta.delete_manifest(repo, &d).await?.is_some() {
+            if let crate::metadata::DeleteManifest::Deleted(_) =
+                registry.meta.delete_manifest(repo, &d).await?
+            {
                 progressed = true;
                 report.referrers_deleted += 1;
                 registry.metrics.gc.manifests_deleted.inc();

@@ -14,13 +14,20 @@ use futures_util::stream;
 use super::{GcSettings, collect};
 use crate::config::Config;
 use crate::digest::Digest;
+use crate::metadata::testing::Engine;
 use crate::metrics::Metrics;
 use crate::reference::{Reference, RepoName};
 use crate::registry::{Registry, RegistryError, RepoId};
 
-async fn registry(dir: &std::path::Path) -> Arc<Registry> {
+/// A registry on `engine` (the metadata store; blobs in `dir`).
+async fn registry(dir: &std::path::Path, engine: Engine) -> Arc<Registry> {
+    let database_url = match engine {
+        Engine::Sqlite => None,
+        Engine::Postgres => Some(crate::metadata::testing::fresh_postgres_database().await),
+    };
     let config = Config {
         data_dir: dir.to_path_buf(),
+        database_url,
         gc_grace: Duration::ZERO,
         ..Config::default()
     };
@@ -100,10 +107,9 @@ fn gc_loop(reg: Arc<Registry>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle
 /// mounts and manifest PUTs. Whatever the interleaving, a manifest that was
 /// stored must stay complete, and an upload that was acknowledged must be
 /// readable until the collector may legitimately take it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pushes_race_a_continuous_collector() {
+async fn pushes_race_a_continuous_collector(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+    let reg = registry(dir.path(), engine).await;
     let stop = Arc::new(AtomicBool::new(false));
     let gc = gc_loop(reg.clone(), stop.clone());
     let (a, b) = (repo("race/a"), repo("race/b"));
@@ -191,10 +197,9 @@ async fn pushes_race_a_continuous_collector() {
 /// A file in blob storage without a metadata row (a crash after publishing)
 /// is an orphan the collector deletes, while an upload of the same digest
 /// runs: the upload must never be acknowledged with its bytes deleted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orphan_deletion_races_an_upload_of_the_same_digest() {
+async fn orphan_deletion_races_an_upload_of_the_same_digest(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+    let reg = registry(dir.path(), engine).await;
     let r = repo("orphans");
     let mut acknowledged = 0;
     for i in 0..40u32 {
@@ -243,10 +248,9 @@ async fn orphan_deletion_races_an_upload_of_the_same_digest() {
 }
 
 /// Deleting images frees their bytes; shared layers of surviving images stay.
-#[tokio::test]
-async fn deleted_images_are_collected_and_shared_layers_kept() {
+async fn deleted_images_are_collected_and_shared_layers_kept(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+    let reg = registry(dir.path(), engine).await;
     let r = repo("collect");
     let base = push_blob(&reg, &r, b"shared base").await.unwrap();
     let only_old = push_blob(&reg, &r, b"only in the old image").await.unwrap();
@@ -289,10 +293,9 @@ async fn deleted_images_are_collected_and_shared_layers_kept() {
 
 /// A stored file no row accounts for is removed (once older than the grace);
 /// files with rows are not touched by the sweep.
-#[tokio::test]
-async fn orphan_files_are_swept() {
+async fn orphan_files_are_swept(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path()).await;
+    let reg = registry(dir.path(), engine).await;
     let r = repo("sweep");
     let kept = push_blob(&reg, &r, b"has a row").await.unwrap();
     let data = b"no row for me".to_vec();
@@ -326,3 +329,10 @@ async fn orphan_files_are_swept() {
     assert_eq!(reg.meta.blob_size(&orphan).await.unwrap(), None);
     assert_invariant(&reg).await;
 }
+
+crate::metadata::testing::on_both_engines!(
+    pushes_race_a_continuous_collector,
+    orphan_deletion_races_an_upload_of_the_same_digest,
+    deleted_images_are_collected_and_shared_layers_kept,
+    orphan_files_are_swept,
+);

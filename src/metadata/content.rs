@@ -9,6 +9,16 @@ use super::{
 };
 use crate::digest::{Descriptor, Digest};
 
+/// Result of [`MetadataStore::delete_manifest`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum DeleteManifest {
+    /// Deleted, with the tags it had.
+    Deleted(Vec<String>),
+    NotFound,
+    /// An index of the repository references it.
+    Referenced,
+}
+
 /// Result of [`MetadataStore::unlink_blob`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Unlink {
@@ -65,6 +75,16 @@ impl MetadataStore {
         from: Repo<'_>,
         digest: &Digest,
     ) -> Result<bool> {
+        self.retrying(|| self.mount_blob_once(repo, from, digest))
+            .await
+    }
+
+    async fn mount_blob_once(
+        &self,
+        repo: Repo<'_>,
+        from: Repo<'_>,
+        digest: &Digest,
+    ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         self.lock_blob_row(&mut tx, digest, LockMode::Share).await?;
         let linked = live_link(&mut tx, from, digest).await?;
@@ -88,17 +108,21 @@ impl MetadataStore {
         digest: &Digest,
         upload_id: Option<&str>,
     ) -> Result<bool> {
+        self.retrying(|| self.commit_blob_once(repo, digest, upload_id))
+            .await
+    }
+
+    async fn commit_blob_once(
+        &self,
+        repo: Repo<'_>,
+        digest: &Digest,
+        upload_id: Option<&str>,
+    ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let now = now_millis();
         self.lock_blob_row(&mut tx, digest, LockMode::Update)
             .await?;
-        let state: Option<String> = sqlx::query("SELECT state FROM blobs WHERE digest = $1")
-            .bind(digest.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get(0))
-            .transpose()?;
-        if state.as_deref() != Some("live") {
+        if blob_state(&mut tx, digest).await?.as_deref() != Some("live") {
             return Ok(false);
         }
         upsert_link(&mut tx, repo, digest, now).await?;
@@ -115,6 +139,10 @@ impl MetadataStore {
     /// Remove a blob from a repository's view, unless a manifest of the
     /// repository references it (the check and the delete are one transaction).
     pub async fn unlink_blob(&self, repo: Repo<'_>, digest: &Digest) -> Result<Unlink> {
+        self.retrying(|| self.unlink_blob_once(repo, digest)).await
+    }
+
+    async fn unlink_blob_once(&self, repo: Repo<'_>, digest: &Digest) -> Result<Unlink> {
         let mut tx = self.begin_write().await?;
         let user: Option<String> = sqlx::query(
             "SELECT parent FROM manifest_references \
@@ -153,6 +181,18 @@ impl MetadataStore {
     /// repository `quotas.per_repository`; the counts and the insert are one
     /// transaction.
     pub async fn create_upload(
+        &self,
+        id: &str,
+        repo: Repo<'_>,
+        owner: &str,
+        hash_state: &[u8],
+        quotas: crate::config::UploadQuotas,
+    ) -> Result<CreateUpload> {
+        self.retrying(|| self.create_upload_once(id, repo, owner, hash_state, quotas))
+            .await
+    }
+
+    async fn create_upload_once(
         &self,
         id: &str,
         repo: Repo<'_>,
@@ -296,6 +336,10 @@ impl MetadataStore {
     /// transaction so a concurrent delete cannot leave a manifest pointing at
     /// nothing; an immutable tag that already points elsewhere stops everything.
     pub async fn put_manifest(&self, m: &NewManifest<'_>) -> Result<PutManifestOutcome> {
+        self.retrying(|| self.put_manifest_once(m)).await
+    }
+
+    async fn put_manifest_once(&self, m: &NewManifest<'_>) -> Result<PutManifestOutcome> {
         let repo = m.repo;
         let mut tx = self.begin_write().await?;
         let now = now_millis();
@@ -331,7 +375,14 @@ impl MetadataStore {
         }
         for batch in m.children.chunks(CHECK_BATCH) {
             let digests: Vec<&Digest> = batch.iter().map(|c| &c.digest).collect();
-            let stored = sizes_of(&mut tx, MANIFEST_SIZES, repo, &digests).await?;
+            // On PostgreSQL the children are locked (shared) too: a concurrent
+            // delete of a child waits, then sees this index's references.
+            let stored = match self.dialect {
+                super::Dialect::Postgres => {
+                    sizes_of_locked(&mut tx, MANIFEST_SIZES, repo, &digests).await?
+                }
+                super::Dialect::Sqlite => sizes_of(&mut tx, MANIFEST_SIZES, repo, &digests).await?,
+            };
             for c in batch {
                 let Some(size) = stored.get(c.digest.as_str()) else {
                     return Ok(PutManifestOutcome::MissingChild(c.digest.clone()));
@@ -345,22 +396,59 @@ impl MetadataStore {
                 }
             }
         }
+        // The tag: take it if it is free (a concurrent push of the same new
+        // tag waits here for ours and then finds it taken), else look at whom
+        // it points to, locked, and move it unless it is immutable.
         let mut tag_changed = false;
         if let Some(tag) = m.tag {
-            let current: Option<String> = sqlx::query(
-                "SELECT digest FROM tags WHERE registry_id = $1 AND repository = $2 AND name = $3",
+            let taken = sqlx::query(
+                "INSERT INTO tags (registry_id, repository, name, digest, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (registry_id, repository, name) DO NOTHING",
             )
             .bind(repo.registry)
             .bind(repo.name)
             .bind(tag)
-            .fetch_optional(&mut *tx)
+            .bind(m.digest.as_str())
+            .bind(now)
+            .execute(&mut *tx)
             .await?
-            .map(|r| r.try_get(0))
-            .transpose()?;
-            match current {
-                Some(d) if d == m.digest.as_str() => {}
-                Some(_) if m.tag_immutable => return Ok(PutManifestOutcome::TagImmutable),
-                _ => tag_changed = true,
+            .rows_affected()
+                > 0;
+            if taken {
+                tag_changed = true;
+            } else {
+                let lock = match self.dialect {
+                    super::Dialect::Postgres => " FOR UPDATE",
+                    super::Dialect::Sqlite => "",
+                };
+                let current: Option<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT digest FROM tags WHERE registry_id = $1 AND repository = $2 AND name = $3{lock}"
+                )))
+                .bind(repo.registry)
+                .bind(repo.name)
+                .bind(tag)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+                match current {
+                    Some(d) if d == m.digest.as_str() => {}
+                    Some(_) if m.tag_immutable => return Ok(PutManifestOutcome::TagImmutable),
+                    _ => {
+                        sqlx::query(
+                            "INSERT INTO tags (registry_id, repository, name, digest, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT (registry_id, repository, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                        )
+                        .bind(repo.registry)
+                        .bind(repo.name)
+                        .bind(tag)
+                        .bind(m.digest.as_str())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        tag_changed = true;
+                    }
+                }
             }
         }
         let new_manifest = sqlx::query(
@@ -401,19 +489,6 @@ impl MetadataStore {
                     .await?;
                 }
             }
-        }
-        if let (Some(tag), true) = (m.tag, tag_changed) {
-            sqlx::query(
-                "INSERT INTO tags (registry_id, repository, name, digest, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (registry_id, repository, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-            )
-            .bind(repo.registry)
-            .bind(repo.name)
-            .bind(tag)
-            .bind(m.digest.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
         }
         tx.commit().await?;
         Ok(PutManifestOutcome::Stored {
@@ -470,27 +545,57 @@ impl MetadataStore {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
-    /// Delete a manifest, its tags and its reference rows. Returns the tags it had,
-    /// or `None` if it did not exist.
-    pub async fn delete_manifest(
+    /// Delete a manifest, its tags and its reference rows, unless an index
+    /// of the repository references it; the check and the delete are one
+    /// transaction, ordered against an index push by the manifest's row lock.
+    pub async fn delete_manifest(&self, repo: Repo<'_>, digest: &Digest) -> Result<DeleteManifest> {
+        self.retrying(|| self.delete_manifest_once(repo, digest))
+            .await
+    }
+
+    async fn delete_manifest_once(
         &self,
         repo: Repo<'_>,
         digest: &Digest,
-    ) -> Result<Option<Vec<String>>> {
+    ) -> Result<DeleteManifest> {
         let mut tx = self.begin_write().await?;
-        let existed = sqlx::query(
+        let lock = match self.dialect {
+            super::Dialect::Postgres => " FOR UPDATE",
+            super::Dialect::Sqlite => "",
+        };
+        let exists = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT 1 FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3{lock}"
+        )))
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        if !exists {
+            return Ok(DeleteManifest::NotFound);
+        }
+        let referenced = sqlx::query(
+            "SELECT 1 FROM manifest_references \
+             WHERE registry_id = $1 AND repository = $2 AND child = $3 AND kind = 'manifest'",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        if referenced {
+            return Ok(DeleteManifest::Referenced);
+        }
+        sqlx::query(
             "DELETE FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
         )
         .bind(repo.registry)
         .bind(repo.name)
         .bind(digest.as_str())
         .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
-        if !existed {
-            return Ok(None);
-        }
+        .await?;
         let tags: Vec<String> = sqlx::query(
             "SELECT name FROM tags WHERE registry_id = $1 AND repository = $2 AND digest = $3 ORDER BY name",
         )
@@ -517,7 +622,7 @@ impl MetadataStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Some(tags))
+        Ok(DeleteManifest::Deleted(tags))
     }
 
     /// Whether another manifest in the repository (an index) references `digest`.
@@ -730,6 +835,32 @@ const LIVE_LINK_SIZES: &str = "SELECT b.digest, b.size FROM repository_blobs rb 
 const MANIFEST_SIZES: &str =
     "SELECT digest, size FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest";
 
+/// [`sizes_of`] with the rows locked `FOR SHARE` (PostgreSQL), in digest order.
+async fn sizes_of_locked(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    select: &str,
+    repo: Repo<'_>,
+    digests: &[&Digest],
+) -> Result<std::collections::HashMap<String, u64>> {
+    let mut sorted = digests.to_vec();
+    sorted.sort();
+    let sql = format!(
+        "{select} IN ({}) ORDER BY digest FOR SHARE",
+        placeholders(3, sorted.len())
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(repo.registry)
+        .bind(repo.name);
+    for d in &sorted {
+        q = q.bind(d.as_str());
+    }
+    q.fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)? as u64)))
+        .collect()
+}
+
 /// Run `select` (digest and size of rows of `repo`, ending in the digest
 /// column it filters on) with ` IN (...)` of `digests`, as the transaction sees them.
 async fn sizes_of(
@@ -769,6 +900,19 @@ pub(super) async fn live_link(
     .fetch_optional(&mut **tx)
     .await?
     .is_some())
+}
+
+/// The state of `digest`'s blob row (`live`, `deleting`), as the transaction sees it.
+pub(super) async fn blob_state(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    digest: &Digest,
+) -> Result<Option<String>> {
+    Ok(sqlx::query("SELECT state FROM blobs WHERE digest = $1")
+        .bind(digest.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?)
 }
 
 /// Insert a link, or refresh its `touched_at` if it exists.

@@ -46,38 +46,46 @@ impl MetadataStore {
     /// collection leaves the digest alone for a grace period. Refused while
     /// GC is deleting the digest (its bytes may vanish under the publish).
     pub async fn claim_blob(&self, digest: &Digest, size: u64) -> Result<BlobClaim> {
+        self.retrying(|| self.claim_blob_once(digest, size)).await
+    }
+
+    async fn claim_blob_once(&self, digest: &Digest, size: u64) -> Result<BlobClaim> {
         let mut tx = self.begin_write().await?;
-        self.lock_blob_row(&mut tx, digest, LockMode::Update)
-            .await?;
         let now = now_millis();
-        let state: Option<String> = sqlx::query("SELECT state FROM blobs WHERE digest = $1")
-            .bind(digest.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get(0))
-            .transpose()?;
-        let outcome = match state.as_deref() {
-            None => {
-                sqlx::query(
-                    "INSERT INTO blobs (digest, size, created_at, state, touched_at) \
-                     VALUES ($1, $2, $3, 'live', $3)",
-                )
-                .bind(digest.as_str())
-                .bind(size as i64)
-                .bind(now)
-                .execute(&mut *tx)
+        // Insert first: two nodes claiming the same new digest both succeed
+        // (the second waits for the first's row, then finds it), where a
+        // read-then-insert would fail the second with a duplicate key.
+        let inserted = sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at, state, touched_at) \
+             VALUES ($1, $2, $3, 'live', $3) ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(digest.as_str())
+        .bind(size as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        let outcome = if inserted {
+            BlobClaim::Claimed
+        } else {
+            self.lock_blob_row(&mut tx, digest, LockMode::Update)
                 .await?;
-                BlobClaim::Claimed
+            match super::content::blob_state(&mut tx, digest)
+                .await?
+                .as_deref()
+            {
+                Some("live") => {
+                    sqlx::query("UPDATE blobs SET touched_at = $1 WHERE digest = $2")
+                        .bind(now)
+                        .bind(digest.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    BlobClaim::Claimed
+                }
+                // Deleting, or gone again since the insert (GC finished): wait and retry.
+                _ => BlobClaim::Deleting,
             }
-            Some("live") => {
-                sqlx::query("UPDATE blobs SET touched_at = $1 WHERE digest = $2")
-                    .bind(now)
-                    .bind(digest.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                BlobClaim::Claimed
-            }
-            Some(_) => BlobClaim::Deleting,
         };
         tx.commit().await?;
         Ok(outcome)
@@ -102,6 +110,16 @@ impl MetadataStore {
     /// client that was just told "this blob exists" can still reference it.
     /// Returns false when the link is gone (garbage collection won the race).
     pub async fn touch_link(
+        &self,
+        repo: Repo<'_>,
+        digest: &Digest,
+        stale_before: i64,
+    ) -> Result<bool> {
+        self.retrying(|| self.touch_link_once(repo, digest, stale_before))
+            .await
+    }
+
+    async fn touch_link_once(
         &self,
         repo: Repo<'_>,
         digest: &Digest,
@@ -158,6 +176,15 @@ impl MetadataStore {
     /// and linked nowhere since `cutoff` to `deleting`, and drop its links.
     /// Returns the blobs marked; their bytes may now be deleted.
     pub async fn mark_deleting(&self, digests: &[String], cutoff: i64) -> Result<Vec<GcCandidate>> {
+        self.retrying(|| self.mark_deleting_once(digests, cutoff))
+            .await
+    }
+
+    async fn mark_deleting_once(
+        &self,
+        digests: &[String],
+        cutoff: i64,
+    ) -> Result<Vec<GcCandidate>> {
         let mut tx = self.begin_write().await?;
         let mut marked = Vec::new();
         for d in digests {

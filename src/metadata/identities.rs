@@ -6,6 +6,9 @@ use sqlx::Row;
 
 use super::{MetadataStore, Result, now_millis};
 
+/// The PostgreSQL advisory lock key of [`MetadataStore::bootstrap_primary`] ("bootst").
+const BOOTSTRAP_LOCK: i64 = 0x626f_6f74_7374;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserRow {
     pub account_id: String,
@@ -25,7 +28,57 @@ pub struct AccessKeyRow {
     pub created_at: i64,
 }
 
+/// The statement that stores an access key.
+fn insert_access_key(
+    key: &AccessKeyRow,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "INSERT INTO access_keys (access_key_id, account_id, user_name, secret_sealed, active, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&key.access_key_id)
+    .bind(&key.account_id)
+    .bind(&key.user_name)
+    .bind(&key.secret_sealed)
+    .bind(key.active as i64)
+    .bind(key.created_at)
+}
+
 impl MetadataStore {
+    /// On an empty store, create the primary account and its root key, in one
+    /// transaction that nodes starting at once take in turn (PostgreSQL: an
+    /// advisory lock; SQLite: its write lock). False when an account exists.
+    pub async fn bootstrap_primary(
+        &self,
+        id: &str,
+        name: &str,
+        key: &AccessKeyRow,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        if self.dialect == super::Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(BOOTSTRAP_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let any = sqlx::query("SELECT 1 FROM accounts LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if any {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(name)
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+        insert_access_key(key).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Create an account. Returns false if it exists.
     pub async fn create_account(&self, id: &str, name: &str) -> Result<bool> {
         let res = sqlx::query(
@@ -121,18 +174,7 @@ impl MetadataStore {
     }
 
     pub async fn create_access_key(&self, key: &AccessKeyRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO access_keys (access_key_id, account_id, user_name, secret_sealed, active, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&key.access_key_id)
-        .bind(&key.account_id)
-        .bind(&key.user_name)
-        .bind(&key.secret_sealed)
-        .bind(key.active as i64)
-        .bind(key.created_at)
-        .execute(&self.pool)
-        .await?;
+        insert_access_key(key).execute(&self.pool).await?;
         Ok(())
     }
 

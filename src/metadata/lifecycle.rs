@@ -327,6 +327,17 @@ impl MetadataStore {
         actor: &str,
         now: i64,
     ) -> Result<Vec<ExpiryRecord>> {
+        self.retrying(|| self.expire_images_once(repo, planned, actor, now))
+            .await
+    }
+
+    async fn expire_images_once(
+        &self,
+        repo: Repo<'_>,
+        planned: &[PlannedExpiry],
+        actor: &str,
+        now: i64,
+    ) -> Result<Vec<ExpiryRecord>> {
         let mut tx = self.begin_write().await?;
         let mut records = Vec::new();
         let mut gone: HashSet<String> = HashSet::new();

@@ -16,8 +16,10 @@ mod identities;
 mod lifecycle;
 mod repositories;
 mod schema;
+#[doc(hidden)]
+pub mod testing;
 
-pub use content::{CreateUpload, TagFilter, Unlink};
+pub use content::{CreateUpload, DeleteManifest, TagFilter, Unlink};
 pub use gc::{BlobClaim, BlobScanRow, GcCandidate};
 pub use identities::{AccessKeyRow, UserRow};
 pub use lifecycle::{ExpiryRecord, LifecyclePolicyRow, PlannedExpiry, PreviewRow, RepoImage};
@@ -47,6 +49,19 @@ pub enum MetaError {
     Full,
     #[error("metadata is inconsistent: {0}")]
     Corrupt(String),
+}
+
+impl MetaError {
+    /// A deadlock victim or a serialization failure (PostgreSQL `40P01`,
+    /// `40001`): the transaction can simply run again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MetaError::Db(sqlx::Error::Database(d)) => {
+                matches!(d.code().as_deref(), Some("40P01") | Some("40001"))
+            }
+            _ => false,
+        }
+    }
 }
 
 impl From<sqlx::Error> for MetaError {
@@ -164,6 +179,8 @@ pub fn now_millis() -> i64 {
 pub struct MetadataStore {
     pool: AnyPool,
     dialect: Dialect,
+    /// Transactions run again after a deadlock or serialization failure.
+    retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MetadataStore {
@@ -209,13 +226,49 @@ impl MetadataStore {
         }
         let _ = sqlx::any::AnyConnectOptions::from_str(url)?;
         let pool = opts.connect(url).await?;
-        let store = MetadataStore { pool, dialect };
+        let store = MetadataStore {
+            pool,
+            dialect,
+            retries: Default::default(),
+        };
         schema::migrate(&store.pool, dialect).await?;
         Ok(store)
     }
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// Transactions this store ran again after PostgreSQL aborted them as a
+    /// deadlock victim or a serialization failure.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Run `op` (one whole transaction) again when PostgreSQL aborted it as a
+    /// deadlock victim or a serialization failure: a few times, with a short
+    /// random pause, as PostgreSQL's documentation asks of such clients.
+    async fn retrying<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(e) if attempt < 6 && e.is_transient() => {
+                    attempt += 1;
+                    self.retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut jitter = [0u8; 1];
+                    crate::auth::secrets::random_bytes(&mut jitter);
+                    let ms = (1u64 << attempt) + u64::from(jitter[0] % 16);
+                    tracing::debug!(error = %e, attempt, "retrying a transaction");
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Start a write transaction. On SQLite it takes the write lock at once

@@ -64,6 +64,15 @@ impl MetadataStore {
         repo: &RepositoryRow,
         tags: &[(String, String)],
     ) -> Result<bool> {
+        self.retrying(|| self.create_repository_once(repo, tags))
+            .await
+    }
+
+    async fn create_repository_once(
+        &self,
+        repo: &RepositoryRow,
+        tags: &[(String, String)],
+    ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO repositories (registry_id, name, created_at, tag_mutability, mutability_exclusions, \
@@ -143,6 +152,15 @@ impl MetadataStore {
     /// uploads, resource tags). Blob bytes are left to garbage collection.
     /// With `force == false` it refuses (returns `Ok(Err(()))`) when images remain.
     pub async fn delete_repository(
+        &self,
+        repo: Repo<'_>,
+        force: bool,
+    ) -> Result<Option<std::result::Result<RepositoryRow, ()>>> {
+        self.retrying(|| self.delete_repository_once(repo, force))
+            .await
+    }
+
+    async fn delete_repository_once(
         &self,
         repo: Repo<'_>,
         force: bool,

@@ -1,7 +1,8 @@
 //! The metadata schema and its migrations.
 //!
-//! Migrations are numbered; each is a list of statements written once with
-//! two placeholders that differ between the engines: `{BLOB}` (SQLite `BLOB`,
+//! Migrations are numbered; each is a list of statements written once (a
+//! statement starting `PG: ` runs on PostgreSQL only) with two placeholders
+//! that differ between the engines: `{BLOB}` (SQLite `BLOB`,
 //! PostgreSQL `BYTEA`) and `{TEXTKEY}` (PostgreSQL gets `COLLATE "C"` so that
 //! listing order is byte order on both, as the OCI spec's lexical order wants).
 //! The applied version is kept in `schema_version`.
@@ -201,6 +202,19 @@ const MIGRATIONS: &[&[&str]] = &[
         // Image listings (ListImages, DescribeImages) page in push order.
         "CREATE INDEX manifests_by_push ON manifests (registry_id, repository, pushed_at, digest)",
     ],
+    &[
+        // ---- migration 4: byte order for every digest column (PostgreSQL) ------
+        // Range scans (a GC shard: `digest >= 'sha256:ab' AND digest < 'sha256:ab~'`)
+        // and merges of two ordered queries in code assume byte order; a
+        // database created with a natural-language collation orders otherwise.
+        // SQLite compares bytes already.
+        "PG: ALTER TABLE blobs ALTER COLUMN digest TYPE TEXT COLLATE \"C\"",
+        "PG: ALTER TABLE tags ALTER COLUMN digest TYPE TEXT COLLATE \"C\"",
+        "PG: ALTER TABLE repository_blobs ALTER COLUMN digest TYPE TEXT COLLATE \"C\"",
+        "PG: ALTER TABLE manifest_references ALTER COLUMN parent TYPE TEXT COLLATE \"C\"",
+        "PG: ALTER TABLE manifest_references ALTER COLUMN child TYPE TEXT COLLATE \"C\"",
+        "PG: ALTER TABLE manifests ALTER COLUMN subject TYPE TEXT COLLATE \"C\"",
+    ],
 ];
 
 fn render(stmt: &str, dialect: Dialect) -> String {
@@ -211,23 +225,42 @@ fn render(stmt: &str, dialect: Dialect) -> String {
     stmt.replace("{BLOB}", blob).replace("{TEXTKEY}", textkey)
 }
 
-/// Apply every migration newer than the database's version, each in its own transaction.
+/// The key of the PostgreSQL advisory lock that serialises migrations ("berth").
+const MIGRATION_LOCK: i64 = 0x0062_6572_7468;
+
+/// Apply every migration newer than the database's version, each in its own
+/// transaction. Nodes that start together on an empty database take turns: on
+/// PostgreSQL under an advisory lock held on one connection for the whole
+/// run (DDL of two sessions at once fails on the catalog's unique indexes),
+/// on SQLite under its write lock.
 pub(super) async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    if dialect == Dialect::Postgres {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let result = migrate_on(&mut conn, dialect).await;
+    if dialect == Dialect::Postgres {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    result
+}
+
+async fn migrate_on(conn: &mut sqlx::AnyConnection, dialect: Dialect) -> Result<()> {
+    use sqlx::Connection;
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
-    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-        .fetch_one(pool)
-        .await?
-        .try_get(0)?;
     for (i, statements) in MIGRATIONS.iter().enumerate() {
         let version = i as i64 + 1;
-        if version <= current {
-            continue;
-        }
         let mut tx = match dialect {
-            Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => pool.begin().await?,
+            Dialect::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => conn.begin().await?,
         };
         // Another node may have migrated while we waited for the lock.
         let now: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
@@ -238,6 +271,12 @@ pub(super) async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<()> {
             continue;
         }
         for stmt in statements.iter() {
+            // `PG: ` marks a statement for PostgreSQL only.
+            let stmt = match (stmt.strip_prefix("PG: "), dialect) {
+                (Some(_), Dialect::Sqlite) => continue,
+                (Some(pg), Dialect::Postgres) => pg,
+                (None, _) => stmt,
+            };
             sqlx::query(AssertSqlSafe(render(stmt, dialect)))
                 .execute(&mut *tx)
                 .await?;

@@ -455,12 +455,13 @@ impl Registry {
                 .delete_tag(repo.key(), t)
                 .await?
                 .then(|| vec![t.clone()]),
-            Reference::Digest(d) => {
-                if self.meta.manifest_is_referenced(repo.key(), d).await? {
+            Reference::Digest(d) => match self.meta.delete_manifest(repo.key(), d).await? {
+                crate::metadata::DeleteManifest::Deleted(tags) => Some(tags),
+                crate::metadata::DeleteManifest::NotFound => None,
+                crate::metadata::DeleteManifest::Referenced => {
                     return Err(RegistryError::ManifestReferenced);
                 }
-                self.meta.delete_manifest(repo.key(), d).await?
-            }
+            },
         };
         removed.ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}:{reference}")))
     }

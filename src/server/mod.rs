@@ -141,15 +141,21 @@ pub fn init_logging() {
 
 /// Open the embedded stores under `config.data_dir`.
 pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Registry> {
-    secure_data_dir(&config.data_dir)?;
-    let meta = MetadataStore::open_sqlite(&config.data_dir.join("metadata.db"))
-        .await
-        .context("opening the metadata database")?;
-    let blobs =
-        FsBlobStore::open(&config.data_dir.join("storage")).context("opening blob storage")?;
+    let meta = open_metadata(config).await?;
+    let blobs: Arc<dyn crate::storage::BlobStore> = match &config.storage {
+        crate::config::StorageLocation::File(dir) => {
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("storage"));
+            Arc::new(FsBlobStore::open(&dir).context("opening blob storage")?)
+        }
+        crate::config::StorageLocation::S3 { .. } => {
+            anyhow::bail!("s3:// storage is not available in this build")
+        }
+    };
     Ok(Registry {
         meta,
-        blobs: Arc::new(blobs),
+        blobs,
         metrics,
         limits: Limits {
             max_manifest_bytes: config.max_manifest_bytes,
@@ -159,6 +165,36 @@ pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Re
             uploads: config.uploads,
         },
     })
+}
+
+/// The metadata store of `config`: `database_url`, else the SQLite file in
+/// the data directory (created private).
+pub async fn open_metadata(config: &Config) -> anyhow::Result<MetadataStore> {
+    secure_data_dir(&config.data_dir)?;
+    let url = match &config.database_url {
+        Some(u) => u.clone(),
+        None => format!(
+            "sqlite://{}?mode=rwc",
+            config.data_dir.join("metadata.db").display()
+        ),
+    };
+    MetadataStore::connect(&url)
+        .await
+        .with_context(|| format!("opening the metadata database {}", redact_url(&url)))
+}
+
+/// A URL with its password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// The master key of `config`: `--master-key-file`, else `BERTH_MASTER_KEY`,

@@ -5,6 +5,68 @@
 
 pub mod raw;
 
+/// Which deployment the servers a test starts use: the embedded default
+/// (SQLite + files in the data directory) or the scale-out one (PostgreSQL
+/// + S3, the servers of `tests/services/start.sh`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    ScaleOut,
+}
+
+thread_local! {
+    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Embedded) };
+}
+
+/// Run the test `f` with servers on the scale-out backend (a fresh
+/// PostgreSQL database per server).
+pub fn on_scale_out(f: fn()) {
+    BACKEND.with(|b| b.set(Backend::ScaleOut));
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BACKEND.with(|b| b.set(Backend::Embedded));
+        }
+    }
+    let _reset = Reset;
+    f();
+}
+
+/// The backend servers started on this thread use.
+pub fn backend() -> Backend {
+    BACKEND.with(|b| b.get())
+}
+
+/// The `berth serve` arguments of the current backend for a new server.
+fn backend_args() -> Vec<String> {
+    match backend() {
+        Backend::Embedded => Vec::new(),
+        Backend::ScaleOut => {
+            let url = std::thread::spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(berth::metadata::testing::fresh_postgres_database())
+            })
+            .join()
+            .unwrap();
+            vec!["--database-url".into(), url]
+        }
+    }
+}
+
+/// Each named test (a `#[test]` or `#[tokio::test]` fn of the file), again
+/// on the scale-out backend, as `scale_out::<name>`.
+#[macro_export]
+macro_rules! on_scale_out_too {
+    ($($name:ident),* $(,)?) => {
+        mod scale_out {
+            $( #[test] fn $name() { super::common::on_scale_out(super::$name) } )*
+        }
+    };
+}
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,6 +118,7 @@ impl Server {
     /// Start an open registry on `data_dir` with extra `berth serve` arguments.
     pub fn start_on(data_dir: &Path, extra: &[&str]) -> Server {
         let mut args = vec!["--auth".to_string(), "none".to_string()];
+        args.extend(backend_args());
         args.extend(extra.iter().map(|s| s.to_string()));
         Server::launch(data_dir, args, Vec::new())
     }
@@ -80,7 +143,8 @@ impl Server {
                 ROOT_SECRET.to_string(),
             ),
         ];
-        let args = extra.iter().map(|s| s.to_string()).collect();
+        let mut args = backend_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
         let mut s = Server::launch(&tmp.path().join("data"), args, env);
         s._tmp = Some(tmp);
         s

@@ -36,6 +36,34 @@ def berth_bin():
     return str(path)
 
 
+def service_var(name):
+    """A variable of the test services: the environment, else the file
+    tests/services/start.sh writes (target/test-services.env)."""
+    if os.environ.get(name):
+        return os.environ[name]
+    path = Path(os.environ.get("BERTH_TEST_SERVICES", REPO_ROOT / "target" / "test-services.env"))
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == name:
+                return value.strip()
+    return None
+
+
+def scale_out():
+    """Whether this run's servers use the scale-out backend (BERTH_TEST_BACKEND=scale-out)."""
+    return os.environ.get("BERTH_TEST_BACKEND") == "scale-out"
+
+
+def fresh_postgres_database():
+    server = service_var("BERTH_TEST_POSTGRES")
+    if not server:
+        raise RuntimeError("the scale-out tests need PostgreSQL: run tests/services/start.sh (CI does)")
+    name = "berth_t_" + uuid.uuid4().hex[:16]
+    subprocess.run(["psql", server, "-qc", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -54,6 +82,10 @@ class Berth:
         self.addr = f"127.0.0.1:{self.port}"
         self.endpoint = f"http://{self.addr}"
         self.log_path = tmp / "berth.log"
+        # Where the state is, for the server and for every `berth` command run beside it.
+        self.store_args = ["--data-dir", str(self.data_dir)]
+        if scale_out():
+            self.store_args += ["--database-url", fresh_postgres_database()]
         self.env = dict(
             os.environ,
             BERTH_ACCOUNT_ID=ACCOUNT,
@@ -63,7 +95,7 @@ class Berth:
         )
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [self.bin, "serve", "--listen", self.addr, "--data-dir", str(self.data_dir), *extra_args],
+            [self.bin, "serve", "--listen", self.addr, *self.store_args, *extra_args],
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -118,7 +150,7 @@ class Berth:
     def iam(self, *args):
         """Run `berth iam --data-dir <dir> <args>` and return its JSON output."""
         out = subprocess.run(
-            [self.bin, "iam", "--data-dir", str(self.data_dir), *args],
+            [self.bin, "iam", *self.store_args, *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -134,7 +166,7 @@ class Berth:
         """Run `berth <group> --data-dir <dir> <settings> <command> <args>`
         beside the live server, optionally under `faketime -f <faketime>`
         (e.g. "+3d"). Returns the CompletedProcess."""
-        argv = [self.bin, group, "--data-dir", str(self.data_dir), *settings, command, *args]
+        argv = [self.bin, group, *self.store_args, *settings, command, *args]
         if faketime is not None:
             argv = ["faketime", "-f", faketime, *argv]
         return subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)

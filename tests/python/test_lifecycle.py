@@ -1061,10 +1061,9 @@ def test_cli_settings_after_the_subcommand(berth, ecr, name):
     `berth lifecycle events --data-dir D --repository-name R`."""
     repo = name()
     ecr.create_repository(repositoryName=repo)
-    d = str(berth.data_dir)
     for argv in (
-        [berth.bin, "gc", "run", "--data-dir", d, "--gc-grace", "1h"],
-        [berth.bin, "lifecycle", "events", "--data-dir", d, "--repository-name", repo],
+        [berth.bin, "gc", "run", *berth.store_args, "--gc-grace", "1h"],
+        [berth.bin, "lifecycle", "events", *berth.store_args, "--repository-name", repo],
     ):
         out = subprocess.run(argv, env=berth.env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, (argv[1:3], out.stderr)
