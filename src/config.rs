@@ -20,6 +20,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Where blob bytes live.
     pub storage: StorageLocation,
+    /// Answer blob downloads with a `307` to a presigned URL of the storage
+    /// (S3), valid this long, instead of streaming the bytes through Berth.
+    pub storage_redirects: Option<Duration>,
     /// Where the master key lives; `None`: `BERTH_MASTER_KEY`, else `<data_dir>/master.key`.
     pub master_key_file: Option<PathBuf>,
     /// Upload sessions untouched for this long are removed with their bytes.
@@ -183,6 +186,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./berth-data"),
             database_url: None,
             storage: StorageLocation::File(None),
+            storage_redirects: None,
             master_key_file: None,
             upload_max_age: Duration::from_secs(24 * 3600),
             upload_reap_interval: Duration::from_secs(600),
@@ -210,6 +214,7 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub storage_url: Option<String>,
     pub s3_path_style: Option<bool>,
+    pub storage_redirects: Option<String>,
     pub master_key_file: Option<PathBuf>,
     pub upload_max_age: Option<String>,
     pub upload_reap_interval: Option<String>,
@@ -253,7 +258,8 @@ impl Overrides {
     /// Layer `self` (higher priority) over `lower`.
     pub fn over(self, lower: Overrides) -> Overrides {
         layer!(self, lower;
-            listen, data_dir, database_url, storage_url, s3_path_style, master_key_file,
+            listen, data_dir, database_url, storage_url, s3_path_style, storage_redirects,
+            master_key_file,
             upload_max_age, upload_reap_interval,
             max_manifest_bytes, max_image_layers, gc_interval, gc_grace, lifecycle_interval,
             auth, region, registry_host, idle_timeout, send_timeout, body_timeout,
@@ -286,6 +292,23 @@ impl Overrides {
         }
         if let Some(u) = self.storage_url.filter(|u| !u.is_empty()) {
             c.storage = StorageLocation::parse(&u, self.s3_path_style.unwrap_or(false))?;
+        }
+        if let Some(r) = self
+            .storage_redirects
+            .filter(|r| !r.is_empty() && r != "off")
+        {
+            if !matches!(c.storage, StorageLocation::S3 { .. }) {
+                bail!(
+                    "storage_redirects: only S3 storage can hand clients a URL; the filesystem store streams every blob"
+                );
+            }
+            let d = parse_duration(&r).context("storage_redirects")?;
+            if d < Duration::from_secs(60) || d > Duration::from_secs(7 * 24 * 3600) {
+                bail!(
+                    "storage_redirects: presigned URLs last between 1m and 7d (S3's limit), not {r}"
+                );
+            }
+            c.storage_redirects = Some(d);
         }
         if let Some(a) = self.upload_max_age {
             c.upload_max_age = parse_duration(&a).context("upload_max_age")?;

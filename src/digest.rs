@@ -5,7 +5,8 @@
 //! internal state is serialisable, so a chunked upload can be continued by any
 //! node (or after a restart) without re-reading the bytes already stored.
 //! `sha512` digests are accepted too; they are verified at commit time by
-//! re-reading the staged bytes (see `registry::uploads`).
+//! the blob store, which re-reads the staged bytes with a [`Hasher`] (see
+//! `registry::uploads`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -158,6 +159,35 @@ impl ResumableSha256 {
 
     pub fn finish(self) -> Digest {
         Digest(format!("sha256:{}", hex::encode(self.inner.finalize())))
+    }
+}
+
+/// A hasher for any supported algorithm (for verifying bytes already stored).
+pub enum Hasher {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+impl Hasher {
+    pub fn new(algorithm: Algorithm) -> Hasher {
+        match algorithm {
+            Algorithm::Sha256 => Hasher::Sha256(Sha256::new()),
+            Algorithm::Sha512 => Hasher::Sha512(Sha512::new()),
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    pub fn finish(self) -> Digest {
+        match self {
+            Hasher::Sha256(h) => Digest(format!("sha256:{}", hex::encode(h.finalize()))),
+            Hasher::Sha512(h) => Digest(format!("sha512:{}", hex::encode(h.finalize()))),
+        }
     }
 }
 

@@ -100,6 +100,9 @@ struct ServeArgs {
     /// Host:port clients use for the registry (repositoryUri, proxyEndpoint) [default: the request's Host]
     #[arg(long, env = "BERTH_REGISTRY_HOST")]
     registry_host: Option<String>,
+    /// Answer blob downloads with a 307 to a presigned S3 URL valid this long (e.g. 15m), instead of streaming them [default: off]
+    #[arg(long, env = "BERTH_STORAGE_REDIRECTS")]
+    storage_redirects: Option<String>,
     /// Remove upload sessions untouched for this long (e.g. 24h) [default: 24h]
     #[arg(long, env = "BERTH_UPLOAD_MAX_AGE")]
     upload_max_age: Option<String>,
@@ -189,6 +192,7 @@ fn resolve(a: ServeArgs) -> anyhow::Result<berth::config::Config> {
         listen: a.listen,
         auth: a.auth,
         registry_host: a.registry_host,
+        storage_redirects: a.storage_redirects,
         upload_max_age: a.upload_max_age,
         upload_reap_interval: a.upload_reap_interval,
         max_manifest_bytes: a.max_manifest_bytes,

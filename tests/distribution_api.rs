@@ -965,10 +965,7 @@ async fn concurrent_pushes_of_the_same_blob() {
         assert_eq!(sha256(&got), d);
     }
     // One copy on disk, no staging leftovers.
-    let uploads = std::fs::read_dir(s.data_dir.join("storage/uploads"))
-        .unwrap()
-        .count();
-    assert_eq!(uploads, 0);
+    assert_eq!(s.staged_uploads(), 0);
 }
 
 #[tokio::test]
@@ -1024,16 +1021,9 @@ async fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged() {
         assert_eq!(&sha256(&got), d, "blob {d} is corrupt after kill -9");
     }
     // Every blob the store serves is complete: no partial blob is visible.
-    let blobs_dir = s.data_dir.join("storage/blobs/sha256");
-    for prefix in std::fs::read_dir(&blobs_dir).unwrap() {
-        for f in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
-            let p = f.unwrap().path();
-            let bytes = std::fs::read(&p).unwrap();
-            assert_eq!(
-                sha256(&bytes),
-                format!("sha256:{}", p.file_name().unwrap().to_str().unwrap())
-            );
-        }
+    for d in s.stored_blobs().into_keys() {
+        let bytes = s.stored_blob(&d).unwrap();
+        assert_eq!(sha256(&bytes), d, "stored blob {d} is not complete");
     }
 }
 
@@ -1065,12 +1055,7 @@ async fn abandoned_uploads_are_reaped() {
         }
     }
     assert!(gone, "upload session was not reaped");
-    assert_eq!(
-        std::fs::read_dir(s.data_dir.join("storage/uploads"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(s.staged_uploads(), 0);
     let m = c
         .get(s.url("/metrics"))
         .send()

@@ -5,6 +5,10 @@
 //! referenced by a manifest or young; after one more collection past the
 //! grace period, every file is referenced.
 //!
+//! On the scale-out backend (`scale_out::…`) the deployment is three nodes on
+//! one PostgreSQL database and one S3 prefix, each running GC and lifecycle
+//! every second, with the clients spread over them.
+//!
 //! Bounded for CI (BERTH_STRESS_SECS, default 20 s); run longer by hand:
 //! `BERTH_STRESS_SECS=600 cargo test --test gc_stress -- --nocapture`.
 
@@ -13,12 +17,12 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
 use base64::Engine;
-use common::{ROOT_KEY_ID, ROOT_SECRET, Server, sha256};
+use common::{Backend, Deployment, ROOT_KEY_ID, ROOT_SECRET, Server, sha256};
 use serde_json::{Value, json};
 
 const GRACE_SECS: u64 = 2;
@@ -266,19 +270,13 @@ async fn pull_everything(c: &Client, p: &Pusher) -> (HashSet<String>, usize) {
     (referenced, tagged)
 }
 
-/// Blob files on disk with their age.
-fn files_on_disk(data: &std::path::Path) -> BTreeMap<String, Duration> {
-    let mut out = BTreeMap::new();
-    let root = data.join("storage/blobs/sha256");
-    for shard in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
-            let age = SystemTime::now()
-                .duration_since(f.metadata().unwrap().modified().unwrap())
-                .unwrap_or_default();
-            out.insert(format!("sha256:{}", f.file_name().to_string_lossy()), age);
-        }
-    }
-    out
+/// Blobs in the storage with their age.
+fn files_on_disk(s: &Server) -> BTreeMap<String, Duration> {
+    s.stored_blobs()
+        .into_iter()
+        .filter(|(d, _)| d.starts_with("sha256:"))
+        .map(|(d, (_, age))| (d, age))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -288,15 +286,30 @@ async fn clients_push_delete_and_retag_while_lifecycle_and_gc_run() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let grace = format!("{GRACE_SECS}s");
-    let s = Server::start_ecr_with(&[
-        "--gc-interval",
-        "1s",
-        "--gc-grace",
-        &grace,
-        "--lifecycle-interval",
-        "1s",
-    ]);
-    let c = ecr(&s);
+    let nodes = match common::backend() {
+        Backend::Embedded => 1,
+        Backend::ScaleOut => 3,
+    };
+    let deployment = Deployment::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let servers: Vec<Server> = (0..nodes)
+        .map(|i| {
+            Server::start_ecr_in(
+                &deployment,
+                &tmp.path().join(format!("node{i}")),
+                &[
+                    "--gc-interval",
+                    "1s",
+                    "--gc-grace",
+                    &grace,
+                    "--lifecycle-interval",
+                    "1s",
+                ],
+            )
+        })
+        .collect();
+    let s = &servers[0];
+    let c = ecr(s);
     let policy = json!({ "rules": [
         { "rulePriority": 1, "description": "keep the newest 3 versions",
           "selection": { "tagStatus": "tagged", "tagPrefixList": ["v"], "countType": "imageCountMoreThan", "countNumber": 3 },
@@ -324,11 +337,18 @@ async fn clients_push_delete_and_retag_while_lifecycle_and_gc_run() {
         .authorization_token()
         .unwrap()
         .to_string();
-    let p = Arc::new(Pusher {
-        http: reqwest::Client::new(),
-        base: s.url(""),
-        auth: format!("Basic {token}"),
-    });
+    // One pusher per node: a token issued by the first works on every node.
+    let pushers: Vec<Arc<Pusher>> = servers
+        .iter()
+        .map(|n| {
+            Arc::new(Pusher {
+                http: reqwest::Client::new(),
+                base: n.url(""),
+                auth: format!("Basic {token}"),
+            })
+        })
+        .collect();
+    let p = pushers[0].clone();
     // Sanity: the token is what Basic auth wants (AWS:<password>).
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(&token)
@@ -338,7 +358,10 @@ async fn clients_push_delete_and_retag_while_lifecycle_and_gc_run() {
     let counts = Arc::new(Counts::default());
     let until = Instant::now() + Duration::from_secs(secs);
     let clients: Vec<_> = (0..4)
-        .map(|id| tokio::spawn(client(p.clone(), id, until, counts.clone())))
+        .map(|id| {
+            let p = pushers[id as usize % nodes].clone();
+            tokio::spawn(client(p, id, until, counts.clone()))
+        })
         .collect();
     for t in clients {
         t.await.unwrap();
@@ -356,7 +379,7 @@ async fn clients_push_delete_and_retag_while_lifecycle_and_gc_run() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Every image still in the registry is fully pullable.
-    let disk_before = files_on_disk(&s.data_dir);
+    let disk_before = files_on_disk(s);
     let (referenced, tagged) = pull_everything(&c, &p).await;
     assert!(tagged > 0, "no tagged image survived");
     // Every file on disk is referenced, or young enough that GC may not have reached it yet.
@@ -367,16 +390,23 @@ async fn clients_push_delete_and_retag_while_lifecycle_and_gc_run() {
             "{d} is unreferenced and {age:?} old"
         );
     }
-    let metrics = p.get("/metrics").await.text().await.unwrap();
+    // Summed over the nodes: whichever node's collector got to a blob first
+    // deleted it.
+    let mut metrics = String::new();
+    for n in &pushers {
+        metrics += &n.get("/metrics").await.text().await.unwrap();
+    }
     let value = |name: &str| -> f64 {
         metrics
             .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     };
-    assert!(value("berth_gc_runs_total") >= 3.0, "{metrics}");
+    assert!(
+        value("berth_gc_runs_total") >= 3.0 * nodes as f64,
+        "{metrics}"
+    );
     assert!(value("berth_gc_reclaimed_bytes_total") > 0.0, "{metrics}");
     assert!(
         value("berth_lifecycle_images_expired_total") > 0.0,
@@ -385,9 +415,9 @@ async fn clients_push_delete_and_retag_while_lifecycle_and_gc_run() {
 
     // Past the grace period, one more collection leaves only referenced files.
     tokio::time::sleep(Duration::from_secs(GRACE_SECS + 1)).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["gc", "run", "--gc-grace", &grace, "--data-dir"])
-        .arg(&s.data_dir)
+    let out = s
+        .command("gc")
+        .args(["run", "--gc-grace", &grace])
         .output()
         .unwrap();
     assert!(
@@ -397,7 +427,7 @@ async fn clients_push_delete_and_retag_while_lifecycle_and_gc_run() {
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     println!("final gc: {report}");
-    let disk_after: HashSet<String> = files_on_disk(&s.data_dir).into_keys().collect();
+    let disk_after: HashSet<String> = files_on_disk(s).into_keys().collect();
     // Images may have been expired by the server's lifecycle meanwhile; recompute.
     let (referenced_now, _) = pull_everything(&c, &p).await;
     assert!(
@@ -410,3 +440,5 @@ async fn clients_push_delete_and_retag_while_lifecycle_and_gc_run() {
         "unreferenced files survived a collection past the grace period: {stray:?}"
     );
 }
+
+on_scale_out_too!(clients_push_delete_and_retag_while_lifecycle_and_gc_run);

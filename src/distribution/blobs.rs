@@ -93,6 +93,14 @@ pub(super) async fn get(
         set(h, header::ACCEPT_RANGES, "bytes");
         return Ok(r);
     }
+    if let Some(url) = reg.blob_download_url(repo, &d).await? {
+        // The storage serves the bytes (a `Range` the client sends is
+        // honoured there); the URL is good for this blob only.
+        let mut r = empty(StatusCode::TEMPORARY_REDIRECT);
+        set(r.headers_mut(), header::LOCATION, url);
+        set(r.headers_mut(), DOCKER_CONTENT_DIGEST, d.as_str());
+        return Ok(r);
+    }
     let blob = reg
         .open_blob(repo, &d, |size| parse_range(headers, size))
         .await?;

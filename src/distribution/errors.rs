@@ -102,6 +102,15 @@ impl From<RegistryError> for OciError {
                 OciError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", msg)
                     .with_header(header::RETRY_AFTER, "60".into())
             }
+            E::Meta(crate::metadata::MetaError::Unavailable(_)) => {
+                tracing::warn!(error = %msg, "a backing service is unavailable");
+                OciError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "the registry's storage is temporarily unavailable; nothing was changed, retry shortly",
+                )
+                .with_header(header::RETRY_AFTER, "1".into())
+            }
             E::Meta(crate::metadata::MetaError::Full) => OciError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "UNKNOWN",

@@ -105,6 +105,11 @@ impl EcrError {
                 EcrError::new("LimitExceededException", 400, m).limited("upload_quota")
             }
             E::Unavailable(m) => EcrError::new("ServiceUnavailableException", 503, m),
+            E::Meta(crate::metadata::MetaError::Unavailable(_)) => EcrError::new(
+                "ServiceUnavailableException",
+                503,
+                "The registry's metadata database is temporarily unavailable; nothing was changed. Retry shortly.",
+            ),
             E::Meta(crate::metadata::MetaError::Full) => EcrError::new(
                 "ServerException",
                 507,

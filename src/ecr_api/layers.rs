@@ -236,6 +236,16 @@ pub(super) async fn get_download_url_for_layer(
             ),
         ));
     }
+    // With download redirects, ECR's own answer: a presigned storage URL.
+    if let Some(url) = ctx
+        .state
+        .registry
+        .blob_download_url(&repo, &digest)
+        .await
+        .map_err(|e| EcrError::from_registry(e, repo.name.as_str(), &repo.registry))?
+    {
+        return Ok(json!({ "downloadUrl": url, "layerDigest": digest.as_str() }));
+    }
     // A presigned URL: the blob URL with a one-hour grant for exactly this
     // blob of this repository (see distribution::authenticate).
     let host = ctx.state.registry_host_for(&repo.registry, ctx.headers);

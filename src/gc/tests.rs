@@ -208,11 +208,11 @@ async fn orphan_deletion_races_an_upload_of_the_same_digest(engine: Engine) {
         // Publish bytes with no row, as a crash between publish and commit leaves them.
         let id = uuid::Uuid::new_v4().to_string();
         reg.blobs.create_upload(&id).await.unwrap();
-        let mut w = reg.blobs.upload_writer(&id, 0).await.unwrap();
+        let mut w = reg.blobs.upload_writer(&id, 0, "").await.unwrap();
         w.write(Bytes::from(data.clone())).await.unwrap();
-        w.finish().await.unwrap();
+        let staged = w.finish().await.unwrap();
         reg.blobs
-            .commit_upload(&id, data.len() as u64, &digest)
+            .commit_upload(&id, data.len() as u64, &staged.staging, &digest, false)
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -302,11 +302,11 @@ async fn orphan_files_are_swept(engine: Engine) {
     let orphan = Digest::sha256_of(&data);
     let id = uuid::Uuid::new_v4().to_string();
     reg.blobs.create_upload(&id).await.unwrap();
-    let mut w = reg.blobs.upload_writer(&id, 0).await.unwrap();
+    let mut w = reg.blobs.upload_writer(&id, 0, "").await.unwrap();
     w.write(Bytes::from(data.clone())).await.unwrap();
-    w.finish().await.unwrap();
+    let staged = w.finish().await.unwrap();
     reg.blobs
-        .commit_upload(&id, data.len() as u64, &orphan)
+        .commit_upload(&id, data.len() as u64, &staged.staging, &orphan, false)
         .await
         .unwrap();
     // Reference the kept blob so step 3 leaves it alone and only the sweep acts.

@@ -36,6 +36,17 @@ pub enum TagFilter {
     Untagged,
 }
 
+/// Result of [`MetadataStore::claim_upload_writer`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriterClaim {
+    Claimed,
+    /// Another writer holds the lease.
+    Busy,
+    /// The session has advanced to this size since it was read.
+    Moved(u64),
+    Unknown,
+}
+
 /// Result of [`MetadataStore::create_upload`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum CreateUpload {
@@ -237,8 +248,8 @@ impl MetadataStore {
 
     pub async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>> {
         let row = sqlx::query(
-            "SELECT id, registry_id, repository, size, hash_state, started_at, updated_at \
-             FROM uploads WHERE id = $1",
+            "SELECT id, registry_id, repository, size, hash_state, started_at, updated_at, \
+             staging, contended FROM uploads WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -252,28 +263,94 @@ impl MetadataStore {
                 hash_state: r.try_get(4)?,
                 started_at: r.try_get(5)?,
                 updated_at: r.try_get(6)?,
+                staging: r.try_get(7)?,
+                contended: r.try_get::<i64, _>(8)? != 0,
             })
         })
         .transpose()
     }
 
-    /// Record progress of an upload, only if nobody else advanced it since
-    /// `expected_size` was read (compare-and-swap). Returns whether it was recorded.
-    pub async fn advance_upload(
+    /// Take the writer's lease of upload `id` for `token` until `until`
+    /// (epoch ms), if the session still holds `expected_size` bytes and no
+    /// other writer holds an unexpired lease. A lease that expired without
+    /// being released marks the session contended.
+    pub async fn claim_upload_writer(
         &self,
         id: &str,
         expected_size: u64,
+        token: &str,
+        until: i64,
+    ) -> Result<WriterClaim> {
+        let now = now_millis();
+        let res = sqlx::query(
+            "UPDATE uploads SET writer = $1, writer_until = $2, \
+             contended = CASE WHEN writer IS NULL THEN contended ELSE 1 END \
+             WHERE id = $3 AND size = $4 AND (writer IS NULL OR writer_until < $5)",
+        )
+        .bind(token)
+        .bind(until)
+        .bind(id)
+        .bind(expected_size as i64)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() > 0 {
+            return Ok(WriterClaim::Claimed);
+        }
+        Ok(match self.get_upload(id).await? {
+            None => WriterClaim::Unknown,
+            Some(row) if row.size != expected_size => WriterClaim::Moved(row.size),
+            Some(_) => WriterClaim::Busy,
+        })
+    }
+
+    /// Extend `token`'s lease of upload `id`; false if it no longer holds it.
+    pub async fn renew_upload_writer(&self, id: &str, token: &str, until: i64) -> Result<bool> {
+        let res = sqlx::query("UPDATE uploads SET writer_until = $1 WHERE id = $2 AND writer = $3")
+            .bind(until)
+            .bind(id)
+            .bind(token)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Give up `token`'s lease of upload `id` (if it still holds it).
+    pub async fn release_upload_writer(&self, id: &str, token: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE uploads SET writer = NULL, writer_until = 0 WHERE id = $1 AND writer = $2",
+        )
+        .bind(id)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Record a chunk of upload `id`, written under `token`'s lease, and end
+    /// the lease — only if the session still holds `expected_size` bytes and
+    /// the lease is still `token`'s (compare-and-swap). Returns whether it
+    /// was recorded.
+    pub async fn advance_upload(
+        &self,
+        id: &str,
+        token: &str,
+        expected_size: u64,
         new_size: u64,
         hash_state: &[u8],
+        staging: &str,
     ) -> Result<bool> {
         let res = sqlx::query(
-            "UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND size = $5",
+            "UPDATE uploads SET size = $1, hash_state = $2, staging = $3, updated_at = $4, \
+             writer = NULL, writer_until = 0 WHERE id = $5 AND size = $6 AND writer = $7",
         )
         .bind(new_size as i64)
         .bind(hash_state)
+        .bind(staging)
         .bind(now_millis())
         .bind(id)
         .bind(expected_size as i64)
+        .bind(token)
         .execute(&self.pool)
         .await?;
         Ok(res.rows_affected() > 0)

@@ -19,7 +19,7 @@ mod schema;
 #[doc(hidden)]
 pub mod testing;
 
-pub use content::{CreateUpload, DeleteManifest, TagFilter, Unlink};
+pub use content::{CreateUpload, DeleteManifest, TagFilter, Unlink, WriterClaim};
 pub use gc::{BlobClaim, BlobScanRow, GcCandidate};
 pub use identities::{AccessKeyRow, UserRow};
 pub use lifecycle::{ExpiryRecord, LifecyclePolicyRow, PlannedExpiry, PreviewRow, RepoImage};
@@ -47,6 +47,10 @@ pub enum MetaError {
     /// The database (or the disk under it) is out of space; nothing was written.
     #[error("the metadata database is out of space")]
     Full,
+    /// The database cannot be reached, or is shutting down or refusing
+    /// connections: nothing was written; retry once it is back.
+    #[error("the metadata database is unavailable: {0}")]
+    Unavailable(String),
     #[error("metadata is inconsistent: {0}")]
     Corrupt(String),
 }
@@ -81,8 +85,24 @@ impl From<sqlx::Error> for MetaError {
             sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
             _ => false,
         };
+        // Connection trouble: no server, a server shutting down or
+        // restarting (PostgreSQL class 08, 57P01–57P03), out of connections
+        // (53300), or a pool that could not hand out a connection in time.
+        let unavailable = match &e {
+            sqlx::Error::Database(d) => d.code().as_deref().is_some_and(|c| {
+                c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300")
+            }),
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => !full,
+            _ => false,
+        };
         if full {
             MetaError::Full
+        } else if unavailable {
+            MetaError::Unavailable(e.to_string())
         } else {
             MetaError::Db(e)
         }
@@ -108,6 +128,10 @@ pub struct UploadRow {
     pub size: u64,
     /// Serialised SHA-256 state after `size` bytes.
     pub hash_state: Vec<u8>,
+    /// Where the blob store keeps those bytes (see `storage::Staged`).
+    pub staging: String,
+    /// A writer's lease once expired unreleased: verify the bytes at commit.
+    pub contended: bool,
     pub started_at: i64,
     pub updated_at: i64,
 }
@@ -222,7 +246,12 @@ impl MetadataStore {
                 })
             });
         } else {
-            opts = opts.max_connections(16);
+            // Fail fast when the server is away: a request waits this long
+            // for a connection, then answers 503 (and the pool reconnects by
+            // itself once the server is back).
+            opts = opts
+                .max_connections(16)
+                .acquire_timeout(std::time::Duration::from_secs(3));
         }
         let _ = sqlx::any::AnyConnectOptions::from_str(url)?;
         let pool = opts.connect(url).await?;

@@ -215,6 +215,19 @@ const MIGRATIONS: &[&[&str]] = &[
         "PG: ALTER TABLE manifest_references ALTER COLUMN child TYPE TEXT COLLATE \"C\"",
         "PG: ALTER TABLE manifests ALTER COLUMN subject TYPE TEXT COLLATE \"C\"",
     ],
+    &[
+        // ---- migration 5: uploads any node can continue --------------------------
+        // `staging`: the blob store's description of the staged bytes (on S3
+        // the multipart upload, its parts and the tail), advanced with `size`.
+        // `writer`/`writer_until`: the one request appending to the session
+        // (a lease, renewed while it streams); `contended`: a lease once
+        // expired with its writer still set, so a stale writer may have
+        // touched the staged bytes and the commit re-reads them.
+        "ALTER TABLE uploads ADD COLUMN staging TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE uploads ADD COLUMN writer TEXT",
+        "ALTER TABLE uploads ADD COLUMN writer_until BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE uploads ADD COLUMN contended BIGINT NOT NULL DEFAULT 0",
+    ],
 ];
 
 fn render(stmt: &str, dialect: Dialect) -> String {

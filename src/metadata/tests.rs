@@ -87,9 +87,19 @@ async fn blobs_are_visible_per_repository_and_mountable(engine: Engine) {
         CreateUpload::Created
     );
     assert_eq!(s.get_upload("u1").await.unwrap().unwrap().size, 0);
-    assert!(s.advance_upload("u1", 0, 5, b"s2").await.unwrap());
+    let until = now_millis() + 60_000;
+    assert_eq!(
+        s.claim_upload_writer("u1", 0, "w1", until).await.unwrap(),
+        WriterClaim::Claimed
+    );
     assert!(
-        !s.advance_upload("u1", 0, 9, b"s3").await.unwrap(),
+        s.advance_upload("u1", "w1", 0, 5, b"s2", "st")
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.get_upload("u1").await.unwrap().unwrap().staging, "st");
+    assert!(
+        !s.advance_upload("u1", "w1", 0, 9, b"s3", "").await.unwrap(),
         "stale CAS must fail"
     );
     publish(&s, repo("one"), &b, Some("u1")).await;
@@ -924,4 +934,53 @@ crate::metadata::testing::on_both_engines!(
     gc_marking_and_a_manifest_put_never_deadlock_or_both_win,
     an_index_push_and_a_delete_of_its_child_never_both_win,
     nodes_bootstrapping_an_empty_store_at_once_create_one_account,
+    one_writer_per_upload_across_nodes,
 );
+
+/// The writer's lease: one request appends to a session at a time, a lease
+/// left behind by a dead node expires and marks the session contended, and a
+/// writer that lost its lease cannot record its chunk.
+async fn one_writer_per_upload_across_nodes(engine: Engine) {
+    let (_dir, s) = store(engine).await;
+    s.create_upload("u", repo("one"), "o", b"h", UploadQuotas::default())
+        .await
+        .unwrap();
+    let later = now_millis() + 60_000;
+    assert_eq!(
+        s.claim_upload_writer("u", 0, "a", later).await.unwrap(),
+        WriterClaim::Claimed
+    );
+    assert_eq!(
+        s.claim_upload_writer("u", 0, "b", later).await.unwrap(),
+        WriterClaim::Busy
+    );
+    assert_eq!(
+        s.claim_upload_writer("u", 7, "b", later).await.unwrap(),
+        WriterClaim::Moved(0)
+    );
+    assert_eq!(
+        s.claim_upload_writer("nope", 0, "b", later).await.unwrap(),
+        WriterClaim::Unknown
+    );
+    // Released: the next writer takes it, and nothing is contended.
+    s.release_upload_writer("u", "a").await.unwrap();
+    assert_eq!(
+        s.claim_upload_writer("u", 0, "b", now_millis() - 1)
+            .await
+            .unwrap(),
+        WriterClaim::Claimed
+    );
+    assert!(!s.get_upload("u").await.unwrap().unwrap().contended);
+    // b's lease has expired without release (its node died): c takes over,
+    // the session is contended, and b can no longer record anything.
+    assert_eq!(
+        s.claim_upload_writer("u", 0, "c", later).await.unwrap(),
+        WriterClaim::Claimed
+    );
+    assert!(s.get_upload("u").await.unwrap().unwrap().contended);
+    assert!(!s.renew_upload_writer("u", "b", later).await.unwrap());
+    assert!(!s.advance_upload("u", "b", 0, 3, b"x", "").await.unwrap());
+    assert!(s.renew_upload_writer("u", "c", later).await.unwrap());
+    assert!(s.advance_upload("u", "c", 0, 3, b"x", "").await.unwrap());
+    assert_eq!(s.get_upload("u").await.unwrap().unwrap().size, 3);
+}

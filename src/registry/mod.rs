@@ -91,6 +91,7 @@ impl From<StorageError> for RegistryError {
             StorageError::Busy => {
                 RegistryError::UploadInvalid("another request is writing to this upload".into())
             }
+            StorageError::Unavailable(m) => RegistryError::Unavailable(m),
             other => RegistryError::Storage(other),
         }
     }
@@ -113,6 +114,8 @@ pub struct Limits {
     /// Garbage collection leaves a blob alone for this long after it was
     /// uploaded, mounted or found by an existence check (docs/gc.md).
     pub gc_grace: std::time::Duration,
+    /// Blob downloads answered with a presigned storage URL valid this long.
+    pub download_redirects: Option<std::time::Duration>,
 }
 
 /// Pull times are recorded at most once per image per this period (ECR
@@ -127,6 +130,7 @@ impl Default for Limits {
             uploads: crate::config::UploadQuotas::default(),
             create_on_push: false,
             gc_grace: std::time::Duration::from_secs(3600),
+            download_redirects: None,
         }
     }
 }
@@ -302,6 +306,21 @@ impl Registry {
             range,
             stream,
         })
+    }
+
+    /// Where a client may fetch blob `digest` of `repo` itself, bypassing
+    /// this node, when downloads are redirected to the storage (presigned S3
+    /// URLs; `storage_redirects`). `None`: stream it with [`Registry::open_blob`].
+    pub async fn blob_download_url(
+        &self,
+        repo: &RepoId,
+        digest: &Digest,
+    ) -> Result<Option<String>> {
+        let Some(valid) = self.limits.download_redirects else {
+            return Ok(None);
+        };
+        self.stat_blob(repo, digest).await?;
+        Ok(self.blobs.download_url(digest, valid))
     }
 
     /// Make a blob of repository `from` visible in `repo` without copying it.

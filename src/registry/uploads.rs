@@ -18,10 +18,65 @@ use futures_util::{Stream, StreamExt};
 
 use super::{Registry, RegistryError, RepoId, Result};
 use crate::digest::{Algorithm, Digest, ResumableSha256};
-use crate::metadata::{BlobClaim, CreateUpload, UploadRow, now_millis};
+use crate::metadata::{BlobClaim, CreateUpload, UploadRow, WriterClaim, now_millis};
+use crate::storage::StorageError;
 
 /// How long a commit waits for a collector deleting the same digest.
 const CLAIM_WAIT: Duration = Duration::from_secs(10);
+/// A writer's lease lasts this long past its last renewal: a node that dies
+/// mid-chunk blocks its session for at most this long.
+const LEASE: Duration = Duration::from_secs(15);
+/// A writer renews its lease when it is this old.
+const LEASE_RENEW: Duration = Duration::from_secs(5);
+/// How long a chunk waits for the lease of a request that is winding down.
+const LEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// The writer lease of one upload session, held while a chunk streams.
+/// Dropped without being consumed by the chunk's record (the client went
+/// away, the chunk failed), it is released in the background.
+struct WriterLease {
+    meta: crate::metadata::MetadataStore,
+    id: String,
+    token: String,
+    renewed: std::time::Instant,
+    /// The lease ended with the chunk's record (or was lost).
+    released: bool,
+}
+
+impl WriterLease {
+    /// Renew the lease if it is due; fail if another writer has taken it.
+    async fn keep(&mut self, meta: &crate::metadata::MetadataStore, size: u64) -> Result<()> {
+        if self.renewed.elapsed() < LEASE_RENEW {
+            return Ok(());
+        }
+        let until = now_millis() + LEASE.as_millis() as i64;
+        if !meta
+            .renew_upload_writer(&self.id, &self.token, until)
+            .await?
+        {
+            self.released = true;
+            return Err(RegistryError::ChunkOutOfOrder { size });
+        }
+        self.renewed = std::time::Instant::now();
+        Ok(())
+    }
+}
+
+impl Drop for WriterLease {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (meta, id, token) = (self.meta.clone(), self.id.clone(), self.token.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = meta.release_upload_writer(&id, &token).await {
+                    tracing::warn!(upload_id = %id, error = %e, "could not release an upload's writer lease");
+                }
+            });
+        }
+    }
+}
 
 /// Where a chunk claims to start and end (`Content-Range: first-last`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +157,11 @@ impl Registry {
 
     /// Append a chunk to a session. `range`, when the client sent one, must
     /// start exactly where the upload ends. Returns the session after the chunk.
+    ///
+    /// One request at a time appends to a session, whichever node it reaches:
+    /// it holds the session's writer lease (in the metadata store, renewed
+    /// while the chunk streams) and records the chunk only if it still holds
+    /// it. A second request is told the chunk is out of order.
     pub async fn append_upload<S, E>(
         &self,
         session: UploadRow,
@@ -121,16 +181,16 @@ impl Registry {
         let mut hasher = ResumableSha256::from_state(&session.hash_state).ok_or_else(|| {
             RegistryError::UploadInvalid("stored hash state is unreadable".into())
         })?;
+        let mut lease = self.take_writer_lease(&session).await?;
         let mut writer = self
             .blobs
-            .upload_writer(id, session.size)
+            .upload_writer(id, session.size, &session.staging)
             .await
             .map_err(|e| match e {
-                crate::storage::StorageError::Full => RegistryError::StorageFull,
+                StorageError::Full => RegistryError::StorageFull,
                 // Another request is appending: this chunk is out of order.
-                crate::storage::StorageError::Busy => {
-                    RegistryError::ChunkOutOfOrder { size: session.size }
-                }
+                StorageError::Busy => RegistryError::ChunkOutOfOrder { size: session.size },
+                StorageError::Unavailable(m) => RegistryError::Unavailable(m),
                 other => RegistryError::UploadInvalid(format!("staged data unusable: {other}")),
             })?;
         let mut received: u64 = 0;
@@ -143,12 +203,14 @@ impl Registry {
             received += chunk.len() as u64;
             hasher.update(&chunk);
             writer.write(chunk).await?;
+            lease.keep(&self.meta, session.size).await?;
         }
-        let new_size = writer.finish().await?;
+        let staged = writer.finish().await?;
         self.metrics.bytes_in.inc_by(received);
-        if new_size != session.size + received {
+        if staged.size != session.size + received {
             return Err(RegistryError::UploadInvalid(format!(
-                "staged {new_size} bytes, expected {}",
+                "staged {} bytes, expected {}",
+                staged.size,
                 session.size + received
             )));
         }
@@ -158,51 +220,111 @@ impl Registry {
             // Nothing is recorded: the session stays at its old size.
             return Err(RegistryError::ChunkOutOfOrder { size: session.size });
         }
-        if !self
+        let recorded = self
             .meta
-            .advance_upload(id, session.size, new_size, &hasher.state())
-            .await?
-        {
-            // Another request advanced the session concurrently.
+            .advance_upload(
+                id,
+                &lease.token,
+                session.size,
+                staged.size,
+                &hasher.state(),
+                &staged.staging,
+            )
+            .await?;
+        lease.released = recorded;
+        if !recorded {
+            // Another request took the session over (our lease had expired).
             return match self.meta.get_upload(id).await? {
                 Some(now) => Err(RegistryError::ChunkOutOfOrder { size: now.size }),
                 None => Err(RegistryError::UploadUnknown),
             };
         }
+        if let Err(e) = self
+            .blobs
+            .upload_advanced(id, &session.staging, &staged.staging)
+            .await
+        {
+            tracing::warn!(upload_id = id, error = %e, "could not drop superseded staging");
+        }
         Ok(UploadRow {
-            size: new_size,
+            size: staged.size,
             hash_state: hasher.state(),
+            staging: staged.staging,
             updated_at: now_millis(),
             ..session
         })
+    }
+
+    /// The writer lease of `session`, waiting briefly for a request that is
+    /// winding down (a client that disconnected mid-chunk and retries at once).
+    async fn take_writer_lease(&self, session: &UploadRow) -> Result<WriterLease> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let deadline = std::time::Instant::now() + LEASE_WAIT;
+        loop {
+            let until = now_millis() + LEASE.as_millis() as i64;
+            match self
+                .meta
+                .claim_upload_writer(&session.id, session.size, &token, until)
+                .await?
+            {
+                WriterClaim::Claimed => {
+                    return Ok(WriterLease {
+                        meta: self.meta.clone(),
+                        id: session.id.clone(),
+                        token,
+                        renewed: std::time::Instant::now(),
+                        released: false,
+                    });
+                }
+                WriterClaim::Busy if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                WriterClaim::Busy => {
+                    return Err(RegistryError::ChunkOutOfOrder { size: session.size });
+                }
+                WriterClaim::Moved(size) => return Err(RegistryError::ChunkOutOfOrder { size }),
+                WriterClaim::Unknown => return Err(RegistryError::UploadUnknown),
+            }
+        }
     }
 
     /// Commit a session as blob `digest` (after appending a final chunk, if any).
     /// On a digest mismatch the session is discarded and nothing is stored.
     pub async fn finish_upload(&self, repo: &RepoId, id: &str, digest: &Digest) -> Result<u64> {
         let session = self.upload_status(repo, id).await?;
-        let actual = match digest.algorithm() {
-            Algorithm::Sha256 => ResumableSha256::from_state(&session.hash_state)
+        // SHA-256 was hashed as the bytes streamed in; other algorithms, and
+        // sessions a stale writer may have touched, are checked by the store
+        // re-reading what it staged.
+        let verify = digest.algorithm() != Algorithm::Sha256 || session.contended;
+        if digest.algorithm() == Algorithm::Sha256 {
+            let actual = ResumableSha256::from_state(&session.hash_state)
                 .ok_or_else(|| {
                     RegistryError::UploadInvalid("stored hash state is unreadable".into())
                 })?
-                .finish(),
-            Algorithm::Sha512 => {
-                self.hash_staged(id, session.size, Algorithm::Sha512)
-                    .await?
+                .finish();
+            if &actual != digest {
+                return self.refuse_digest(repo, id, &actual, digest).await;
             }
-        };
-        if &actual != digest {
-            self.cancel_upload(repo, id).await?;
-            return Err(RegistryError::DigestInvalid(format!(
-                "uploaded content has digest {actual}, not {digest}"
-            )));
         }
+        // No chunk may be appended while the bytes are published.
+        let mut lease = self.take_writer_lease(&session).await?;
         // Publish under the GC protocol (docs/gc.md): claim the digest first,
         // so a collector can neither be deleting these bytes while they are
         // published nor start to before the link below is committed.
         self.claim_blob(digest, session.size).await?;
-        self.blobs.commit_upload(id, session.size, digest).await?;
+        match self
+            .blobs
+            .commit_upload(id, session.size, &session.staging, digest, verify)
+            .await
+        {
+            Ok(()) => {}
+            Err(StorageError::DigestMismatch(actual)) => {
+                return self.refuse_digest(repo, id, &actual, digest).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // Committing ends the session, and its lease with it.
+        lease.released = true;
         if !self.meta.commit_blob(repo.key(), digest, Some(id)).await? {
             return Err(RegistryError::Unavailable(
                 "the blob was garbage-collected while it was being committed; retry the upload"
@@ -233,17 +355,18 @@ impl Registry {
         }
     }
 
-    async fn hash_staged(&self, id: &str, len: u64, algorithm: Algorithm) -> Result<Digest> {
-        use sha2::Digest as _;
-        let mut stream = self.blobs.read_upload(id, len).await?;
-        let mut h = sha2::Sha512::new();
-        while let Some(chunk) = stream.next().await {
-            h.update(&chunk.map_err(crate::storage::StorageError::from)?);
-        }
-        debug_assert_eq!(algorithm, Algorithm::Sha512);
-        Ok(format!("sha512:{}", hex::encode(h.finalize()))
-            .parse()
-            .expect("sha512 hex is a valid digest"))
+    /// The content is not `digest`: the session is discarded, nothing stored.
+    async fn refuse_digest<T>(
+        &self,
+        repo: &RepoId,
+        id: &str,
+        actual: &Digest,
+        digest: &Digest,
+    ) -> Result<T> {
+        self.cancel_upload(repo, id).await?;
+        Err(RegistryError::DigestInvalid(format!(
+            "uploaded content has digest {actual}, not {digest}"
+        )))
     }
 
     /// Abandon a session and its staged bytes.

@@ -139,7 +139,7 @@ pub fn init_logging() {
         .init();
 }
 
-/// Open the embedded stores under `config.data_dir`.
+/// Open the stores `config` names: metadata, and blobs on disk or in S3.
 pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Registry> {
     let meta = open_metadata(config).await?;
     let blobs: Arc<dyn crate::storage::BlobStore> = match &config.storage {
@@ -149,8 +149,20 @@ pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Re
                 .unwrap_or_else(|| config.data_dir.join("storage"));
             Arc::new(FsBlobStore::open(&dir).context("opening blob storage")?)
         }
-        crate::config::StorageLocation::S3 { .. } => {
-            anyhow::bail!("s3:// storage is not available in this build")
+        crate::config::StorageLocation::S3 {
+            bucket,
+            prefix,
+            path_style,
+        } => {
+            let settings = crate::storage::s3::client::S3Settings::from_env(bucket, *path_style)?;
+            let endpoint = settings.endpoint.clone();
+            let client = crate::storage::s3::client::S3Client::new(settings)?;
+            let spool = config.data_dir.join("spool");
+            Arc::new(
+                crate::storage::s3::S3BlobStore::open(client, prefix, spool).with_context(
+                    || format!("opening blob storage s3://{bucket}/{prefix} at {endpoint}"),
+                )?,
+            )
         }
     };
     Ok(Registry {
@@ -163,6 +175,7 @@ pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Re
             create_on_push: config.auth == AuthMode::None,
             gc_grace: config.gc_grace,
             uploads: config.uploads,
+            download_redirects: config.storage_redirects,
         },
     })
 }
@@ -305,6 +318,14 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     }
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(open_registry(&config, metrics.clone()).await?);
+    match registry.blobs.check().await {
+        Ok(()) => {}
+        // Down for now: serve anyway (blob requests answer 503 until it is back).
+        Err(crate::storage::StorageError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "blob storage is unavailable; starting anyway");
+        }
+        Err(e) => return Err(anyhow::anyhow!(e).context("checking blob storage")),
+    }
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let master = master_key(&config)?;
     let access = Access::open(registry.meta.clone(), master, &config.region).await?;

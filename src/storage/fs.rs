@@ -20,8 +20,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{BlobStore, ByteRange, ByteStream, StorageError, StoredObject, UploadWriter};
-use crate::digest::Digest;
+use super::{BlobStore, ByteRange, ByteStream, Staged, StorageError, StoredObject, UploadWriter};
+use crate::digest::{Digest, Hasher};
 
 /// Chunks queued between the request task and the writer thread.
 const WRITE_QUEUE: usize = 64;
@@ -132,6 +132,7 @@ struct FsUploadWriter {
 
 impl FsUploadWriter {
     async fn thread_result(self: Box<Self>) -> Result<u64, StorageError> {
+        // (The filesystem store needs no staging description: the file is it.)
         let FsUploadWriter { tx, thread } = *self;
         drop(tx);
         match thread.await {
@@ -158,8 +159,12 @@ impl UploadWriter for FsUploadWriter {
         Ok(())
     }
 
-    async fn finish(self: Box<Self>) -> Result<u64, StorageError> {
-        self.thread_result().await
+    async fn finish(self: Box<Self>) -> Result<Staged, StorageError> {
+        let size = self.thread_result().await?;
+        Ok(Staged {
+            size,
+            staging: String::new(),
+        })
     }
 }
 
@@ -213,6 +218,7 @@ impl BlobStore for FsBlobStore {
         &self,
         upload_id: &str,
         offset: u64,
+        _staging: &str,
     ) -> Result<Box<dyn UploadWriter>, StorageError> {
         let path = self.upload_path(upload_id);
         let mut file = blocking(move || {
@@ -268,33 +274,38 @@ impl BlobStore for FsBlobStore {
         }))
     }
 
-    async fn read_upload(&self, upload_id: &str, len: u64) -> Result<ByteStream, StorageError> {
-        let path = self.upload_path(upload_id);
-        let file = blocking(move || File::open(path)).await?;
-        Ok(read_stream(file, Some(len)))
-    }
-
     async fn commit_upload(
         &self,
         upload_id: &str,
         len: u64,
+        _staging: &str,
         digest: &Digest,
+        verify: bool,
     ) -> Result<(), StorageError> {
         let staged = self.upload_path(upload_id);
         let target = self.blob_path(digest);
-        blocking(move || {
+        let digest = digest.clone();
+        let mismatch = blocking(move || {
             let dir = target
                 .parent()
                 .expect("blob path has a parent")
                 .to_path_buf();
+            let f = OpenOptions::new().write(true).open(&staged)?;
+            // Nobody may still be appending to what is about to be published
+            // (or verified).
+            lock_exclusive(&f)?;
+            if verify {
+                let actual = hash_file(&staged, len, &digest)?;
+                if actual != digest {
+                    return Ok(Some(actual));
+                }
+            }
             if target.exists() {
                 // Content-addressed: the stored copy has the same bytes.
+                drop(f);
                 let _ = fs::remove_file(&staged);
-                return Ok(());
+                return Ok(None);
             }
-            let f = OpenOptions::new().write(true).open(&staged)?;
-            // Nobody may still be appending to what is about to be published.
-            lock_exclusive(&f)?;
             if f.metadata()?.len() != len {
                 f.set_len(len)?;
             }
@@ -302,9 +313,14 @@ impl BlobStore for FsBlobStore {
             drop(f);
             fs::create_dir_all(&dir)?;
             fs::rename(&staged, &target)?;
-            sync_dir(&dir)
+            sync_dir(&dir)?;
+            Ok(None)
         })
-        .await
+        .await?;
+        match mismatch {
+            Some(actual) => Err(StorageError::DigestMismatch(actual)),
+            None => Ok(()),
+        }
     }
 
     async fn abort_upload(&self, upload_id: &str) -> Result<(), StorageError> {
@@ -378,6 +394,20 @@ impl BlobStore for FsBlobStore {
             Ok(out)
         })
         .await
+    }
+}
+
+/// The digest (in `like`'s algorithm) of the first `len` bytes of `path`.
+fn hash_file(path: &Path, len: u64, like: &Digest) -> io::Result<Digest> {
+    let mut f = File::open(path)?.take(len);
+    let mut h = Hasher::new(like.algorithm());
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
     }
 }
 
@@ -463,34 +493,25 @@ impl futures_util::Stream for BlobReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::TryStreamExt;
-
-    async fn collect(s: ByteStream) -> Vec<u8> {
-        s.try_fold(Vec::new(), |mut v, b| async move {
-            v.extend_from_slice(&b);
-            Ok(v)
-        })
-        .await
-        .unwrap()
-    }
+    use crate::storage::collect;
 
     #[tokio::test]
     async fn upload_commit_read_range() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
         store.create_upload("u1").await.unwrap();
-        let mut w = store.upload_writer("u1", 0).await.unwrap();
+        let mut w = store.upload_writer("u1", 0, "").await.unwrap();
         w.write(Bytes::from_static(b"hello ")).await.unwrap();
-        assert_eq!(w.finish().await.unwrap(), 6);
+        assert_eq!(w.finish().await.unwrap().size, 6);
         // An interrupted chunk left bytes past the recorded offset: discarded.
-        let mut w = store.upload_writer("u1", 6).await.unwrap();
+        let mut w = store.upload_writer("u1", 6, "").await.unwrap();
         w.write(Bytes::from_static(b"garbage")).await.unwrap();
         drop(w);
-        let mut w = store.upload_writer("u1", 6).await.unwrap();
+        let mut w = store.upload_writer("u1", 6, "").await.unwrap();
         w.write(Bytes::from_static(b"world")).await.unwrap();
-        assert_eq!(w.finish().await.unwrap(), 11);
+        assert_eq!(w.finish().await.unwrap().size, 11);
         let d = Digest::sha256_of(b"hello world");
-        store.commit_upload("u1", 11, &d).await.unwrap();
+        store.commit_upload("u1", 11, "", &d, false).await.unwrap();
         assert_eq!(store.stat(&d).await.unwrap(), Some(11));
         assert_eq!(
             collect(store.read(&d, None).await.unwrap()).await,
@@ -503,27 +524,27 @@ mod tests {
         );
         // A second commit of the same content is a no-op.
         store.create_upload("u2").await.unwrap();
-        store.commit_upload("u2", 0, &d).await.unwrap();
+        store.commit_upload("u2", 0, "", &d, false).await.unwrap();
         assert_eq!(store.stat(&d).await.unwrap(), Some(11));
         store.delete(&d).await.unwrap();
         assert_eq!(store.stat(&d).await.unwrap(), None);
         // Offsets past what is staged are refused.
         store.create_upload("u3").await.unwrap();
-        assert!(store.upload_writer("u3", 5).await.is_err());
+        assert!(store.upload_writer("u3", 5, "").await.is_err());
         // One writer at a time, and no publishing while a writer is active.
-        let mut w = store.upload_writer("u3", 0).await.unwrap();
+        let mut w = store.upload_writer("u3", 0, "").await.unwrap();
         w.write(Bytes::from_static(b"abc")).await.unwrap();
         assert!(matches!(
-            store.upload_writer("u3", 0).await,
+            store.upload_writer("u3", 0, "").await,
             Err(StorageError::Busy)
         ));
         let d3 = Digest::sha256_of(b"abc");
         assert!(matches!(
-            store.commit_upload("u3", 3, &d3).await,
+            store.commit_upload("u3", 3, "", &d3, false).await,
             Err(StorageError::Busy)
         ));
-        assert_eq!(w.finish().await.unwrap(), 3);
-        store.commit_upload("u3", 3, &d3).await.unwrap();
+        assert_eq!(w.finish().await.unwrap().size, 3);
+        store.commit_upload("u3", 3, "", &d3, false).await.unwrap();
         assert_eq!(collect(store.read(&d3, None).await.unwrap()).await, b"abc");
     }
 }

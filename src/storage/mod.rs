@@ -3,7 +3,7 @@
 //!
 //! Everything that touches blob bytes goes through the [`BlobStore`] trait. The
 //! embedded default is [`fs::FsBlobStore`] (a directory on local disk); the
-//! scale-out mode will add an S3 implementation behind the same trait.
+//! scale-out deployment uses [`s3::S3BlobStore`] (objects in an S3 bucket).
 //!
 //! The store knows nothing about repositories, manifests or who may see what:
 //! that is the metadata store's job, which is the single source of truth for
@@ -11,6 +11,7 @@
 //! garbage for GC to collect), so writes here never need to coordinate.
 
 pub mod fs;
+pub mod s3;
 
 use std::io;
 use std::pin::Pin;
@@ -33,6 +34,13 @@ pub enum StorageError {
     Full,
     #[error("another request is writing to this upload")]
     Busy,
+    /// The bytes staged for an upload do not hash to the digest the client
+    /// named (only reported when the commit was asked to verify).
+    #[error("uploaded content has digest {0}")]
+    DigestMismatch(Digest),
+    /// The storage service cannot be reached or refused to serve; retry later.
+    #[error("blob storage is unavailable: {0}")]
+    Unavailable(String),
     #[error("blob storage I/O error: {0}")]
     Io(io::Error),
 }
@@ -75,13 +83,24 @@ pub struct StoredObject {
     pub modified_ms: i64,
 }
 
+/// What an upload has staged after a chunk: its total size and the store's
+/// own description of where those bytes are (`staging`: empty for the
+/// filesystem store; the multipart upload and its parts on S3). The metadata
+/// store keeps `staging` with the session, so that any node can continue the
+/// upload; it is opaque to everyone but the store that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Staged {
+    pub size: u64,
+    pub staging: String,
+}
+
 /// Receives the bytes of one upload chunk, in order. Obtained from
 /// [`BlobStore::upload_writer`]; `finish` must be called for the bytes to count.
 #[async_trait]
 pub trait UploadWriter: Send {
     async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError>;
-    /// Flush what was written; returns the total size of the staged upload.
-    async fn finish(self: Box<Self>) -> Result<u64, StorageError>;
+    /// Make what was written durable; what the upload now holds.
+    async fn finish(self: Box<Self>) -> Result<Staged, StorageError>;
 }
 
 /// Content-addressed blob storage plus upload staging.
@@ -103,28 +122,55 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Create the staging area of a new upload.
     async fn create_upload(&self, upload_id: &str) -> Result<(), StorageError>;
 
-    /// A writer that appends to upload `upload_id` starting at `offset`. Bytes
-    /// after `offset`, left over by an interrupted chunk that was never
-    /// acknowledged, are discarded first.
+    /// A writer that appends to upload `upload_id` after the `offset` bytes
+    /// described by `staging` (as returned by the last acknowledged chunk's
+    /// [`UploadWriter::finish`]; empty for a new upload). Bytes after
+    /// `offset`, left over by an interrupted chunk that was never
+    /// acknowledged, are discarded.
     async fn upload_writer(
         &self,
         upload_id: &str,
         offset: u64,
+        staging: &str,
     ) -> Result<Box<dyn UploadWriter>, StorageError>;
 
-    /// Stream the first `len` staged bytes of an upload (used to verify digests
-    /// that were not hashed while streaming, such as sha512).
-    async fn read_upload(&self, upload_id: &str, len: u64) -> Result<ByteStream, StorageError>;
+    /// The session moved from staging `old` to `new` (the chunk that produced
+    /// `new` is acknowledged): the store may drop what only `old` needed.
+    async fn upload_advanced(
+        &self,
+        _upload_id: &str,
+        _old: &str,
+        _new: &str,
+    ) -> Result<(), StorageError> {
+        Ok(())
+    }
 
-    /// Make the first `len` staged bytes durable and publish them as blob
-    /// `digest`. The caller has verified the digest. Idempotent: if the blob is
-    /// already stored, the staged copy is dropped.
+    /// Publish the `len` staged bytes described by `staging` as blob `digest`.
+    /// With `verify`, first hash them with the digest's algorithm and fail
+    /// with [`StorageError::DigestMismatch`] (publishing nothing) when they
+    /// differ; otherwise the caller has verified the digest while streaming.
+    /// Idempotent: if the blob is already stored, the staged copy is dropped.
     async fn commit_upload(
         &self,
         upload_id: &str,
         len: u64,
+        staging: &str,
         digest: &Digest,
+        verify: bool,
     ) -> Result<(), StorageError>;
+
+    /// Whether the storage answers as configured (for start-up): a wrong
+    /// bucket or credentials is an error; a storage that is merely down is
+    /// [`StorageError::Unavailable`].
+    async fn check(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// A URL from which a client may `GET` blob `digest` directly for
+    /// `expires` (S3 presigned), when the store offers that.
+    fn download_url(&self, _digest: &Digest, _expires: std::time::Duration) -> Option<String> {
+        None
+    }
 
     /// Remove an upload's staging area; absent uploads are not an error.
     async fn abort_upload(&self, upload_id: &str) -> Result<(), StorageError>;
@@ -136,4 +182,16 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Staging areas of uploads (named by upload id).
     async fn list_uploads(&self) -> Result<Vec<StoredObject>, StorageError>;
+}
+
+/// All the bytes of a stream (for the stores' tests).
+#[cfg(test)]
+pub(crate) async fn collect(s: ByteStream) -> Vec<u8> {
+    use futures_util::TryStreamExt;
+    s.try_fold(Vec::new(), |mut v, b| async move {
+        v.extend_from_slice(&b);
+        Ok(v)
+    })
+    .await
+    .unwrap()
 }

@@ -3,6 +3,7 @@
 //! HTTP/1.1 over TCP for the tests that need to control every byte ([`raw`]).
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod raw;
 
 /// Which deployment the servers a test starts use: the embedded default
@@ -37,22 +38,130 @@ pub fn backend() -> Backend {
     BACKEND.with(|b| b.get())
 }
 
-/// The `berth serve` arguments of the current backend for a new server.
-fn backend_args() -> Vec<String> {
-    match backend() {
-        Backend::Embedded => Vec::new(),
-        Backend::ScaleOut => {
-            let url = std::thread::spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(berth::metadata::testing::fresh_postgres_database())
-            })
-            .join()
-            .unwrap();
-            vec!["--database-url".into(), url]
+/// Where a deployment keeps its state, shared by every node of it: the
+/// `berth` arguments and environment that name the stores (each node has
+/// its own `--data-dir` besides).
+#[derive(Clone, Debug, Default)]
+pub struct Deployment {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// The S3 key prefix of the blobs on the scale-out backend; `None`: the
+    /// blobs are files in the data directory.
+    pub s3_prefix: Option<String>,
+}
+
+/// Run `f` on a runtime of its own (from sync or async tests alike).
+fn block_on<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+    .join()
+    .unwrap()
+}
+
+/// 64 random hex characters (a master key).
+fn hex_key() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// A variable of `tests/services/start.sh`; panics with what to do when missing.
+pub fn service(name: &str) -> String {
+    berth::metadata::testing::service_var(name).unwrap_or_else(|| {
+        panic!("the scale-out tests need the test servers: run tests/services/start.sh (CI does); {name} is not set")
+    })
+}
+
+impl Deployment {
+    /// A fresh deployment on the current backend.
+    pub fn new() -> Deployment {
+        match backend() {
+            Backend::Embedded => Deployment::default(),
+            Backend::ScaleOut => Deployment::scale_out(),
         }
+    }
+
+    /// A fresh PostgreSQL database and S3 key prefix.
+    pub fn scale_out() -> Deployment {
+        let url = block_on(berth::metadata::testing::fresh_postgres_database());
+        let prefix = format!("t-{}", uuid::Uuid::new_v4());
+        Deployment {
+            args: vec![
+                "--database-url".into(),
+                url,
+                "--storage-url".into(),
+                format!("s3://{}/{prefix}/", service("BERTH_TEST_S3_BUCKET")),
+            ],
+            env: vec![
+                (
+                    "AWS_ENDPOINT_URL_S3".into(),
+                    service("BERTH_TEST_S3_ENDPOINT"),
+                ),
+                (
+                    "AWS_ACCESS_KEY_ID".into(),
+                    service("BERTH_TEST_S3_ACCESS_KEY"),
+                ),
+                (
+                    "AWS_SECRET_ACCESS_KEY".into(),
+                    service("BERTH_TEST_S3_SECRET_KEY"),
+                ),
+                ("AWS_REGION".into(), "us-east-1".into()),
+                // One master key for every node: tokens and sealed secrets
+                // of one node are good on the others.
+                ("BERTH_MASTER_KEY".into(), hex_key()),
+            ],
+            s3_prefix: Some(prefix),
+        }
+    }
+
+    /// The same deployment reached through proxies on `bind` that a test can
+    /// cut (scale-out only): (deployment, PostgreSQL proxy, S3 proxy).
+    pub fn proxied(
+        &self,
+        bind: std::net::IpAddr,
+    ) -> (Deployment, proxy::FaultProxy, proxy::FaultProxy) {
+        let authority = |url: &str| -> String {
+            let rest = url.split_once("://").unwrap().1;
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+            rest.split('/').next().unwrap().to_string()
+        };
+        let mut d = self.clone();
+        let db = d.args.iter().position(|a| a == "--database-url").unwrap() + 1;
+        let pg_at = authority(&d.args[db]);
+        let pg = proxy::FaultProxy::start_on(bind, pg_at.parse().unwrap());
+        d.args[db] = d.args[db].replacen(&pg_at, &pg.addr.to_string(), 1);
+        let ep = d
+            .env
+            .iter()
+            .position(|(k, _)| k == "AWS_ENDPOINT_URL_S3")
+            .unwrap();
+        let s3_at = authority(&d.env[ep].1);
+        let s3 = proxy::FaultProxy::start_on(bind, s3_at.parse().unwrap());
+        d.env[ep].1 = d.env[ep].1.replacen(&s3_at, &s3.addr.to_string(), 1);
+        (d, pg, s3)
+    }
+
+    /// A client of the deployment's bucket (scale-out only).
+    pub fn s3(&self) -> berth::storage::s3::client::S3Client {
+        berth::storage::s3::client::S3Client::new(berth::storage::s3::client::S3Settings {
+            endpoint: service("BERTH_TEST_S3_ENDPOINT"),
+            bucket: service("BERTH_TEST_S3_BUCKET"),
+            path_style: true,
+            signer: berth::auth::sigv4::S3Signer {
+                access_key_id: service("BERTH_TEST_S3_ACCESS_KEY"),
+                secret_access_key: service("BERTH_TEST_S3_SECRET_KEY"),
+                session_token: None,
+                region: "us-east-1".into(),
+            },
+        })
+        .unwrap()
     }
 }
 
@@ -75,6 +184,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub addr: String,
     pub data_dir: PathBuf,
+    /// Where its state is (shared with the other nodes of its deployment).
+    pub deployment: Deployment,
     args: Vec<String>,
     env: Vec<(String, String)>,
     child: Option<Child>,
@@ -117,10 +228,15 @@ impl Server {
 
     /// Start an open registry on `data_dir` with extra `berth serve` arguments.
     pub fn start_on(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_in(&Deployment::new(), data_dir, extra)
+    }
+
+    /// Start an open registry node of `deployment` on `data_dir` with extra
+    /// `berth serve` arguments.
+    pub fn start_in(deployment: &Deployment, data_dir: &Path, extra: &[&str]) -> Server {
         let mut args = vec!["--auth".to_string(), "none".to_string()];
-        args.extend(backend_args());
         args.extend(extra.iter().map(|s| s.to_string()));
-        Server::launch(data_dir, args, Vec::new())
+        Server::launch(data_dir, deployment, args, Vec::new())
     }
 
     /// Start a server in ECR mode (the default) whose primary account and
@@ -132,6 +248,13 @@ impl Server {
     /// [`Server::start_ecr`] with extra `berth serve` arguments.
     pub fn start_ecr_with(extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
+        let mut s = Server::start_ecr_in(&Deployment::new(), &tmp.path().join("data"), extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// An ECR-mode node of `deployment` on `data_dir` (see [`Server::start_ecr`]).
+    pub fn start_ecr_in(deployment: &Deployment, data_dir: &Path, extra: &[&str]) -> Server {
         let env = vec![
             ("BERTH_ACCOUNT_ID".to_string(), ACCOUNT.to_string()),
             (
@@ -143,19 +266,23 @@ impl Server {
                 ROOT_SECRET.to_string(),
             ),
         ];
-        let mut args = backend_args();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut s = Server::launch(&tmp.path().join("data"), args, env);
-        s._tmp = Some(tmp);
-        s
+        let args = extra.iter().map(|s| s.to_string()).collect();
+        Server::launch(data_dir, deployment, args, env)
     }
 
-    fn launch(data_dir: &Path, args: Vec<String>, env: Vec<(String, String)>) -> Server {
+    fn launch(
+        data_dir: &Path,
+        deployment: &Deployment,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Server {
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["serve", "--listen", &addr, "--data-dir"])
             .arg(data_dir)
+            .args(&deployment.args)
             .args(&args)
+            .envs(deployment.env.iter().map(|(k, v)| (k, v)))
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("BERTH_LOG", "warn")
             .stdout(Stdio::null())
@@ -165,6 +292,7 @@ impl Server {
         let s = Server {
             addr,
             data_dir: data_dir.to_path_buf(),
+            deployment: deployment.clone(),
             args,
             env,
             child: Some(child),
@@ -183,6 +311,121 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("berth did not start listening on {}", self.addr);
+    }
+
+    /// A `berth` subcommand on this server's state (`berth iam`, `berth gc`, …):
+    /// its data directory, the deployment's stores and environment.
+    pub fn command(&self, subcommand: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.arg(subcommand)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.deployment.args)
+            .envs(self.deployment.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+
+    /// Every blob the deployment's storage holds: digest → (size, age).
+    pub fn stored_blobs(&self) -> std::collections::BTreeMap<String, (u64, Duration)> {
+        let mut out = std::collections::BTreeMap::new();
+        let now = std::time::SystemTime::now();
+        match &self.deployment.s3_prefix {
+            None => {
+                let root = self.data_dir.join("storage/blobs");
+                for alg in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                    let alg_name = alg.file_name().to_string_lossy().to_string();
+                    for shard in std::fs::read_dir(alg.path())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                    {
+                        for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
+                            let m = f.metadata().unwrap();
+                            let age = now
+                                .duration_since(m.modified().unwrap())
+                                .unwrap_or_default();
+                            let name = format!("{alg_name}:{}", f.file_name().to_string_lossy());
+                            out.insert(name, (m.len(), age));
+                        }
+                    }
+                }
+            }
+            Some(prefix) => {
+                let s3 = self.deployment.s3();
+                let dir = format!("{prefix}/blobs/");
+                let listed = block_on(async move { s3.list(&dir).await.unwrap() });
+                let now_ms = now
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as i64;
+                for o in listed {
+                    // {prefix}/blobs/{alg}/{shard}/{hex}
+                    let parts: Vec<&str> = o.key.rsplitn(4, '/').collect();
+                    let name = format!("{}:{}", parts[2], parts[0]);
+                    let age = Duration::from_millis((now_ms - o.modified_ms).max(0) as u64);
+                    out.insert(name, (o.size, age));
+                }
+            }
+        }
+        out
+    }
+
+    /// How many uploads have something staged in the storage (files, or S3
+    /// objects and multipart uploads under `uploads/`).
+    pub fn staged_uploads(&self) -> usize {
+        match &self.deployment.s3_prefix {
+            None => std::fs::read_dir(self.data_dir.join("storage/uploads"))
+                .map(|d| d.count())
+                .unwrap_or(0),
+            Some(prefix) => {
+                let s3 = self.deployment.s3();
+                let dir = format!("{prefix}/uploads/");
+                block_on(async move {
+                    let mut ids = std::collections::BTreeSet::new();
+                    for o in s3.list(&dir).await.unwrap() {
+                        ids.insert(
+                            o.key
+                                .trim_start_matches(&dir)
+                                .split('/')
+                                .next()
+                                .unwrap()
+                                .to_string(),
+                        );
+                    }
+                    for (key, _, _) in s3.list_multipart_uploads(&dir).await.unwrap() {
+                        ids.insert(
+                            key.trim_start_matches(&dir)
+                                .split('/')
+                                .next()
+                                .unwrap()
+                                .to_string(),
+                        );
+                    }
+                    ids.len()
+                })
+            }
+        }
+    }
+
+    /// The stored bytes of blob `digest`, straight from the storage.
+    pub fn stored_blob(&self, digest: &str) -> Option<Vec<u8>> {
+        let (alg, hex) = digest.split_once(':').unwrap();
+        match &self.deployment.s3_prefix {
+            None => std::fs::read(
+                self.data_dir
+                    .join("storage/blobs")
+                    .join(alg)
+                    .join(&hex[..2])
+                    .join(hex),
+            )
+            .ok(),
+            Some(prefix) => {
+                let s3 = self.deployment.s3();
+                let key = format!("{prefix}/blobs/{alg}/{}/{hex}", &hex[..2]);
+                block_on(async move { s3.get_bytes(&key).await.ok().map(|b| b.to_vec()) })
+            }
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -254,7 +497,12 @@ impl Server {
             self.kill9();
         }
         let tmp = self._tmp.take();
-        let mut s = Server::launch(&self.data_dir.clone(), self.args.clone(), self.env.clone());
+        let mut s = Server::launch(
+            &self.data_dir.clone(),
+            &self.deployment.clone(),
+            self.args.clone(),
+            self.env.clone(),
+        );
         s._tmp = tmp;
         std::mem::swap(self, &mut s);
     }
@@ -359,13 +607,7 @@ pub async fn ecr(s: &Server, op: &str, body: serde_json::Value) -> serde_json::V
 
 /// Run `berth iam <args>` against the server's data directory; its JSON output.
 pub fn berth_iam(s: &Server, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("iam")
-        .arg("--data-dir")
-        .arg(&s.data_dir)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = s.command("iam").args(args).output().unwrap();
     assert!(
         out.status.success(),
         "berth iam {args:?}: {}",

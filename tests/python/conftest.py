@@ -55,6 +55,13 @@ def scale_out():
     return os.environ.get("BERTH_TEST_BACKEND") == "scale-out"
 
 
+def need_service(name):
+    value = service_var(name)
+    if not value:
+        raise RuntimeError(f"the scale-out tests need the test servers: run tests/services/start.sh (CI does); {name} is not set")
+    return value
+
+
 def fresh_postgres_database():
     server = service_var("BERTH_TEST_POSTGRES")
     if not server:
@@ -84,8 +91,6 @@ class Berth:
         self.log_path = tmp / "berth.log"
         # Where the state is, for the server and for every `berth` command run beside it.
         self.store_args = ["--data-dir", str(self.data_dir)]
-        if scale_out():
-            self.store_args += ["--database-url", fresh_postgres_database()]
         self.env = dict(
             os.environ,
             BERTH_ACCOUNT_ID=ACCOUNT,
@@ -93,6 +98,20 @@ class Berth:
             BERTH_ROOT_SECRET_ACCESS_KEY=ROOT_SECRET,
             BERTH_LOG="warn",
         )
+        # On the scale-out backend: a fresh database and S3 key prefix.
+        self.s3_prefix = None
+        if scale_out():
+            self.s3_prefix = f"py-{uuid.uuid4().hex}"
+            self.store_args += [
+                "--database-url", fresh_postgres_database(),
+                "--storage-url", f"s3://{need_service('BERTH_TEST_S3_BUCKET')}/{self.s3_prefix}/",
+            ]
+            self.env.update(
+                AWS_ENDPOINT_URL_S3=need_service("BERTH_TEST_S3_ENDPOINT"),
+                AWS_ACCESS_KEY_ID=need_service("BERTH_TEST_S3_ACCESS_KEY"),
+                AWS_SECRET_ACCESS_KEY=need_service("BERTH_TEST_S3_SECRET_KEY"),
+                AWS_REGION="us-east-1",
+            )
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--listen", self.addr, *self.store_args, *extra_args],
@@ -125,6 +144,31 @@ class Berth:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self._log.close()
+
+    # ---- storage -----------------------------------------------------------
+
+    def blob_stored(self, digest):
+        """Whether the storage holds blob `digest` (a file in the data
+        directory, or an object under the S3 prefix)."""
+        alg, hex_ = digest.split(":", 1)
+        if self.s3_prefix is None:
+            return (Path(self.data_dir) / "storage" / "blobs" / alg / hex_[:2] / hex_).is_file()
+        s3 = boto3.session.Session().client(
+            "s3",
+            region_name="us-east-1",
+            endpoint_url=need_service("BERTH_TEST_S3_ENDPOINT"),
+            aws_access_key_id=need_service("BERTH_TEST_S3_ACCESS_KEY"),
+            aws_secret_access_key=need_service("BERTH_TEST_S3_SECRET_KEY"),
+            config=Config(s3={"addressing_style": "path"}),
+        )
+        key = f"{self.s3_prefix}/blobs/{alg}/{hex_[:2]}/{hex_}"
+        try:
+            s3.head_object(Bucket=need_service("BERTH_TEST_S3_BUCKET"), Key=key)
+            return True
+        except s3.exceptions.ClientError as e:
+            if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
 
     # ---- clients -----------------------------------------------------------
 

@@ -347,9 +347,8 @@ def assert_expiry_records(records, expected, tags, pushed, actor="berth-cli"):
         assert r["imagePushedAt"] == rfc3339_ms(pushed[d])
 
 
-def blob_path(berth, digest):
-    hex_ = digest.split(":", 1)[1]
-    return Path(berth.data_dir) / "storage" / "blobs" / "sha256" / hex_[:2] / hex_
+def blob_stored(berth, digest):
+    return berth.blob_stored(digest)
 
 
 # ---- 1. the whole flow ---------------------------------------------------------------
@@ -468,7 +467,7 @@ def test_preview_run_events_and_gc_agree(solo, name):
     assert len(doomed) == 4 * 2 + 1  # 4 configs, 4 own layers, m1
     all_blobs = set(p.uploaded)
     for b in all_blobs:
-        assert blob_path(berth, b).is_file(), b
+        assert blob_stored(berth, b), b
     time.sleep(1.5)
     gc = berth.cli("gc", "run", settings=["--gc-grace", "1s"])
     assert {k: v for k, v in gc.items() if k != "duration_ms"} == {
@@ -481,12 +480,12 @@ def test_preview_run_events_and_gc_agree(solo, name):
     }
     assert isinstance(gc["duration_ms"], int)
     for b in doomed:
-        assert not blob_path(berth, b).exists(), b
+        assert not blob_stored(berth, b), b
         r = v2.get_blob(repo, b)
         assert r.status_code == 404, (b, r.status_code)
         assert r.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
     for b in survivor_blobs:
-        assert blob_path(berth, b).is_file(), b
+        assert blob_stored(berth, b), b
     for i in survivors.values():
         v2.assert_pullable(repo, i)
     # Nothing more to collect.
@@ -977,7 +976,7 @@ def test_index_children_protected_and_referrers_follow(solo, name):
         0,
     )
     for b in doomed:
-        assert not blob_path(berth, b).exists(), b
+        assert not blob_stored(berth, b), b
     for i in survivors:
         v2.assert_pullable(repo, i)
 
@@ -1044,10 +1043,10 @@ def test_server_evaluates_and_collects_on_its_own(tmp_path, name):
         )
         doomed = [b for i in (old, mid) for b in i.blobs if b not in new.blobs]
         assert len(doomed) == 4
-        while any(blob_path(berth, b).exists() for b in doomed) and time.monotonic() < deadline:
+        while any(blob_stored(berth, b) for b in doomed) and time.monotonic() < deadline:
             time.sleep(0.2)
         for b in doomed:
-            assert not blob_path(berth, b).exists(), b
+            assert not blob_stored(berth, b), b
         v2.assert_pullable(repo, new)
     finally:
         berth.stop()

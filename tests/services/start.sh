@@ -52,11 +52,17 @@ for _ in $(seq 100); do
 done
 curl -s -o /dev/null "http://127.0.0.1:$S3PORT/" || { echo "SeaweedFS did not start; $BASE/s3/weed.log" >&2; exit 1; }
 
+# The bucket the tests share (each test works under its own key prefix).
+S3BUCKET=berth-test
+curl -sf -o /dev/null --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3KEY:$S3SECRET" \
+    -X PUT "http://127.0.0.1:$S3PORT/$S3BUCKET" || { echo "could not create bucket $S3BUCKET" >&2; exit 1; }
+
 cat >"$OUT" <<ENV
 BERTH_TEST_SERVICES_DIR=$BASE
 BERTH_TEST_POSTGRES=$PGURL
 BERTH_TEST_S3_ENDPOINT=http://127.0.0.1:$S3PORT
 BERTH_TEST_S3_ACCESS_KEY=$S3KEY
 BERTH_TEST_S3_SECRET_KEY=$S3SECRET
+BERTH_TEST_S3_BUCKET=$S3BUCKET
 ENV
 cat "$OUT"
