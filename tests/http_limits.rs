@@ -110,6 +110,46 @@ async fn early_answers_keep_the_connection_usable() {
 }
 
 #[tokio::test]
+async fn expect_continue_keeps_the_connection_when_the_body_is_read() {
+    let s = Server::start();
+    let c = client();
+    let r = c.post(s.url("/v2/r/blobs/uploads/")).send().await.unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let mut conn = raw::connect(&s.addr).await;
+    let chunk = [7u8; 1000];
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        chunk.len()
+    );
+    raw::send(&mut conn, head.as_bytes()).await;
+    let go = raw::read_reply(&mut conn, Duration::from_secs(5))
+        .await
+        .expect("100 Continue");
+    assert_eq!(go.status, 100);
+    raw::send(&mut conn, &chunk).await;
+    let r = raw::read_reply(&mut conn, Duration::from_secs(5))
+        .await
+        .expect("an answer to the chunk");
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(r.header("connection"), None, "{r:?}");
+    // And the connection serves the next request.
+    raw::send(&mut conn, b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let next = raw::read_reply(&mut conn, Duration::from_secs(5))
+        .await
+        .expect("the connection is still open");
+    assert_eq!(next.status, 200);
+    // A body the handler never asks for was never sent: the answer closes.
+    let mut conn = raw::connect(&s.addr).await;
+    let head = "PUT /v2/r/manifests/.bad HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n";
+    raw::send(&mut conn, head.as_bytes()).await;
+    let r = raw::read_reply(&mut conn, Duration::from_secs(5))
+        .await
+        .expect("an answer without the body");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("connection"), Some("close"));
+}
+
+#[tokio::test]
 async fn malformed_manifest_references_are_unknown_manifests() {
     let s = Server::start();
     let c = client();
