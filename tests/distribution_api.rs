@@ -1250,6 +1250,66 @@ async fn disk_full_is_a_clear_5xx_and_stores_nothing() {
 
 // The suite again on PostgreSQL + S3 (the disk-full tests are about the
 // embedded store's own disk).
+/// One HTTP/2 GET of `path` with `:authority` `authority` and no `Host`
+/// header, as HTTP/2 clients send it; the status and headers of the answer.
+async fn h2_get(
+    s: &Server,
+    authority: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> http::response::Parts {
+    let tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = http::Request::builder().uri(format!("http://{authority}{path}"));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(req.body(()).unwrap(), true).unwrap();
+    let parts = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_parts()
+        .0;
+    driver.abort();
+    parts
+}
+
+#[tokio::test]
+async fn http2_requests_address_the_registry_of_their_authority() {
+    use base64::Engine;
+    let s = Server::start_ecr();
+    common::ecr(&s, "CreateRepository", json!({"repositoryName": "app"})).await;
+    let port = s.addr.rsplit(':').next().unwrap();
+    // The 401 challenge names the host the client asked for.
+    let r = h2_get(&s, &format!("registry.test:{port}"), "/v2/", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.headers["www-authenticate"],
+        format!("Basic realm=\"https://registry.test:{port}/\",service=\"ecr.amazonaws.com\"")
+    );
+    // `<account>.<host>` selects that account's registry, as the Host header does.
+    let token = common::registry_token(&s).await;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("AWS:{token}"))
+    );
+    let own = format!("{}.localhost:{port}", common::ACCOUNT);
+    let r = h2_get(&s, &own, "/v2/app/tags/list", Some(&basic)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let other = format!("999999999999.localhost:{port}");
+    let r = h2_get(&s, &other, "/v2/app/tags/list", Some(&basic)).await;
+    assert_ne!(
+        r.status,
+        StatusCode::OK,
+        "another account's registry answered"
+    );
+}
+
 on_scale_out_too!(
     base_health_and_metrics,
     blob_push_styles_pull_and_ranges,

@@ -238,7 +238,7 @@ pub(super) async fn get_download_url_for_layer(
     }
     // A presigned URL: the blob URL with a one-hour grant for exactly this
     // blob of this repository (see distribution::authenticate).
-    let host = ctx.state.registry_host_for(&repo.registry, ctx.headers);
+    let host = ctx.state.registry_host_for(&repo.registry, ctx.host);
     let token = ctx.state.access.issue_download_grant(
         ctx.caller,
         &repo.registry,

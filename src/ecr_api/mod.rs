@@ -62,6 +62,8 @@ pub struct Ctx<'a> {
     pub state: &'a AppState,
     pub caller: &'a Caller,
     pub headers: &'a axum::http::HeaderMap,
+    /// The host the request was sent to (`Host`, or the HTTP/2 authority).
+    pub host: Option<&'a str>,
     /// The client's address, for `aws:SourceIp`.
     pub source_ip: Option<std::net::IpAddr>,
 }
@@ -375,6 +377,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
         state,
         caller: &caller,
         headers: &parts.headers,
+        host: crate::server::request_host(&parts.headers, &parts.uri),
         source_ip: crate::distribution::peer_ip(&parts),
     };
     match op.as_str() {
@@ -452,7 +455,7 @@ async fn get_authorization_token(ctx: &Ctx<'_>, input: &Input) -> Result<Value, 
             json!({
                 "authorizationToken": encoded,
                 "expiresAt": expires,
-                "proxyEndpoint": format!("https://{}", ctx.state.registry_host_for(id, ctx.headers)),
+                "proxyEndpoint": format!("https://{}", ctx.state.registry_host_for(id, ctx.host)),
             })
         })
         .collect();

@@ -36,7 +36,7 @@ pub(super) fn managed_kms_key_arn(region: &str, account: &str) -> String {
 
 /// The `Repository` shape.
 pub(super) fn repository_json(ctx: &Ctx<'_>, r: &RepositoryRow) -> Value {
-    let host = ctx.state.registry_host_for(&r.registry_id, ctx.headers);
+    let host = ctx.state.registry_host_for(&r.registry_id, ctx.host);
     let mut v = json!({
         "repositoryArn": crate::auth::repository_arn(&ctx.state.region, &r.registry_id, &r.name),
         "registryId": r.registry_id,
