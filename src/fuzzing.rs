@@ -206,13 +206,17 @@ pub fn forwarded(data: &[u8]) {
             headers.append(k, v);
         }
     }
-    let trusted = crate::server::client_addr::TrustedProxies::new(vec![
-        "10.0.0.0/8".parse().expect("valid network"),
-    ]);
-    let c = trusted.client_addr(peer, &headers);
-    assert_eq!(c.peer, peer);
-    if !trusted.contains(peer.ip()) {
-        assert_eq!(c.ip, peer.ip(), "an untrusted peer's headers were believed");
+    use crate::config::ForwardedHeader;
+    for header in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded] {
+        let trusted = crate::server::client_addr::TrustedProxies::new(
+            vec!["10.0.0.0/8".parse().expect("valid network")],
+            header,
+        );
+        let c = trusted.client_addr(peer, &headers);
+        assert_eq!(c.peer, peer);
+        if !trusted.contains(peer.ip()) {
+            assert_eq!(c.ip, peer.ip(), "an untrusted peer's headers were believed");
+        }
     }
 }
 

@@ -366,6 +366,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         limits: config.http.clone(),
         trusted: Arc::new(client_addr::TrustedProxies::new(
             config.http.trusted_proxies.clone(),
+            config.http.forwarded_header,
         )),
         metrics,
         table: Arc::new(listener::ConnTable::default()),
