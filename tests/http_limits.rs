@@ -486,6 +486,27 @@ async fn the_ecr_api_refuses_bodies_before_reading_them() {
         body.contains("InvalidSignatureException") || body.contains("UnrecognizedClientException"),
         "{body}"
     );
+    // A key id no key can have (100 KB of it): refused as an unknown key,
+    // before any lookup (and so never cached).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let date = berth::auth::sigv4::format_amz_date(now);
+    let auth = format!(
+        "X-Amz-Date: {date}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={}/{}/us-east-1/ecr/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, Signature={}\r\n",
+        "A".repeat(100 << 10),
+        &date[..8],
+        "0".repeat(64)
+    );
+    let mut c = raw::connect(&s.addr).await;
+    raw::send(&mut c, head(&auth, "UploadLayerPart").as_bytes()).await;
+    let r = raw::read_reply(&mut c, Duration::from_secs(3))
+        .await
+        .expect("an answer before the body");
+    assert_eq!(r.status, 400);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(body.contains("UnrecognizedClientException"), "{body}");
     // Memory did not take the declared bodies: 40 connections declaring
     // 29 MiB each and sending most of it.
     let before = s.memory_kib("VmRSS");
