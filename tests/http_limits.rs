@@ -528,6 +528,41 @@ async fn the_ecr_api_refuses_bodies_before_reading_them() {
 }
 
 #[tokio::test]
+async fn an_upload_part_holds_no_more_than_its_body() {
+    // A 20 MiB part is a 27 MiB body, and 27 MiB is what it reserves of the
+    // body budget. Before, the server held the body, a JSON string copy of
+    // the part and the decoded part at once: 74 MiB at its peak.
+    use base64::Engine;
+    let s = Server::start_ecr();
+    common::ecr(&s, "CreateRepository", json!({"repositoryName": "big"})).await;
+    let up = common::ecr(&s, "InitiateLayerUpload", json!({"repositoryName": "big"})).await;
+    let id = up["uploadId"].as_str().unwrap().to_string();
+    let part: Vec<u8> = (0..20u32 << 20).map(|i| (i % 253) as u8).collect();
+    let blob = base64::engine::general_purpose::STANDARD.encode(&part);
+    let before = s.memory_kib("VmHWM");
+    let r = common::ecr(
+        &s,
+        "UploadLayerPart",
+        json!({"repositoryName": "big", "uploadId": id, "partFirstByte": 0,
+               "partLastByte": part.len() - 1, "layerPartBlob": blob}),
+    )
+    .await;
+    assert_eq!(r["lastByteReceived"], part.len() - 1);
+    let peak = s.memory_kib("VmHWM").saturating_sub(before);
+    assert!(
+        peak < 48 << 10,
+        "one 27 MiB UploadLayerPart raised the server's peak memory by {peak} KiB"
+    );
+    let done = common::ecr(
+        &s,
+        "CompleteLayerUpload",
+        json!({"repositoryName": "big", "uploadId": id, "layerDigests": [sha256(&part)]}),
+    )
+    .await;
+    assert_eq!(done["layerDigest"], sha256(&part));
+}
+
+#[tokio::test]
 async fn sigterm_does_not_wait_forever_for_a_client() {
     let mut s = Server::start_with(&["--shutdown-timeout", "2s"]);
     let c = client();

@@ -360,18 +360,16 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
             &body,
         )
         .map_err(auth_error)?;
-    let value: Value = if body.is_empty() {
-        json!({})
+    // The body is given up as soon as it is parsed. An UploadLayerPart's
+    // part (up to 27 MiB of base64) is decoded where it lies in the body's
+    // buffer, so the request holds no more than the body it reserved.
+    let (value, part) = if op == "UploadLayerPart" {
+        layers::parse_part_request(body)?
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            EcrError::serialization(format!("the request body is not valid JSON: {e}"))
-        })?
+        let value = parse_request(&body)?;
+        drop(body);
+        (value, layers::PartBlob::Absent)
     };
-    if !value.is_object() {
-        return Err(EcrError::serialization(
-            "the request body must be a JSON object",
-        ));
-    }
     let input = Input::new(value);
     let ctx = Ctx {
         state,
@@ -403,7 +401,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
         "PutImage" => images::put_image(&ctx, &input).await,
         "BatchCheckLayerAvailability" => layers::batch_check_layer_availability(&ctx, &input).await,
         "InitiateLayerUpload" => layers::initiate_layer_upload(&ctx, &input).await,
-        "UploadLayerPart" => layers::upload_layer_part(&ctx, &input).await,
+        "UploadLayerPart" => layers::upload_layer_part(&ctx, &input, part).await,
         "CompleteLayerUpload" => layers::complete_layer_upload(&ctx, &input).await,
         "GetDownloadUrlForLayer" => layers::get_download_url_for_layer(&ctx, &input).await,
         "PutLifecyclePolicy" => lifecycle::put_lifecycle_policy(&ctx, &input).await,
@@ -424,6 +422,23 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
             format!("Unknown operation {other}"),
         )),
     }
+}
+
+/// A request body as the operation's input: a JSON object (an empty body is `{}`).
+fn parse_request(body: &[u8]) -> Result<Value, EcrError> {
+    let value: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            EcrError::serialization(format!("the request body is not valid JSON: {e}"))
+        })?
+    };
+    if !value.is_object() {
+        return Err(EcrError::serialization(
+            "the request body must be a JSON object",
+        ));
+    }
+    Ok(value)
 }
 
 fn is_modeled(op: &str) -> bool {
