@@ -144,6 +144,13 @@ impl MetadataStore {
 
     async fn unlink_blob_once(&self, repo: Repo<'_>, digest: &Digest) -> Result<Unlink> {
         let mut tx = self.begin_write().await?;
+        // The blob row first, exclusively (the lock order of every writer:
+        // blob rows, then links): a manifest PUT that has checked the link
+        // holds the row shared until it commits its references, so the
+        // check below waits for it and sees them; a PUT that comes later
+        // waits for this unlink and then finds the link gone.
+        self.lock_blob_row(&mut tx, digest, LockMode::Update)
+            .await?;
         let user: Option<String> = sqlx::query(
             "SELECT parent FROM manifest_references \
              WHERE registry_id = $1 AND repository = $2 AND child = $3 AND kind = 'blob' LIMIT 1",
