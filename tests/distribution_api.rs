@@ -1187,6 +1187,71 @@ async fn a_full_metadata_database_is_507_and_recovers_by_itself() {
     }
 }
 
+/// The ECR API answers a full metadata database as the registry paths do
+/// (507), not with a 500, in every operation that writes metadata.
+#[tokio::test]
+async fn a_full_metadata_database_is_507_on_the_ecr_api_too() {
+    let disk = SmallDisk::new("16m");
+    let data_dir = disk.dir.path().join("data");
+    let s = Server::start_ecr_on(&data_dir, &[]);
+    common::ecr(&s, "CreateRepository", json!({"repositoryName": "before"})).await;
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone())",
+        ])
+        .arg(data_dir.join("metadata.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let filler = disk.dir.path().join("filler");
+    fill_disk(&filler);
+    let call = |op: &'static str, body: Value| {
+        let s = &s;
+        async move {
+            let body = body.to_string().into_bytes();
+            let r = client()
+                .post(s.url("/"))
+                .headers(common::ecr_headers(
+                    s,
+                    op,
+                    &body,
+                    common::ROOT_KEY_ID,
+                    common::ROOT_SECRET,
+                ))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let v: Value = r.json().await.unwrap();
+            (status, v)
+        }
+    };
+    let arn = format!(
+        "arn:aws:ecr:us-east-1:{}:repository/before",
+        common::ACCOUNT
+    );
+    for (op, body) in [
+        ("CreateRepository", json!({"repositoryName": "during"})),
+        (
+            "TagResource",
+            json!({"resourceArn": arn, "tags": [{"Key": "k", "Value": "v"}]}),
+        ),
+        (
+            "PutImageTagMutability",
+            json!({"repositoryName": "before", "imageTagMutability": "IMMUTABLE"}),
+        ),
+    ] {
+        let (status, v) = call(op, body).await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{op}: {v}");
+        assert_eq!(v["__type"], "ServerException", "{op}: {v}");
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let (status, v) = call("CreateRepository", json!({"repositoryName": "after"})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
+
 #[tokio::test]
 async fn disk_full_is_a_clear_5xx_and_stores_nothing() {
     let disk = SmallDisk::new("24m");

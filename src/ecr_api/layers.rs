@@ -317,7 +317,7 @@ pub(super) async fn complete_layer_upload(ctx: &Ctx<'_>, input: &Input) -> Resul
         .meta
         .linked_blob_size(repo.key(), &digest)
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
         .is_some()
     {
         let _ = reg.cancel_upload(&repo, &id).await;
@@ -359,7 +359,7 @@ pub(super) async fn get_download_url_for_layer(
         .meta
         .linked_blob_size(repo.key(), &digest)
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
         .is_none()
     {
         return Err(EcrError::new(

@@ -93,7 +93,7 @@ impl Ctx<'_> {
             .meta
             .repository_exists(repo.key())
             .await
-            .map_err(EcrError::server)?;
+            .map_err(EcrError::meta)?;
         if !exists {
             return Err(EcrError::repository_not_found(
                 repo.name.as_str(),
@@ -155,7 +155,7 @@ impl Ctx<'_> {
             .access
             .authorize(self.caller, &action, registry, repo, self.source_ip)
             .await
-            .map_err(EcrError::server)
+            .map_err(EcrError::meta)
     }
 
     /// Refuse unless the caller may perform `ecr:<op>` on `repo` (or the registry).
@@ -171,7 +171,7 @@ impl Ctx<'_> {
             .access
             .authorize(self.caller, &action, registry, repo, self.source_ip)
             .await
-            .map_err(EcrError::server)?;
+            .map_err(EcrError::meta)?;
         if allowed {
             return Ok(());
         }
@@ -243,7 +243,7 @@ fn auth_error(e: AuthError) -> EcrError {
             400,
             "The security token included in the request is invalid.",
         ),
-        AuthError::Meta(m) => EcrError::server(m),
+        AuthError::Meta(m) => EcrError::meta(m),
     }
 }
 

@@ -719,8 +719,10 @@ impl MetadataStore {
     /// Images of a repository in push order (`pushed_at`, then digest),
     /// after the image `after` (exclusive), at most `limit`, each with its
     /// tags (oldest-applied first), keeping only tagged or untagged ones when
-    /// `filter` says so. One indexed range scan whatever the page: the filter
-    /// is in SQL, so a page never walks the images it skips.
+    /// `filter` says so. One indexed range scan, from `after` on, with the
+    /// filter in SQL: the images it rejects are not sent to Berth, but the
+    /// database still walks them (one probe of the tags index each), so a
+    /// page of tagged images in a run of untagged ones reads the whole run.
     pub async fn list_images(
         &self,
         repo: Repo<'_>,

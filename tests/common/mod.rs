@@ -132,6 +132,13 @@ impl Server {
     /// [`Server::start_ecr`] with extra `berth serve` arguments.
     pub fn start_ecr_with(extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
+        let mut s = Server::start_ecr_on(&tmp.path().join("data"), extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// [`Server::start_ecr`] on `data_dir`, with extra `berth serve` arguments.
+    pub fn start_ecr_on(data_dir: &Path, extra: &[&str]) -> Server {
         let env = vec![
             ("BERTH_ACCOUNT_ID".to_string(), ACCOUNT.to_string()),
             (
@@ -145,9 +152,7 @@ impl Server {
         ];
         let mut args = backend_args();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut s = Server::launch(&tmp.path().join("data"), args, env);
-        s._tmp = Some(tmp);
-        s
+        Server::launch(data_dir, args, env)
     }
 
     fn launch(data_dir: &Path, args: Vec<String>, env: Vec<(String, String)>) -> Server {
