@@ -134,8 +134,30 @@ pub struct HttpLimits {
     pub body_memory: usize,
     /// The same, for one client address.
     pub body_memory_per_ip: usize,
-    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    /// Reverse proxies whose forwarding header is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header those proxies write (the only one read).
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// The header trusted proxies record the client's address in (`forwarded_header`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy, Envoy, most load balancers).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    pub fn parse(s: &str) -> anyhow::Result<ForwardedHeader> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
+            "forwarded" => Ok(ForwardedHeader::Forwarded),
+            _ => bail!("forwarded_header: {s:?} is neither \"x-forwarded-for\" nor \"forwarded\""),
+        }
+    }
 }
 
 impl Default for HttpLimits {
@@ -151,6 +173,7 @@ impl Default for HttpLimits {
             body_memory: 256 << 20,
             body_memory_per_ip: 64 << 20,
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
         }
     }
 }
@@ -236,6 +259,7 @@ pub struct Overrides {
     pub body_memory: Option<String>,
     pub body_memory_per_ip: Option<String>,
     pub trusted_proxy: Option<Vec<String>>,
+    pub forwarded_header: Option<String>,
     pub max_uploads_per_caller: Option<u64>,
     pub max_uploads_per_repository: Option<u64>,
 }
@@ -264,7 +288,8 @@ impl Overrides {
             max_manifest_bytes, max_image_layers, gc_interval, gc_grace, lifecycle_interval,
             auth, region, registry_host, idle_timeout, send_timeout, body_timeout,
             api_body_timeout, shutdown_timeout, max_connections, max_connections_per_ip,
-            body_memory, body_memory_per_ip, trusted_proxy, max_uploads_per_caller,
+            body_memory, body_memory_per_ip, trusted_proxy, forwarded_header,
+            max_uploads_per_caller,
             max_uploads_per_repository,
         )
     }
@@ -403,6 +428,9 @@ impl Overrides {
                 .map(parse_cidr)
                 .collect::<anyhow::Result<_>>()?;
         }
+        if let Some(f) = self.forwarded_header {
+            h.forwarded_header = ForwardedHeader::parse(&f)?;
+        }
         for (name, value, slot) in [
             (
                 "max_uploads_per_caller",
@@ -507,6 +535,7 @@ mod tests {
             upload_max_age: Some("2h".into()),
             trusted_proxy: Some(vec!["10.0.0.0/8,192.168.1.7".into(), "::1".into()]),
             body_memory: Some("32MiB".into()),
+            forwarded_header: Some("Forwarded".into()),
             ..Default::default()
         };
         let c = flags.over(env.over(file)).resolve().unwrap();
@@ -517,6 +546,16 @@ mod tests {
         assert_eq!(c.http.body_memory, 32 << 20);
         assert_eq!(c.http.trusted_proxies.len(), 3);
         assert_eq!(c.http.trusted_proxies[1].to_string(), "192.168.1.7/32");
+        assert_eq!(c.http.forwarded_header, ForwardedHeader::Forwarded);
+        assert_eq!(
+            Config::default().http.forwarded_header,
+            ForwardedHeader::XForwardedFor
+        );
+        let bad = Overrides {
+            forwarded_header: Some("x-real-ip".into()),
+            ..Default::default()
+        };
+        assert!(bad.resolve().is_err());
         assert!(toml::from_str::<Overrides>("nonsense = 1").is_err());
         let s3 = StorageLocation::parse("s3://my-bucket/berth/prod/", true).unwrap();
         assert_eq!(

@@ -147,7 +147,7 @@ pub fn sigv4(data: &[u8]) {
     let Ok(parsed) = sigv4::parse(&headers) else {
         return;
     };
-    assert!(!parsed.credential.access_key_id.is_empty());
+    assert!(sigv4::is_access_key_id(&parsed.credential.access_key_id));
     assert!(sigv4::parse_amz_date(&parsed.amz_date).is_some());
     let now = sigv4::parse_amz_date(&parsed.amz_date).unwrap_or(0);
     let _ = sigv4::check_envelope(&parsed, &headers, "us-east-1", "ecr", now);
@@ -206,13 +206,17 @@ pub fn forwarded(data: &[u8]) {
             headers.append(k, v);
         }
     }
-    let trusted = crate::server::client_addr::TrustedProxies::new(vec![
-        "10.0.0.0/8".parse().expect("valid network"),
-    ]);
-    let c = trusted.client_addr(peer, &headers);
-    assert_eq!(c.peer, peer);
-    if !trusted.contains(peer.ip()) {
-        assert_eq!(c.ip, peer.ip(), "an untrusted peer's headers were believed");
+    use crate::config::ForwardedHeader;
+    for header in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded] {
+        let trusted = crate::server::client_addr::TrustedProxies::new(
+            vec!["10.0.0.0/8".parse().expect("valid network")],
+            header,
+        );
+        let c = trusted.client_addr(peer, &headers);
+        assert_eq!(c.peer, peer);
+        if !trusted.contains(peer.ip()) {
+            assert_eq!(c.ip, peer.ip(), "an untrusted peer's headers were believed");
+        }
     }
 }
 

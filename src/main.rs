@@ -151,9 +151,12 @@ struct ServeArgs {
     /// Request bodies held in memory at once for one client address [default: 64MiB]
     #[arg(long, env = "BERTH_BODY_MEMORY_PER_IP")]
     body_memory_per_ip: Option<String>,
-    /// A reverse proxy (address or CIDR) whose X-Forwarded-For/Forwarded is believed; repeatable
+    /// A reverse proxy (address or CIDR) whose forwarding header (--forwarded-header) is believed; repeatable
     #[arg(long, env = "BERTH_TRUSTED_PROXY", value_delimiter = ',')]
     trusted_proxy: Vec<String>,
+    /// The header the trusted proxies write the client's address in, the only one read: `x-forwarded-for` or `forwarded` (RFC 7239) [default: x-forwarded-for]
+    #[arg(long, env = "BERTH_FORWARDED_HEADER")]
+    forwarded_header: Option<String>,
     /// Open upload sessions allowed per caller [default: 2000]
     #[arg(long, env = "BERTH_MAX_UPLOADS_PER_CALLER")]
     max_uploads_per_caller: Option<u64>,
@@ -210,6 +213,7 @@ fn resolve(a: ServeArgs) -> anyhow::Result<berth::config::Config> {
         body_memory: a.body_memory,
         body_memory_per_ip: a.body_memory_per_ip,
         trusted_proxy: (!a.trusted_proxy.is_empty()).then_some(a.trusted_proxy),
+        forwarded_header: a.forwarded_header,
         max_uploads_per_caller: a.max_uploads_per_caller,
         max_uploads_per_repository: a.max_uploads_per_repository,
         ..Overrides::default()

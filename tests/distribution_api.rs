@@ -1172,6 +1172,71 @@ async fn a_full_metadata_database_is_507_and_recovers_by_itself() {
     }
 }
 
+/// The ECR API answers a full metadata database as the registry paths do
+/// (507), not with a 500, in every operation that writes metadata.
+#[tokio::test]
+async fn a_full_metadata_database_is_507_on_the_ecr_api_too() {
+    let disk = SmallDisk::new("16m");
+    let data_dir = disk.dir.path().join("data");
+    let s = Server::start_ecr_on(&data_dir, &[]);
+    common::ecr(&s, "CreateRepository", json!({"repositoryName": "before"})).await;
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone())",
+        ])
+        .arg(data_dir.join("metadata.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let filler = disk.dir.path().join("filler");
+    fill_disk(&filler);
+    let call = |op: &'static str, body: Value| {
+        let s = &s;
+        async move {
+            let body = body.to_string().into_bytes();
+            let r = client()
+                .post(s.url("/"))
+                .headers(common::ecr_headers(
+                    s,
+                    op,
+                    &body,
+                    common::ROOT_KEY_ID,
+                    common::ROOT_SECRET,
+                ))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let v: Value = r.json().await.unwrap();
+            (status, v)
+        }
+    };
+    let arn = format!(
+        "arn:aws:ecr:us-east-1:{}:repository/before",
+        common::ACCOUNT
+    );
+    for (op, body) in [
+        ("CreateRepository", json!({"repositoryName": "during"})),
+        (
+            "TagResource",
+            json!({"resourceArn": arn, "tags": [{"Key": "k", "Value": "v"}]}),
+        ),
+        (
+            "PutImageTagMutability",
+            json!({"repositoryName": "before", "imageTagMutability": "IMMUTABLE"}),
+        ),
+    ] {
+        let (status, v) = call(op, body).await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{op}: {v}");
+        assert_eq!(v["__type"], "ServerException", "{op}: {v}");
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let (status, v) = call("CreateRepository", json!({"repositoryName": "after"})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
+
 #[tokio::test]
 async fn disk_full_is_a_clear_5xx_and_stores_nothing() {
     let disk = SmallDisk::new("24m");
@@ -1235,6 +1300,66 @@ async fn disk_full_is_a_clear_5xx_and_stores_nothing() {
 
 // The suite again on PostgreSQL + S3 (the disk-full tests are about the
 // embedded store's own disk).
+/// One HTTP/2 GET of `path` with `:authority` `authority` and no `Host`
+/// header, as HTTP/2 clients send it; the status and headers of the answer.
+async fn h2_get(
+    s: &Server,
+    authority: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> http::response::Parts {
+    let tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = http::Request::builder().uri(format!("http://{authority}{path}"));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(req.body(()).unwrap(), true).unwrap();
+    let parts = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_parts()
+        .0;
+    driver.abort();
+    parts
+}
+
+#[tokio::test]
+async fn http2_requests_address_the_registry_of_their_authority() {
+    use base64::Engine;
+    let s = Server::start_ecr();
+    common::ecr(&s, "CreateRepository", json!({"repositoryName": "app"})).await;
+    let port = s.addr.rsplit(':').next().unwrap();
+    // The 401 challenge names the host the client asked for.
+    let r = h2_get(&s, &format!("registry.test:{port}"), "/v2/", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.headers["www-authenticate"],
+        format!("Basic realm=\"https://registry.test:{port}/\",service=\"ecr.amazonaws.com\"")
+    );
+    // `<account>.<host>` selects that account's registry, as the Host header does.
+    let token = common::registry_token(&s).await;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("AWS:{token}"))
+    );
+    let own = format!("{}.localhost:{port}", common::ACCOUNT);
+    let r = h2_get(&s, &own, "/v2/app/tags/list", Some(&basic)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let other = format!("999999999999.localhost:{port}");
+    let r = h2_get(&s, &other, "/v2/app/tags/list", Some(&basic)).await;
+    assert_ne!(
+        r.status,
+        StatusCode::OK,
+        "another account's registry answered"
+    );
+}
+
 on_scale_out_too!(
     base_health_and_metrics,
     blob_push_styles_pull_and_ranges,

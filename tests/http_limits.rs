@@ -110,6 +110,46 @@ async fn early_answers_keep_the_connection_usable() {
 }
 
 #[tokio::test]
+async fn expect_continue_keeps_the_connection_when_the_body_is_read() {
+    let s = Server::start();
+    let c = client();
+    let r = c.post(s.url("/v2/r/blobs/uploads/")).send().await.unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let mut conn = raw::connect(&s.addr).await;
+    let chunk = [7u8; 1000];
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        chunk.len()
+    );
+    raw::send(&mut conn, head.as_bytes()).await;
+    let go = raw::read_reply(&mut conn, Duration::from_secs(5))
+        .await
+        .expect("100 Continue");
+    assert_eq!(go.status, 100);
+    raw::send(&mut conn, &chunk).await;
+    let r = raw::read_reply(&mut conn, Duration::from_secs(5))
+        .await
+        .expect("an answer to the chunk");
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(r.header("connection"), None, "{r:?}");
+    // And the connection serves the next request.
+    raw::send(&mut conn, b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let next = raw::read_reply(&mut conn, Duration::from_secs(5))
+        .await
+        .expect("the connection is still open");
+    assert_eq!(next.status, 200);
+    // A body the handler never asks for was never sent: the answer closes.
+    let mut conn = raw::connect(&s.addr).await;
+    let head = "PUT /v2/r/manifests/.bad HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n";
+    raw::send(&mut conn, head.as_bytes()).await;
+    let r = raw::read_reply(&mut conn, Duration::from_secs(5))
+        .await
+        .expect("an answer without the body");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("connection"), Some("close"));
+}
+
+#[tokio::test]
 async fn malformed_manifest_references_are_unknown_manifests() {
     let s = Server::start();
     let c = client();
@@ -446,6 +486,27 @@ async fn the_ecr_api_refuses_bodies_before_reading_them() {
         body.contains("InvalidSignatureException") || body.contains("UnrecognizedClientException"),
         "{body}"
     );
+    // A key id no key can have (100 KB of it): refused as an unknown key,
+    // before any lookup (and so never cached).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let date = berth::auth::sigv4::format_amz_date(now);
+    let auth = format!(
+        "X-Amz-Date: {date}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={}/{}/us-east-1/ecr/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, Signature={}\r\n",
+        "A".repeat(100 << 10),
+        &date[..8],
+        "0".repeat(64)
+    );
+    let mut c = raw::connect(&s.addr).await;
+    raw::send(&mut c, head(&auth, "UploadLayerPart").as_bytes()).await;
+    let r = raw::read_reply(&mut c, Duration::from_secs(3))
+        .await
+        .expect("an answer before the body");
+    assert_eq!(r.status, 400);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(body.contains("UnrecognizedClientException"), "{body}");
     // Memory did not take the declared bodies: 40 connections declaring
     // 29 MiB each and sending most of it.
     let before = s.memory_kib("VmRSS");
@@ -464,6 +525,41 @@ async fn the_ecr_api_refuses_bodies_before_reading_them() {
         "40 unauthenticated bodies grew the server by {} KiB",
         during - before
     );
+}
+
+#[tokio::test]
+async fn an_upload_part_holds_no_more_than_its_body() {
+    // A 20 MiB part is a 27 MiB body, and 27 MiB is what it reserves of the
+    // body budget. Before, the server held the body, a JSON string copy of
+    // the part and the decoded part at once: 74 MiB at its peak.
+    use base64::Engine;
+    let s = Server::start_ecr();
+    common::ecr(&s, "CreateRepository", json!({"repositoryName": "big"})).await;
+    let up = common::ecr(&s, "InitiateLayerUpload", json!({"repositoryName": "big"})).await;
+    let id = up["uploadId"].as_str().unwrap().to_string();
+    let part: Vec<u8> = (0..20u32 << 20).map(|i| (i % 253) as u8).collect();
+    let blob = base64::engine::general_purpose::STANDARD.encode(&part);
+    let before = s.memory_kib("VmHWM");
+    let r = common::ecr(
+        &s,
+        "UploadLayerPart",
+        json!({"repositoryName": "big", "uploadId": id, "partFirstByte": 0,
+               "partLastByte": part.len() - 1, "layerPartBlob": blob}),
+    )
+    .await;
+    assert_eq!(r["lastByteReceived"], part.len() - 1);
+    let peak = s.memory_kib("VmHWM").saturating_sub(before);
+    assert!(
+        peak < 48 << 10,
+        "one 27 MiB UploadLayerPart raised the server's peak memory by {peak} KiB"
+    );
+    let done = common::ecr(
+        &s,
+        "CompleteLayerUpload",
+        json!({"repositoryName": "big", "uploadId": id, "layerDigests": [sha256(&part)]}),
+    )
+    .await;
+    assert_eq!(done["layerDigest"], sha256(&part));
 }
 
 #[tokio::test]

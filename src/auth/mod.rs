@@ -194,6 +194,9 @@ impl Access {
             None => new_account_id(),
         };
         let (id, secret, echo) = match key {
+            Some((id, _)) if !sigv4::is_access_key_id(id) => anyhow::bail!(
+                "BERTH_ROOT_ACCESS_KEY_ID must be 16 to 128 upper-case letters and digits, like AKIAIOSFODNN7EXAMPLE"
+            ),
             Some((id, secret)) => (id.to_string(), secret.to_string(), false),
             None => {
                 let (id, secret) = new_access_key();
@@ -594,4 +597,51 @@ impl Access {
 
 pub fn repository_arn(region: &str, registry: &str, name: &str) -> String {
     format!("arn:aws:ecr:{region}:{registry}:repository/{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::testing::{Engine, Fixture};
+
+    #[tokio::test]
+    async fn malformed_key_ids_are_refused_before_lookup_and_never_cached() {
+        let fx = Fixture::new(Engine::Sqlite).await;
+        let access = Access::open(
+            fx.open().await,
+            MasterKey::from_bytes(&[1; 32]),
+            "us-east-1",
+        )
+        .await
+        .unwrap();
+        let now = now_secs();
+        let date = sigv4::format_amz_date(now);
+        let attempt = |id: String| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert("host", "127.0.0.1:5000".parse().unwrap());
+            h.insert("x-amz-date", date.parse().unwrap());
+            let auth = format!(
+                "AWS4-HMAC-SHA256 Credential={id}/{}/us-east-1/ecr/aws4_request, SignedHeaders=host;x-amz-date, Signature={}",
+                &date[..8],
+                "0".repeat(64)
+            );
+            h.insert("authorization", auth.parse().unwrap());
+            let access = &access;
+            async move { access.begin_sigv4(&h).await.err() }
+        };
+        let unknown = |e: &Option<AuthError>| {
+            matches!(
+                e,
+                Some(AuthError::SigV4(sigv4::SigV4Error::UnrecognizedClient))
+            )
+        };
+        // 100 KB of key id: refused as an unknown key, and nothing kept of it.
+        let err = attempt("A".repeat(100 << 10)).await;
+        assert!(unknown(&err), "{err:?}");
+        assert_eq!(access.keys.len(), 0);
+        // A well-shaped unknown key is looked up once and remembered as unknown.
+        let err = attempt("AKIANOSUCHKEY0000000".into()).await;
+        assert!(unknown(&err), "{err:?}");
+        assert_eq!(access.keys.len(), 1);
+    }
 }

@@ -262,6 +262,17 @@ pub fn parse(headers: &HeaderMap) -> Result<ParsedAuthorization, SigV4Error> {
     })
 }
 
+/// Whether `id` has the shape of an access key id: 16 to 128 upper-case
+/// letters and digits, as AWS issues them and as Berth generates them
+/// (`AKIA` + 16 base32 characters).
+#[must_use]
+pub fn is_access_key_id(id: &str) -> bool {
+    (16..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
 /// `AKID/yyyymmdd/region/service/aws4_request`.
 fn parse_credential(credential: &str) -> Result<Credential, SigV4Error> {
     let elements: Vec<&str> = credential.split('/').collect();
@@ -279,6 +290,11 @@ fn parse_credential(credential: &str) -> Result<Credential, SigV4Error> {
         return Err(SigV4Error::IncompleteSignature(
             "Credential must name an access key id.".into(),
         ));
+    }
+    // No key can have any other shape: refused before it is looked up (or
+    // cached), whatever its length.
+    if !is_access_key_id(access_key_id) {
+        return Err(SigV4Error::unknown_key());
     }
     Ok(Credential {
         access_key_id: access_key_id.to_owned(),
@@ -936,6 +952,17 @@ mod tests {
     use axum::http::{HeaderName, HeaderValue};
 
     const SUITE_AKID: &str = "AKIDEXAMPLE";
+    /// The suite's key id is shorter than any real one (so `parse` refuses
+    /// it); the key id is not part of what is signed, so the suite's
+    /// signatures hold for a well-shaped one too.
+    const SHAPED_AKID: &str = "AKIDEXAMPLE00000";
+
+    fn shaped(authorization: &str) -> String {
+        authorization.replace(
+            &format!("Credential={SUITE_AKID}/"),
+            &format!("Credential={SHAPED_AKID}/"),
+        )
+    }
     const SUITE_SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
     const SUITE_DATE: &str = "20150830T123600Z";
     const SUITE_TOKEN: &str = "AQoDYXdzEPT//////////wEXAMPLEtc764bNrC9SAPBSM22wDOk4x4HIZ8j4FZTwdQWLWsKWHGBuFqwAeMicRXmxfpSPfIeoIYRqTflfKD8YUuwthAx7mSEI/qkPpKPi/kMcGdQrmGdeehM4IC1NtBmUpp2wUE8phUZampKsburEDy0KPkyQDYwT7WZ0wq5VSXDvp75YU9HFvlRd8Tx6q6fE8YQcHNVXAkiY9q6d+xo0rKwT38xVqr7ZD0u0iPPkUL64lIZbqBAz+scqKmlzm8FDrypNC9Yjc8fPOLn9FX9KSYvKTr4rvx3iSIlTJabIQwj2ICCR/oLxBA==";
@@ -1188,7 +1215,7 @@ mod tests {
             );
             assert_eq!(authorization, want, "{}", case.name);
 
-            let signed = with_authorization(&headers, &authorization);
+            let signed = with_authorization(&headers, &shaped(&authorization));
             let parsed = parse(&signed).unwrap();
             verify(
                 case.method,
@@ -1237,14 +1264,16 @@ mod tests {
         );
         let signed = with_authorization(
             &headers,
-            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+            &shaped(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+            ),
         );
         let parsed = parse(&signed).unwrap();
         assert_eq!(
             parsed,
             ParsedAuthorization {
                 credential: Credential {
-                    access_key_id: "AKIDEXAMPLE".into(),
+                    access_key_id: SHAPED_AKID.into(),
                     date: "20150830".into(),
                     region: "us-east-1".into(),
                     service: "service".into(),
@@ -1629,7 +1658,7 @@ mod tests {
             headers,
             signed_names,
             b"{}",
-            "AKID",
+            "AKIAIOSFODNN7EXAMPLE",
             "secret",
             "us-east-1",
             "ecr",
@@ -1756,7 +1785,7 @@ mod tests {
                 &headers,
                 &names,
                 body,
-                "AKID",
+                "AKIAIOSFODNN7EXAMPLE",
                 "secret",
                 "us-east-1",
                 "ecr",
@@ -1808,8 +1837,54 @@ mod tests {
     }
 
     #[test]
+    fn access_key_ids_of_any_other_shape_are_unknown_keys() {
+        let with_key = |id: &str| {
+            let auth = format!(
+                "AWS4-HMAC-SHA256 Credential={id}/20150830/us-east-1/ecr/aws4_request, SignedHeaders=host;x-amz-date, Signature={}",
+                "0".repeat(64)
+            );
+            parse(&header_map(&[
+                ("Host", "h"),
+                ("X-Amz-Date", SUITE_DATE),
+                ("Authorization", &auth),
+            ]))
+        };
+        for good in [
+            "AKIAIOSFODNN7EXAM",
+            &"A".repeat(128),
+            "ASIA0123456789ABCDEF",
+        ] {
+            let p = with_key(good).unwrap();
+            assert_eq!(p.credential.access_key_id, good);
+        }
+        let huge = "A".repeat(100 << 10);
+        for bad in [
+            "AKIAIOSFODNN7EX",
+            &"A".repeat(129),
+            huge.as_str(),
+            "akiaiosfodnn7example",
+            "AKIA_OSFODNN7EXAMPLE",
+            "AKIAIOSFODNN7EXAMP-E",
+        ] {
+            let err = with_key(bad).unwrap_err();
+            assert_eq!(
+                err,
+                SigV4Error::UnrecognizedClient,
+                "{}",
+                &bad[..bad.len().min(40)]
+            );
+            assert_eq!(err.aws_error_name(), "UnrecognizedClientException");
+            assert_eq!(err.http_status(), 400);
+        }
+        // What Berth generates always has the shape.
+        for _ in 0..100 {
+            assert!(is_access_key_id(&crate::auth::new_access_key().0));
+        }
+    }
+
+    #[test]
     fn malformed_authorization() {
-        let good_cred = "Credential=AKID/20150830/us-east-1/ecr/aws4_request";
+        let good_cred = "Credential=AKIAIOSFODNN7EXAMPLE/20150830/us-east-1/ecr/aws4_request";
         let sig = "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31";
         let d = Some(SUITE_DATE);
 
@@ -1844,9 +1919,9 @@ mod tests {
         }
 
         for cred in [
-            "Credential=AKID/20150830/us-east-1/ecr",
-            "Credential=AKID/20150830/us-east-1/ecr/aws4_request/x",
-            "Credential=AKID/20150830/us-east-1/ecr/aws5_request",
+            "Credential=AKIAIOSFODNN7EXAMPLE/20150830/us-east-1/ecr",
+            "Credential=AKIAIOSFODNN7EXAMPLE/20150830/us-east-1/ecr/aws4_request/x",
+            "Credential=AKIAIOSFODNN7EXAMPLE/20150830/us-east-1/ecr/aws5_request",
             "Credential=/20150830/us-east-1/ecr/aws4_request",
         ] {
             parse_error(

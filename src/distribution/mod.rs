@@ -250,8 +250,11 @@ impl Route {
 }
 
 /// The 401 that makes docker and friends send `AWS:<token>` credentials.
-fn unauthorized(state: &AppState, headers: &HeaderMap, message: &str) -> OciError {
-    let host = state.registry_host_for(&state.primary_account, headers);
+fn unauthorized(state: &AppState, parts: &Parts, message: &str) -> OciError {
+    let host = state.registry_host_for(
+        &state.primary_account,
+        crate::server::request_host(&parts.headers, &parts.uri),
+    );
     OciError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message).with_header(
         header::WWW_AUTHENTICATE,
         format!("Basic realm=\"https://{host}/\",service=\"ecr.amazonaws.com\""),
@@ -296,7 +299,7 @@ async fn authenticate(
                 Err(_) => Err(grant_refused()),
             };
         }
-        return Err(unauthorized(state, headers, "authentication required"));
+        return Err(unauthorized(state, parts, "authentication required"));
     };
     let creds = value
         .strip_prefix("Basic ")
@@ -307,15 +310,15 @@ async fn authenticate(
         })
         .and_then(|b| String::from_utf8(b).ok());
     let Some((user, password)) = creds.as_deref().and_then(|c| c.split_once(':')) else {
-        return Err(unauthorized(state, headers, "malformed Basic credentials"));
+        return Err(unauthorized(state, parts, "malformed Basic credentials"));
     };
     if user != "AWS" {
-        return Err(unauthorized(state, headers, "the user name must be AWS"));
+        return Err(unauthorized(state, parts, "the user name must be AWS"));
     }
     match state.access.authenticate_token(password).await {
         Ok(c) => Ok(c),
         Err(AuthError::Meta(e)) => Err(RegistryError::Meta(e).into()),
-        Err(e) => Err(unauthorized(state, headers, &e.to_string())),
+        Err(e) => Err(unauthorized(state, parts, &e.to_string())),
     }
 }
 
@@ -378,7 +381,7 @@ async fn route_request(
     body: ReqBody,
 ) -> Result<Response, OciError> {
     let reg = &state.registry;
-    let registry = state.registry_for_host(&parts.headers);
+    let registry = state.registry_for_host(crate::server::request_host(&parts.headers, &parts.uri));
     let repo = |n: &str| parse_repo(&registry, n);
     // In ECR mode every call is authenticated and authorized, like ECR's own registry.
     let mut allow_mount = true;

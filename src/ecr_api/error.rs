@@ -69,6 +69,25 @@ impl EcrError {
         EcrError::new("ServerException", 500, "An internal error occurred.")
     }
 
+    /// A metadata store error: a full database is the same `507` the
+    /// registry paths (and `/v2/`) answer, an unreachable one `503`,
+    /// anything else a `ServerException`.
+    pub fn meta(e: crate::metadata::MetaError) -> EcrError {
+        match e {
+            crate::metadata::MetaError::Unavailable(_) => EcrError::new(
+                "ServiceUnavailableException",
+                503,
+                "The registry's metadata database is temporarily unavailable; nothing was changed. Retry shortly.",
+            ),
+            crate::metadata::MetaError::Full => EcrError::new(
+                "ServerException",
+                507,
+                "The registry's metadata database is out of space; nothing was stored. Retry once space is freed.",
+            ),
+            other => EcrError::server(other),
+        }
+    }
+
     pub fn with(mut self, key: &str, value: Value) -> EcrError {
         self.extra.insert(key.to_string(), value);
         self
@@ -105,17 +124,8 @@ impl EcrError {
                 EcrError::new("LimitExceededException", 400, m).limited("upload_quota")
             }
             E::Unavailable(m) => EcrError::new("ServiceUnavailableException", 503, m),
-            E::Meta(crate::metadata::MetaError::Unavailable(_)) => EcrError::new(
-                "ServiceUnavailableException",
-                503,
-                "The registry's metadata database is temporarily unavailable; nothing was changed. Retry shortly.",
-            ),
-            E::Meta(crate::metadata::MetaError::Full) => EcrError::new(
-                "ServerException",
-                507,
-                "The registry's metadata database is out of space; nothing was stored. Retry once space is freed.",
-            ),
-            E::Storage(_) | E::Meta(_) => EcrError::server(e),
+            E::Meta(m) => EcrError::meta(m),
+            E::Storage(_) => EcrError::server(e),
             other => EcrError::invalid(other.to_string()),
         }
     }

@@ -80,7 +80,7 @@ async fn resolve(
         Some(t) => meta
             .tag_digest(repo.key(), t)
             .await
-            .map_err(EcrError::server)?,
+            .map_err(EcrError::meta)?,
         None => None,
     };
     let digest = match (&id.digest, &id.tag, by_tag) {
@@ -105,7 +105,7 @@ async fn resolve(
     let exists = meta
         .image(repo.key(), &digest)
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
         .is_some();
     if !exists {
         return Ok(Err(id.failure("ImageNotFound", "Requested image not found")));
@@ -184,7 +184,7 @@ async fn page_images(
         .meta
         .list_images(repo, after, filter, want as i64 + 1)
         .await
-        .map_err(EcrError::server)?;
+        .map_err(EcrError::meta)?;
     let more = rows.len() > want;
     rows.truncate(want);
     Ok((rows, more))
@@ -215,7 +215,7 @@ pub(super) async fn list_images(ctx: &Ctx<'_>, input: &Input) -> Result<Value, E
             .meta
             .image(repo.key(), &c.digest)
             .await
-            .map_err(EcrError::server)?
+            .map_err(EcrError::meta)?
     {
         for (i, t) in img.tags.iter().enumerate().skip(c.tags_done) {
             if entries.len() == limit {
@@ -322,7 +322,7 @@ pub(super) async fn describe_images(ctx: &Ctx<'_>, input: &Input) -> Result<Valu
                         .meta
                         .image(repo.key(), &d)
                         .await
-                        .map_err(EcrError::server)?;
+                        .map_err(EcrError::meta)?;
                     if let Some(img) = img
                         && !out
                             .iter()
@@ -444,7 +444,7 @@ pub(super) async fn batch_delete_image(ctx: &Ctx<'_>, input: &Input) -> Result<V
         let img = meta
             .image(repo.key(), &digest)
             .await
-            .map_err(EcrError::server)?;
+            .map_err(EcrError::meta)?;
         let remaining_tags = img.map(|i| i.tags).unwrap_or_default();
         let only_tag = match &id.tag {
             Some(t) if remaining_tags.len() > 1 => Some(t.clone()),

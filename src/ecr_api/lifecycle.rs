@@ -52,7 +52,7 @@ pub(super) async fn put_lifecycle_policy(ctx: &Ctx<'_>, input: &Input) -> Result
         .meta
         .put_lifecycle_policy(repo.key(), text, now_millis())
         .await
-        .map_err(EcrError::server)?;
+        .map_err(EcrError::meta)?;
     Ok(json!({
         "registryId": repo.registry,
         "repositoryName": repo.name.as_str(),
@@ -80,7 +80,7 @@ pub(super) async fn get_lifecycle_policy(ctx: &Ctx<'_>, input: &Input) -> Result
         .meta
         .get_lifecycle_policy(repo.key())
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
         .ok_or_else(|| policy_not_found(&repo))?;
     Ok(policy_json(&repo, &row))
 }
@@ -96,7 +96,7 @@ pub(super) async fn delete_lifecycle_policy(
         .meta
         .delete_lifecycle_policy(repo.key())
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
         .ok_or_else(|| policy_not_found(&repo))?;
     Ok(policy_json(&repo, &row))
 }
@@ -114,7 +114,7 @@ pub(super) async fn start_lifecycle_policy_preview(
         None => {
             meta.get_lifecycle_policy(repo.key())
                 .await
-                .map_err(EcrError::server)?
+                .map_err(EcrError::meta)?
                 .ok_or_else(|| policy_not_found(&repo))?
                 .policy
         }
@@ -124,7 +124,7 @@ pub(super) async fn start_lifecycle_policy_preview(
     let fresh = meta
         .start_lifecycle_preview(repo.key(), &text, started, started - PREVIEW_TIMEOUT_MS)
         .await
-        .map_err(EcrError::server)?;
+        .map_err(EcrError::meta)?;
     if !fresh {
         return Err(EcrError::new(
             "LifecyclePolicyPreviewInProgressException",
@@ -200,7 +200,7 @@ pub(super) async fn get_lifecycle_policy_preview(
         .meta
         .get_lifecycle_preview(repo.key())
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
         .ok_or_else(|| {
             EcrError::new(
                 "LifecyclePolicyPreviewNotFoundException",

@@ -62,6 +62,8 @@ pub struct Ctx<'a> {
     pub state: &'a AppState,
     pub caller: &'a Caller,
     pub headers: &'a axum::http::HeaderMap,
+    /// The host the request was sent to (`Host`, or the HTTP/2 authority).
+    pub host: Option<&'a str>,
     /// The client's address, for `aws:SourceIp`.
     pub source_ip: Option<std::net::IpAddr>,
 }
@@ -91,7 +93,7 @@ impl Ctx<'_> {
             .meta
             .repository_exists(repo.key())
             .await
-            .map_err(EcrError::server)?;
+            .map_err(EcrError::meta)?;
         if !exists {
             return Err(EcrError::repository_not_found(
                 repo.name.as_str(),
@@ -153,7 +155,7 @@ impl Ctx<'_> {
             .access
             .authorize(self.caller, &action, registry, repo, self.source_ip)
             .await
-            .map_err(EcrError::server)
+            .map_err(EcrError::meta)
     }
 
     /// Refuse unless the caller may perform `ecr:<op>` on `repo` (or the registry).
@@ -169,7 +171,7 @@ impl Ctx<'_> {
             .access
             .authorize(self.caller, &action, registry, repo, self.source_ip)
             .await
-            .map_err(EcrError::server)?;
+            .map_err(EcrError::meta)?;
         if allowed {
             return Ok(());
         }
@@ -241,7 +243,7 @@ fn auth_error(e: AuthError) -> EcrError {
             400,
             "The security token included in the request is invalid.",
         ),
-        AuthError::Meta(m) => EcrError::server(m),
+        AuthError::Meta(m) => EcrError::meta(m),
     }
 }
 
@@ -358,23 +360,22 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
             &body,
         )
         .map_err(auth_error)?;
-    let value: Value = if body.is_empty() {
-        json!({})
+    // The body is given up as soon as it is parsed. An UploadLayerPart's
+    // part (up to 27 MiB of base64) is decoded where it lies in the body's
+    // buffer, so the request holds no more than the body it reserved.
+    let (value, part) = if op == "UploadLayerPart" {
+        layers::parse_part_request(body)?
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            EcrError::serialization(format!("the request body is not valid JSON: {e}"))
-        })?
+        let value = parse_request(&body)?;
+        drop(body);
+        (value, layers::PartBlob::Absent)
     };
-    if !value.is_object() {
-        return Err(EcrError::serialization(
-            "the request body must be a JSON object",
-        ));
-    }
     let input = Input::new(value);
     let ctx = Ctx {
         state,
         caller: &caller,
         headers: &parts.headers,
+        host: crate::server::request_host(&parts.headers, &parts.uri),
         source_ip: crate::distribution::peer_ip(&parts),
     };
     match op.as_str() {
@@ -400,7 +401,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
         "PutImage" => images::put_image(&ctx, &input).await,
         "BatchCheckLayerAvailability" => layers::batch_check_layer_availability(&ctx, &input).await,
         "InitiateLayerUpload" => layers::initiate_layer_upload(&ctx, &input).await,
-        "UploadLayerPart" => layers::upload_layer_part(&ctx, &input).await,
+        "UploadLayerPart" => layers::upload_layer_part(&ctx, &input, part).await,
         "CompleteLayerUpload" => layers::complete_layer_upload(&ctx, &input).await,
         "GetDownloadUrlForLayer" => layers::get_download_url_for_layer(&ctx, &input).await,
         "PutLifecyclePolicy" => lifecycle::put_lifecycle_policy(&ctx, &input).await,
@@ -421,6 +422,23 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
             format!("Unknown operation {other}"),
         )),
     }
+}
+
+/// A request body as the operation's input: a JSON object (an empty body is `{}`).
+fn parse_request(body: &[u8]) -> Result<Value, EcrError> {
+    let value: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            EcrError::serialization(format!("the request body is not valid JSON: {e}"))
+        })?
+    };
+    if !value.is_object() {
+        return Err(EcrError::serialization(
+            "the request body must be a JSON object",
+        ));
+    }
+    Ok(value)
 }
 
 fn is_modeled(op: &str) -> bool {
@@ -452,7 +470,7 @@ async fn get_authorization_token(ctx: &Ctx<'_>, input: &Input) -> Result<Value, 
             json!({
                 "authorizationToken": encoded,
                 "expiresAt": expires,
-                "proxyEndpoint": format!("https://{}", ctx.state.registry_host_for(id, ctx.headers)),
+                "proxyEndpoint": format!("https://{}", ctx.state.registry_host_for(id, ctx.host)),
             })
         })
         .collect();

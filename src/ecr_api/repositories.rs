@@ -36,7 +36,7 @@ pub(super) fn managed_kms_key_arn(region: &str, account: &str) -> String {
 
 /// The `Repository` shape.
 pub(super) fn repository_json(ctx: &Ctx<'_>, r: &RepositoryRow) -> Value {
-    let host = ctx.state.registry_host_for(&r.registry_id, ctx.headers);
+    let host = ctx.state.registry_host_for(&r.registry_id, ctx.host);
     let mut v = json!({
         "repositoryArn": crate::auth::repository_arn(&ctx.state.region, &r.registry_id, &r.name),
         "registryId": r.registry_id,
@@ -177,7 +177,7 @@ pub(super) async fn create_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
     if !meta
         .account_exists(&registry)
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
     {
         return Err(EcrError::invalid(format!(
             "The registry with id '{registry}' does not exist"
@@ -186,7 +186,7 @@ pub(super) async fn create_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
     if !meta
         .create_repository(&row, &tags)
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
     {
         return Err(EcrError::new(
             "RepositoryAlreadyExistsException",
@@ -231,7 +231,7 @@ pub(super) async fn describe_repositories(ctx: &Ctx<'_>, input: &Input) -> Resul
                     name: n,
                 })
                 .await
-                .map_err(EcrError::server)?
+                .map_err(EcrError::meta)?
                 .ok_or_else(|| EcrError::repository_not_found(n, &registry))?;
             out.push(repository_json(ctx, &row));
         }
@@ -249,7 +249,7 @@ pub(super) async fn describe_repositories(ctx: &Ctx<'_>, input: &Input) -> Resul
         let rows = meta
             .list_repositories(&registry, cursor.as_deref(), batch)
             .await
-            .map_err(EcrError::server)?;
+            .map_err(EcrError::meta)?;
         let exhausted = (rows.len() as i64) < batch;
         for r in &rows {
             ctx.state
@@ -304,7 +304,7 @@ pub(super) async fn delete_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
         .meta
         .delete_repository(key, force)
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
     {
         None => Err(EcrError::repository_not_found(name.as_str(), &registry)),
         Some(Err(())) => Err(EcrError::new(
@@ -356,7 +356,7 @@ async fn repository_from_arn(
             name,
         })
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
     {
         return Err(EcrError::repository_not_found(name, account));
     }
@@ -382,7 +382,7 @@ pub(super) async fn tag_resource(ctx: &Ctx<'_>, input: &Input) -> Result<Value, 
             MAX_RESOURCE_TAGS,
         )
         .await
-        .map_err(EcrError::server)?;
+        .map_err(EcrError::meta)?;
     if !ok {
         return Err(EcrError::new(
             "TooManyTagsException",
@@ -418,7 +418,7 @@ pub(super) async fn untag_resource(ctx: &Ctx<'_>, input: &Input) -> Result<Value
             &keys,
         )
         .await
-        .map_err(EcrError::server)?;
+        .map_err(EcrError::meta)?;
     Ok(json!({}))
 }
 
@@ -436,7 +436,7 @@ pub(super) async fn list_tags_for_resource(
             name: &name,
         })
         .await
-        .map_err(EcrError::server)?;
+        .map_err(EcrError::meta)?;
     let tags: Vec<Value> = tags
         .into_iter()
         .map(|(k, v)| json!({ "Key": k, "Value": v }))
@@ -463,7 +463,7 @@ pub(super) async fn put_image_tag_mutability(
         .meta
         .set_tag_mutability(key, &m, &filters)
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
     {
         return Err(EcrError::repository_not_found(name.as_str(), &registry));
     }
@@ -504,7 +504,7 @@ pub(super) async fn set_repository_policy(ctx: &Ctx<'_>, input: &Input) -> Resul
         .meta
         .set_repository_policy(key, Some(text))
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
     {
         return Err(EcrError::repository_not_found(name.as_str(), &registry));
     }
@@ -529,7 +529,7 @@ pub(super) async fn get_repository_policy(ctx: &Ctx<'_>, input: &Input) -> Resul
         .meta
         .get_repository(key)
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
         .ok_or_else(|| EcrError::repository_not_found(name.as_str(), &registry))?;
     match row.policy {
         Some(p) => {
@@ -565,14 +565,14 @@ pub(super) async fn delete_repository_policy(
     let row = meta
         .get_repository(key)
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
         .ok_or_else(|| EcrError::repository_not_found(name.as_str(), &registry))?;
     let Some(p) = row.policy else {
         return Err(policy_not_found(name.as_str(), &registry));
     };
     meta.set_repository_policy(key, None)
         .await
-        .map_err(EcrError::server)?;
+        .map_err(EcrError::meta)?;
     ctx.state
         .access
         .forget_policy(&registry, Some(name.as_str()));
@@ -596,7 +596,7 @@ pub(super) async fn put_registry_policy(ctx: &Ctx<'_>, input: &Input) -> Result<
         .meta
         .set_registry_policy(&registry, Some(text))
         .await
-        .map_err(EcrError::server)?;
+        .map_err(EcrError::meta)?;
     ctx.state.access.forget_policy(&registry, None);
     Ok(json!({ "registryId": registry, "policyText": text }))
 }
@@ -610,7 +610,7 @@ pub(super) async fn get_registry_policy(ctx: &Ctx<'_>, _input: &Input) -> Result
         .meta
         .registry_policy(&registry)
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
     {
         Some(p) => Ok(json!({ "registryId": registry, "policyText": p })),
         None => Err(registry_policy_not_found(&registry)),
@@ -628,13 +628,13 @@ pub(super) async fn delete_registry_policy(
     let Some(p) = meta
         .registry_policy(&registry)
         .await
-        .map_err(EcrError::server)?
+        .map_err(EcrError::meta)?
     else {
         return Err(registry_policy_not_found(&registry));
     };
     meta.set_registry_policy(&registry, None)
         .await
-        .map_err(EcrError::server)?;
+        .map_err(EcrError::meta)?;
     ctx.state.access.forget_policy(&registry, None);
     Ok(json!({ "registryId": registry, "policyText": p }))
 }

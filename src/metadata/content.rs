@@ -155,6 +155,13 @@ impl MetadataStore {
 
     async fn unlink_blob_once(&self, repo: Repo<'_>, digest: &Digest) -> Result<Unlink> {
         let mut tx = self.begin_write().await?;
+        // The blob row first, exclusively (the lock order of every writer:
+        // blob rows, then links): a manifest PUT that has checked the link
+        // holds the row shared until it commits its references, so the
+        // check below waits for it and sees them; a PUT that comes later
+        // waits for this unlink and then finds the link gone.
+        self.lock_blob_row(&mut tx, digest, LockMode::Update)
+            .await?;
         let user: Option<String> = sqlx::query(
             "SELECT parent FROM manifest_references \
              WHERE registry_id = $1 AND repository = $2 AND child = $3 AND kind = 'blob' LIMIT 1",
@@ -789,8 +796,10 @@ impl MetadataStore {
     /// Images of a repository in push order (`pushed_at`, then digest),
     /// after the image `after` (exclusive), at most `limit`, each with its
     /// tags (oldest-applied first), keeping only tagged or untagged ones when
-    /// `filter` says so. One indexed range scan whatever the page: the filter
-    /// is in SQL, so a page never walks the images it skips.
+    /// `filter` says so. One indexed range scan, from `after` on, with the
+    /// filter in SQL: the images it rejects are not sent to Berth, but the
+    /// database still walks them (one probe of the tags index each), so a
+    /// page of tagged images in a run of untagged ones reads the whole run.
     pub async fn list_images(
         &self,
         repo: Repo<'_>,

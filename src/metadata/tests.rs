@@ -874,6 +874,80 @@ async fn an_index_push_and_a_delete_of_its_child_never_both_win(engine: Engine) 
     }
 }
 
+async fn a_blob_delete_and_a_manifest_put_never_both_win(engine: Engine) {
+    // The delete's reference check and its unlink took no lock: on
+    // PostgreSQL (READ COMMITTED) a manifest PUT that had checked the link
+    // could commit its references after the delete's check, leaving a
+    // manifest whose layer is no longer in the repository.
+    use sqlx::Connection;
+    let (f, s1) = store(engine).await;
+    let s2 = f.open().await;
+    for round in 0..5 {
+        let layer = d(&format!("layer {round}"));
+        publish(&s1, repo("r"), &layer, None).await;
+        let tag = format!("t{round}");
+        // On PostgreSQL a third session holds the manifest's new tag, so the
+        // PUT stops after its link check and before its references.
+        let mut holder = match engine {
+            Engine::Postgres => {
+                let mut c = sqlx::AnyConnection::connect(&f.url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+                sqlx::query(
+                    "INSERT INTO tags (registry_id, repository, name, digest, updated_at) \
+                     VALUES ($1, 'r', $2, 'held', 0)",
+                )
+                .bind(A)
+                .bind(&tag)
+                .execute(&mut c)
+                .await
+                .unwrap();
+                Some(c)
+            }
+            Engine::Sqlite => None,
+        };
+        let m = d(&format!("image {round}"));
+        let put = {
+            let (s, m, layer, tag) = (s2.clone(), m.clone(), layer.clone(), tag.clone());
+            tokio::spawn(async move {
+                let blobs = [desc(&layer)];
+                let new = NewManifest {
+                    tag: Some(&tag),
+                    ..image(&m, &blobs)
+                };
+                s.put_manifest(&new).await.unwrap()
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let unlink = {
+            let (s, layer) = (s1.clone(), layer.clone());
+            tokio::spawn(async move { s.unlink_blob(repo("r"), &layer).await.unwrap() })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        if let Some(c) = holder.as_mut() {
+            sqlx::query("ROLLBACK").execute(c).await.unwrap();
+        }
+        let (put, unlinked) = (put.await.unwrap(), unlink.await.unwrap());
+        let stored = matches!(put, PutManifestOutcome::Stored { .. });
+        assert!(
+            !(stored && unlinked == Unlink::Removed),
+            "round {round}: {put:?} and {unlinked:?}"
+        );
+        assert_eq!(
+            s1.linked_blob_size(repo("r"), &layer)
+                .await
+                .unwrap()
+                .is_some(),
+            unlinked != Unlink::Removed,
+            "round {round}"
+        );
+        if engine == Engine::Postgres {
+            // The PUT had the blob first: the delete waits for it, then sees it.
+            assert!(stored, "round {round}: {put:?}");
+            assert_eq!(unlinked, Unlink::Referenced(m.to_string()), "round {round}");
+        }
+    }
+}
+
 async fn nodes_bootstrapping_an_empty_store_at_once_create_one_account(engine: Engine) {
     use crate::auth::Access;
     use crate::auth::secrets::MasterKey;
@@ -933,6 +1007,7 @@ crate::metadata::testing::on_both_engines!(
     two_pushes_to_one_new_immutable_tag_have_one_winner,
     gc_marking_and_a_manifest_put_never_deadlock_or_both_win,
     an_index_push_and_a_delete_of_its_child_never_both_win,
+    a_blob_delete_and_a_manifest_put_never_both_win,
     nodes_bootstrapping_an_empty_store_at_once_create_one_account,
     one_writer_per_upload_across_nodes,
 );

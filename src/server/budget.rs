@@ -36,12 +36,19 @@ pub enum BudgetError {
 /// Room for one body; released on drop.
 pub struct Reservation {
     _permit: OwnedSemaphorePermit,
+    _share: Share,
+}
+
+/// One address's share of the per-address budget, given back on drop: taken
+/// before the wait for the total budget, so a wait that ends in any way (a
+/// timeout, an error, or the request being dropped mid-wait) returns it.
+struct Share {
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     ip: IpAddr,
     bytes: usize,
 }
 
-impl Drop for Reservation {
+impl Drop for Share {
     fn drop(&mut self) {
         let mut m = self.per_ip.lock().expect("budget lock");
         if let Some(held) = m.get_mut(&self.ip) {
@@ -66,36 +73,26 @@ impl BodyBudget {
     pub async fn reserve(&self, ip: IpAddr, bytes: usize) -> Result<Reservation, BudgetError> {
         let bytes = bytes.max(1);
         let permits = u32::try_from(bytes).map_err(|_| BudgetError::TooLarge(bytes))?;
-        {
+        let share = {
             let mut m = self.per_ip.lock().expect("budget lock");
             let held = m.get(&ip).copied().unwrap_or(0);
             if held + bytes > self.per_ip_max {
                 return Err(BudgetError::ClientBusy { held });
             }
             *m.entry(ip).or_insert(0) += bytes;
-        }
-        // From here on the per-IP share is taken: give it back on every exit.
-        let undo = || {
-            let mut m = self.per_ip.lock().expect("budget lock");
-            if let Some(held) = m.get_mut(&ip) {
-                *held = held.saturating_sub(bytes);
-                if *held == 0 {
-                    m.remove(&ip);
-                }
+            Share {
+                per_ip: self.per_ip.clone(),
+                ip,
+                bytes,
             }
         };
         let acquire = self.total.clone().acquire_many_owned(permits);
         match tokio::time::timeout(WAIT, acquire).await {
             Ok(Ok(permit)) => Ok(Reservation {
                 _permit: permit,
-                per_ip: self.per_ip.clone(),
-                ip,
-                bytes,
+                _share: share,
             }),
-            Ok(Err(_)) | Err(_) => {
-                undo();
-                Err(BudgetError::ServerBusy)
-            }
+            Ok(Err(_)) | Err(_) => Err(BudgetError::ServerBusy),
         }
     }
 
@@ -134,5 +131,27 @@ mod tests {
         let r3 = b.reserve(d, 20).await.unwrap();
         drop((r2, r3));
         assert_eq!(b.total.available_permits(), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_given_up_returns_the_share() {
+        let b = BodyBudget::new(100, 60);
+        let full = b.reserve("10.0.0.1".parse().unwrap(), 60).await.unwrap();
+        let _more = b.reserve("10.0.0.2".parse().unwrap(), 40).await.unwrap();
+        let a: IpAddr = "10.0.0.3".parse().unwrap();
+        // The request goes away (the client disconnected) while its body
+        // waits for room: the wait future is dropped before WAIT runs out.
+        let waiting = tokio::time::timeout(Duration::from_millis(100), b.reserve(a, 30));
+        assert!(waiting.await.is_err());
+        assert_eq!(b.held_by(a), 0);
+        // The same, dropped after its first poll by hand.
+        {
+            let mut fut = Box::pin(b.reserve(a, 30));
+            assert!(futures_util::poll!(fut.as_mut()).is_pending());
+            assert_eq!(b.held_by(a), 30);
+        }
+        assert_eq!(b.held_by(a), 0);
+        drop(full);
+        assert!(b.reserve(a, 60).await.is_ok());
     }
 }

@@ -1,15 +1,23 @@
 //! Who the client is: the TCP peer, unless the peer is a trusted reverse
-//! proxy, in which case the address it recorded in `Forwarded` (RFC 7239) or
-//! `X-Forwarded-For`. Each proxy appends the address it received the request
-//! from, so the list is read from the right and the first hop that is not a
-//! trusted proxy is the client; everything left of it was written by the
-//! client itself and is ignored (it could say anything).
+//! proxy, in which case the address it recorded in the one header the
+//! proxies are configured to write (`forwarded_header`: `X-Forwarded-For` by
+//! default, or `Forwarded`, RFC 7239). Each proxy appends the address it
+//! received the request from, so the list is read from the right and the
+//! first hop that is not a trusted proxy is the client; everything left of it
+//! was written by the client itself and is ignored (it could say anything).
+//!
+//! Only that one header is read: a proxy that appends to `X-Forwarded-For`
+//! passes a client's own `Forwarded` through untouched (nginx, HAProxy and
+//! Envoy all do), so believing the other header would let any client name
+//! its own address.
 //!
 //! The result is what `aws:SourceIp` sees and what per-client limits count.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::http::HeaderMap;
+
+use crate::config::ForwardedHeader;
 
 /// The addresses of one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,25 +28,29 @@ pub struct ClientAddr {
     pub ip: IpAddr,
 }
 
-/// The reverse proxies whose forwarding headers are believed (`--trusted-proxy`).
+/// The reverse proxies whose forwarding header is believed (`--trusted-proxy`),
+/// and which header that is (`--forwarded-header`).
 #[derive(Clone, Debug, Default)]
-pub struct TrustedProxies(Vec<ipnet::IpNet>);
+pub struct TrustedProxies {
+    nets: Vec<ipnet::IpNet>,
+    header: ForwardedHeader,
+}
 
 impl TrustedProxies {
-    pub fn new(nets: Vec<ipnet::IpNet>) -> TrustedProxies {
-        TrustedProxies(nets)
+    pub fn new(nets: Vec<ipnet::IpNet>, header: ForwardedHeader) -> TrustedProxies {
+        TrustedProxies { nets, header }
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.0.iter().any(|n| n.contains(&ip))
+        self.nets.iter().any(|n| n.contains(&ip))
     }
 
     /// The client of a request that arrived from `peer` with `headers`.
     pub fn client_addr(&self, peer: SocketAddr, headers: &HeaderMap) -> ClientAddr {
         let mut ip = canonical(peer.ip());
         if self.contains(ip) {
-            let hops = forwarded_hops(headers);
+            let hops = forwarded_hops(headers, self.header);
             for hop in hops.iter().rev() {
                 match hop {
                     Some(h) => {
@@ -65,18 +77,14 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The forwarded-for hops, left (the original client) to right (the last
-/// proxy's peer); `None` for an entry that is not an address. `Forwarded`
-/// wins when both headers are present.
-fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<&str> = headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if !forwarded.is_empty() {
-        return forwarded
+/// The forwarded-for hops in `header`, left (the original client) to right
+/// (the last proxy's peer); `None` for an entry that is not an address.
+fn forwarded_hops(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpAddr>> {
+    match header {
+        ForwardedHeader::Forwarded => headers
+            .get_all("forwarded")
             .iter()
+            .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(|element| {
                 element
@@ -85,15 +93,15 @@ fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
                     .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
                     .and_then(|(_, v)| parse_node(v.trim().trim_matches('"')))
             })
-            .collect();
+            .collect(),
+        ForwardedHeader::XForwardedFor => headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| parse_node(s.trim()))
+            .collect(),
     }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| parse_node(s.trim()))
-        .collect()
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:80`.
@@ -112,12 +120,17 @@ fn parse_node(s: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
-    fn proxies(list: &[&str]) -> TrustedProxies {
+    fn proxies_writing(header: ForwardedHeader, list: &[&str]) -> TrustedProxies {
         TrustedProxies::new(
             list.iter()
                 .map(|s| crate::config::parse_cidr(s).unwrap())
                 .collect(),
+            header,
         )
+    }
+
+    fn proxies(list: &[&str]) -> TrustedProxies {
+        proxies_writing(ForwardedHeader::XForwardedFor, list)
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -166,10 +179,29 @@ mod tests {
             ),
             "198.51.100.8"
         );
-        // Forwarded wins over X-Forwarded-For; IPv6 with brackets and port.
+        // Behind proxies that write X-Forwarded-For, a `Forwarded` header
+        // is the client's own: it is not believed (nor is it merged).
         assert_eq!(
             client(
                 &t,
+                "10.0.0.2:1",
+                &[
+                    ("forwarded", "for=10.9.9.9"),
+                    ("x-forwarded-for", "198.51.100.7")
+                ]
+            ),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            client(&t, "10.0.0.2:1", &[("forwarded", "for=192.0.2.1")]),
+            "10.0.0.2"
+        );
+        // Proxies configured to write `Forwarded`: only it is read; IPv6
+        // with brackets and port.
+        let f = proxies_writing(ForwardedHeader::Forwarded, &["10.0.0.0/8", "::1"]);
+        assert_eq!(
+            client(
+                &f,
                 "[::1]:1",
                 &[
                     ("x-forwarded-for", "6.6.6.6"),
@@ -180,6 +212,10 @@ mod tests {
                 ]
             ),
             "2001:db8::17"
+        );
+        assert_eq!(
+            client(&f, "10.0.0.2:1", &[("x-forwarded-for", "6.6.6.6")]),
+            "10.0.0.2"
         );
         // Only trusted hops: the left-most one is as far as we can see.
         assert_eq!(
@@ -192,7 +228,7 @@ mod tests {
         );
         // Garbage written by a proxy stops the walk at that proxy.
         assert_eq!(
-            client(&t, "10.0.0.2:1", &[("forwarded", "for=unknown")]),
+            client(&f, "10.0.0.2:1", &[("forwarded", "for=unknown")]),
             "10.0.0.2"
         );
         // No header: the peer.

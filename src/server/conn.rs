@@ -11,7 +11,9 @@
 //! (memory: one frame at a time) before the answer goes out, while it keeps
 //! arriving ([`DRAIN_IDLE`]) and for at most [`DRAIN_TIME`]; otherwise the
 //! answer says `Connection: close`. A client that sent `Expect: 100-continue`
-//! has not sent its body: it gets the answer and the close at once.
+//! sends its body only when the handler starts reading it: if the handler
+//! never did, the client gets the answer and the close at once; if it read
+//! the body to its end, the connection stays open as for any request.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -91,7 +93,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
-            if h1 && unread_body && (expects_continue || !drain(&body).await) {
+            if h1 && unread_body && !body_consumed(&body, expects_continue).await {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -105,6 +107,24 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             ))
         })
     }
+}
+
+/// Whether the connection can take another request after this one's answer:
+/// the handler read the body to its end, or what it left is drained. A
+/// client that sent `Expect: 100-continue` sends its body only once it is
+/// asked for (hyper asks on the first read), so a body the handler never
+/// touched is not on the wire and will not be: the connection closes.
+async fn body_consumed(body: &Arc<Mutex<GuardedBody>>, expects_continue: bool) -> bool {
+    {
+        let b = body.lock().expect("body lock");
+        if b.finished {
+            return true;
+        }
+        if expects_continue && !b.polled {
+            return false;
+        }
+    }
+    drain(body).await
 }
 
 /// Read and discard what is left of a request body, if it is small enough;
@@ -191,6 +211,9 @@ struct GuardedBody {
     progressed: bool,
     received: u64,
     finished: bool,
+    /// Whether anyone asked for the body (for `Expect: 100-continue`, the
+    /// moment the client is told to send it).
+    polled: bool,
 }
 
 impl GuardedBody {
@@ -202,6 +225,7 @@ impl GuardedBody {
             progressed: true,
             received: 0,
             finished: false,
+            polled: false,
         }
     }
 
@@ -213,6 +237,7 @@ impl GuardedBody {
         if this.finished {
             return Poll::Ready(None);
         }
+        this.polled = true;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(None) => {
                 this.finished = true;

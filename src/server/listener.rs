@@ -156,12 +156,33 @@ impl ConnTable {
         self.inner.lock().expect("conn table lock").remove(id);
     }
 
+    /// A guard that takes connection `id` out of the table when dropped.
+    fn entry(self: &Arc<Self>, id: u64) -> TableEntry {
+        TableEntry {
+            table: self.clone(),
+            id,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().expect("conn table lock").conns.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A connection's place in the [`ConnTable`], given up when its task ends in
+/// any way: normally, or unwinding from a panic in a handler it polled.
+struct TableEntry {
+    table: Arc<ConnTable>,
+    id: u64,
+}
+
+impl Drop for TableEntry {
+    fn drop(&mut self) {
+        self.table.remove(self.id);
     }
 }
 
@@ -304,6 +325,7 @@ async fn serve_connection(
     builder: &auto::Builder<TokioExecutor>,
     stop: &CancellationToken,
 ) {
+    let _entry = ctx.table.entry(info.id);
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(StallGuard::new(stream, ctx.limits.send_timeout));
     let service = ConnService::new(
@@ -338,7 +360,6 @@ async fn serve_connection(
             }
         }
     }
-    ctx.table.remove(info.id);
 }
 
 /// A socket whose writes fail once they have made no progress for `timeout`
@@ -479,6 +500,45 @@ mod tests {
         a2.end_request();
         assert!(t.admit(b, false, &l).is_ok());
         assert!(a2.evicted.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_gives_its_connection_slot_back() {
+        async fn boom() -> &'static str {
+            panic!("a handler bug")
+        }
+        let router = Router::new().route("/", axum::routing::get(boom));
+        let table = Arc::new(ConnTable::default());
+        let ctx = ListenerContext {
+            router,
+            limits: HttpLimits::default(),
+            trusted: Arc::new(TrustedProxies::default()),
+            metrics: Arc::new(Metrics::new()),
+            table: table.clone(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(run(listener, ctx, stop.clone().cancelled_owned()));
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        // The connection ends without an answer (its task unwound).
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !table.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(table.len(), 0, "the panicked connection still holds a slot");
+        stop.cancel();
+        server.await.unwrap().unwrap();
     }
 
     #[test]

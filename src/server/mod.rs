@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -66,29 +66,33 @@ fn split_account(host: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// The host a request was sent to: its `Host` header, or over HTTP/2 (where
+/// clients send `:authority` and no `Host`) the authority of its URI.
+pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+}
+
 impl AppState {
-    /// The registry (account) a request addresses: `<account>.<host>` selects
-    /// that account, as ECR's host names do; the bare host is the primary account.
-    pub fn registry_for_host(&self, headers: &axum::http::HeaderMap) -> String {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        match split_account(host) {
+    /// The registry (account) a request to `host` addresses: `<account>.<host>`
+    /// selects that account, as ECR's host names do; the bare host is the
+    /// primary account.
+    pub fn registry_for_host(&self, host: Option<&str>) -> String {
+        match split_account(host.unwrap_or("")) {
             Some((account, _)) => account.to_string(),
             None => self.primary_account.clone(),
         }
     }
 
-    /// The registry host name for `account` as clients should use it.
-    pub fn registry_host_for(&self, account: &str, headers: &axum::http::HeaderMap) -> String {
+    /// The registry host name for `account` as clients of a request to
+    /// `host` should use it.
+    pub fn registry_host_for(&self, account: &str, host: Option<&str>) -> String {
         let base = match &self.registry_host {
             Some(h) => h.clone(),
             None => {
-                let host = headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or("localhost");
+                let host = host.unwrap_or("localhost");
                 split_account(host)
                     .map_or(host, |(_, rest)| rest)
                     .to_string()
@@ -383,6 +387,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         limits: config.http.clone(),
         trusted: Arc::new(client_addr::TrustedProxies::new(
             config.http.trusted_proxies.clone(),
+            config.http.forwarded_header,
         )),
         metrics,
         table: Arc::new(listener::ConnTable::default()),

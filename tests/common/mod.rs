@@ -253,6 +253,11 @@ impl Server {
         s
     }
 
+    /// [`Server::start_ecr`] on `data_dir`, with extra `berth serve` arguments.
+    pub fn start_ecr_on(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_ecr_in(&Deployment::new(), data_dir, extra)
+    }
+
     /// An ECR-mode node of `deployment` on `data_dir` (see [`Server::start_ecr`]).
     pub fn start_ecr_in(deployment: &Deployment, data_dir: &Path, extra: &[&str]) -> Server {
         let env = vec![

@@ -465,10 +465,12 @@ def test_source_ip_behind_a_trusted_proxy(limited, name):
     }
     _, _, client = limited.user_with_policy(policy)
 
-    def via(forwarded_for):
+    def via(forwarded_for, forwarded=None):
         def add(request, **kwargs):
             if forwarded_for is not None:
                 request.headers["X-Forwarded-For"] = forwarded_for
+            if forwarded is not None:
+                request.headers["Forwarded"] = forwarded
 
         client.meta.events.register("before-send.ecr.DescribeRepositories", add)
         try:
@@ -481,4 +483,10 @@ def test_source_ip_behind_a_trusted_proxy(limited, name):
     for hops in (None, "198.51.100.1", "203.0.113.7, 198.51.100.1"):
         with pytest.raises(ClientError) as e:
             via(hops)
+        assert error(e)[0] == "AccessDeniedException", hops
+    # Nor with a `Forwarded` header of its own: proxies that append to
+    # X-Forwarded-For pass it through, so only X-Forwarded-For is read.
+    for hops in (None, "198.51.100.1"):
+        with pytest.raises(ClientError) as e:
+            via(hops, forwarded="for=203.0.113.7")
         assert error(e)[0] == "AccessDeniedException", hops
