@@ -18,6 +18,7 @@ pub mod ecr_api;
 pub mod fuzzing;
 pub mod gc;
 pub mod iam;
+pub mod jobs;
 pub mod lifecycle;
 pub mod maintenance;
 pub mod metadata;

@@ -43,6 +43,13 @@ enum Command {
         #[command(subcommand)]
         command: berth::maintenance::LifecycleCommand,
     },
+    /// The background job queue: list jobs, retry a failed one.
+    Jobs {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: berth::maintenance::JobsCommand,
+    },
     /// Manage accounts, IAM users, access keys and identity policies.
     Iam {
         #[command(flatten)]
@@ -258,6 +265,10 @@ fn main() -> anyhow::Result<()> {
         Command::Lifecycle { store, command } => {
             let config = store.resolve(Overrides::default())?;
             current_thread()?.block_on(berth::maintenance::lifecycle(&config, command))
+        }
+        Command::Jobs { store, command } => {
+            let config = store.resolve(Overrides::default())?;
+            current_thread()?.block_on(berth::maintenance::jobs(&config, command))
         }
         Command::Iam { store, command } => {
             let config = store.resolve(Overrides::default())?;

@@ -1,5 +1,5 @@
-//! `berth gc` and `berth lifecycle`: the operator's commands for garbage
-//! collection and lifecycle policies. Like `berth iam`, they open the data
+//! `berth gc`, `berth lifecycle` and `berth jobs`: the operator's commands
+//! for garbage collection, lifecycle policies and the background job queue. Like `berth iam`, they open the data
 //! directory directly, so they run beside a live server (SQLite admits
 //! several processes; the GC protocol holds between processes as it does
 //! between nodes). Output is JSON on stdout.
@@ -18,6 +18,19 @@ use crate::registry::Registry;
 pub enum GcCommand {
     /// Run one garbage collection now and print what it freed.
     Run,
+    /// Pause the scheduled collections of every node sharing this database
+    /// (for a backup); `berth gc run` still works.
+    Pause,
+    /// Resume the scheduled collections.
+    Resume,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum JobsCommand {
+    /// Print every job of the queue (periodic ones first) as JSON.
+    List,
+    /// Queue a failed job again, now.
+    Retry { id: String },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -76,6 +89,68 @@ pub async fn gc(config: &Config, command: GcCommand) -> anyhow::Result<()> {
         GcCommand::Run => {
             let report = crate::gc::collect(&registry, &crate::server::gc_settings(config)).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        GcCommand::Pause => {
+            let at = now_millis().to_string();
+            registry
+                .meta
+                .set_setting(crate::jobs::GC_PAUSED_SETTING, at.as_bytes())
+                .await?;
+            println!("{}", json!({ "paused": true }));
+        }
+        GcCommand::Resume => {
+            let was = registry
+                .meta
+                .delete_setting(crate::jobs::GC_PAUSED_SETTING)
+                .await?;
+            println!("{}", json!({ "paused": false, "wasPaused": was }));
+        }
+    }
+    Ok(())
+}
+
+pub async fn jobs(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
+    let registry = open(config).await?;
+    match command {
+        JobsCommand::List => {
+            let rfc = |ms: i64| -> Value {
+                if ms <= 0 {
+                    Value::Null
+                } else {
+                    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+                    json!(humantime::format_rfc3339_millis(t).to_string())
+                }
+            };
+            let jobs: Vec<Value> = registry
+                .meta
+                .list_jobs()
+                .await?
+                .into_iter()
+                .map(|j| {
+                    json!({
+                        "id": j.id,
+                        "kind": j.kind,
+                        "key": j.dedupe,
+                        "state": j.state,
+                        "periodSeconds": (j.every_ms > 0).then_some(j.every_ms as f64 / 1000.0),
+                        "runAt": rfc(j.run_at),
+                        "attempts": j.attempts,
+                        "leaseOwner": j.lease_owner,
+                        "leaseUntil": rfc(j.lease_until),
+                        "lastStartedAt": rfc(j.last_started_at),
+                        "lastFinishedAt": rfc(j.last_finished_at),
+                        "lastError": j.last_error,
+                        "payload": serde_json::from_str::<Value>(&j.payload).unwrap_or(Value::Null),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&jobs)?);
+        }
+        JobsCommand::Retry { id } => {
+            if !registry.meta.retry_job(&id).await? {
+                bail!("no failed job {id}");
+            }
+            println!("{}", json!({ "id": id, "state": "queued" }));
         }
     }
     Ok(())

@@ -27,6 +27,45 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub kind: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobStateLabels {
+    pub kind: &'static str,
+    pub state: &'static str,
+}
+
+/// The job queue (see `jobs`): runs by kind and outcome on this node, their
+/// durations, and the queue's rows by kind and state (the whole cluster's,
+/// as last counted by this node).
+pub struct JobMetrics {
+    pub runs: Family<JobLabels, Counter>,
+    pub seconds: Family<KindLabels, Histogram>,
+    pub queued: Family<JobStateLabels, Gauge>,
+}
+
+impl JobMetrics {
+    pub fn ran(&self, kind: &'static str, outcome: &'static str) {
+        self.runs.get_or_create(&JobLabels { kind, outcome }).inc();
+    }
+
+    pub fn observe(&self, kind: &'static str, seconds: f64) {
+        self.seconds
+            .get_or_create(&KindLabels { kind })
+            .observe(seconds);
+    }
+
+    pub fn set_queued(&self, kind: &'static str, state: &'static str, n: i64) {
+        self.queued
+            .get_or_create(&JobStateLabels { kind, state })
+            .set(n);
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -47,6 +86,7 @@ pub struct Metrics {
     pub gc: GcMetrics,
     pub lifecycle_evaluations: Counter,
     pub lifecycle_images_expired: Counter,
+    pub jobs: JobMetrics,
 }
 
 /// Garbage collection's progress and results (see `gc`).
@@ -212,7 +252,30 @@ impl Metrics {
             "Manifests removed by lifecycle policies (with referrers and index children)",
             lifecycle_images_expired.clone(),
         );
+        let jobs = JobMetrics {
+            runs: Family::default(),
+            seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 4.0, 10))
+            }),
+            queued: Family::default(),
+        };
+        registry.register(
+            "job_runs",
+            "Background jobs run on this node, by kind and outcome",
+            jobs.runs.clone(),
+        );
+        registry.register(
+            "job_duration_seconds",
+            "Time a background job took, by kind",
+            jobs.seconds.clone(),
+        );
+        registry.register(
+            "jobs",
+            "Jobs in the queue by kind and state (queued, running, failed)",
+            jobs.queued.clone(),
+        );
         Metrics {
+            jobs,
             gc,
             lifecycle_evaluations,
             lifecycle_images_expired,

@@ -3,7 +3,8 @@
 //! its own data directory and port, as behind a load balancer. What one node
 //! acknowledges every other serves; uploads move between nodes; a node
 //! killed mid-push loses nothing acknowledged; PostgreSQL and S3 outages are
-//! answered with 503 and heal by themselves.
+//! answered with 503 and heal by themselves; background jobs run on one
+//! node at a time and `berth gc pause` pauses every node.
 
 mod common;
 
@@ -549,4 +550,65 @@ async fn outages_of_postgres_and_s3_answer_503_and_heal() {
     let r = v2.get(&format!("/v2/app/blobs/{digest}")).await;
     assert_eq!(sha256(&r.bytes().await.unwrap()), digest);
     v2.pull("app", "v1").await;
+}
+
+#[tokio::test]
+async fn background_jobs_are_shared_and_gc_pauses_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Deployment::scale_out();
+    let fast = ["--gc-interval", "1s", "--gc-grace", "1s"];
+    let nodes = start_nodes(&d, tmp.path(), 2, false, &fast);
+    let run = |args: &[&str]| -> Value {
+        let out = nodes[0].command(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "berth {args:?}: {}",
+            common::tail(&out.stderr, 2000)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(run(&["gc", "pause"])["paused"], true);
+    // An unreferenced blob outlives its grace period while GC is paused ...
+    let c = http();
+    let orphan = common::push_blob(&c, &nodes[1], "jobs/app", &bytes(3, 1000)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        nodes[0].stored_blob(&orphan).is_some(),
+        "collected while paused"
+    );
+    // ... and goes soon after it resumes, collected by one node or the other.
+    assert_eq!(run(&["gc", "resume"])["wasPaused"], true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes[0].stored_blob(&orphan).is_some() {
+        assert!(Instant::now() < deadline, "not collected after resume");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // One row per periodic job for the whole deployment, each run since.
+    let jobs = run(&["jobs", "list"]);
+    let kinds: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| !j["periodSeconds"].is_null())
+        .map(|j| j["kind"].as_str().unwrap())
+        .collect();
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["gc", "lifecycle", "reap-uploads"], "{jobs}");
+    let gc = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kind"] == "gc")
+        .unwrap();
+    assert!(!gc["lastFinishedAt"].is_null(), "{gc}");
+    let m: String = [
+        common::metrics(&nodes[0]).await,
+        common::metrics(&nodes[1]).await,
+    ]
+    .concat();
+    assert!(
+        m.contains("berth_job_runs_total{kind=\"gc\",outcome=\"ok\"}"),
+        "{m}"
+    );
 }

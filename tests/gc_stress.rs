@@ -6,8 +6,8 @@
 //! grace period, every file is referenced.
 //!
 //! On the scale-out backend (`scale_out::…`) the deployment is three nodes on
-//! one PostgreSQL database and one S3 prefix, each running GC and lifecycle
-//! every second, with the clients spread over them.
+//! one PostgreSQL database and one S3 prefix, with the clients spread over
+//! them; GC and lifecycle (every second) are jobs any of them may run.
 //!
 //! Bounded for CI (BERTH_STRESS_SECS, default 20 s); run longer by hand:
 //! `BERTH_STRESS_SECS=600 cargo test --test gc_stress -- --nocapture`.
@@ -390,8 +390,7 @@ async fn clients_push_delete_and_retag_while_lifecycle_and_gc_run() {
             "{d} is unreferenced and {age:?} old"
         );
     }
-    // Summed over the nodes: whichever node's collector got to a blob first
-    // deleted it.
+    // Summed over the nodes: each collection ran on one of them.
     let mut metrics = String::new();
     for n in &pushers {
         metrics += &n.get("/metrics").await.text().await.unwrap();
@@ -403,10 +402,9 @@ async fn clients_push_delete_and_retag_while_lifecycle_and_gc_run() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    assert!(
-        value("berth_gc_runs_total") >= 3.0 * nodes as f64,
-        "{metrics}"
-    );
+    // Collections are one job for the whole deployment: they ran, on
+    // whichever nodes took them, one at a time.
+    assert!(value("berth_gc_runs_total") >= 3.0, "{metrics}");
     assert!(value("berth_gc_reclaimed_bytes_total") > 0.0, "{metrics}");
     assert!(
         value("berth_lifecycle_images_expired_total") > 0.0,

@@ -119,10 +119,16 @@ pub(super) async fn start_lifecycle_policy_preview(
                 .policy
         }
     };
-    let policy = crate::lifecycle::parse_supported(&text).map_err(invalid_policy)?;
+    crate::lifecycle::parse_supported(&text).map_err(invalid_policy)?;
     let started = now_millis();
     let fresh = meta
-        .start_lifecycle_preview(repo.key(), &text, started, started - PREVIEW_TIMEOUT_MS)
+        .start_lifecycle_preview(
+            repo.key(),
+            &text,
+            started,
+            started - PREVIEW_TIMEOUT_MS,
+            &crate::jobs::lifecycle_preview(repo.key()),
+        )
         .await
         .map_err(EcrError::meta)?;
     if !fresh {
@@ -135,26 +141,6 @@ pub(super) async fn start_lifecycle_policy_preview(
             ),
         ));
     }
-    let registry = ctx.state.registry.clone();
-    let task_repo = repo.clone();
-    tokio::spawn(async move {
-        let key = task_repo.key();
-        let (status, results) =
-            match crate::lifecycle::preview(&registry.meta, key, &policy, started).await {
-                Ok(v) => ("COMPLETE", Some(v.to_string())),
-                Err(e) => {
-                    tracing::warn!(repository = %task_repo, error = %e, "lifecycle preview failed");
-                    ("FAILED", None)
-                }
-            };
-        if let Err(e) = registry
-            .meta
-            .finish_lifecycle_preview(key, started, status, results.as_deref())
-            .await
-        {
-            tracing::warn!(repository = %task_repo, error = %e, "could not store a lifecycle preview");
-        }
-    });
     Ok(json!({
         "registryId": repo.registry,
         "repositoryName": repo.name.as_str(),

@@ -5,7 +5,8 @@
 //! reads a repository's images, [`planner::plan`] decides, and then either [`preview_json`]
 //! renders the decisions or [`evaluate`] carries them out (expiry in
 //! `metadata::lifecycle`, which re-checks every image against the snapshot).
-//! [`run_due`] is the background schedule; `berth lifecycle` the CLI.
+//! [`run_due`] is the background schedule and [`run_preview`] a preview's
+//! job (both run by `jobs`); `berth lifecycle` is the CLI.
 
 pub mod planner;
 pub mod policy;
@@ -107,6 +108,34 @@ pub async fn preview(
     let images = meta.repository_images(repo).await?;
     let decisions = planner::plan(policy, &facts(&images), at);
     Ok(preview_json(&images, &decisions))
+}
+
+/// Carry out the preview started for `repo` (the job the API enqueued):
+/// plan its policy as of the instant it started, over the images now, and
+/// store the result. A preview finished already, or superseded by a newer
+/// one, is left alone (the newer one's job does its own).
+pub async fn run_preview(registry: &Registry, repo: Repo<'_>) -> Result<(), MetaError> {
+    let Some(row) = registry.meta.get_lifecycle_preview(repo).await? else {
+        return Ok(());
+    };
+    if row.status != "IN_PROGRESS" {
+        return Ok(());
+    }
+    let (status, results) = match parse_supported(&row.policy) {
+        Ok(policy) => match preview(&registry.meta, repo, &policy, row.started_at).await {
+            Ok(v) => ("COMPLETE", Some(v.to_string())),
+            Err(e) => return Err(e),
+        },
+        Err(e) => {
+            tracing::warn!(registry = repo.registry, repository = repo.name, error = %e,
+                "a lifecycle preview's policy is not usable");
+            ("FAILED", None)
+        }
+    };
+    registry
+        .meta
+        .finish_lifecycle_preview(repo, row.started_at, status, results.as_deref())
+        .await
 }
 
 /// What one evaluation of a repository's policy did.

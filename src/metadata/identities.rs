@@ -336,6 +336,28 @@ impl MetadataStore {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
+    /// Store (or replace) a setting.
+    pub async fn set_setting(&self, name: &str, value: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Remove a setting; returns whether there was one.
+    pub async fn delete_setting(&self, name: &str) -> Result<bool> {
+        let res = sqlx::query("DELETE FROM settings WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
     /// Store a setting unless one exists; returns the value now stored (so two
     /// nodes racing to initialise agree on one value).
     pub async fn init_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {

@@ -178,13 +178,15 @@ impl MetadataStore {
     }
 
     /// Begin a preview unless one started after `stale_before` is still in
-    /// progress. Returns false when one is.
+    /// progress, and queue `job` (which carries it out) in the same
+    /// transaction. Returns false when one is in progress.
     pub async fn start_lifecycle_preview(
         &self,
         repo: Repo<'_>,
         text: &str,
         now: i64,
         stale_before: i64,
+        job: &super::NewJob,
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let busy = sqlx::query(
@@ -212,6 +214,9 @@ impl MetadataStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // A job of this repository's still queued (a stale preview's) does
+        // this one: jobs read the preview row when they run.
+        super::jobs::insert_job(&mut tx, job, 0).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -13,6 +13,7 @@
 mod content;
 mod gc;
 mod identities;
+mod jobs;
 mod lifecycle;
 mod repositories;
 mod schema;
@@ -22,6 +23,7 @@ pub mod testing;
 pub use content::{CreateUpload, DeleteManifest, TagFilter, Unlink, WriterClaim};
 pub use gc::{BlobClaim, BlobScanRow, GcCandidate};
 pub use identities::{AccessKeyRow, UserRow};
+pub use jobs::{JobRow, NewJob};
 pub use lifecycle::{ExpiryRecord, LifecyclePolicyRow, PlannedExpiry, PreviewRow, RepoImage};
 pub use repositories::RepositoryRow;
 

@@ -228,6 +228,27 @@ const MIGRATIONS: &[&[&str]] = &[
         "ALTER TABLE uploads ADD COLUMN writer_until BIGINT NOT NULL DEFAULT 0",
         "ALTER TABLE uploads ADD COLUMN contended BIGINT NOT NULL DEFAULT 0",
     ],
+    &[
+        // ---- migration 6: the durable job queue (metadata/jobs.rs) ------------------
+        "CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        dedupe TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL,
+        run_at BIGINT NOT NULL,
+        attempts BIGINT NOT NULL,
+        lease_owner TEXT,
+        lease_until BIGINT NOT NULL,
+        last_error TEXT,
+        last_started_at BIGINT NOT NULL,
+        last_finished_at BIGINT NOT NULL,
+        every_ms BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        UNIQUE (kind, dedupe)
+    )",
+        "CREATE INDEX jobs_due ON jobs (state, run_at)",
+    ],
 ];
 
 fn render(stmt: &str, dialect: Dialect) -> String {

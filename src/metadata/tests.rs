@@ -1010,6 +1010,8 @@ crate::metadata::testing::on_both_engines!(
     a_blob_delete_and_a_manifest_put_never_both_win,
     nodes_bootstrapping_an_empty_store_at_once_create_one_account,
     one_writer_per_upload_across_nodes,
+    jobs_are_leased_to_one_node_retried_and_rescheduled,
+    concurrent_claims_hand_each_job_to_one_node,
 );
 
 /// The writer's lease: one request appends to a session at a time, a lease
@@ -1058,4 +1060,140 @@ async fn one_writer_per_upload_across_nodes(engine: Engine) {
     assert!(s.renew_upload_writer("u", "c", later).await.unwrap());
     assert!(s.advance_upload("u", "c", 0, 3, b"x", "").await.unwrap());
     assert_eq!(s.get_upload("u").await.unwrap().unwrap().size, 3);
+}
+
+fn job(kind: &str, key: &str) -> NewJob {
+    NewJob {
+        kind: kind.into(),
+        dedupe: key.into(),
+        payload: "{}".into(),
+        run_at: now_millis() - 1,
+    }
+}
+
+async fn job_of(s: &MetadataStore, kind: &str) -> JobRow {
+    let jobs = s.list_jobs().await.unwrap();
+    jobs.into_iter().find(|j| j.kind == kind).unwrap()
+}
+
+/// The job queue: dedupe, leases, lapsed leases, backoff, giving up,
+/// periodic rescheduling.
+async fn jobs_are_leased_to_one_node_retried_and_rescheduled(engine: Engine) {
+    let (_dir, s) = store(engine).await;
+    let later = now_millis() + 60_000;
+    assert!(s.enqueue_job(&job("preview", "r1")).await.unwrap());
+    assert!(
+        !s.enqueue_job(&job("preview", "r1")).await.unwrap(),
+        "queued twice"
+    );
+    let a = s.claim_job("node-a", later).await.unwrap().unwrap();
+    assert_eq!((a.kind.as_str(), a.attempts), ("preview", 1));
+    assert!(
+        s.claim_job("node-b", later).await.unwrap().is_none(),
+        "leased twice"
+    );
+    // node-a fails: due again at the retry instant, not before.
+    s.fail_job(&a.id, "node-a", "boom", Some(now_millis() + 60_000))
+        .await
+        .unwrap();
+    assert!(s.claim_job("node-b", later).await.unwrap().is_none());
+    let listed = s.list_jobs().await.unwrap();
+    assert_eq!(listed[0].last_error.as_deref(), Some("boom"));
+    assert_eq!(listed[0].state, "queued");
+    // A job whose node died (its lease lapsed) is taken by another node;
+    // the dead node can no longer record anything.
+    assert!(s.enqueue_job(&job("pull", "x")).await.unwrap());
+    let dead = s
+        .claim_job("node-a", now_millis() - 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let taken = s.claim_job("node-b", later).await.unwrap().unwrap();
+    assert_eq!((taken.id.as_str(), taken.attempts), (dead.id.as_str(), 2));
+    assert!(!s.renew_job(&dead.id, "node-a", later).await.unwrap());
+    s.finish_job(&dead.id, "node-a").await.unwrap();
+    assert_eq!(
+        s.list_jobs().await.unwrap().len(),
+        2,
+        "a stale owner finished it"
+    );
+    assert!(s.renew_job(&taken.id, "node-b", later).await.unwrap());
+    s.finish_job(&taken.id, "node-b").await.unwrap();
+    assert_eq!(
+        s.list_jobs().await.unwrap().len(),
+        1,
+        "only the preview job is left"
+    );
+    // Out of attempts: failed, until retried by hand.
+    let p = s.list_jobs().await.unwrap().remove(0);
+    sqlx::query("UPDATE jobs SET run_at = 0 WHERE id = $1")
+        .bind(&p.id)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    let c = s.claim_job("node-b", later).await.unwrap().unwrap();
+    s.fail_job(&c.id, "node-b", "still", None).await.unwrap();
+    assert_eq!(s.list_jobs().await.unwrap()[0].state, "failed");
+    assert!(s.claim_job("node-b", later).await.unwrap().is_none());
+    assert!(s.retry_job(&c.id).await.unwrap());
+    assert_eq!(
+        s.claim_job("node-b", later)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        1
+    );
+    // Periodic: one row however many nodes register it; after a run it is
+    // due one period later; a failure never gives up.
+    s.ensure_periodic_job("gc", 3_600_000).await.unwrap();
+    s.ensure_periodic_job("gc", 3_600_000).await.unwrap();
+    let g = s.claim_job("node-a", later).await.unwrap().unwrap();
+    assert_eq!((g.kind.as_str(), g.every_ms), ("gc", 3_600_000));
+    s.finish_job(&g.id, "node-a").await.unwrap();
+    let row = job_of(&s, "gc").await;
+    assert_eq!(row.state, "queued");
+    assert!(row.run_at >= now_millis() + 3_500_000);
+    assert!(s.claim_job("node-a", later).await.unwrap().is_none());
+    // A shorter period brings the next run forward.
+    s.ensure_periodic_job("gc", 1).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let g = s.claim_job("node-a", later).await.unwrap().unwrap();
+    s.fail_job(&g.id, "node-a", "x", None).await.unwrap();
+    let row = job_of(&s, "gc").await;
+    assert_eq!(row.state, "queued", "a periodic job gave up");
+    let counts = s.count_jobs().await.unwrap();
+    assert!(
+        counts.contains(&("gc".to_string(), "queued".to_string(), 1)),
+        "{counts:?}"
+    );
+}
+
+/// Eight nodes claiming at once from twenty jobs: each job goes to exactly one.
+async fn concurrent_claims_hand_each_job_to_one_node(engine: Engine) {
+    let (_dir, s) = store(engine).await;
+    for i in 0..20 {
+        s.enqueue_job(&job("k", &i.to_string())).await.unwrap();
+    }
+    let later = now_millis() + 60_000;
+    let claimers: Vec<_> = (0..8)
+        .map(|n| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(j) = s.claim_job(&format!("node-{n}"), later).await.unwrap() {
+                    got.push(j.dedupe);
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for c in claimers {
+        all.extend(c.await.unwrap());
+    }
+    all.sort();
+    let mut expected: Vec<String> = (0..20).map(|i: i32| i.to_string()).collect();
+    expected.sort();
+    assert_eq!(all, expected);
 }

@@ -440,23 +440,19 @@ impl Registry {
     }
 
     /// A manifest fetched to be pulled: like [`Registry::get_manifest`], and
-    /// the pull time is recorded (in the background, at most once per
+    /// the pull time is recorded (by a job, at most once per
     /// [`PULL_TIME_RESOLUTION_MS`]) for `lastRecordedPullTime` and lifecycle rules.
     pub async fn pull_manifest(&self, repo: &RepoId, reference: &Reference) -> Result<ManifestRow> {
         let m = self.get_manifest(repo, reference).await?;
         let now = now_millis();
         let stale_before = now - PULL_TIME_RESOLUTION_MS;
         if m.last_pulled_at.is_none_or(|t| t < stale_before) {
-            let meta = self.meta.clone();
-            let (repo, digest) = (repo.clone(), m.digest.clone());
-            tokio::spawn(async move {
-                if let Err(e) = meta
-                    .record_pull(repo.key(), &digest, now, stale_before)
-                    .await
-                {
-                    tracing::warn!(%digest, error = %e, "could not record the pull time");
-                }
-            });
+            // A job records it: the pull itself writes one queue row at most
+            // (a pull already queued for this image is not queued again).
+            let job = crate::jobs::record_pull(repo.key(), m.digest.as_str(), now, stale_before);
+            if let Err(e) = self.meta.enqueue_job(&job).await {
+                tracing::warn!(digest = %m.digest, error = %e, "could not queue the pull time");
+            }
         }
         Ok(m)
     }

@@ -379,9 +379,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     print_banner(&config, addr);
     tracing::info!(%addr, region = %config.region, "listening");
 
-    let reaper = tokio::spawn(reap_uploads(registry.clone(), config.clone()));
-    let collector = tokio::spawn(collect_garbage(registry.clone(), config.clone()));
-    let lifecycle = tokio::spawn(evaluate_lifecycle(registry, config.clone()));
+    let jobs = tokio::spawn(crate::jobs::Worker::new(registry, job_schedule(&config)).run());
     let ctx = listener::ListenerContext {
         router: router(state),
         limits: config.http.clone(),
@@ -395,9 +393,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     listener::run(listener, ctx, shutdown_signal())
         .await
         .context("serving HTTP")?;
-    reaper.abort();
-    collector.abort();
-    lifecycle.abort();
+    jobs.abort();
     tracing::info!("shut down");
     Ok(())
 }
@@ -429,19 +425,6 @@ fn print_banner(config: &Config, addr: std::net::SocketAddr) {
     }
 }
 
-/// Remove abandoned upload sessions periodically.
-async fn reap_uploads(registry: Arc<Registry>, config: Config) {
-    let mut tick = tokio::time::interval(config.upload_reap_interval);
-    loop {
-        tick.tick().await;
-        match registry.reap_stale_uploads(config.upload_max_age).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed abandoned upload sessions"),
-            Err(e) => tracing::warn!(error = %e, "reaping abandoned uploads failed"),
-        }
-    }
-}
-
 /// The GC settings of a configuration.
 pub fn gc_settings(config: &Config) -> crate::gc::GcSettings {
     crate::gc::GcSettings {
@@ -450,59 +433,15 @@ pub fn gc_settings(config: &Config) -> crate::gc::GcSettings {
     }
 }
 
-/// Run garbage collection every `gc_interval`, unless `<data_dir>/gc.pause`
-/// exists (operators create it for the duration of a backup).
-async fn collect_garbage(registry: Arc<Registry>, config: Config) {
-    let settings = gc_settings(&config);
-    let mut tick = tokio::time::interval(config.gc_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let pause = config.data_dir.join("gc.pause");
-    loop {
-        tick.tick().await;
-        if pause.exists() {
-            tracing::info!(file = %pause.display(), "garbage collection paused");
-            continue;
-        }
-        match crate::gc::collect(&registry, &settings).await {
-            Ok(r) if r.blobs_deleted + r.referrers_deleted + r.orphan_files_deleted > 0 => {
-                tracing::info!(
-                    blobs = r.blobs_deleted,
-                    bytes = r.bytes_reclaimed,
-                    referrers = r.referrers_deleted,
-                    orphans = r.orphan_files_deleted,
-                    ms = r.duration_ms,
-                    "garbage collection freed storage"
-                )
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "garbage collection failed; will retry"),
-        }
-    }
-}
-
-/// Evaluate lifecycle policies that are due; checks once a minute (or every
-/// `lifecycle_interval`, if shorter).
-async fn evaluate_lifecycle(registry: Arc<Registry>, config: Config) {
-    let check = config
-        .lifecycle_interval
-        .min(std::time::Duration::from_secs(60));
-    let mut tick = tokio::time::interval(check);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match crate::lifecycle::run_due(&registry, config.lifecycle_interval, "berth-lifecycle")
-            .await
-        {
-            Ok((_, 0)) => {}
-            Ok((repos, n)) => {
-                tracing::info!(
-                    repositories = repos,
-                    expired = n,
-                    "lifecycle policies evaluated"
-                )
-            }
-            Err(e) => tracing::warn!(error = %e, "lifecycle evaluation failed; will retry"),
-        }
+/// The periodic background jobs of a configuration.
+pub fn job_schedule(config: &Config) -> crate::jobs::Schedule {
+    crate::jobs::Schedule {
+        gc_every: config.gc_interval,
+        gc: gc_settings(config),
+        lifecycle_interval: config.lifecycle_interval,
+        reap_every: config.upload_reap_interval,
+        upload_max_age: config.upload_max_age,
+        gc_pause_file: config.data_dir.join("gc.pause"),
     }
 }
 
