@@ -41,7 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use super::client_addr::TrustedProxies;
+use super::client_addr::{TrustedProxies, limit_key};
 use super::conn::ConnService;
 use crate::config::HttpLimits;
 use crate::metrics::Metrics;
@@ -49,6 +49,7 @@ use crate::metrics::Metrics;
 /// One open connection, as the table and its own task see it.
 pub struct ConnInfo {
     id: u64,
+    /// The client address as the per-address cap counts it ([`limit_key`]).
     ip: IpAddr,
     /// Requests in flight (from the service call to the end of the response
     /// body) and since when the connection has had none.
@@ -137,6 +138,7 @@ impl ConnTable {
         per_ip_exempt: bool,
         limits: &HttpLimits,
     ) -> Result<Arc<ConnInfo>, Refusal> {
+        let ip = limit_key(ip);
         let mut t = self.inner.lock().expect("conn table lock");
         if !per_ip_exempt
             && t.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_ip
@@ -687,6 +689,28 @@ mod tests {
             7
         });
         assert_eq!(steady.await, Some(7));
+    }
+
+    #[test]
+    fn ipv6_clients_are_capped_per_64() {
+        let t = ConnTable::default();
+        let l = limits(100, 2);
+        let a1 = t
+            .admit("2001:db8:0:1::1".parse().unwrap(), false, &l)
+            .unwrap();
+        let a2 = t
+            .admit("2001:db8:0:1::2".parse().unwrap(), false, &l)
+            .unwrap();
+        a1.begin_request();
+        a2.begin_request();
+        // A third address of the same /64 is the same client.
+        let same: IpAddr = "2001:db8:0:1:ffff::3".parse().unwrap();
+        assert_eq!(t.admit(same, false, &l).err(), Some(Refusal::PerIp));
+        // Another /64 is another client.
+        assert!(
+            t.admit("2001:db8:0:2::1".parse().unwrap(), false, &l)
+                .is_ok()
+        );
     }
 
     #[test]
