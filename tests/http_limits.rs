@@ -347,6 +347,64 @@ async fn idle_silent_and_trickling_connections_are_closed() {
     );
 }
 
+/// Speak HTTP/2 by hand on `c` (preface, empty SETTINGS and its ACK, then
+/// silence) and return the types of the frames the server sends until it
+/// closes, or `limit` passes.
+async fn h2_frames_until_close(c: &mut tokio::net::TcpStream, limit: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    raw::send(c, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await;
+    raw::send(c, b"\0\0\0\x04\x01\0\0\0\0").await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(limit, async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = c.read(&mut chunk).await {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= buf.len() {
+        let len =
+            usize::from(buf[at]) << 16 | usize::from(buf[at + 1]) << 8 | usize::from(buf[at + 2]);
+        types.push(buf[at + 3]);
+        at += 9 + len;
+    }
+    types
+}
+
+#[tokio::test]
+async fn idle_http2_connections_are_told_goaway_before_they_close() {
+    const GOAWAY: u8 = 0x7;
+    let s = Server::start_with(&["--idle-timeout", "2s"]);
+    let mut c = raw::connect(&s.addr).await;
+    let start = Instant::now();
+    let frames = h2_frames_until_close(&mut c, Duration::from_secs(8)).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        frames.contains(&GOAWAY),
+        "closed without GOAWAY: frames {frames:?}"
+    );
+    // Evicted to make room for another client: told too.
+    let s = Server::start_with(&["--max-connections-per-ip", "1", "--idle-timeout", "60s"]);
+    let mut first = raw::connect(&s.addr).await;
+    let frames =
+        tokio::spawn(
+            async move { h2_frames_until_close(&mut first, Duration::from_secs(8)).await },
+        );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _second = raw::connect(&s.addr).await;
+    let frames = frames.await.unwrap();
+    assert!(
+        frames.contains(&GOAWAY),
+        "evicted without GOAWAY: frames {frames:?}"
+    );
+}
+
 #[tokio::test]
 async fn idle_connections_cannot_lock_out_clients_that_send_requests() {
     let s = Server::start_with(&[

@@ -9,7 +9,8 @@
 //!   only if every connection is busy is the new one refused.
 //! - A connection with no request in flight for `idle_timeout` is closed,
 //!   whether it never sent a byte, is trickling request headers, or is an idle
-//!   keep-alive connection ([`idle_expired`]).
+//!   keep-alive connection ([`idle_expired`]). Closed connections, idle or
+//!   evicted, are told first (HTTP/2 `GOAWAY`) and dropped [`CLOSE_GRACE`] later.
 //! - Writes that make no progress for `send_timeout` fail ([`StallGuard`]), so
 //!   a client that stops reading a download is dropped, and a download waiting
 //!   on a slow client holds one small buffer, not a thread.
@@ -348,6 +349,11 @@ async fn serve_connection(
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let mut draining = false;
+    // Set once the connection is being closed for idleness or eviction: it
+    // is told so (HTTP/2 `GOAWAY`, so the client opens a new connection
+    // instead of seeing its next request fail), then dropped at this deadline
+    // whatever the client does.
+    let mut closing: Option<Pin<Box<Sleep>>> = None;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -356,21 +362,34 @@ async fn serve_connection(
                 }
                 break;
             }
-            _ = info.evicted.cancelled() => {
+            _ = info.evicted.cancelled(), if closing.is_none() => {
                 ctx.metrics.connections_evicted.inc();
-                break;
+                if !draining {
+                    conn.as_mut().graceful_shutdown();
+                }
+                closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
             }
-            _ = idle_expired(&info, ctx.limits.idle_timeout) => {
+            _ = idle_expired(&info, ctx.limits.idle_timeout), if closing.is_none() => {
                 ctx.metrics.connections_idle_closed.inc();
-                break;
+                if !draining {
+                    conn.as_mut().graceful_shutdown();
+                }
+                closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
             }
-            _ = stop.cancelled(), if !draining => {
+            _ = stop.cancelled(), if !draining && closing.is_none() => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            _ = async { closing.as_mut().expect("closing is set").await }, if closing.is_some() => {
+                break;
             }
         }
     }
 }
+
+/// How long a connection closed for idleness or eviction gets to deliver
+/// its `GOAWAY` (and finish anything that slipped in meanwhile).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 tokio::task_local! {
     /// The send watch of the HTTP/2 stream whose task is running.
