@@ -347,6 +347,64 @@ async fn idle_silent_and_trickling_connections_are_closed() {
     );
 }
 
+/// Speak HTTP/2 by hand on `c` (preface, empty SETTINGS and its ACK, then
+/// silence) and return the types of the frames the server sends until it
+/// closes, or `limit` passes.
+async fn h2_frames_until_close(c: &mut tokio::net::TcpStream, limit: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    raw::send(c, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await;
+    raw::send(c, b"\0\0\0\x04\x01\0\0\0\0").await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(limit, async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = c.read(&mut chunk).await {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= buf.len() {
+        let len =
+            usize::from(buf[at]) << 16 | usize::from(buf[at + 1]) << 8 | usize::from(buf[at + 2]);
+        types.push(buf[at + 3]);
+        at += 9 + len;
+    }
+    types
+}
+
+#[tokio::test]
+async fn idle_http2_connections_are_told_goaway_before_they_close() {
+    const GOAWAY: u8 = 0x7;
+    let s = Server::start_with(&["--idle-timeout", "2s"]);
+    let mut c = raw::connect(&s.addr).await;
+    let start = Instant::now();
+    let frames = h2_frames_until_close(&mut c, Duration::from_secs(8)).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        frames.contains(&GOAWAY),
+        "closed without GOAWAY: frames {frames:?}"
+    );
+    // Evicted to make room for another client: told too.
+    let s = Server::start_with(&["--max-connections-per-ip", "1", "--idle-timeout", "60s"]);
+    let mut first = raw::connect(&s.addr).await;
+    let frames =
+        tokio::spawn(
+            async move { h2_frames_until_close(&mut first, Duration::from_secs(8)).await },
+        );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _second = raw::connect(&s.addr).await;
+    let frames = frames.await.unwrap();
+    assert!(
+        frames.contains(&GOAWAY),
+        "evicted without GOAWAY: frames {frames:?}"
+    );
+}
+
 #[tokio::test]
 async fn idle_connections_cannot_lock_out_clients_that_send_requests() {
     let s = Server::start_with(&[
@@ -423,6 +481,131 @@ async fn a_stalled_download_times_out_and_costs_little() {
     }
     // A reader that keeps up is unaffected.
     assert_eq!(sha256(&pull_blob(&c, &s, "r", &d).await), d);
+}
+
+/// Files under the server's data directory it has open now (blob reads).
+fn open_data_files(s: &Server) -> usize {
+    let storage = s.data_dir.join("storage");
+    std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(&storage))
+        .count()
+}
+
+#[tokio::test]
+async fn http2_streams_without_flow_control_credit_time_out() {
+    // An HTTP/2 client opens downloads and never grants flow-control credit
+    // (no WINDOW_UPDATE) but answers PINGs: the socket never stalls, so only
+    // a per-stream deadline frees each stream's open blob file and buffers.
+    let s = Server::start_with(&["--send-timeout", "2s"]);
+    let c = client();
+    let big: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 249) as u8).collect();
+    let d = push_blob(&c, &s, "r", &big).await;
+    let tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(1024)
+        .initial_connection_window_size(1 << 20)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let get = |path: String| {
+        let send = send.clone();
+        let addr = s.addr.clone();
+        async move {
+            let req = http::Request::builder()
+                .uri(format!("http://{addr}{path}"))
+                .body(())
+                .unwrap();
+            let mut send = send.ready().await.unwrap();
+            let (resp, _) = send.send_request(req, true).unwrap();
+            tokio::time::timeout(Duration::from_secs(5), resp)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let start = Instant::now();
+    let mut bodies = Vec::new();
+    for _ in 0..10 {
+        let r = get(format!("/v2/r/blobs/{d}")).await;
+        assert_eq!(r.status(), 200);
+        bodies.push(r.into_body());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(open_data_files(&s) >= 10, "the downloads hold their files");
+    // Each stream is reset about `send_timeout` after it stalled; what it
+    // got is the 1 KiB window, never the blob. (Data is read here without
+    // releasing capacity, so no WINDOW_UPDATE is sent.)
+    for mut body in bodies {
+        let mut got = 0;
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match body.data().await {
+                    Some(Ok(b)) => got += b.len(),
+                    Some(Err(e)) => return Some(e),
+                    None => return None,
+                }
+            }
+        })
+        .await
+        .expect("the stalled stream was never reset");
+        let err = ended.expect("the stalled stream ended as if complete");
+        assert_eq!(err.reason(), Some(h2::Reason::CANCEL), "{err}");
+        assert!(got < big.len());
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_data_files(&s) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        open_data_files(&s),
+        0,
+        "reset streams still hold their files"
+    );
+    // The connection itself is fine: only the stalled streams were reset.
+    assert_eq!(get("/v2/".into()).await.status(), 200);
+    driver.abort();
+    // A client that grants credit as it reads gets the whole blob, though
+    // the download takes longer than the send timeout: what is timed is each
+    // frame (256 KiB), not the response.
+    let tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = http::Request::builder()
+        .uri(format!("http://{}/v2/r/blobs/{d}", s.addr))
+        .body(())
+        .unwrap();
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    let mut got = Vec::new();
+    let start = Instant::now();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap_or_else(|e| {
+            panic!(
+                "a steady reader is never reset: {e} after {} bytes in {:?}",
+                got.len(),
+                start.elapsed()
+            )
+        });
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        got.extend_from_slice(&chunk);
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    }
+    assert!(start.elapsed() > Duration::from_secs(2));
+    assert_eq!(sha256(&got), d);
+    driver.abort();
 }
 
 #[tokio::test]

@@ -455,13 +455,15 @@ async fn route_request(
         }
         (Route::Blob(n, d), "DELETE") => blobs::delete(reg, &repo(&n)?, &d).await,
         (Route::StartUpload(n), "POST") => {
-            // Upload quotas count per access key, or per client address when
-            // nobody authenticates.
+            // Upload quotas count per access key, or per client address (an
+            // IPv6 client's /64) when nobody authenticates.
             let owner = match &caller_seen {
                 Some(c) => c.access_key_id.clone(),
                 None => format!(
                     "ip:{}",
-                    peer_ip(&parts).map(|ip| ip.to_string()).unwrap_or_default()
+                    peer_ip(&parts)
+                        .map(|ip| crate::server::client_addr::limit_key(ip).to_string())
+                        .unwrap_or_default()
                 ),
             };
             blobs::start_upload(reg, &repo(&n)?, &parts, body, allow_mount, &owner).await

@@ -3,7 +3,8 @@
 //! `body_memory` bytes at once for the whole server and `body_memory_per_ip`
 //! for one client address. A body reserves its declared size (or its
 //! operation's cap when the length is not declared) before a byte is read and
-//! gives it back when it is dropped; a client that cannot get a reservation
+//! gives it back when it is dropped (an IPv6 client is its /64:
+//! [`super::client_addr::limit_key`]); a client that cannot get a reservation
 //! within [`WAIT`] is told to slow down instead of queueing.
 
 use std::collections::HashMap;
@@ -71,6 +72,7 @@ impl BodyBudget {
 
     /// Reserve `bytes` for a body from `ip`.
     pub async fn reserve(&self, ip: IpAddr, bytes: usize) -> Result<Reservation, BudgetError> {
+        let ip = super::client_addr::limit_key(ip);
         let bytes = bytes.max(1);
         let permits = u32::try_from(bytes).map_err(|_| BudgetError::TooLarge(bytes))?;
         let share = {
@@ -98,6 +100,7 @@ impl BodyBudget {
 
     /// Bytes reserved now by `ip` (for tests and metrics).
     pub fn held_by(&self, ip: IpAddr) -> usize {
+        let ip = super::client_addr::limit_key(ip);
         self.per_ip
             .lock()
             .expect("budget lock")
@@ -131,6 +134,23 @@ mod tests {
         let r3 = b.reserve(d, 20).await.unwrap();
         drop((r2, r3));
         assert_eq!(b.total.available_permits(), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ipv6_clients_share_one_budget_per_64() {
+        let b = BodyBudget::new(100, 60);
+        let r = b.reserve("2001:db8::1".parse().unwrap(), 50).await.unwrap();
+        assert_eq!(
+            b.reserve("2001:db8::2".parse().unwrap(), 20).await.err(),
+            Some(BudgetError::ClientBusy { held: 50 })
+        );
+        assert_eq!(b.held_by("2001:db8::ffff".parse().unwrap()), 50);
+        assert!(
+            b.reserve("2001:db8:0:1::1".parse().unwrap(), 20)
+                .await
+                .is_ok()
+        );
+        drop(r);
     }
 
     #[tokio::test(start_paused = true)]

@@ -69,6 +69,20 @@ impl TrustedProxies {
     }
 }
 
+/// The address per-address limits count a client under (connections, body
+/// memory, upload sessions with `--auth none`): an IPv4 address, or the /64
+/// network of an IPv6 address. One IPv6 host usually holds a whole /64 and
+/// can pick a fresh address from it for every connection.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) as plain IPv4.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -235,6 +249,12 @@ mod tests {
         assert_eq!(client(&t, "10.0.0.2:1", &[]), "10.0.0.2");
         // IPv4-mapped peers match IPv4 ranges.
         assert!(t.contains("::ffff:10.1.2.3".parse().unwrap()));
+        // Limits count IPv6 clients per /64, IPv4 ones per address.
+        let key = |s: &str| limit_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:ffff:1:2:3"), "2001:db8:1:2::");
+        assert_eq!(key("::ffff:198.51.100.7"), "198.51.100.7");
+        assert_eq!(key("198.51.100.7"), "198.51.100.7");
         assert!(!proxies(&[]).contains("10.1.2.3".parse().unwrap()));
     }
 }

@@ -283,7 +283,8 @@ impl Drop for InFlight {
 
 /// A response body that keeps its request counted as in flight until it has
 /// been sent (or abandoned), so an active download is never taken for an idle
-/// connection.
+/// connection. Over HTTP/2 it tells its stream's send watch when hyper takes
+/// a frame and when it asks for the next ([`super::listener::body_polled`]).
 pub struct ResponseBody {
     inner: Body,
     _in_flight: InFlight,
@@ -297,7 +298,9 @@ impl HttpBody for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        super::listener::body_polled(matches!(r, Poll::Ready(Some(Ok(_)))));
+        r
     }
 
     fn is_end_stream(&self) -> bool {

@@ -9,10 +9,17 @@
 //!   only if every connection is busy is the new one refused.
 //! - A connection with no request in flight for `idle_timeout` is closed,
 //!   whether it never sent a byte, is trickling request headers, or is an idle
-//!   keep-alive connection ([`idle_expired`]).
+//!   keep-alive connection ([`idle_expired`]). Closed connections, idle or
+//!   evicted, are told first (HTTP/2 `GOAWAY`) and dropped [`CLOSE_GRACE`] later.
 //! - Writes that make no progress for `send_timeout` fail ([`StallGuard`]), so
 //!   a client that stops reading a download is dropped, and a download waiting
 //!   on a slow client holds one small buffer, not a thread.
+//! - HTTP/2 needs more: a client can withhold flow-control credit
+//!   (WINDOW_UPDATE) from a stream while it keeps the socket busy (PINGs, other
+//!   streams), so the socket never stalls. Each stream's task is watched
+//!   ([`StreamExecutor`]): a response body that has handed a frame to hyper and
+//!   is not asked for the next one within `send_timeout` is dropped, which
+//!   resets the stream (`RST_STREAM`) and closes what the body held open.
 //! - Request bodies and the keep-alive rules are in [`super::conn`].
 //! - Shutdown: stop accepting, let requests in flight finish for
 //!   `shutdown_timeout`, then drop what is left.
@@ -28,14 +35,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use super::client_addr::TrustedProxies;
+use super::client_addr::{TrustedProxies, limit_key};
 use super::conn::ConnService;
 use crate::config::HttpLimits;
 use crate::metrics::Metrics;
@@ -43,6 +50,7 @@ use crate::metrics::Metrics;
 /// One open connection, as the table and its own task see it.
 pub struct ConnInfo {
     id: u64,
+    /// The client address as the per-address cap counts it ([`limit_key`]).
     ip: IpAddr,
     /// Requests in flight (from the service call to the end of the response
     /// body) and since when the connection has had none.
@@ -131,6 +139,7 @@ impl ConnTable {
         per_ip_exempt: bool,
         limits: &HttpLimits,
     ) -> Result<Arc<ConnInfo>, Refusal> {
+        let ip = limit_key(ip);
         let mut t = self.inner.lock().expect("conn table lock");
         if !per_ip_exempt
             && t.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_ip
@@ -250,7 +259,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let ctx = Arc::new(ctx);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(StreamExecutor {
+        send_timeout: ctx.limits.send_timeout,
+    });
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -322,7 +333,7 @@ async fn serve_connection(
     peer: SocketAddr,
     info: Arc<ConnInfo>,
     ctx: &ListenerContext,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<StreamExecutor>,
     stop: &CancellationToken,
 ) {
     let _entry = ctx.table.entry(info.id);
@@ -338,6 +349,11 @@ async fn serve_connection(
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let mut draining = false;
+    // Set once the connection is being closed for idleness or eviction: it
+    // is told so (HTTP/2 `GOAWAY`, so the client opens a new connection
+    // instead of seeing its next request fail), then dropped at this deadline
+    // whatever the client does.
+    let mut closing: Option<Pin<Box<Sleep>>> = None;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -346,18 +362,128 @@ async fn serve_connection(
                 }
                 break;
             }
-            _ = info.evicted.cancelled() => {
+            _ = info.evicted.cancelled(), if closing.is_none() => {
                 ctx.metrics.connections_evicted.inc();
-                break;
+                if !draining {
+                    conn.as_mut().graceful_shutdown();
+                }
+                closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
             }
-            _ = idle_expired(&info, ctx.limits.idle_timeout) => {
+            _ = idle_expired(&info, ctx.limits.idle_timeout), if closing.is_none() => {
                 ctx.metrics.connections_idle_closed.inc();
-                break;
+                if !draining {
+                    conn.as_mut().graceful_shutdown();
+                }
+                closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
             }
-            _ = stop.cancelled(), if !draining => {
+            _ = stop.cancelled(), if !draining && closing.is_none() => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
+            _ = async { closing.as_mut().expect("closing is set").await }, if closing.is_some() => {
+                break;
+            }
+        }
+    }
+}
+
+/// How long a connection closed for idleness or eviction gets to deliver
+/// its `GOAWAY` (and finish anything that slipped in meanwhile).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+tokio::task_local! {
+    /// The send watch of the HTTP/2 stream whose task is running.
+    static STREAM_SEND: Arc<SendWatch>;
+}
+
+/// Whether an HTTP/2 stream's response body owes hyper nothing: set when
+/// the body hands over a frame, cleared when hyper asks for the next one.
+/// While it is set, hyper is waiting for the client to grant flow-control
+/// credit for what it has already (a body that is slow itself, e.g. waiting
+/// on storage, is not timed: hyper has asked and is waiting on it).
+#[derive(Default)]
+struct SendWatch {
+    taken_at: Mutex<Option<Instant>>,
+}
+
+impl SendWatch {
+    fn owed_since(&self) -> Option<Instant> {
+        *self.taken_at.lock().expect("send watch lock")
+    }
+}
+
+/// Called by a response body each time hyper polls it (`asked`), and when
+/// the poll hands over a frame (`taken`). Outside an HTTP/2 stream's task
+/// (HTTP/1 bodies are polled by the connection, whose socket the
+/// [`StallGuard`] watches) it does nothing.
+pub(super) fn body_polled(taken: bool) {
+    let _ = STREAM_SEND.try_with(|w| {
+        *w.taken_at.lock().expect("send watch lock") = taken.then(Instant::now);
+    });
+}
+
+/// Runs the tasks hyper spawns, one per HTTP/2 stream, each under a
+/// [`StreamSendTimeout`].
+#[derive(Clone)]
+pub struct StreamExecutor {
+    send_timeout: Duration,
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(StreamSendTimeout {
+            inner: Box::pin(fut),
+            watch: Arc::new(SendWatch::default()),
+            timeout: self.send_timeout,
+            timer: None,
+        });
+    }
+}
+
+/// An HTTP/2 stream's task that ends, dropping the stream (hyper resets it
+/// with `RST_STREAM(CANCEL)`, and the response body, with any file it has
+/// open, goes with it) once its body has waited `timeout` for the client to
+/// take a frame. Completes with `None` then.
+struct StreamSendTimeout<F: Future> {
+    inner: Pin<Box<F>>,
+    watch: Arc<SendWatch>,
+    timeout: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<F: Future> Future for StreamSendTimeout<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let watch = this.watch.clone();
+        let inner = &mut this.inner;
+        if let Poll::Ready(out) = STREAM_SEND.sync_scope(watch, || inner.as_mut().poll(cx)) {
+            return Poll::Ready(Some(out));
+        }
+        let Some(since) = this.watch.owed_since() else {
+            return Poll::Pending;
+        };
+        let deadline = since + this.timeout;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                tracing::debug!(
+                    timeout = ?this.timeout,
+                    "an HTTP/2 client took no response data for the send timeout; resetting the stream"
+                );
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -539,6 +665,71 @@ mod tests {
         assert_eq!(table.len(), 0, "the panicked connection still holds a slot");
         stop.cancel();
         server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_is_timed_only_while_it_waits_for_the_client() {
+        fn watched<F: Future>(fut: F) -> StreamSendTimeout<F> {
+            StreamSendTimeout {
+                inner: Box::pin(fut),
+                watch: Arc::new(SendWatch::default()),
+                timeout: Duration::from_secs(60),
+                timer: None,
+            }
+        }
+        // A frame handed over and never asked for again: dropped at 60 s.
+        let start = Instant::now();
+        let stalled = watched(async {
+            body_polled(true);
+            std::future::pending::<()>().await
+        });
+        assert_eq!(stalled.await, None);
+        assert_eq!(start.elapsed().as_secs(), 60);
+        // Asked for a frame the body does not have yet (slow storage): not
+        // the client's doing, so never timed.
+        let slow = watched(async {
+            body_polled(true);
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            body_polled(false);
+            std::future::pending::<()>().await
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_secs(600), slow)
+                .await
+                .is_err()
+        );
+        // Frames taken in time: runs to its end.
+        let steady = watched(async {
+            for _ in 0..20 {
+                body_polled(true);
+                tokio::time::sleep(Duration::from_secs(50)).await;
+                body_polled(false);
+            }
+            7
+        });
+        assert_eq!(steady.await, Some(7));
+    }
+
+    #[test]
+    fn ipv6_clients_are_capped_per_64() {
+        let t = ConnTable::default();
+        let l = limits(100, 2);
+        let a1 = t
+            .admit("2001:db8:0:1::1".parse().unwrap(), false, &l)
+            .unwrap();
+        let a2 = t
+            .admit("2001:db8:0:1::2".parse().unwrap(), false, &l)
+            .unwrap();
+        a1.begin_request();
+        a2.begin_request();
+        // A third address of the same /64 is the same client.
+        let same: IpAddr = "2001:db8:0:1:ffff::3".parse().unwrap();
+        assert_eq!(t.admit(same, false, &l).err(), Some(Refusal::PerIp));
+        // Another /64 is another client.
+        assert!(
+            t.admit("2001:db8:0:2::1".parse().unwrap(), false, &l)
+                .is_ok()
+        );
     }
 
     #[test]
