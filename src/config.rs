@@ -23,6 +23,8 @@ pub struct Config {
     /// Answer blob downloads with a `307` to a presigned URL of the storage
     /// (S3), valid this long, instead of streaming the bytes through Berth.
     pub storage_redirects: Option<Duration>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// Where the master key lives; `None`: `BERTH_MASTER_KEY`, else `<data_dir>/master.key`.
     pub master_key_file: Option<PathBuf>,
     /// Upload sessions untouched for this long are removed with their bytes.
@@ -53,6 +55,16 @@ pub struct Config {
     pub http: HttpLimits,
     /// Open upload sessions allowed per caller and per repository.
     pub uploads: UploadQuotas,
+}
+
+/// How log lines are written (`log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// Where blob bytes live (`storage_url`).
@@ -210,6 +222,7 @@ impl Default for Config {
             database_url: None,
             storage: StorageLocation::File(None),
             storage_redirects: None,
+            log_format: LogFormat::Text,
             master_key_file: None,
             upload_max_age: Duration::from_secs(24 * 3600),
             upload_reap_interval: Duration::from_secs(600),
@@ -238,6 +251,7 @@ pub struct Overrides {
     pub storage_url: Option<String>,
     pub s3_path_style: Option<bool>,
     pub storage_redirects: Option<String>,
+    pub log_format: Option<String>,
     pub master_key_file: Option<PathBuf>,
     pub upload_max_age: Option<String>,
     pub upload_reap_interval: Option<String>,
@@ -283,7 +297,7 @@ impl Overrides {
     pub fn over(self, lower: Overrides) -> Overrides {
         layer!(self, lower;
             listen, data_dir, database_url, storage_url, s3_path_style, storage_redirects,
-            master_key_file,
+            log_format, master_key_file,
             upload_max_age, upload_reap_interval,
             max_manifest_bytes, max_image_layers, gc_interval, gc_grace, lifecycle_interval,
             auth, region, registry_host, idle_timeout, send_timeout, body_timeout,
@@ -334,6 +348,11 @@ impl Overrides {
                 );
             }
             c.storage_redirects = Some(d);
+        }
+        match self.log_format.as_deref() {
+            None | Some("") | Some("text") => {}
+            Some("json") => c.log_format = LogFormat::Json,
+            Some(other) => bail!("log_format: {other:?} is neither text nor json"),
         }
         if let Some(a) = self.upload_max_age {
             c.upload_max_age = parse_duration(&a).context("upload_max_age")?;

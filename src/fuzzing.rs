@@ -208,7 +208,7 @@ pub fn forwarded(data: &[u8]) {
     }
     use crate::config::ForwardedHeader;
     for header in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded] {
-        let trusted = crate::server::client_addr::TrustedProxies::new(
+        let trusted = crate::http::client_addr::TrustedProxies::new(
             vec!["10.0.0.0/8".parse().expect("valid network")],
             header,
         );
@@ -425,7 +425,7 @@ async fn ecr_harness(dir: &std::path::Path) -> axum::Router {
         .bootstrap(Some("123456789012"), Some((FUZZ_KEY, FUZZ_SECRET)))
         .await
         .expect("bootstrap");
-    let state = Arc::new(crate::server::AppState {
+    let state = Arc::new(crate::app::AppState {
         primary_account: access.primary_account().await.expect("an account"),
         registry,
         metrics,
@@ -433,7 +433,7 @@ async fn ecr_harness(dir: &std::path::Path) -> axum::Router {
         auth_required: true,
         region: "us-east-1".into(),
         registry_host: None,
-        body_budget: crate::server::budget::BodyBudget::new(64 << 20, 64 << 20),
+        body_budget: crate::http::budget::BodyBudget::new(64 << 20, 64 << 20),
         http: crate::config::HttpLimits::default(),
     });
     crate::server::router(state)

@@ -9,6 +9,7 @@
 //! - [`digest`], [`reference`]: value types; [`config`], [`metrics`]: plumbing.
 
 pub mod admin;
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod digest;
@@ -17,6 +18,7 @@ pub mod ecr_api;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gc;
+pub mod http;
 pub mod iam;
 pub mod jobs;
 pub mod lifecycle;

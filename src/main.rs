@@ -92,6 +92,9 @@ struct StoreArgs {
     /// Region of this registry [default: us-east-1]
     #[arg(long, env = "BERTH_REGION", global = true)]
     region: Option<String>,
+    /// Log lines as `text` or `json` (one object per line) [default: text]
+    #[arg(long, env = "BERTH_LOG_FORMAT", global = true)]
+    log_format: Option<String>,
 }
 
 #[derive(Args)]
@@ -186,13 +189,17 @@ impl StoreArgs {
             s3_path_style: self.s3_path_style.then_some(true),
             master_key_file: self.master_key_file,
             region: self.region,
+            log_format: self.log_format,
             ..extra
         };
         Ok(flags.over(file))
     }
 
+    /// The settings, with logging started as they say.
     fn resolve(self, extra: Overrides) -> anyhow::Result<berth::config::Config> {
-        self.overrides(extra)?.resolve()
+        let config = self.overrides(extra)?.resolve()?;
+        berth::server::init_logging(config.log_format);
+        Ok(config)
     }
 }
 
@@ -235,7 +242,6 @@ fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> anyhow::Result<()> {
-    berth::server::init_logging();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => {

@@ -1,5 +1,5 @@
 //! The `berth` command line as an operator meets it: what `--help` shows,
-//! what the start banner says.
+//! what the start banner says, what the logs look like.
 
 mod common;
 
@@ -108,4 +108,64 @@ fn the_banner_names_the_region_and_the_registry_host() {
         banner.contains("docker push registry.example.com/NAME:TAG"),
         "{banner}"
     );
+}
+
+#[tokio::test]
+async fn json_logs_and_responses_carry_each_requests_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("berth.log");
+    let mut d = common::Deployment::new();
+    d.env.push(("BERTH_LOG".into(), "berth=debug".into()));
+    let s = common::logging_to(&log, || {
+        common::Server::start_ecr_in(&d, &tmp.path().join("data"), &["--log-format", "json"])
+    });
+    let c = reqwest::Client::new();
+    // A client's own plain id is kept; otherwise one is made.
+    let r = c
+        .get(s.url("/v2/"))
+        .header("x-request-id", "ci-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-request-id"], "ci-7f3a");
+    let r = c.get(s.url("/v2/")).send().await.unwrap();
+    let made = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(made.len(), 36, "{made}");
+    // ECR's own request id header is the same id.
+    let body = b"{}".to_vec();
+    let r = c
+        .post(s.url("/"))
+        .headers(common::ecr_headers(
+            &s,
+            "DescribeRepositories",
+            &body,
+            common::ROOT_KEY_ID,
+            common::ROOT_SECRET,
+        ))
+        .header("x-request-id", "ecr-call-1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "ecr-call-1");
+    assert_eq!(r.headers()["x-amzn-requestid"], "ecr-call-1");
+    // Every line is a JSON object; a request's lines name it.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of = |id: &str| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|l| l["span"]["id"] == id).collect()
+    };
+    assert!(!of("ci-7f3a").is_empty(), "{text}");
+    let ecr = of("ecr-call-1");
+    assert!(
+        ecr.iter()
+            .any(|l| l["fields"]["operation"] == "ecr:DescribeRepositories"),
+        "{text}"
+    );
+    assert!(!text.contains("\u{1b}["), "colour codes in a log file");
 }

@@ -93,6 +93,9 @@ type CachedPolicy = Option<Arc<Policy>>;
 /// `None` for a key id that does not exist.
 type CachedKey = Option<(Arc<Caller>, Arc<str>, bool)>;
 
+/// The query parameter of the presigned blob URLs GetDownloadUrlForLayer hands out.
+pub const DOWNLOAD_GRANT_PARAM: &str = "X-Berth-Grant";
+
 pub struct Access {
     meta: MetadataStore,
     master: MasterKey,

@@ -14,10 +14,10 @@ use super::{
     DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, digest, empty, has_body, query_get, query_pairs, set,
 };
 use crate::reference::RepoName;
+use crate::registry::ByteRange;
 use crate::registry::RepoId;
 use crate::registry::uploads::ChunkRange;
 use crate::registry::{Registry, RegistryError};
-use crate::storage::ByteRange;
 
 /// Resolve a `Range: bytes=…` header against a blob of `size` bytes.
 /// Syntax we do not understand (or several ranges) means "the whole blob", as HTTP allows.

@@ -102,7 +102,7 @@ impl From<RegistryError> for OciError {
                 OciError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", msg)
                     .with_header(header::RETRY_AFTER, "60".into())
             }
-            E::Meta(crate::metadata::MetaError::Unavailable(_)) => {
+            E::Meta(crate::registry::MetaError::Unavailable(_)) => {
                 tracing::warn!(error = %msg, "a backing service is unavailable");
                 OciError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -111,7 +111,7 @@ impl From<RegistryError> for OciError {
                 )
                 .with_header(header::RETRY_AFTER, "1".into())
             }
-            E::Meta(crate::metadata::MetaError::Full) => OciError::new(
+            E::Meta(crate::registry::MetaError::Full) => OciError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "UNKNOWN",
                 "the registry's metadata database is out of space; nothing was stored",

@@ -81,7 +81,7 @@ pub(super) async fn catalog<F>(
     reg: &Registry,
     registry: &str,
     req: &Parts,
-    visible: impl Fn(&crate::metadata::RepositoryRow) -> F,
+    visible: impl Fn(&crate::registry::RepositoryRow) -> F,
 ) -> Result<Response, OciError>
 where
     F: std::future::Future<Output = crate::registry::Result<bool>>,

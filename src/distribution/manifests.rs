@@ -7,9 +7,9 @@ use axum::response::Response;
 
 use super::errors::OciError;
 use super::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, empty, reference, set};
+use crate::app::AppState;
 use crate::registry::RepoId;
 use crate::registry::{Registry, RegistryError};
-use crate::server::AppState;
 
 /// Whether the client's `Accept` headers admit `media_type`. No `Accept` at
 /// all admits everything; so do `*/*` and `application/*`.
@@ -103,7 +103,8 @@ pub(super) async fn put(
         ))
         .into());
     }
-    let ip = super::peer_ip(parts).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let ip = crate::http::client_ip(parts)
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let _reservation = state
         .body_budget
         .reserve(ip, declared.unwrap_or(limit))

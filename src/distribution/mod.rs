@@ -26,11 +26,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::app::AppState;
 use crate::auth::{AuthError, Caller};
 use crate::digest::Digest;
 use crate::reference::{Reference, RepoName};
 use crate::registry::{RegistryError, RepoId};
-use crate::server::AppState;
 use errors::OciError;
 
 /// A parsed `/v2/` path.
@@ -253,16 +253,13 @@ impl Route {
 fn unauthorized(state: &AppState, parts: &Parts, message: &str) -> OciError {
     let host = state.registry_host_for(
         &state.primary_account,
-        crate::server::request_host(&parts.headers, &parts.uri),
+        crate::http::request_host(&parts.headers, &parts.uri),
     );
     OciError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message).with_header(
         header::WWW_AUTHENTICATE,
         format!("Basic realm=\"https://{host}/\",service=\"ecr.amazonaws.com\""),
     )
 }
-
-/// The query parameter of the presigned blob URLs GetDownloadUrlForLayer hands out.
-pub const DOWNLOAD_TOKEN_PARAM: &str = "X-Berth-Grant";
 
 /// Authenticate `/v2/` Basic credentials: user `AWS`, password a registry token.
 /// A blob GET may instead carry a download grant in the query (the URL
@@ -282,7 +279,7 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
     else {
         let q = query_pairs(parts);
-        if let Some(token) = query_get(&q, DOWNLOAD_TOKEN_PARAM) {
+        if let Some(token) = query_get(&q, crate::auth::DOWNLOAD_GRANT_PARAM) {
             let Route::Blob(name, digest) = route else {
                 return Err(grant_refused());
             };
@@ -340,15 +337,15 @@ async fn authorize(
 ) -> Result<bool, OciError> {
     state
         .access
-        .authorize(caller, action, registry, repo, peer_ip(parts))
+        .authorize(
+            caller,
+            action,
+            registry,
+            repo,
+            crate::http::client_ip(parts),
+        )
         .await
         .map_err(|e| RegistryError::Meta(e).into())
-}
-
-/// The client's address (for the `aws:SourceIp` condition key): the TCP
-/// peer, or what a trusted proxy says it is (`server::client_addr`).
-pub fn peer_ip(parts: &Parts) -> Option<std::net::IpAddr> {
-    crate::server::conn::client_addr(parts).map(|c| c.ip)
 }
 
 /// `DENIED` in ECR's words.
@@ -381,7 +378,7 @@ async fn route_request(
     body: ReqBody,
 ) -> Result<Response, OciError> {
     let reg = &state.registry;
-    let registry = state.registry_for_host(crate::server::request_host(&parts.headers, &parts.uri));
+    let registry = state.registry_for_host(crate::http::request_host(&parts.headers, &parts.uri));
     let repo = |n: &str| parse_repo(&registry, n);
     // In ECR mode every call is authenticated and authorized, like ECR's own registry.
     let mut allow_mount = true;
@@ -422,9 +419,9 @@ async fn route_request(
         )
             .into_response()),
         (Route::Catalog, "GET") => {
-            let ip = peer_ip(&parts);
+            let ip = crate::http::client_ip(&parts);
             let (caller, registry_ref) = (&caller_seen, &registry);
-            let visible = |row: &crate::metadata::RepositoryRow| {
+            let visible = |row: &crate::registry::RepositoryRow| {
                 if caller.is_some() {
                     state
                         .access
@@ -461,8 +458,8 @@ async fn route_request(
                 Some(c) => c.access_key_id.clone(),
                 None => format!(
                     "ip:{}",
-                    peer_ip(&parts)
-                        .map(|ip| crate::server::client_addr::limit_key(ip).to_string())
+                    crate::http::client_ip(&parts)
+                        .map(|ip| crate::http::client_addr::limit_key(ip).to_string())
                         .unwrap_or_default()
                 ),
             };

@@ -72,14 +72,14 @@ impl EcrError {
     /// A metadata store error: a full database is the same `507` the
     /// registry paths (and `/v2/`) answer, an unreachable one `503`,
     /// anything else a `ServerException`.
-    pub fn meta(e: crate::metadata::MetaError) -> EcrError {
+    pub fn meta(e: crate::registry::MetaError) -> EcrError {
         match e {
-            crate::metadata::MetaError::Unavailable(_) => EcrError::new(
+            crate::registry::MetaError::Unavailable(_) => EcrError::new(
                 "ServiceUnavailableException",
                 503,
                 "The registry's metadata database is temporarily unavailable; nothing was changed. Retry shortly.",
             ),
-            crate::metadata::MetaError::Full => EcrError::new(
+            crate::registry::MetaError::Full => EcrError::new(
                 "ServerException",
                 507,
                 "The registry's metadata database is out of space; nothing was stored. Retry once space is freed.",

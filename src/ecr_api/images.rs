@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use super::input::{self, Input};
 use super::{Ctx, EcrError, timestamp};
 use crate::digest::Digest;
-use crate::metadata::{ImageRow, Repo, TagFilter};
 use crate::reference::{Reference, valid_tag};
+use crate::registry::{ImageRow, Repo, TagFilter};
 use crate::registry::{RegistryError, RepoId};
 
 /// An `ImageIdentifier` as given: digest and/or tag.
@@ -62,7 +62,7 @@ async fn resolve(
     repo: &RepoId,
     id: &ImageId,
 ) -> Result<Result<String, Value>, EcrError> {
-    let meta = &ctx.state.registry.meta;
+    let reg = &ctx.state.registry;
     if let Some(d) = &id.digest
         && d.parse::<Digest>().is_err()
     {
@@ -77,7 +77,7 @@ async fn resolve(
         )));
     }
     let by_tag = match &id.tag {
-        Some(t) => meta
+        Some(t) => reg
             .tag_digest(repo.key(), t)
             .await
             .map_err(EcrError::meta)?,
@@ -102,7 +102,7 @@ async fn resolve(
         (_, Some(_), Some(t)) => t,
         (Some(d), None, _) => d.clone(),
     };
-    let exists = meta
+    let exists = reg
         .image(repo.key(), &digest)
         .await
         .map_err(EcrError::meta)?
@@ -181,7 +181,6 @@ async fn page_images(
     let mut rows = ctx
         .state
         .registry
-        .meta
         .list_images(repo, after, filter, want as i64 + 1)
         .await
         .map_err(EcrError::meta)?;
@@ -212,7 +211,6 @@ pub(super) async fn list_images(ctx: &Ctx<'_>, input: &Input) -> Result<Value, E
         && let Some(img) = ctx
             .state
             .registry
-            .meta
             .image(repo.key(), &c.digest)
             .await
             .map_err(EcrError::meta)?
@@ -319,7 +317,6 @@ pub(super) async fn describe_images(ctx: &Ctx<'_>, input: &Input) -> Result<Valu
                     let img = ctx
                         .state
                         .registry
-                        .meta
                         .image(repo.key(), &d)
                         .await
                         .map_err(EcrError::meta)?;
@@ -427,7 +424,7 @@ pub(super) async fn batch_delete_image(ctx: &Ctx<'_>, input: &Input) -> Result<V
     let repo = ctx.existing_repo(input, "BatchDeleteImage").await?;
     let ids = image_ids(input)?
         .ok_or_else(|| EcrError::invalid("Missing required parameter: imageIds"))?;
-    let meta = &ctx.state.registry.meta;
+    let reg = &ctx.state.registry;
     let mut deleted = Vec::new();
     let mut failures = Vec::new();
     for id in &ids {
@@ -441,7 +438,7 @@ pub(super) async fn batch_delete_image(ctx: &Ctx<'_>, input: &Input) -> Result<V
         let parsed: Digest = digest
             .parse()
             .map_err(|_| EcrError::server("stored digest is invalid"))?;
-        let img = meta
+        let img = reg
             .image(repo.key(), &digest)
             .await
             .map_err(EcrError::meta)?;

@@ -314,7 +314,6 @@ pub(super) async fn complete_layer_upload(ctx: &Ctx<'_>, input: &Input) -> Resul
         ));
     }
     if reg
-        .meta
         .linked_blob_size(repo.key(), &digest)
         .await
         .map_err(EcrError::meta)?
@@ -356,7 +355,6 @@ pub(super) async fn get_download_url_for_layer(
     if ctx
         .state
         .registry
-        .meta
         .linked_blob_size(repo.key(), &digest)
         .await
         .map_err(EcrError::meta)?
@@ -395,7 +393,7 @@ pub(super) async fn get_download_url_for_layer(
         "downloadUrl": format!(
             "http://{host}/v2/{}/blobs/{digest}?{}={token}",
             repo.name,
-            crate::distribution::DOWNLOAD_TOKEN_PARAM
+            crate::auth::DOWNLOAD_GRANT_PARAM
         ),
         "layerDigest": digest.as_str(),
     }))

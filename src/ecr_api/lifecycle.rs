@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::input::{self, Input};
 use super::{Ctx, EcrError, timestamp};
-use crate::metadata::now_millis;
 use crate::registry::RepoId;
+use crate::registry::now_millis;
 
 /// A preview still `IN_PROGRESS` after this long was lost with its node.
 const PREVIEW_TIMEOUT_MS: i64 = 10 * 60 * 1000;
@@ -49,7 +49,6 @@ pub(super) async fn put_lifecycle_policy(ctx: &Ctx<'_>, input: &Input) -> Result
     crate::lifecycle::parse_supported(text).map_err(invalid_policy)?;
     ctx.state
         .registry
-        .meta
         .put_lifecycle_policy(repo.key(), text, now_millis())
         .await
         .map_err(EcrError::meta)?;
@@ -60,7 +59,7 @@ pub(super) async fn put_lifecycle_policy(ctx: &Ctx<'_>, input: &Input) -> Result
     }))
 }
 
-fn policy_json(repo: &RepoId, row: &crate::metadata::LifecyclePolicyRow) -> Value {
+fn policy_json(repo: &RepoId, row: &crate::registry::LifecyclePolicyRow) -> Value {
     let mut v = json!({
         "registryId": repo.registry,
         "repositoryName": repo.name.as_str(),
@@ -77,7 +76,6 @@ pub(super) async fn get_lifecycle_policy(ctx: &Ctx<'_>, input: &Input) -> Result
     let row = ctx
         .state
         .registry
-        .meta
         .get_lifecycle_policy(repo.key())
         .await
         .map_err(EcrError::meta)?
@@ -93,7 +91,6 @@ pub(super) async fn delete_lifecycle_policy(
     let row = ctx
         .state
         .registry
-        .meta
         .delete_lifecycle_policy(repo.key())
         .await
         .map_err(EcrError::meta)?
@@ -108,11 +105,11 @@ pub(super) async fn start_lifecycle_policy_preview(
     let repo = ctx
         .existing_repo(input, "StartLifecyclePolicyPreview")
         .await?;
-    let meta = &ctx.state.registry.meta;
+    let reg = &ctx.state.registry;
     let text = match policy_text(input, false)? {
         Some(t) => t.to_string(),
         None => {
-            meta.get_lifecycle_policy(repo.key())
+            reg.get_lifecycle_policy(repo.key())
                 .await
                 .map_err(EcrError::meta)?
                 .ok_or_else(|| policy_not_found(&repo))?
@@ -121,14 +118,8 @@ pub(super) async fn start_lifecycle_policy_preview(
     };
     crate::lifecycle::parse_supported(&text).map_err(invalid_policy)?;
     let started = now_millis();
-    let fresh = meta
-        .start_lifecycle_preview(
-            repo.key(),
-            &text,
-            started,
-            started - PREVIEW_TIMEOUT_MS,
-            &crate::jobs::lifecycle_preview(repo.key()),
-        )
+    let fresh = reg
+        .start_lifecycle_preview(repo.key(), &text, started, started - PREVIEW_TIMEOUT_MS)
         .await
         .map_err(EcrError::meta)?;
     if !fresh {
@@ -183,7 +174,6 @@ pub(super) async fn get_lifecycle_policy_preview(
     let row = ctx
         .state
         .registry
-        .meta
         .get_lifecycle_preview(repo.key())
         .await
         .map_err(EcrError::meta)?

@@ -29,9 +29,9 @@ use serde_json::{Value, json};
 pub use error::EcrError;
 use input::Input;
 
+use crate::app::AppState;
 use crate::auth::{AuthError, Caller};
 use crate::registry::RepoId;
-use crate::server::AppState;
 
 const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
 
@@ -90,7 +90,6 @@ impl Ctx<'_> {
         let exists = self
             .state
             .registry
-            .meta
             .repository_exists(repo.key())
             .await
             .map_err(EcrError::meta)?;
@@ -193,7 +192,11 @@ pub fn timestamp(ms: i64) -> Value {
 
 /// Entry point for `POST /`.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    // The id the server gave the request (also its x-request-id), as ECR's own.
+    let request_id = req
+        .extensions()
+        .get::<crate::http::RequestId>()
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.0.clone());
     let label = req
         .headers()
         .get("x-amz-target")
@@ -332,7 +335,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
         )
         .limited("body_size"));
     }
-    let client_ip = crate::distribution::peer_ip(&parts)
+    let client_ip = crate::http::client_ip(&parts)
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let _reservation = state
         .body_budget
@@ -375,8 +378,8 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
         state,
         caller: &caller,
         headers: &parts.headers,
-        host: crate::server::request_host(&parts.headers, &parts.uri),
-        source_ip: crate::distribution::peer_ip(&parts),
+        host: crate::http::request_host(&parts.headers, &parts.uri),
+        source_ip: crate::http::client_ip(&parts),
     };
     match op.as_str() {
         "GetAuthorizationToken" => get_authorization_token(&ctx, &input).await,

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::input::{self, Input};
 use super::{Ctx, EcrError, timestamp};
 use crate::iam::{Policy, PolicyKind};
-use crate::metadata::{Repo, RepositoryRow};
+use crate::registry::{Repo, RepositoryRow};
 
 const MUTABILITY: &[&str] = &[
     "MUTABLE",
@@ -173,8 +173,8 @@ pub(super) async fn create_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
         kms_key,
         ..RepositoryRow::new(&registry, name.as_str())
     };
-    let meta = &ctx.state.registry.meta;
-    if !meta
+    let reg = &ctx.state.registry;
+    if !reg
         .account_exists(&registry)
         .await
         .map_err(EcrError::meta)?
@@ -183,7 +183,7 @@ pub(super) async fn create_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
             "The registry with id '{registry}' does not exist"
         )));
     }
-    if !meta
+    if !reg
         .create_repository(&row, &tags)
         .await
         .map_err(EcrError::meta)?
@@ -201,7 +201,7 @@ pub(super) async fn create_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
 
 pub(super) async fn describe_repositories(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
     let registry = ctx.registry_id(input)?;
-    let meta = &ctx.state.registry.meta;
+    let reg = &ctx.state.registry;
     if let Some(names) = input.opt_str_list("repositoryNames")? {
         input::check_count("repositoryNames", names.len(), 1, 100)?;
         if input.get("nextToken").is_some() || input.get("maxResults").is_some() {
@@ -225,7 +225,7 @@ pub(super) async fn describe_repositories(ctx: &Ctx<'_>, input: &Input) -> Resul
             // only told to a caller allowed to describe it.
             ctx.authorize("DescribeRepositories", &registry, Some(n))
                 .await?;
-            let row = meta
+            let row = reg
                 .get_repository(Repo {
                     registry: &registry,
                     name: n,
@@ -246,7 +246,7 @@ pub(super) async fn describe_repositories(ctx: &Ctx<'_>, input: &Input) -> Resul
     let mut more = false;
     let batch = (limit as i64 + 1).clamp(100, 1000);
     'scan: loop {
-        let rows = meta
+        let rows = reg
             .list_repositories(&registry, cursor.as_deref(), batch)
             .await
             .map_err(EcrError::meta)?;
@@ -301,7 +301,6 @@ pub(super) async fn delete_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
     match ctx
         .state
         .registry
-        .meta
         .delete_repository(key, force)
         .await
         .map_err(EcrError::meta)?
@@ -350,7 +349,6 @@ async fn repository_from_arn(
     if !ctx
         .state
         .registry
-        .meta
         .repository_exists(Repo {
             registry: account,
             name,
@@ -372,7 +370,6 @@ pub(super) async fn tag_resource(ctx: &Ctx<'_>, input: &Input) -> Result<Value, 
     let ok = ctx
         .state
         .registry
-        .meta
         .tag_repository(
             Repo {
                 registry: &registry,
@@ -409,7 +406,6 @@ pub(super) async fn untag_resource(ctx: &Ctx<'_>, input: &Input) -> Result<Value
     let (registry, name) = repository_from_arn(ctx, input, "UntagResource").await?;
     ctx.state
         .registry
-        .meta
         .untag_repository(
             Repo {
                 registry: &registry,
@@ -430,7 +426,6 @@ pub(super) async fn list_tags_for_resource(
     let tags = ctx
         .state
         .registry
-        .meta
         .repository_tags(Repo {
             registry: &registry,
             name: &name,
@@ -460,7 +455,6 @@ pub(super) async fn put_image_tag_mutability(
     if !ctx
         .state
         .registry
-        .meta
         .set_tag_mutability(key, &m, &filters)
         .await
         .map_err(EcrError::meta)?
@@ -501,7 +495,6 @@ pub(super) async fn set_repository_policy(ctx: &Ctx<'_>, input: &Input) -> Resul
     if !ctx
         .state
         .registry
-        .meta
         .set_repository_policy(key, Some(text))
         .await
         .map_err(EcrError::meta)?
@@ -526,7 +519,6 @@ pub(super) async fn get_repository_policy(ctx: &Ctx<'_>, input: &Input) -> Resul
     let row = ctx
         .state
         .registry
-        .meta
         .get_repository(key)
         .await
         .map_err(EcrError::meta)?
@@ -561,8 +553,8 @@ pub(super) async fn delete_repository_policy(
         registry: &registry,
         name: name.as_str(),
     };
-    let meta = &ctx.state.registry.meta;
-    let row = meta
+    let reg = &ctx.state.registry;
+    let row = reg
         .get_repository(key)
         .await
         .map_err(EcrError::meta)?
@@ -570,7 +562,7 @@ pub(super) async fn delete_repository_policy(
     let Some(p) = row.policy else {
         return Err(policy_not_found(name.as_str(), &registry));
     };
-    meta.set_repository_policy(key, None)
+    reg.set_repository_policy(key, None)
         .await
         .map_err(EcrError::meta)?;
     ctx.state
@@ -593,7 +585,6 @@ pub(super) async fn put_registry_policy(ctx: &Ctx<'_>, input: &Input) -> Result<
     ctx.authorize("PutRegistryPolicy", &registry, None).await?;
     ctx.state
         .registry
-        .meta
         .set_registry_policy(&registry, Some(text))
         .await
         .map_err(EcrError::meta)?;
@@ -607,7 +598,6 @@ pub(super) async fn get_registry_policy(ctx: &Ctx<'_>, _input: &Input) -> Result
     match ctx
         .state
         .registry
-        .meta
         .registry_policy(&registry)
         .await
         .map_err(EcrError::meta)?
@@ -624,15 +614,15 @@ pub(super) async fn delete_registry_policy(
     let registry = ctx.caller.principal.account.clone();
     ctx.authorize("DeleteRegistryPolicy", &registry, None)
         .await?;
-    let meta = &ctx.state.registry.meta;
-    let Some(p) = meta
+    let reg = &ctx.state.registry;
+    let Some(p) = reg
         .registry_policy(&registry)
         .await
         .map_err(EcrError::meta)?
     else {
         return Err(registry_policy_not_found(&registry));
     };
-    meta.set_registry_policy(&registry, None)
+    reg.set_registry_policy(&registry, None)
         .await
         .map_err(EcrError::meta)?;
     ctx.state.access.forget_policy(&registry, None);

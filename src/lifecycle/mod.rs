@@ -79,7 +79,8 @@ pub fn preview_json(images: &[RepoImage], decisions: &[Decision]) -> Value {
             }
             let mut v = json!({
                 "imageDigest": img.digest,
-                "imagePushedAt": crate::ecr_api::timestamp(img.pushed_at),
+                // Epoch seconds, as ECR puts timestamps on the wire.
+                "imagePushedAt": img.pushed_at as f64 / 1000.0,
                 "action": action,
                 "appliedRulePriority": d.rule_priority,
                 "storageClass": "STANDARD",

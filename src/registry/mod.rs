@@ -7,20 +7,23 @@
 //! It owns no state of its own: everything lives in the [`MetadataStore`] and
 //! the [`BlobStore`], so any number of nodes can serve the same registry.
 
+mod catalog;
 pub mod manifest;
 pub mod uploads;
 
 use std::sync::Arc;
 
 use crate::digest::Digest;
-use crate::metadata::now_millis;
-use crate::metadata::{
-    ManifestRow, MetaError, MetadataStore, NewManifest, PutManifestOutcome, ReferrerRow, Repo,
-    RepositoryRow,
-};
+use crate::metadata::{ManifestRow, MetadataStore, NewManifest, PutManifestOutcome, ReferrerRow};
 use crate::metrics::Metrics;
 use crate::reference::{Reference, RepoName};
-use crate::storage::{BlobStore, ByteRange, ByteStream, StorageError};
+use crate::storage::{BlobStore, ByteStream, StorageError};
+
+// The values the faces see of the stores, so that they need not import them.
+pub use crate::metadata::{
+    ImageRow, LifecyclePolicyRow, MetaError, PreviewRow, Repo, RepositoryRow, TagFilter, now_millis,
+};
+pub use crate::storage::ByteRange;
 
 /// Errors of registry operations. The `/v2/` layer maps them to OCI error
 /// codes, the ECR layer to ECR exception names.

@@ -31,8 +31,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use super::client_addr::{ClientAddr, TrustedProxies};
 use super::listener::ConnInfo;
+use crate::http::client_addr::TrustedProxies;
 
 /// Most of an unread request body that is drained to keep the connection usable.
 pub const DRAIN_LIMIT: u64 = 64 << 20;
@@ -310,9 +310,4 @@ impl HttpBody for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// The client's address as recorded for a request; see [`ClientAddr`].
-pub fn client_addr(parts: &axum::http::request::Parts) -> Option<ClientAddr> {
-    parts.extensions.get::<ClientAddr>().copied()
 }

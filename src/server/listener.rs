@@ -42,9 +42,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use super::client_addr::{TrustedProxies, limit_key};
 use super::conn::ConnService;
 use crate::config::HttpLimits;
+use crate::http::client_addr::{TrustedProxies, limit_key};
 use crate::metrics::Metrics;
 
 /// One open connection, as the table and its own task see it.

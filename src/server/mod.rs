@@ -3,15 +3,14 @@
 //!
 //! Routes: `/v2/` and everything below it go to `distribution::dispatch`;
 //! `POST /` to `ecr_api::dispatch`; `/healthz` and `/metrics` are answered
-//! here. A middleware counts every request by route, method and status.
+//! here. A middleware gives every request its id (in its log lines and its
+//! response) and counts it by route, method and status.
 //!
 //! Below the router: [`listener`] (the accept loop, connection caps and
-//! timeouts), [`conn`] (per-request body rules and keep-alive),
-//! [`client_addr`] (trusted proxies) and [`budget`] (memory for buffered
-//! request bodies). `docs/security.md` lists every limit.
+//! timeouts) and [`conn`] (per-request body rules and keep-alive); the HTTP
+//! mechanics the faces share (client addresses, the body budget, request ids)
+//! are in `crate::http`. `docs/security.md` lists every limit.
 
-pub mod budget;
-pub mod client_addr;
 pub mod conn;
 pub mod listener;
 
@@ -21,90 +20,24 @@ use std::time::Instant;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use tokio::net::TcpListener;
 
+use crate::app::AppState;
 use crate::auth::Access;
 use crate::auth::secrets::MasterKey;
-use crate::config::{AuthMode, Config, HttpLimits};
+use crate::config::{AuthMode, Config};
 use crate::distribution::{self, Route};
+use crate::http::budget::BodyBudget;
+use crate::http::client_addr;
+use crate::http::{REQUEST_ID_HEADER, RequestId};
 use crate::metadata::MetadataStore;
 use crate::metrics::{KindLabels, Metrics, RequestLabels};
 use crate::registry::{Limits, Registry};
 use crate::storage::fs::FsBlobStore;
-use budget::BodyBudget;
-
-/// What every request handler can reach. Holds handles to shared stores
-/// and settings only; no registry state lives here.
-pub struct AppState {
-    pub registry: Arc<Registry>,
-    pub metrics: Arc<Metrics>,
-    pub access: Arc<Access>,
-    /// The account whose registry the bare host (no `<account>.` prefix) serves.
-    pub primary_account: String,
-    /// Whether `/v2/` requires a registry token and authorizes every call.
-    pub auth_required: bool,
-    pub region: String,
-    /// Host clients use for the registry; `None` = the request's `Host`.
-    pub registry_host: Option<String>,
-    /// Memory for request bodies that are read whole.
-    pub body_budget: BodyBudget,
-    /// Time and size limits of the HTTP layer.
-    pub http: HttpLimits,
-}
-
-/// The account id when `host` starts with `<12 digits>.`, and the rest.
-fn split_account(host: &str) -> Option<(&str, &str)> {
-    match host.split_once('.') {
-        Some((first, rest)) if first.len() == 12 && first.bytes().all(|b| b.is_ascii_digit()) => {
-            Some((first, rest))
-        }
-        _ => None,
-    }
-}
-
-/// The host a request was sent to: its `Host` header, or over HTTP/2 (where
-/// clients send `:authority` and no `Host`) the authority of its URI.
-pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
-    headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))
-}
-
-impl AppState {
-    /// The registry (account) a request to `host` addresses: `<account>.<host>`
-    /// selects that account, as ECR's host names do; the bare host is the
-    /// primary account.
-    pub fn registry_for_host(&self, host: Option<&str>) -> String {
-        match split_account(host.unwrap_or("")) {
-            Some((account, _)) => account.to_string(),
-            None => self.primary_account.clone(),
-        }
-    }
-
-    /// The registry host name for `account` as clients of a request to
-    /// `host` should use it.
-    pub fn registry_host_for(&self, account: &str, host: Option<&str>) -> String {
-        let base = match &self.registry_host {
-            Some(h) => h.clone(),
-            None => {
-                let host = host.unwrap_or("localhost");
-                split_account(host)
-                    .map_or(host, |(_, rest)| rest)
-                    .to_string()
-            }
-        };
-        if account == self.primary_account {
-            base
-        } else {
-            format!("{account}.{base}")
-        }
-    }
-}
 
 /// Create the data directory if needed and make it private to the service
 /// user (mode 0700), whatever the mode of an existing one: every file below
@@ -129,18 +62,27 @@ pub fn init_process() -> u64 {
     listener::raise_fd_limit()
 }
 
-/// Logs to standard error, filtered by `BERTH_LOG` (default `info`); colour
-/// only when standard error is a terminal.
-pub fn init_logging() {
+/// Logs to standard error, filtered by `BERTH_LOG` (default `info`): text
+/// (coloured only on a terminal) or one JSON object per line
+/// (`--log-format json`), each line with the span it belongs to (a
+/// request's id, a job's id and kind).
+pub fn init_logging(format: crate::config::LogFormat) {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        crate::config::LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Open the stores `config` names: metadata, and blobs on disk or in S3.
@@ -237,7 +179,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            count_requests,
+            observe_requests,
         ))
         .with_state(state)
 }
@@ -264,30 +206,64 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// Every request: given an id (kept in the extensions for the faces, in a
+/// span so every log line of the request carries it, and in the
+/// `x-request-id` response header), counted and timed by route, method and
+/// status, and logged when it failed on our side.
+async fn observe_requests(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    use tracing::Instrument;
+    let id = RequestId::for_request(req.headers());
+    req.extensions_mut().insert(id.clone());
     let route = Route::label(req.uri().path());
     let method = method_label(req.method());
     let start = Instant::now();
-    let resp = next.run(req).await;
+    let span = tracing::info_span!("request", id = %id.0, method, route);
+    let mut resp = next.run(req).instrument(span.clone()).await;
     // An ECR call is labelled with its operation (set by the ECR face).
     let route = resp
         .extensions()
         .get::<crate::ecr_api::OperationLabel>()
         .map_or(route, |op| op.0);
+    let status = resp.status().as_u16();
+    let elapsed = start.elapsed();
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(
+                status,
+                operation = route,
+                ms = elapsed.as_millis() as u64,
+                "request failed"
+            );
+        } else {
+            tracing::debug!(
+                status,
+                operation = route,
+                ms = elapsed.as_millis() as u64,
+                "request"
+            );
+        }
+    });
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id.0) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
     state
         .metrics
         .requests
         .get_or_create(&RequestLabels {
             route,
             method,
-            status: resp.status().as_u16(),
+            status,
         })
         .inc();
     state
         .metrics
         .request_seconds
         .get_or_create(&KindLabels { kind: route })
-        .observe(start.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
     resp
 }
 

@@ -17,6 +17,16 @@ pub enum Backend {
 
 thread_local! {
     static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Embedded) };
+    static LOG_FILE: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `start` with the standard error of the servers it starts written to
+/// `log` (instead of the test's own).
+pub fn logging_to<T>(log: &Path, start: impl FnOnce() -> T) -> T {
+    LOG_FILE.with(|l| *l.borrow_mut() = Some(log.to_path_buf()));
+    let out = start();
+    LOG_FILE.with(|l| *l.borrow_mut() = None);
+    out
 }
 
 /// Run the test `f` with servers on the scale-out backend (a fresh
@@ -287,11 +297,14 @@ impl Server {
             .arg(data_dir)
             .args(&deployment.args)
             .args(&args)
+            .env("BERTH_LOG", "warn")
             .envs(deployment.env.iter().map(|(k, v)| (k, v)))
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("BERTH_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(match LOG_FILE.with(|l| l.borrow().clone()) {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("start berth");
         let s = Server {

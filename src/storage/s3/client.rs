@@ -176,11 +176,20 @@ pub enum Body {
 
 impl S3Client {
     pub fn new(settings: S3Settings) -> anyhow::Result<S3Client> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .read_timeout(Duration::from_secs(60))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?;
+            .pool_idle_timeout(Duration::from_secs(30));
+        if settings.endpoint.starts_with("http://") {
+            // No TLS: do not ask the system for CA certificates (a
+            // `FROM scratch` image has none).
+            builder = builder.tls_certs_only(Vec::<reqwest::Certificate>::new());
+        }
+        let http = builder.build().map_err(|e| {
+            anyhow::anyhow!(
+                "{e}: an https:// S3 endpoint needs the system's CA certificates (e.g. /etc/ssl/certs)"
+            )
+        })?;
         Ok(S3Client { settings, http })
     }
 

@@ -1,0 +1,77 @@
+//! HTTP mechanics every face shares, below them: who the client is
+//! ([`client_addr`], behind trusted proxies), the memory budget for bodies
+//! read whole ([`budget`]), the host a request addressed and its request id.
+
+pub mod budget;
+pub mod client_addr;
+
+use axum::http::{HeaderMap, Uri, header};
+
+pub use client_addr::ClientAddr;
+
+/// The host a request was sent to: its `Host` header, or over HTTP/2 (where
+/// clients send `:authority` and no `Host`) the authority of its URI.
+pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+}
+
+/// The client's address as recorded for a request (set by the server's
+/// connection layer); see [`ClientAddr`].
+pub fn client_addr(parts: &axum::http::request::Parts) -> Option<ClientAddr> {
+    parts.extensions.get::<ClientAddr>().copied()
+}
+
+/// The client's IP address: the TCP peer, or what a trusted proxy says it is.
+pub fn client_ip(parts: &axum::http::request::Parts) -> Option<std::net::IpAddr> {
+    client_addr(parts).map(|c| c.ip)
+}
+
+/// The id of a request: in every log line of it (a span field) and in the
+/// `x-request-id` header of its response. A client's own `x-request-id` is
+/// kept when it is a plain token (at most 64 letters, digits, `-`, `_`, `.`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// The response header that carries the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+impl RequestId {
+    /// The client's id if acceptable, else a fresh one.
+    pub fn for_request(headers: &HeaderMap) -> RequestId {
+        let given = headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= 64
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            });
+        RequestId(given.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string))
+    }
+
+    /// The id of a request being handled (set by the server's middleware).
+    pub fn of(parts: &axum::http::request::Parts) -> Option<&str> {
+        parts.extensions.get::<RequestId>().map(|r| r.0.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_only_when_plain() {
+        let mut h = HeaderMap::new();
+        assert_eq!(RequestId::for_request(&h).0.len(), 36);
+        h.insert(REQUEST_ID_HEADER, "ci-run_42.7".parse().unwrap());
+        assert_eq!(RequestId::for_request(&h).0, "ci-run_42.7");
+        h.insert(REQUEST_ID_HEADER, "a b".parse().unwrap());
+        assert_eq!(RequestId::for_request(&h).0.len(), 36);
+        h.insert(REQUEST_ID_HEADER, "x".repeat(65).parse().unwrap());
+        assert_eq!(RequestId::for_request(&h).0.len(), 36);
+    }
+}

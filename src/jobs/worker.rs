@@ -1,0 +1,301 @@
+//! The worker every node runs: leases due jobs from the queue, runs them
+//! (at most a few at once), renews their leases while they run, and records
+//! the outcome with retries and backoff (see the module above).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    GC, GC_PAUSED_SETTING, KINDS, LIFECYCLE, LIFECYCLE_PREVIEW, PreviewOf, PullRecord,
+    REAP_UPLOADS, RECORD_PULL,
+};
+use crate::metadata::{JobRow, MetaError, Repo, now_millis};
+use crate::registry::Registry;
+
+/// A worker holds a job this long past its last renewal.
+const LEASE: Duration = Duration::from_secs(60);
+/// A running job's lease is renewed this often.
+const RENEW_EVERY: Duration = Duration::from_secs(20);
+/// How often a worker with nothing to do looks for due jobs.
+const POLL: Duration = Duration::from_millis(500);
+/// Jobs one node runs at once (a long GC does not hold up a preview).
+const CONCURRENCY: usize = 3;
+/// One-shot jobs give up after this many attempts.
+const MAX_ATTEMPTS: i64 = 6;
+
+/// What the periodic jobs are and how often they run.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub gc_every: Duration,
+    pub gc: crate::gc::GcSettings,
+    pub lifecycle_interval: Duration,
+    pub reap_every: Duration,
+    pub upload_max_age: Duration,
+    /// `<data_dir>/gc.pause`: pauses this node's collections (a backup of
+    /// this node's disk); the `gc.paused` setting pauses every node's.
+    pub gc_pause_file: std::path::PathBuf,
+}
+
+/// Why a job failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Gc(#[from] crate::gc::GcError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Runs due jobs on this node until dropped.
+pub struct Worker {
+    registry: Arc<Registry>,
+    schedule: Schedule,
+    /// This node's name in leases: host, process and a random part.
+    owner: String,
+}
+
+impl Worker {
+    pub fn new(registry: Arc<Registry>, schedule: Schedule) -> Worker {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "node".into());
+        let owner = format!(
+            "{host}/{}/{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Worker {
+            registry,
+            schedule,
+            owner,
+        }
+    }
+
+    /// Register the periodic jobs (their periods are this node's settings:
+    /// the last node started wins) and run jobs forever.
+    pub async fn run(self) {
+        let me = Arc::new(self);
+        loop {
+            match me.register().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not register the periodic jobs; retrying");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+        let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+        let mut last_count = std::time::Instant::now() - Duration::from_secs(60);
+        loop {
+            if last_count.elapsed() >= Duration::from_secs(10) {
+                me.count().await;
+                last_count = std::time::Instant::now();
+            }
+            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            let until = now_millis() + LEASE.as_millis() as i64;
+            match me.registry.meta.claim_job(&me.owner, until).await {
+                Ok(Some(job)) => {
+                    let me = me.clone();
+                    use tracing::Instrument;
+                    let span = tracing::info_span!("job", id = %job.id, kind = %job.kind);
+                    tokio::spawn(
+                        async move {
+                            me.execute(job).await;
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
+                }
+                Ok(None) => {
+                    drop(permit);
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(error = %e, "could not look for due jobs");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    }
+
+    async fn register(&self) -> Result<(), MetaError> {
+        let meta = &self.registry.meta;
+        let ms = |d: Duration| d.as_millis().max(1) as i64;
+        meta.ensure_periodic_job(GC, ms(self.schedule.gc_every))
+            .await?;
+        // The schedule looks for due policies once a minute, or every
+        // lifecycle_interval if that is shorter.
+        let lifecycle_every = self
+            .schedule
+            .lifecycle_interval
+            .min(Duration::from_secs(60));
+        meta.ensure_periodic_job(LIFECYCLE, ms(lifecycle_every))
+            .await?;
+        meta.ensure_periodic_job(REAP_UPLOADS, ms(self.schedule.reap_every))
+            .await
+    }
+
+    /// Refresh the queue gauges.
+    async fn count(&self) {
+        let Ok(counts) = self.registry.meta.count_jobs().await else {
+            return;
+        };
+        let m = &self.registry.metrics.jobs;
+        for kind in KINDS {
+            for state in ["queued", "running", "failed"] {
+                let n = counts
+                    .iter()
+                    .find(|(k, s, _)| k == kind && s == state)
+                    .map_or(0, |c| c.2);
+                m.set_queued(kind, state, n);
+            }
+        }
+    }
+
+    /// Run one leased job, renewing the lease meanwhile, and record the outcome.
+    async fn execute(&self, job: JobRow) {
+        let kind = KINDS
+            .into_iter()
+            .find(|k| *k == job.kind)
+            .unwrap_or("unknown");
+        let started = std::time::Instant::now();
+        let work = self.handle(kind, &job);
+        let mut work = std::pin::pin!(work);
+        let mut renew = tokio::time::interval(RENEW_EVERY);
+        renew.tick().await;
+        let result = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = renew.tick() => {
+                    let until = now_millis() + LEASE.as_millis() as i64;
+                    match self.registry.meta.renew_job(&job.id, &self.owner, until).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(job = %job.id, kind, "lost the lease of a running job"),
+                        Err(e) => tracing::warn!(job = %job.id, kind, error = %e, "could not renew a job's lease"),
+                    }
+                }
+            }
+        };
+        let m = &self.registry.metrics.jobs;
+        m.observe(kind, started.elapsed().as_secs_f64());
+        let recorded = match &result {
+            Ok(()) => {
+                m.ran(kind, "ok");
+                self.registry.meta.finish_job(&job.id, &self.owner).await
+            }
+            Err(e) => {
+                m.ran(kind, "error");
+                let retry_at = (job.attempts < MAX_ATTEMPTS).then(|| {
+                    let backoff = Duration::from_secs(1 << job.attempts.clamp(0, 8) as u32);
+                    now_millis() + backoff.min(Duration::from_secs(300)).as_millis() as i64
+                });
+                tracing::warn!(job = %job.id, kind, attempt = job.attempts, error = %e,
+                    gives_up = retry_at.is_none() && job.every_ms == 0, "a background job failed");
+                self.registry
+                    .meta
+                    .fail_job(&job.id, &self.owner, &e.to_string(), retry_at)
+                    .await
+            }
+        };
+        if let Err(e) = recorded {
+            // The lease lapses and the job runs again: handlers are idempotent.
+            tracing::warn!(job = %job.id, kind, error = %e, "could not record a job's outcome");
+        }
+    }
+
+    async fn handle(&self, kind: &str, job: &JobRow) -> Result<(), JobError> {
+        let registry = &self.registry;
+        match kind {
+            GC => {
+                if self.schedule.gc_pause_file.exists() {
+                    tracing::info!(file = %self.schedule.gc_pause_file.display(), "garbage collection paused on this node");
+                    return Ok(());
+                }
+                if registry
+                    .meta
+                    .get_setting(GC_PAUSED_SETTING)
+                    .await?
+                    .is_some()
+                {
+                    tracing::info!("garbage collection paused (berth gc pause)");
+                    return Ok(());
+                }
+                let r = crate::gc::collect(registry, &self.schedule.gc).await?;
+                if r.blobs_deleted + r.referrers_deleted + r.orphan_files_deleted > 0 {
+                    tracing::info!(
+                        blobs = r.blobs_deleted,
+                        bytes = r.bytes_reclaimed,
+                        referrers = r.referrers_deleted,
+                        orphans = r.orphan_files_deleted,
+                        ms = r.duration_ms,
+                        "garbage collection freed storage"
+                    );
+                }
+                Ok(())
+            }
+            LIFECYCLE => {
+                let (repos, n) = crate::lifecycle::run_due(
+                    registry,
+                    self.schedule.lifecycle_interval,
+                    "berth-lifecycle",
+                )
+                .await?;
+                if n > 0 {
+                    tracing::info!(
+                        repositories = repos,
+                        expired = n,
+                        "lifecycle policies evaluated"
+                    );
+                }
+                Ok(())
+            }
+            REAP_UPLOADS => {
+                let n = registry
+                    .reap_stale_uploads(self.schedule.upload_max_age)
+                    .await?;
+                if n > 0 {
+                    tracing::info!(removed = n, "removed abandoned upload sessions");
+                }
+                Ok(())
+            }
+            LIFECYCLE_PREVIEW => {
+                let p: PreviewOf = payload(job)?;
+                let repo = Repo {
+                    registry: &p.registry,
+                    name: &p.repository,
+                };
+                crate::lifecycle::run_preview(registry, repo).await?;
+                Ok(())
+            }
+            RECORD_PULL => {
+                let p: PullRecord = payload(job)?;
+                let repo = Repo {
+                    registry: &p.registry,
+                    name: &p.repository,
+                };
+                let digest = p
+                    .digest
+                    .parse()
+                    .map_err(|e| JobError::Invalid(format!("digest {:?}: {e}", p.digest)))?;
+                registry
+                    .meta
+                    .record_pull(repo, &digest, p.at, p.stale_before)
+                    .await?;
+                Ok(())
+            }
+            _ => Err(JobError::Invalid(format!(
+                "no node of this version runs jobs of kind {:?}",
+                job.kind
+            ))),
+        }
+    }
+}
+
+fn payload<T: serde::de::DeserializeOwned>(job: &JobRow) -> Result<T, JobError> {
+    serde_json::from_str(&job.payload)
+        .map_err(|e| JobError::Invalid(format!("unreadable payload of job {}: {e}", job.id)))
+}
