@@ -1,7 +1,7 @@
 //! Load generator and seeder for the ECR API (used by `bench/ecr-api.sh`).
 //!
 //! Every request is `POST /` with AWS JSON 1.1, signed with SigV4 by
-//! `berth::auth::sigv4::sign` (service `ecr`, signed headers
+//! `berth::sigv4::sign` (service `ecr`, signed headers
 //! `content-type;host;x-amz-date;x-amz-target`), sent with reqwest over
 //! keep-alive connections. Works against Berth and against moto's server.
 //!
@@ -75,13 +75,13 @@ impl Signer {
         h.insert("host", self.host.clone());
         h.insert(
             "x-amz-date",
-            HeaderValue::from_str(&berth::auth::sigv4::format_amz_date(now)).expect("ascii"),
+            HeaderValue::from_str(&berth::sigv4::format_amz_date(now)).expect("ascii"),
         );
         h.insert(
             "x-amz-target",
             HeaderValue::from_str(&format!("{TARGET_PREFIX}{op}")).expect("ascii"),
         );
-        let auth = berth::auth::sigv4::sign(
+        let auth = berth::sigv4::sign(
             "POST",
             &Uri::from_static("/"),
             &h,

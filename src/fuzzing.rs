@@ -128,7 +128,7 @@ pub fn ranges(data: &[u8]) {
 /// (path and query); the headers are parsed, the envelope checked, and the
 /// signature verified against a fixed secret.
 pub fn sigv4(data: &[u8]) {
-    use crate::auth::sigv4;
+    use crate::sigv4;
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -373,7 +373,7 @@ fn signed_request(op: &str, body: &[u8]) -> axum::http::Request<axum::body::Body
     h.insert("host", "fuzz".parse().expect("valid header"));
     h.insert(
         "x-amz-date",
-        crate::auth::sigv4::format_amz_date(now)
+        crate::sigv4::format_amz_date(now)
             .parse()
             .expect("valid header"),
     );
@@ -383,7 +383,7 @@ fn signed_request(op: &str, body: &[u8]) -> axum::http::Request<axum::body::Body
             .parse()
             .expect("valid header"),
     );
-    let auth = crate::auth::sigv4::sign(
+    let auth = crate::sigv4::sign(
         "POST",
         &axum::http::Uri::from_static("/"),
         &h,

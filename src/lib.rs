@@ -1,12 +1,17 @@
 //! Berth: a self-hosted container registry that speaks the OCI Distribution
-//! API and (soon) Amazon ECR's API, over one store.
+//! API and Amazon ECR's API, over one store (SQLite and a directory, or
+//! PostgreSQL and S3 shared by many nodes).
 //!
-//! Layers, top to bottom (see `docs/architecture.md`):
-//! - [`server`]: process wiring, router, background jobs;
-//! - [`distribution`]: the `/v2/` HTTP controllers;
-//! - [`registry`]: the registry's rules, shared by every protocol face;
-//! - [`metadata`] (SQL) and [`storage`] (blob bytes): where state lives;
-//! - [`digest`], [`reference`]: value types; [`config`], [`metrics`]: plumbing.
+//! Layers, top to bottom (`docs/architecture.md` has the map; `tests/layering.rs`
+//! checks that no module uses one above it):
+//! - commands: [`admin`], [`maintenance`], [`server`] (process wiring, router);
+//! - faces: [`distribution`] (`/v2/`), [`ecr_api`] (ECR's JSON API);
+//! - [`app`] (what handlers extract) and [`jobs::worker`] (runs background jobs);
+//! - services: [`lifecycle`], [`gc`], [`registry`] (the registry's rules), [`auth`];
+//! - [`jobs`]: the job vocabulary any service enqueues;
+//! - state: [`metadata`] (SQL) and [`storage`] (blob bytes);
+//! - values and plumbing: [`iam`], [`http`], [`reference`], [`sigv4`], [`digest`],
+//!   [`config`], [`metrics`].
 
 pub mod admin;
 pub mod app;
@@ -28,4 +33,5 @@ pub mod metrics;
 pub mod reference;
 pub mod registry;
 pub mod server;
+pub mod sigv4;
 pub mod storage;

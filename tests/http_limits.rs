@@ -675,7 +675,7 @@ async fn the_ecr_api_refuses_bodies_before_reading_them() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let date = berth::auth::sigv4::format_amz_date(now);
+    let date = berth::sigv4::format_amz_date(now);
     let auth = format!(
         "X-Amz-Date: {date}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={}/{}/us-east-1/ecr/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, Signature={}\r\n",
         "A".repeat(100 << 10),

@@ -1,6 +1,7 @@
 //! Authentication and authorization: who is calling, and may they do this.
 //!
-//! - [`sigv4`] verifies AWS Signature V4 on ECR API requests;
+//! - [`Access::begin_sigv4`] / [`Access::finish_sigv4`] verify AWS Signature V4
+//!   (the algorithm is `crate::sigv4`) on ECR API requests;
 //! - [`tokens`] issues and verifies the registry tokens of `GetAuthorizationToken`
 //!   (the `/v2/` Basic-auth password of user `AWS`);
 //! - [`secrets`] seals stored secrets with the master key;
@@ -15,7 +16,7 @@
 
 pub mod cache;
 pub mod secrets;
-pub mod sigv4;
+use crate::sigv4;
 pub mod tokens;
 
 use std::collections::HashMap;

@@ -8,7 +8,7 @@ use super::input::{self, Input};
 use super::{Ctx, EcrError, timestamp};
 use crate::digest::Digest;
 use crate::reference::{Reference, valid_tag};
-use crate::registry::{ImageRow, Repo, TagFilter};
+use crate::registry::{ImageIdRow, ImageRow, Repo, TagFilter};
 use crate::registry::{RegistryError, RepoId};
 
 /// An `ImageIdentifier` as given: digest and/or tag.
@@ -137,18 +137,23 @@ fn tag_status(input: &Input) -> Result<TagFilter, EcrError> {
     }
 }
 
-/// A position in a repository's push-ordered image list: the last image
-/// returned (push time and digest) and, for ListImages, how many of its tags
-/// were returned already.
-struct Cursor {
-    pushed_at: i64,
-    digest: String,
-    tags_done: usize,
-}
+/// A position in a repository's push-ordered image list, as a page token
+/// carries it: the last image returned (push time and digest) and, for
+/// ListImages, the last of its tags returned (when it was applied, and its
+/// name), where the next page goes on.
+struct Cursor(ImageIdRow);
 
 impl Cursor {
     fn encode(&self) -> String {
-        format!("{}\t{}\t{}", self.pushed_at, self.digest, self.tags_done)
+        let ImageIdRow {
+            pushed_at,
+            digest,
+            tag,
+        } = &self.0;
+        match tag {
+            Some((at, name)) => format!("{pushed_at}\t{digest}\t{at}\t{name}"),
+            None => format!("{pushed_at}\t{digest}"),
+        }
     }
 
     fn decode(s: &str) -> Result<Cursor, EcrError> {
@@ -157,15 +162,17 @@ impl Cursor {
                 "Invalid parameter at 'nextToken' failed to satisfy constraint: 'Invalid pagination token'",
             )
         };
-        let mut p = s.split('\t');
-        let (Some(a), Some(d), Some(n), None) = (p.next(), p.next(), p.next(), p.next()) else {
-            return Err(bad());
+        let p: Vec<&str> = s.split('\t').collect();
+        let tag = match p.len() {
+            2 => None,
+            4 => Some((p[2].parse().map_err(|_| bad())?, p[3].to_string())),
+            _ => return Err(bad()),
         };
-        Ok(Cursor {
-            pushed_at: a.parse().map_err(|_| bad())?,
-            digest: d.to_string(),
-            tags_done: n.parse().map_err(|_| bad())?,
-        })
+        Ok(Cursor(ImageIdRow {
+            pushed_at: p[0].parse().map_err(|_| bad())?,
+            digest: p[1].to_string(),
+            tag,
+        }))
     }
 }
 
@@ -205,72 +212,33 @@ pub(super) async fn list_images(ctx: &Ctx<'_>, input: &Input) -> Result<Value, E
     // One entry per tag (an untagged image is one entry without a tag). A
     // page may end inside an image: the next one first returns the rest of
     // that image's tags, then goes on after it.
-    let mut entries: Vec<(ImageRow, Option<String>, usize)> = Vec::new();
-    let mut more = false;
-    if let Some(c) = &cursor
-        && let Some(img) = ctx
-            .state
-            .registry
-            .image(repo.key(), &c.digest)
-            .await
-            .map_err(EcrError::meta)?
-    {
-        for (i, t) in img.tags.iter().enumerate().skip(c.tags_done) {
-            if entries.len() == limit {
-                more = true;
-                break;
-            }
-            entries.push((img.clone(), Some(t.clone()), i + 1));
-        }
-    }
-    let mut after = cursor.as_ref().map(|c| (c.pushed_at, c.digest.clone()));
-    'fill: while !more {
-        let (images, more_images) = page_images(
-            ctx,
+    let mut entries = ctx
+        .state
+        .registry
+        .list_image_ids(
             repo.key(),
-            after.as_ref().map(|(a, d)| (*a, d.as_str())),
+            cursor.as_ref().map(|c| &c.0),
             filter,
-            limit + 1,
+            limit as i64 + 1,
         )
-        .await?;
-        for img in &images {
-            let tags: Vec<Option<String>> = if img.tags.is_empty() {
-                vec![None]
-            } else {
-                img.tags.iter().cloned().map(Some).collect()
-            };
-            for (i, t) in tags.into_iter().enumerate() {
-                if entries.len() == limit {
-                    more = true;
-                    break 'fill;
-                }
-                entries.push((img.clone(), t, i + 1));
-            }
-        }
-        match images.last() {
-            Some(last) if more_images => after = Some((last.pushed_at, last.digest.clone())),
-            _ => break,
-        }
-    }
+        .await
+        .map_err(EcrError::meta)?;
+    let more = entries.len() > limit;
+    entries.truncate(limit);
     let ids: Vec<Value> = entries
         .iter()
-        .map(|(img, t, _)| match t {
-            Some(t) => json!({ "imageDigest": img.digest, "imageTag": t }),
-            None => json!({ "imageDigest": img.digest }),
+        .map(|e| match &e.tag {
+            Some((_, t)) => json!({ "imageDigest": e.digest, "imageTag": t }),
+            None => json!({ "imageDigest": e.digest }),
         })
         .collect();
     let mut v = json!({ "imageIds": ids });
-    if more && let Some((img, _, done)) = entries.last() {
-        let c = Cursor {
-            pushed_at: img.pushed_at,
-            digest: img.digest.clone(),
-            tags_done: *done,
-        };
+    if more && let Some(last) = entries.pop() {
         v["nextToken"] = json!(ctx.next_token(
             "ListImages",
             &repo.registry,
             Some(repo.name.as_str()),
-            &c.encode()
+            &Cursor(last).encode()
         ));
     }
     Ok(v)
@@ -358,7 +326,7 @@ pub(super) async fn describe_images(ctx: &Ctx<'_>, input: &Input) -> Result<Valu
     let (images, more) = page_images(
         ctx,
         repo.key(),
-        after.as_ref().map(|c| (c.pushed_at, c.digest.as_str())),
+        after.as_ref().map(|c| (c.0.pushed_at, c.0.digest.as_str())),
         status,
         limit,
     )
@@ -366,11 +334,11 @@ pub(super) async fn describe_images(ctx: &Ctx<'_>, input: &Input) -> Result<Valu
     let details: Vec<Value> = images.iter().map(|i| image_detail(&repo, i)).collect();
     let mut v = json!({ "imageDetails": details });
     if more && let Some(last) = images.last() {
-        let c = Cursor {
+        let c = Cursor(ImageIdRow {
             pushed_at: last.pushed_at,
             digest: last.digest.clone(),
-            tags_done: 0,
-        };
+            tag: None,
+        });
         v["nextToken"] = json!(ctx.next_token(
             "DescribeImages",
             &repo.registry,

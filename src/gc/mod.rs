@@ -76,9 +76,7 @@ async fn collect_inner(registry: &Registry, settings: &GcSettings) -> Result<GcR
         if left.is_empty() {
             break;
         }
-        for c in &left {
-            delete_bytes(registry, c, &mut report, false).await?;
-        }
+        delete_batch(registry, &left, &mut report).await?;
     }
 
     // 2. Referrers whose subject is gone (signatures, SBOMs of deleted images).
@@ -129,9 +127,7 @@ async fn collect_inner(registry: &Registry, settings: &GcSettings) -> Result<GcR
             .collect();
         for batch in candidates.chunks(MARK_BATCH) {
             let marked = registry.meta.mark_deleting(batch, cutoff).await?;
-            for c in &marked {
-                delete_bytes(registry, c, &mut report, false).await?;
-            }
+            delete_batch(registry, &marked, &mut report).await?;
         }
     }
 
@@ -180,6 +176,37 @@ async fn collect_inner(registry: &Registry, settings: &GcSettings) -> Result<GcR
     Ok(report)
 }
 
+/// Blob deletions in flight at once (on S3 each is a round trip).
+const DELETE_CONCURRENCY: usize = 8;
+
+/// Phase 2 for a batch of blobs in state `deleting`: remove their bytes (a
+/// few at a time), then their rows in one statement. A failure leaves every
+/// row of the batch `deleting`, for the next run to finish (step 1).
+async fn delete_batch(
+    registry: &Registry,
+    batch: &[GcCandidate],
+    report: &mut GcReport,
+) -> Result<(), GcError> {
+    use futures_util::stream::{self, TryStreamExt};
+    if batch.is_empty() {
+        return Ok(());
+    }
+    stream::iter(batch.iter().map(Ok::<_, GcError>))
+        .try_for_each_concurrent(DELETE_CONCURRENCY, |c| async move {
+            if let Ok(d) = c.digest.parse::<Digest>() {
+                registry.blobs.delete(&d).await?;
+            }
+            Ok(())
+        })
+        .await?;
+    let digests: Vec<String> = batch.iter().map(|c| c.digest.clone()).collect();
+    registry.meta.forget_blobs(&digests).await?;
+    for c in batch {
+        count_deleted(registry, c, report, false);
+    }
+    Ok(())
+}
+
 /// Phase 2 for one blob in state `deleting`: remove its bytes, then its row.
 /// `orphan`: a file that had no row (counted separately).
 async fn delete_bytes(
@@ -191,7 +218,15 @@ async fn delete_bytes(
     if let Ok(d) = c.digest.parse::<Digest>() {
         registry.blobs.delete(&d).await?;
     }
-    registry.meta.forget_blob(&c.digest).await?;
+    registry
+        .meta
+        .forget_blobs(std::slice::from_ref(&c.digest))
+        .await?;
+    count_deleted(registry, c, report, orphan);
+    Ok(())
+}
+
+fn count_deleted(registry: &Registry, c: &GcCandidate, report: &mut GcReport, orphan: bool) {
     if orphan {
         report.orphan_files_deleted += 1;
         registry.metrics.gc.orphans_deleted.inc();
@@ -205,7 +240,6 @@ async fn delete_bytes(
         .gc
         .bytes_reclaimed
         .inc_by(c.size.max(0) as u64);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 use sqlx::Row;
 
 use super::{
-    ImageRow, LockMode, ManifestRow, MetadataStore, NewManifest, PutManifestOutcome, ReferrerRow,
-    Repo, Result, UploadRow, manifest_row, now_millis,
+    ImageIdRow, ImageRow, LockMode, ManifestRow, MetadataStore, NewManifest, PutManifestOutcome,
+    ReferrerRow, Repo, Result, UploadRow, manifest_row, now_millis,
 };
 use crate::digest::{Descriptor, Digest};
 
@@ -838,6 +838,92 @@ impl MetadataStore {
         Ok(images)
     }
 
+    /// Image ids of a repository, one per tag (an untagged image is one id
+    /// without a tag), in push order (`pushed_at`, digest) and, within an
+    /// image, in the order its tags were applied (`updated_at`, name): the
+    /// ids after `after` (exclusive), at most `limit`. Each page costs its
+    /// own size, wherever it starts: the rest of the cursor's image comes from
+    /// a range of the tag index, the images after it from one join that walks
+    /// the push index and stops at `limit` rows.
+    pub async fn list_image_ids(
+        &self,
+        repo: Repo<'_>,
+        after: Option<&ImageIdRow>,
+        filter: TagFilter,
+        limit: i64,
+    ) -> Result<Vec<ImageIdRow>> {
+        let mut out = Vec::new();
+        if let Some(ImageIdRow {
+            pushed_at,
+            digest,
+            tag: Some((tag_at, tag)),
+        }) = after
+            && filter != TagFilter::Untagged
+        {
+            let rows = sqlx::query(
+                "SELECT updated_at, name FROM tags \
+                 WHERE registry_id = $1 AND repository = $2 AND digest = $3 \
+                 AND (updated_at, name) > ($4, $5) ORDER BY updated_at, name LIMIT $6",
+            )
+            .bind(repo.registry)
+            .bind(repo.name)
+            .bind(digest.as_str())
+            .bind(*tag_at)
+            .bind(tag.as_str())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in rows {
+                out.push(ImageIdRow {
+                    pushed_at: *pushed_at,
+                    digest: digest.clone(),
+                    tag: Some((r.try_get(0)?, r.try_get(1)?)),
+                });
+            }
+        }
+        let rest = limit - out.len() as i64;
+        if rest <= 0 {
+            return Ok(out);
+        }
+        let (join, clause) = match filter {
+            TagFilter::Any => ("LEFT JOIN", ""),
+            TagFilter::Tagged => ("JOIN", ""),
+            TagFilter::Untagged => ("LEFT JOIN", " AND t.name IS NULL"),
+        };
+        let sql = format!(
+            "SELECT m.pushed_at, m.digest, t.updated_at, t.name FROM manifests m \
+             {join} tags t ON t.registry_id = m.registry_id AND t.repository = m.repository \
+             AND t.digest = m.digest \
+             WHERE m.registry_id = $1 AND m.repository = $2 \
+             AND (m.pushed_at, m.digest) > ($3, $4){clause} \
+             ORDER BY m.pushed_at, m.digest, t.updated_at, t.name LIMIT $5"
+        );
+        let (after_at, after_digest) = after
+            .map(|a| (a.pushed_at, a.digest.as_str()))
+            .unwrap_or((i64::MIN, ""));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(repo.registry)
+            .bind(repo.name)
+            .bind(after_at)
+            .bind(after_digest)
+            .bind(rest)
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            let name: Option<String> = r.try_get(3)?;
+            let tag = match name {
+                Some(name) => Some((r.try_get::<i64, _>(2)?, name)),
+                None => None,
+            };
+            out.push(ImageIdRow {
+                pushed_at: r.try_get(0)?,
+                digest: r.try_get(1)?,
+                tag,
+            });
+        }
+        Ok(out)
+    }
+
     /// Fill in the tags of `images` (all of one repository), oldest-applied first.
     async fn attach_tags(&self, repo: Repo<'_>, images: &mut [ImageRow]) -> Result<()> {
         for chunk in images.chunks_mut(CHECK_BATCH) {
@@ -902,10 +988,10 @@ impl MetadataStore {
 }
 
 /// Digests checked per statement when a manifest is stored.
-const CHECK_BATCH: usize = 200;
+pub(super) const CHECK_BATCH: usize = 200;
 
 /// `$first, $first+1, …` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
+pub(super) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()

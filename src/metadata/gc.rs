@@ -243,12 +243,20 @@ impl MetadataStore {
             .collect()
     }
 
-    /// Phase 2: the bytes are gone; remove the `deleting` row.
-    pub async fn forget_blob(&self, digest: &str) -> Result<()> {
-        sqlx::query("DELETE FROM blobs WHERE digest = $1 AND state = 'deleting'")
-            .bind(digest)
-            .execute(&self.pool)
-            .await?;
+    /// Phase 2: the bytes are gone; remove the `deleting` rows, a batch in
+    /// one statement (one durable commit, not one per blob).
+    pub async fn forget_blobs(&self, digests: &[String]) -> Result<()> {
+        for chunk in digests.chunks(super::content::CHECK_BATCH) {
+            let sql = format!(
+                "DELETE FROM blobs WHERE state = 'deleting' AND digest IN ({})",
+                super::content::placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for d in chunk {
+                q = q.bind(d.as_str());
+            }
+            q.execute(&self.pool).await?;
+        }
         Ok(())
     }
 

@@ -193,6 +193,16 @@ pub struct ImageRow {
     pub last_pulled_at: Option<i64>,
 }
 
+/// One entry of an image-id listing (ECR's ListImages): an image and one of
+/// its tags, or an untagged image with none. The tag carries the time it was
+/// applied, its place in the image's tag order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageIdRow {
+    pub pushed_at: i64,
+    pub digest: String,
+    pub tag: Option<(i64, String)>,
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
@@ -292,7 +302,8 @@ impl MetadataStore {
                     self.retries
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let mut jitter = [0u8; 1];
-                    crate::auth::secrets::random_bytes(&mut jitter);
+                    getrandom::fill(&mut jitter)
+                        .expect("the operating system's random source failed");
                     let ms = (1u64 << attempt) + u64::from(jitter[0] % 16);
                     tracing::debug!(error = %e, attempt, "retrying a transaction");
                     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;

@@ -249,6 +249,16 @@ const MIGRATIONS: &[&[&str]] = &[
     )",
         "CREATE INDEX jobs_due ON jobs (state, run_at)",
     ],
+    &[
+        // ---- migration 7: ListImages pages that cost their own size ---------------
+        // An image's tags in the order they were applied, so a page that ends
+        // inside an image resumes with a range of this index, and the join of
+        // manifests and tags comes out in listing order without a sort.
+        // Replaces (registry_id, repository, digest, name), of which it
+        // serves every lookup.
+        "CREATE INDEX tags_in_image_order ON tags (registry_id, repository, digest, updated_at, name)",
+        "DROP INDEX tags_by_digest",
+    ],
 ];
 
 fn render(stmt: &str, dialect: Dialect) -> String {

@@ -402,7 +402,7 @@ async fn gc_marking_after_a_manifest_put_sees_its_references(engine: Engine) {
     );
     assert_eq!(s.linked_blob_size(repo("r"), &b).await.unwrap(), None);
     assert_eq!(s.deleting_blobs(10).await.unwrap().len(), 1);
-    s.forget_blob(b.as_str()).await.unwrap();
+    s.forget_blobs(&[b.to_string()]).await.unwrap();
     assert!(s.deleting_blobs(10).await.unwrap().is_empty());
 }
 
@@ -428,7 +428,7 @@ async fn a_manifest_put_after_gc_marking_is_refused(engine: Engine) {
     assert!(!s.commit_blob(repo("r"), &b, None).await.unwrap());
     assert_eq!(s.claim_blob(&b, 5).await.unwrap(), BlobClaim::Deleting);
     // After phase 2 the digest can be claimed and committed afresh.
-    s.forget_blob(b.as_str()).await.unwrap();
+    s.forget_blobs(&[b.to_string()]).await.unwrap();
     assert_eq!(s.claim_blob(&b, 5).await.unwrap(), BlobClaim::Claimed);
     assert!(s.commit_blob(repo("r"), &b, None).await.unwrap());
     assert_eq!(s.linked_blob_size(repo("r"), &b).await.unwrap(), Some(5));
@@ -475,7 +475,7 @@ async fn an_adopted_orphan_cannot_be_claimed_until_it_is_gone(engine: Engine) {
     assert!(s.adopt_orphan(b.as_str(), 7).await.unwrap());
     assert_eq!(s.claim_blob(&b, 7).await.unwrap(), BlobClaim::Deleting);
     assert!(!s.commit_blob(repo("r"), &b, None).await.unwrap());
-    s.forget_blob(b.as_str()).await.unwrap();
+    s.forget_blobs(&[b.to_string()]).await.unwrap();
     assert_eq!(s.claim_blob(&b, 7).await.unwrap(), BlobClaim::Claimed);
 }
 
@@ -536,7 +536,7 @@ async fn a_commit_whose_claim_was_collected_is_refused(engine: Engine) {
             .len(),
         1
     );
-    s.forget_blob(b.as_str()).await.unwrap();
+    s.forget_blobs(&[b.to_string()]).await.unwrap();
     assert!(!s.commit_blob(repo("r"), &b, None).await.unwrap());
     assert_eq!(s.linked_blob_size(repo("r"), &b).await.unwrap(), None);
     assert_eq!(s.blob_size(&b).await.unwrap(), None);
@@ -988,7 +988,73 @@ async fn nodes_bootstrapping_an_empty_store_at_once_create_one_account(engine: E
     }
 }
 
+/// ListImages' pages (one id per tag, an untagged image once), walked with
+/// every page size and filter, give exactly the ids of the whole listing in
+/// its order, each once, also when a page ends inside an image's tags.
+async fn image_id_pages_walk_every_tag_once_in_order(engine: Engine) {
+    let (_dir, s) = store(engine).await;
+    let layer = d("l");
+    publish(&s, repo("r"), &layer, None).await;
+    let tags_per_image = [0usize, 3, 1, 0, 5, 2];
+    for (i, n) in tags_per_image.iter().enumerate() {
+        let m = d(&format!("image{i}"));
+        let tags: Vec<Option<String>> = if *n == 0 {
+            vec![None]
+        } else {
+            (0..*n).map(|t| Some(format!("t{}-{i}", 9 - t))).collect()
+        };
+        let blobs = [desc(&layer)];
+        for tag in &tags {
+            s.put_manifest(&NewManifest {
+                tag: tag.as_deref(),
+                ..image(&m, &blobs)
+            })
+            .await
+            .unwrap();
+        }
+    }
+    for filter in [TagFilter::Any, TagFilter::Tagged, TagFilter::Untagged] {
+        // The oracle: every image with all its tags, flattened.
+        let all = s.list_images(repo("r"), None, filter, 100).await.unwrap();
+        let expected: Vec<(String, Option<String>)> = all
+            .iter()
+            .flat_map(|img| {
+                if img.tags.is_empty() {
+                    vec![(img.digest.clone(), None)]
+                } else {
+                    img.tags
+                        .iter()
+                        .map(|t| (img.digest.clone(), Some(t.clone())))
+                        .collect()
+                }
+            })
+            .collect();
+        assert!(!expected.is_empty());
+        for limit in 1..=4 {
+            let mut walked = Vec::new();
+            let mut after: Option<ImageIdRow> = None;
+            loop {
+                let page = s
+                    .list_image_ids(repo("r"), after.as_ref(), filter, limit)
+                    .await
+                    .unwrap();
+                assert!(page.len() as i64 <= limit);
+                walked.extend(
+                    page.iter()
+                        .map(|e| (e.digest.clone(), e.tag.as_ref().map(|t| t.1.clone()))),
+                );
+                if (page.len() as i64) < limit {
+                    break;
+                }
+                after = page.last().cloned();
+            }
+            assert_eq!(walked, expected, "{filter:?}, pages of {limit}");
+        }
+    }
+}
+
 crate::metadata::testing::on_both_engines!(
+    image_id_pages_walk_every_tag_once_in_order,
     migrate_is_idempotent_and_repos_list_in_byte_order_per_registry,
     blobs_are_visible_per_repository_and_mountable,
     manifests_tags_immutability_referrers_and_images,

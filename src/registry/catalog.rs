@@ -8,7 +8,7 @@
 use super::Registry;
 use crate::digest::Digest;
 use crate::metadata::{
-    ImageRow, LifecyclePolicyRow, MetaError, PreviewRow, Repo, RepositoryRow, TagFilter,
+    ImageIdRow, ImageRow, LifecyclePolicyRow, MetaError, PreviewRow, Repo, RepositoryRow, TagFilter,
 };
 
 type MetaResult<T> = std::result::Result<T, MetaError>;
@@ -33,6 +33,17 @@ impl Registry {
         limit: i64,
     ) -> MetaResult<Vec<ImageRow>> {
         self.meta.list_images(repo, after, filter, limit).await
+    }
+
+    /// A page of `repo`'s image ids (one per tag) in listing order, after `after`.
+    pub async fn list_image_ids(
+        &self,
+        repo: Repo<'_>,
+        after: Option<&ImageIdRow>,
+        filter: TagFilter,
+        limit: i64,
+    ) -> MetaResult<Vec<ImageIdRow>> {
+        self.meta.list_image_ids(repo, after, filter, limit).await
     }
 
     /// The size of `digest` if `repo` may see it.

@@ -21,7 +21,8 @@ use crate::storage::{BlobStore, ByteStream, StorageError};
 
 // The values the faces see of the stores, so that they need not import them.
 pub use crate::metadata::{
-    ImageRow, LifecyclePolicyRow, MetaError, PreviewRow, Repo, RepositoryRow, TagFilter, now_millis,
+    ImageIdRow, ImageRow, LifecyclePolicyRow, MetaError, PreviewRow, Repo, RepositoryRow,
+    TagFilter, now_millis,
 };
 pub use crate::storage::ByteRange;
 

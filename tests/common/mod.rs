@@ -164,7 +164,7 @@ impl Deployment {
             endpoint: service("BERTH_TEST_S3_ENDPOINT"),
             bucket: service("BERTH_TEST_S3_BUCKET"),
             path_style: true,
-            signer: berth::auth::sigv4::S3Signer {
+            signer: berth::sigv4::S3Signer {
                 access_key_id: service("BERTH_TEST_S3_ACCESS_KEY"),
                 secret_access_key: service("BERTH_TEST_S3_SECRET_KEY"),
                 session_token: None,
@@ -582,7 +582,7 @@ pub fn ecr_headers(
     h.insert("host", s.addr.parse().unwrap());
     h.insert(
         "x-amz-date",
-        berth::auth::sigv4::format_amz_date(now).parse().unwrap(),
+        berth::sigv4::format_amz_date(now).parse().unwrap(),
     );
     h.insert(
         "x-amz-target",
@@ -594,7 +594,7 @@ pub fn ecr_headers(
         "content-type",
         "application/x-amz-json-1.1".parse().unwrap(),
     );
-    let auth = berth::auth::sigv4::sign(
+    let auth = berth::sigv4::sign(
         "POST",
         &axum::http::Uri::from_static("/"),
         &h,

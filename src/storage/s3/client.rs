@@ -1,5 +1,5 @@
 //! A small S3 client: exactly the calls the S3 blob store makes, signed with
-//! SigV4 (`auth::sigv4::S3Signer`), over reqwest. Endpoint, region and
+//! SigV4 (`sigv4::S3Signer`), over reqwest. Endpoint, region and
 //! credentials come from where every AWS tool reads them ([`S3Settings::from_env`]).
 
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
 
-use crate::auth::sigv4::{S3Signer, format_amz_date, s3_encode_path};
+use crate::sigv4::{S3Signer, format_amz_date, s3_encode_path};
 
 /// Where and as whom to talk to S3.
 #[derive(Clone, Debug)]
@@ -232,7 +232,7 @@ impl S3Client {
         body: Body,
     ) -> Result<reqwest::Response, S3Error> {
         let (base, host, path) = self.location(key);
-        let now = crate::metadata::now_millis() / 1000;
+        let now = unix_secs();
         let amz_date = format_amz_date(now);
         let payload_hash = match &body {
             Body::Empty => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"")),
@@ -266,12 +266,12 @@ impl S3Client {
             .iter()
             .map(|(k, v)| {
                 if v.is_empty() && (k == "uploads" || k == "delete") {
-                    crate::auth::sigv4::s3_encode_query(k)
+                    crate::sigv4::s3_encode_query(k)
                 } else {
                     format!(
                         "{}={}",
-                        crate::auth::sigv4::s3_encode_query(k),
-                        crate::auth::sigv4::s3_encode_query(v)
+                        crate::sigv4::s3_encode_query(k),
+                        crate::sigv4::s3_encode_query(v)
                     )
                 }
             })
@@ -600,7 +600,7 @@ impl S3Client {
     /// A presigned `GET` URL of `key`, valid for `expires_secs`.
     pub fn presigned_get(&self, key: &str, expires_secs: u64) -> String {
         let (base, host, path) = self.location(key);
-        let now = crate::metadata::now_millis() / 1000;
+        let now = unix_secs();
         let q = self
             .settings
             .signer
@@ -663,6 +663,14 @@ fn xml_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// Seconds since the Unix epoch, for request dates and presigned URLs.
+fn unix_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

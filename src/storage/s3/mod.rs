@@ -622,7 +622,7 @@ pub(crate) fn test_client() -> S3Client {
         endpoint: need("BERTH_TEST_S3_ENDPOINT"),
         bucket: need("BERTH_TEST_S3_BUCKET"),
         path_style: true,
-        signer: crate::auth::sigv4::S3Signer {
+        signer: crate::sigv4::S3Signer {
             access_key_id: need("BERTH_TEST_S3_ACCESS_KEY"),
             secret_access_key: need("BERTH_TEST_S3_SECRET_KEY"),
             session_token: None,

@@ -1,6 +1,8 @@
 //! AWS Signature Version 4 (`AWS4-HMAC-SHA256` in the `Authorization`
-//! header), as the ECR API face receives it from botocore, the AWS CLI and the
-//! other SDKs.
+//! header), both ways: as the ECR API receives it from botocore, the AWS CLI
+//! and the other SDKs (verified by `auth`), and as Berth signs its own
+//! requests to S3 ([`S3Signer`], used by `storage::s3`). The algorithm only:
+//! no I/O and no state, so it sits at the bottom of the layers.
 //!
 //! This module owns:
 //! - [`parse`]: reading `Authorization`, `X-Amz-Date` and
@@ -1343,7 +1345,7 @@ mod tests {
 
     fn botocore_vectors() -> Vec<Vector> {
         let doc: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/sigv4/botocore_vectors.json"
+            "../tests/fixtures/sigv4/botocore_vectors.json"
         ))
         .unwrap();
         let text = |v: &serde_json::Value, key: &str| v[key].as_str().unwrap().to_owned();
