@@ -3,6 +3,7 @@
 //! HTTP/1.1 over TCP for the tests that need to control every byte ([`raw`]).
 #![allow(dead_code)]
 
+pub mod image;
 pub mod proxy;
 pub mod raw;
 
@@ -537,31 +538,16 @@ impl Drop for Server {
 
 /// Push `bytes` as a blob of `repo` in one request (an open registry); its digest.
 pub async fn push_blob(c: &reqwest::Client, s: &Server, repo: &str, bytes: &[u8]) -> String {
-    let d = sha256(bytes);
-    let r = c
-        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-        .body(bytes.to_vec())
-        .send()
+    image::push_blob_at(c, &s.url(""), repo, bytes)
         .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        reqwest::StatusCode::CREATED,
-        "{:?}",
-        r.text().await
-    );
-    d
+        .unwrap()
 }
 
 /// The bytes of blob `digest` of `repo` (an open registry).
 pub async fn pull_blob(c: &reqwest::Client, s: &Server, repo: &str, digest: &str) -> Vec<u8> {
-    let r = c
-        .get(s.url(&format!("/v2/{repo}/blobs/{digest}")))
-        .send()
+    image::pull_blob_at(c, &s.url(""), repo, digest)
         .await
-        .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::OK);
-    r.bytes().await.unwrap().to_vec()
+        .unwrap()
 }
 
 /// Headers of a `POST /` for ECR operation `op` with `body`, signed with
