@@ -100,7 +100,8 @@ impl Worker {
                 Ok(Some(job)) => {
                     let me = me.clone();
                     use tracing::Instrument;
-                    let span = tracing::info_span!("job", id = %job.id, kind = %job.kind);
+                    // ERROR level: recorded under any filter, as the request span.
+                    let span = tracing::error_span!("job", id = %job.id, kind = %job.kind);
                     tokio::spawn(
                         async move {
                             me.execute(job).await;

@@ -221,7 +221,10 @@ async fn observe_requests(
     let route = Route::label(req.uri().path());
     let method = method_label(req.method());
     let start = Instant::now();
-    let span = tracing::info_span!("request", id = %id.0, method, route);
+    // At ERROR level so that the span exists under any log filter (a span
+    // disabled by `BERTH_LOG=warn` would leave the warnings without their
+    // request id); a span's level only decides whether it is recorded.
+    let span = tracing::error_span!("request", id = %id.0, method, route);
     let mut resp = next.run(req).instrument(span.clone()).await;
     // An ECR call is labelled with its operation (set by the ECR face).
     let route = resp
