@@ -43,9 +43,12 @@ mkdir -p "$BASE/s3"
 cat >"$BASE/s3/identities.json" <<JSON
 {"identities":[{"name":"berth","credentials":[{"accessKey":"$S3KEY","secretKey":"$S3SECRET"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
-(cd "$BASE/s3" && setsid weed mini -dir="$BASE/s3/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+# `exec`: the recorded pid is weed's own (and, by setsid, its process group's),
+# not a shell's that would survive it; its output goes to the log, not ours.
+(cd "$BASE/s3" && exec setsid weed mini -dir="$BASE/s3/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.telemetry=false -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
-    -s3.port=$S3PORT -s3.config="$BASE/s3/identities.json" >"$BASE/s3/weed.log" 2>&1 & echo $! >"$BASE/s3/pid")
+    -s3.port=$S3PORT -s3.config="$BASE/s3/identities.json" </dev/null >"$BASE/s3/weed.log" 2>&1) &
+echo $! >"$BASE/s3/pid"
 for _ in $(seq 100); do
     curl -s -o /dev/null "http://127.0.0.1:$S3PORT/" && break
     sleep 0.1

@@ -8,5 +8,10 @@ OUT=${BERTH_TEST_SERVICES:-$ROOT/target/test-services.env}
 . "$OUT"
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$BERTH_TEST_SERVICES_DIR/pg/data" -m fast stop >/dev/null 2>&1
-[ -f "$BERTH_TEST_SERVICES_DIR/s3/pid" ] && kill "$(cat "$BERTH_TEST_SERVICES_DIR/s3/pid")" 2>/dev/null
+if [ -f "$BERTH_TEST_SERVICES_DIR/s3/pid" ]; then
+  pid=$(cat "$BERTH_TEST_SERVICES_DIR/s3/pid")
+  # weed leads its own process group (setsid): stop the group, then wait for it.
+  kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+fi
 rm -rf "$BERTH_TEST_SERVICES_DIR" "$OUT"
