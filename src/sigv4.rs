@@ -818,15 +818,7 @@ fn canonical_uri(path: &str) -> String {
     if path.ends_with('/') && !segments.is_empty() {
         normalised.push('/');
     }
-    let mut out = String::with_capacity(normalised.len());
-    for b in normalised.bytes() {
-        if b == b'/' {
-            out.push('/');
-        } else {
-            push_encoded(&mut out, b);
-        }
-    }
-    out
+    s3_encode_path(&normalised)
 }
 
 /// Decode each `key=value` of the wire query, re-encode both with the

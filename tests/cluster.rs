@@ -10,11 +10,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::image::{OCI_MANIFEST, manifest};
 use common::{Deployment, Server, ecr, registry_token, sha256};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Deterministic bytes, different for every `seed`.
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -151,20 +150,6 @@ impl V2<'_> {
         }
         digests
     }
-}
-
-fn manifest(config: &[u8], layers: &[Vec<u8>]) -> Vec<u8> {
-    json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": sha256(config), "size": config.len() },
-        "layers": layers.iter().map(|l| json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": sha256(l), "size": l.len() })).collect::<Vec<_>>(),
-    })
-    .to_string()
-    .into_bytes()
 }
 
 #[tokio::test]
@@ -449,22 +434,15 @@ async fn outages_of_postgres_and_s3_answer_503_and_heal() {
     let r = v2.get("/v2/app/manifests/v1").await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.text().await.unwrap().contains("UNAVAILABLE"));
-    let body = json!({ "repositoryName": "app" }).to_string().into_bytes();
-    let r = http()
-        .post(node.url("/"))
-        .headers(common::ecr_headers(
-            &node,
-            "DescribeImages",
-            &body,
-            common::ROOT_KEY_ID,
-            common::ROOT_SECRET,
-        ))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let v: Value = r.json().await.unwrap();
+    let (status, v) = common::ecr_call(
+        &node,
+        common::ROOT_KEY_ID,
+        common::ROOT_SECRET,
+        "DescribeImages",
+        json!({ "repositoryName": "app" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(v["__type"], "ServiceUnavailableException", "{v}");
     pg.restore();
     let deadline = Instant::now() + Duration::from_secs(30);

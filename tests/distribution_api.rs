@@ -1193,25 +1193,7 @@ async fn a_full_metadata_database_is_507_on_the_ecr_api_too() {
     fill_disk(&filler);
     let call = |op: &'static str, body: Value| {
         let s = &s;
-        async move {
-            let body = body.to_string().into_bytes();
-            let r = client()
-                .post(s.url("/"))
-                .headers(common::ecr_headers(
-                    s,
-                    op,
-                    &body,
-                    common::ROOT_KEY_ID,
-                    common::ROOT_SECRET,
-                ))
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            let v: Value = r.json().await.unwrap();
-            (status, v)
-        }
+        async move { common::ecr_call(s, common::ROOT_KEY_ID, common::ROOT_SECRET, op, body).await }
     };
     let arn = format!(
         "arn:aws:ecr:us-east-1:{}:repository/before",

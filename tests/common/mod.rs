@@ -629,8 +629,24 @@ pub async fn ecr_as(
     op: &str,
     body: serde_json::Value,
 ) -> serde_json::Value {
+    let (status, v) = ecr_call(s, key, secret, op, body).await;
+    assert!(status.is_success(), "{op}: {status} {v}");
+    v
+}
+
+/// An ECR call signed with `key`, whatever it answers: the status and the JSON body.
+pub async fn ecr_call(
+    s: &Server,
+    key: &str,
+    secret: &str,
+    op: &str,
+    body: serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
     let body = body.to_string().into_bytes();
-    let r = reqwest::Client::new()
+    let r = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
         .post(s.url("/"))
         .headers(ecr_headers(s, op, &body, key, secret))
         .body(body)
@@ -638,9 +654,7 @@ pub async fn ecr_as(
         .await
         .unwrap();
     let status = r.status();
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert!(status.is_success(), "{op}: {status} {v}");
-    v
+    (status, r.json().await.unwrap())
 }
 
 /// A registry token (the `docker login` password) of the root of [`ACCOUNT`].
