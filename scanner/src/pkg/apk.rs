@@ -1,0 +1,1 @@
+//! apk package database parser (stub).

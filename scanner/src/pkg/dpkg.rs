@@ -1,0 +1,1 @@
+//! dpkg package database parser (stub).

@@ -1,0 +1,1 @@
+//! rpm package database parser (stub).
