@@ -81,9 +81,8 @@ fn read_strings(
         }
         let big = flags & 1 != 0;
         let version_ptr = read_uint(&data[16..], ptr_size, big).ok_or_else(|| bad("truncated"))?;
-        let modinfo_ptr =
-            read_uint(data.get(16 + ptr_size..).unwrap_or(&[]), ptr_size, big)
-                .ok_or_else(|| bad("truncated"))?;
+        let modinfo_ptr = read_uint(data.get(16 + ptr_size..).unwrap_or(&[]), ptr_size, big)
+            .ok_or_else(|| bad("truncated"))?;
         let version = read_go_string(file, version_ptr, ptr_size, big)
             .ok_or_else(|| bad("unreadable version pointer"))?;
         let modinfo = read_go_string(file, modinfo_ptr, ptr_size, big).unwrap_or_default();
@@ -305,7 +304,9 @@ pub(super) mod tests {
     }
 
     fn nv(p: &[Package]) -> Vec<String> {
-        p.iter().map(|p| format!("{}@{}", p.name, p.version)).collect()
+        p.iter()
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect()
     }
 
     const MODINFO: &str = "path\texample.com/app/cmd/app\nmod\texample.com/app\tv1.4.0\th1:x=\ndep\tgolang.org/x/net\tv0.17.0\th1:y=\ndep\tgithub.com/old/pkg\tv1.0.0\th1:z=\n=>\tgithub.com/new/pkg\tv1.0.1\th1:w=\ndep\texample.com/local\tv0.0.0\n=>\t./local\t\nbuild\t-compiler=gc\n";
@@ -315,30 +316,56 @@ pub(super) mod tests {
         let p = packages("usr/bin/app", "go1.21.3", MODINFO);
         assert_eq!(
             nv(&p),
-            ["stdlib@v1.21.3", "example.com/app@v1.4.0", "golang.org/x/net@v0.17.0", "github.com/new/pkg@v1.0.1"]
+            [
+                "stdlib@v1.21.3",
+                "example.com/app@v1.4.0",
+                "golang.org/x/net@v0.17.0",
+                "github.com/new/pkg@v1.0.1"
+            ]
         );
-        assert!(p.iter().all(|p| p.kind == PackageKind::Go && p.path == "usr/bin/app"));
+        assert!(
+            p.iter()
+                .all(|p| p.kind == PackageKind::Go && p.path == "usr/bin/app")
+        );
         // Experiments after the version; devel toolchains have no stdlib.
-        assert_eq!(nv(&packages("a", "go1.22.0 X:boringcrypto", "")), ["stdlib@v1.22.0"]);
+        assert_eq!(
+            nv(&packages("a", "go1.22.0 X:boringcrypto", "")),
+            ["stdlib@v1.22.0"]
+        );
         assert!(packages("a", "devel go1.23-abc", "").is_empty());
     }
 
     #[test]
     fn devel_main_module() {
         let m = "path\tx/cmd\nmod\tx\t(devel)\t\nbuild\t-ldflags=\"-s -w -X x/pkg/version.ver=0.76.0\"\n";
-        assert_eq!(nv(&packages("a", "go1.21.0", m)), ["stdlib@v1.21.0", "x@0.76.0"]);
+        assert_eq!(
+            nv(&packages("a", "go1.21.0", m)),
+            ["stdlib@v1.21.0", "x@0.76.0"]
+        );
         let m = "path\tx/cmd\nmod\tx\t(devel)\t\nbuild\t-ldflags=-X main.commit=abc -X=main.Version=v2.1.0-rc.1\n";
-        assert_eq!(nv(&packages("a", "go1.21.0", m)), ["stdlib@v1.21.0", "x@v2.1.0-rc.1"]);
+        assert_eq!(
+            nv(&packages("a", "go1.21.0", m)),
+            ["stdlib@v1.21.0", "x@v2.1.0-rc.1"]
+        );
         let m = "path\tx/cmd\nmod\tx\t(devel)\t\nbuild\t-ldflags=-X main.version=dev\n";
         assert_eq!(nv(&packages("a", "go1.21.0", m)), ["stdlib@v1.21.0"]);
     }
 
     #[test]
     fn semver() {
-        for ok in ["v1.2.3", "1.2.3", "v1", "v1.2", "v1.2.3-rc.1+meta", "0.76.0"] {
+        for ok in [
+            "v1.2.3",
+            "1.2.3",
+            "v1",
+            "v1.2",
+            "v1.2.3-rc.1+meta",
+            "0.76.0",
+        ] {
             assert!(is_semver(ok), "{ok}");
         }
-        for bad in ["dev", "v1.2.3.4", "v01.2.3", "v1.2-rc1", "", "v1.2.3-", "v1..2"] {
+        for bad in [
+            "dev", "v1.2.3.4", "v01.2.3", "v1.2-rc1", "", "v1.2.3-", "v1..2",
+        ] {
             assert!(!is_semver(bad), "{bad}");
         }
     }
@@ -346,13 +373,17 @@ pub(super) mod tests {
     #[test]
     fn inline_strings_and_sentinels() {
         let blob = inline_blob("go1.21.3", &wrap_modinfo(MODINFO));
-        let file_bytes = crate::pkg::lang::tests_support::elf_with_sections(&[(".go.buildinfo", &blob)]);
+        let file_bytes =
+            crate::pkg::lang::tests_support::elf_with_sections(&[(".go.buildinfo", &blob)]);
         let file = object::File::parse(&*file_bytes).unwrap();
         let p = parse_binary("usr/bin/app", &file_bytes, &file).unwrap();
         assert_eq!(p.len(), 4);
         // Truncated strings are errors, not panics.
         for cut in [HEADER - 1, HEADER + 3, blob.len() - 1] {
-            let short = crate::pkg::lang::tests_support::elf_with_sections(&[(".go.buildinfo", &blob[..cut])]);
+            let short = crate::pkg::lang::tests_support::elf_with_sections(&[(
+                ".go.buildinfo",
+                &blob[..cut],
+            )]);
             let file = object::File::parse(&*short).unwrap();
             assert!(parse_binary("a", &short, &file).is_err(), "cut at {cut}");
         }
@@ -360,12 +391,18 @@ pub(super) mod tests {
         let blob = inline_blob("go1.21.3", MODINFO.as_bytes());
         let b = crate::pkg::lang::tests_support::elf_with_sections(&[(".go.buildinfo", &blob)]);
         let file = object::File::parse(&*b).unwrap();
-        assert_eq!(nv(&parse_binary("a", &b, &file).unwrap()), ["stdlib@v1.21.3"]);
+        assert_eq!(
+            nv(&parse_binary("a", &b, &file).unwrap()),
+            ["stdlib@v1.21.3"]
+        );
     }
 
     #[test]
     fn varints() {
-        assert_eq!(varint_string(&[2, b'a', b'b', b'c']), Some((&b"ab"[..], &b"c"[..])));
+        assert_eq!(
+            varint_string(&[2, b'a', b'b', b'c']),
+            Some((&b"ab"[..], &b"c"[..]))
+        );
         assert_eq!(varint_string(&[0xff; 20]), None);
         assert_eq!(varint_string(&[5, b'a']), None);
         assert_eq!(varint_string(&[]), None);

@@ -70,10 +70,7 @@ fn is_java_archive(path: &str) -> bool {
 
 /// Whether `path` has a directory segment equal to `segment`.
 fn has_dir_segment(path: &str, segment: &str) -> bool {
-    path.split('/')
-        .rev()
-        .skip(1)
-        .any(|s| s == segment)
+    path.split('/').rev().skip(1).any(|s| s == segment)
 }
 
 /// Whether the walker keeps `path` for a language parser. Cheap: suffix and
@@ -238,7 +235,10 @@ mod tests {
         assert_eq!(parse("usr/bin/script", b"#!/bin/sh\necho hi\n"), Ok(vec![]));
         assert_eq!(parse("usr/bin/empty", b""), Ok(vec![]));
         // ELF magic, garbage after it.
-        assert_eq!(parse("usr/bin/bad", b"\x7fELF\x02\x01\x01garbage"), Ok(vec![]));
+        assert_eq!(
+            parse("usr/bin/bad", b"\x7fELF\x02\x01\x01garbage"),
+            Ok(vec![])
+        );
     }
 }
 
