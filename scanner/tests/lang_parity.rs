@@ -254,6 +254,41 @@ fn python_site_packages() {
     );
     let n = compare("python", Path::new(&site), &[], &[]);
     assert!(n > 0);
+    // pip's own view of the same directory, names PEP 503-normalised.
+    let listed = command_line(
+        "python3",
+        &["-m", "pip", "list", "--format", "json", "--path", &site],
+        "python3-pip",
+    );
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    let pip: BTreeSet<(String, String)> = listed
+        .iter()
+        .map(|p| {
+            let name = p["name"].as_str().unwrap_or("");
+            (
+                lang::normalize_pypi(name),
+                p["version"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let mine: BTreeSet<(String, String)> = ours(Path::new(&site))
+        .into_iter()
+        .filter(|k| k.0 == PackageKind::Python)
+        .map(|k| (lang::normalize_pypi(&k.1), k.2))
+        .collect();
+    assert_eq!(mine, pip, "ours vs pip list");
+    eprintln!("python: pip list agrees on {} packages", pip.len());
+}
+
+#[test]
+fn debian_python() {
+    // Debian's python3-* packages: mostly `*.egg-info` directories.
+    compare(
+        "dist-packages",
+        Path::new("/usr/lib/python3/dist-packages"),
+        &[],
+        &[],
+    );
 }
 
 #[test]
@@ -291,6 +326,49 @@ fn go_binaries() {
     );
     let n = compare("go", dir, &[], &[]);
     assert!(n > 100, "expected Trivy's own modules, got {n}");
+}
+
+#[test]
+fn go_built_here() {
+    // A module replaced by a local directory, and a `(devel)` main module
+    // whose version comes from `-X main.version=`.
+    let t = TempDir::new("gobuild");
+    t.write("dep/go.mod", b"module example.com/dep\ngo 1.19\n", 0o644);
+    t.write(
+        "dep/dep.go",
+        b"package dep\nfunc Hello() string { return \"hi\" }\n",
+        0o644,
+    );
+    t.write(
+        "app/go.mod",
+        b"module example.com/app\ngo 1.19\nrequire example.com/dep v1.2.3\nreplace example.com/dep v1.2.3 => ../dep\n",
+        0o644,
+    );
+    t.write(
+        "app/main.go",
+        b"package main\nimport (\"fmt\"; \"example.com/dep\")\nvar version = \"dev\"\nfunc main() { fmt.Println(dep.Hello(), version) }\n",
+        0o644,
+    );
+    let st = Command::new("go")
+        .args([
+            "build",
+            "-ldflags",
+            "-X main.version=1.4.2",
+            "-o",
+            "../out/app",
+            ".",
+        ])
+        .current_dir(t.0.join("app"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOCACHE", t.0.join("cache"))
+        .env("GOPATH", t.0.join("gopath"))
+        .status()
+        .expect("go not found: apt-get install golang-go");
+    assert!(st.success(), "go build failed");
+    // Trivy also lists the local replacement `../dep` with no version,
+    // which nothing can match; we skip it.
+    compare("go build", &t.0.join("out"), &[], &["Go ../dep@ app"]);
 }
 
 #[test]
