@@ -422,6 +422,18 @@ fn elf_with_section(name: &str, data: &[u8]) -> Vec<u8> {
     obj.write().unwrap()
 }
 
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in entries {
+        w.start_file(*name, opts).unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
 fn zlib(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
@@ -497,6 +509,39 @@ fn crafted_tree() {
         &gemspec,
         0o644,
     );
+    // Java: a Spring-Boot-style jar in a war, a jar named after its own
+    // pom.properties, one described only by its manifest (which Trivy
+    // resolves only through its SHA-1 index: nothing), shaded copies.
+    let pom = |g: &str, a: &str, v: &str| format!("groupId={g}\nartifactId={a}\nversion={v}\n");
+    let lib = zip_of(&[(
+        "META-INF/maven/org.x/lib/pom.properties",
+        pom("org.x", "lib", "1.0").as_bytes(),
+    )]);
+    let shaded = zip_of(&[
+        (
+            "META-INF/maven/org.y/outer/pom.properties",
+            pom("org.y", "outer", "2.0").as_bytes(),
+        ),
+        (
+            "META-INF/maven/com.google.guava/guava/pom.properties",
+            pom("com.google.guava", "guava", "31.1-jre").as_bytes(),
+        ),
+    ]);
+    let boot = zip_of(&[
+        ("BOOT-INF/lib/lib-1.0.jar", &lib),
+        ("BOOT-INF/lib/outer-2.0.jar", &shaded),
+    ]);
+    let war = zip_of(&[
+        ("WEB-INF/lib/boot.jar", &boot),
+        ("WEB-INF/classes/a.class", b"\xca\xfe"),
+    ]);
+    t.write("opt/app/app.war", &war, 0o644);
+    t.write("opt/app/outer-2.0.jar", &shaded, 0o644);
+    let manifest_only = zip_of(&[(
+        "META-INF/MANIFEST.MF",
+        b"Manifest-Version: 1.0\nImplementation-Vendor-Id: org.z\nImplementation-Title: z\nImplementation-Version: 3.0\n",
+    )]);
+    t.write("opt/app/z-3.0.jar", &manifest_only, 0o644);
     let n = compare("crafted", &t.0, &[], &[]);
     assert!(n > 100, "{n}");
 }

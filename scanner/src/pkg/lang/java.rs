@@ -1,6 +1,7 @@
 //! Java archives (`*.jar`, `*.war`, `*.ear`, `*.par`), read in memory:
 //! every `pom.properties` (`META-INF/maven/<g>/<a>/`; → `group:artifact`)
-//! and nested archives (`WEB-INF/lib`, `BOOT-INF/lib`, …) recursively.
+//! and nested archives (`WEB-INF/lib`, `BOOT-INF/lib`, …) recursively, their
+//! packages at the nested path (`app.war/WEB-INF/lib/x-1.0.jar`), as Trivy.
 //!
 //! Trivy resolves an archive without a `pom.properties` of its own through
 //! its Java DB (a SHA-1 → GAV index, ~1 GB): a `MANIFEST.MF` group/artifact
@@ -101,10 +102,10 @@ pub(super) fn parse_archive(path: &str, bytes: &[u8]) -> Result<Vec<Package>, La
     let mut budget = Budget::default();
     let mut out = Vec::new();
     parse_nested(path, bytes, 0, &mut budget, &mut out)?;
-    // One archive may state the same artifact twice (pom.properties and
-    // a nested copy); report it once.
+    // One archive may state the same artifact twice at one path (two
+    // pom.properties copies); report it once.
     let mut seen = std::collections::HashSet::new();
-    out.retain(|p| seen.insert((p.name.clone(), p.version.clone())));
+    out.retain(|p| seen.insert((p.name.clone(), p.version.clone(), p.path.clone())));
     Ok(out)
 }
 
@@ -139,13 +140,36 @@ fn parse_nested(
                 out.push(package(PackageKind::Maven, &format!("{g}:{a}"), &v, path));
             }
         } else if is_nested_archive(&name) && depth < MAX_DEPTH {
+            // Packages of a nested archive are reported at its path inside
+            // this one (`app.war/WEB-INF/lib/x.jar`), as Trivy does; an
+            // entry name climbing out (`../x.jar`) is skipped.
+            let Some(inner_path) = join_entry(path, &name) else {
+                continue;
+            };
             let Some(inner) = read_index(path, &mut zip, i, MAX_NESTED_ARCHIVE, budget)? else {
                 continue;
             };
-            parse_nested(path, &inner, depth + 1, budget, out)?;
+            parse_nested(&inner_path, &inner, depth + 1, budget, out)?;
         }
     }
     Ok(())
+}
+
+/// `outer/entry`, the entry's `.` and empty segments dropped; `None` when
+/// it has a `..` segment.
+fn join_entry(outer: &str, entry: &str) -> Option<String> {
+    let mut out = outer.to_string();
+    for seg in entry.split(['/', '\\']) {
+        match seg {
+            "" | "." => {}
+            ".." => return None,
+            s => {
+                out.push('/');
+                out.push_str(s);
+            }
+        }
+    }
+    Some(out)
 }
 
 /// Archives Trivy looks into inside an archive (not `.par`).
@@ -248,7 +272,20 @@ pub(super) mod tests {
         ]);
         let p = parse_archive("app.war", &war).unwrap();
         assert_eq!(names(&p), ["org.x:lib@1.0", "org.y:deep@2"]);
-        assert!(p.iter().all(|p| p.path == "app.war"));
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "app.war/WEB-INF/lib/lib-1.0.jar",
+                "app.war/WEB-INF/lib/mid.jar/lib/deep-2.jar"
+            ]
+        );
+        let evil = make_zip(&[("../../lib-1.0.jar", &inner)]);
+        assert_eq!(parse_archive("app.war", &evil).unwrap(), vec![]);
+        assert_eq!(
+            join_entry("a.war", "./x//y.jar").as_deref(),
+            Some("a.war/x/y.jar")
+        );
     }
 
     #[test]
