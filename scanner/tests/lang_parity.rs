@@ -199,8 +199,14 @@ fn trivy(root: &Path) -> BTreeSet<Key> {
 /// differences explained in the module docs (only-ours, only-Trivy).
 fn compare(label: &str, root: &Path, known_ours: &[&str], known_trivy: &[&str]) -> usize {
     assert!(root.is_dir(), "{label}: {} is missing", root.display());
+    let started = std::time::Instant::now();
     let ours = ours(root);
+    let ours_time = started.elapsed();
     let theirs = trivy(root);
+    eprintln!(
+        "{label}: ours {ours_time:.2?} (debug build), Trivy {:.2?}",
+        started.elapsed() - ours_time
+    );
     let only_ours: Vec<&Key> = ours.difference(&theirs).collect();
     let only_theirs: Vec<&Key> = theirs.difference(&ours).collect();
     eprintln!(
