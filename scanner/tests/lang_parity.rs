@@ -68,8 +68,15 @@ fn ours(root: &Path) -> BTreeSet<Key> {
     out
 }
 
+/// Trivy's cache directory with the empty Java DB, made once per process
+/// (and reused by later runs: its contents never change).
 fn trivy_cache() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("berth-lang-parity-trivy-{}", std::process::id()));
+    static CACHE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CACHE.get_or_init(make_trivy_cache).clone()
+}
+
+fn make_trivy_cache() -> PathBuf {
+    let dir = std::env::temp_dir().join("berth-lang-parity-trivy");
     let db = dir.join("java-db");
     if db.join("metadata.json").exists() {
         return dir;
