@@ -540,3 +540,113 @@ fn rpm_matches_rpm_vercmp() {
     let out = run("rpm", &["--eval", RPM_LUA], &input, "the `rpm` package");
     assert_eq!(check(Scheme::Rpm, &pairs, &out), 6001);
 }
+
+// ---------------------------------------------------------------- Maven
+
+const MAVEN_SEEDS: &[&str] = &[
+    "1.0",
+    "1.0.0",
+    "2.13.4.2",
+    "1.2-SNAPSHOT",
+    "3.0.0-M5",
+    "5.3.27.RELEASE",
+    "2.0.0.Final",
+    "4.1.94.Final",
+    "1.0-alpha-1",
+    "1.0-beta2",
+    "1.0-rc1",
+    "1.0.RC2",
+    "1.0-CR1",
+    "31.1-jre",
+    "32.0.0-android",
+    "1.0-sp1",
+    "9.4.51.v20230217",
+    "1.70",
+    "2.0.0-ga",
+    "1.0.0-20230101.123456-1",
+    "7",
+    "1-1",
+    "1.0.0-alpha.beta",
+    "0.9.9-m1",
+    "1.0a1",
+];
+
+fn maven_mutate(rng: &mut Rng, v: &str) -> String {
+    match rng.below(8) {
+        0 | 1 => mutate_digits(rng, v),
+        2 | 3 => format!(
+            "{v}{}{}",
+            rng.pick(&[".", "-", "", "."]),
+            rng.pick(&[
+                "0", "1", "a", "b1", "m2", "rc", "cr3", "SNAPSHOT", "ga", "final", "release", "sp",
+                "sp2", "xyz", "RC1", "alpha", "0.0", "-", ".", "Final"
+            ])
+        ),
+        4 => v.replacen('.', "-", 1),
+        5 => v.replacen('-', ".", 1),
+        6 => match v.rfind(['.', '-']) {
+            Some(p) => v[..p].to_owned(),
+            None => format!("{v}.0"),
+        },
+        _ => v.to_lowercase(),
+    }
+}
+
+const MAVEN_JAVA: &str = r#"
+import java.io.*;
+import org.apache.maven.artifact.versioning.ComparableVersion;
+public class MavenOracle {
+    public static void main(String[] args) throws IOException {
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, "UTF-8"));
+        StringBuilder out = new StringBuilder();
+        String line;
+        while ((line = in.readLine()) != null) {
+            int tab = line.indexOf('\t');
+            int c = new ComparableVersion(line.substring(0, tab)).compareTo(new ComparableVersion(line.substring(tab + 1)));
+            out.append(c < 0 ? "<" : c > 0 ? ">" : "=").append('\n');
+        }
+        System.out.print(out);
+    }
+}
+"#;
+
+#[test]
+fn maven_matches_comparable_version() {
+    let jar = std::fs::read_dir("/usr/share/maven/lib")
+        .ok()
+        .and_then(|d| {
+            d.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("maven-artifact"))
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!("no /usr/share/maven/lib/maven-artifact-*.jar; install the `maven` package")
+        });
+    let dir = std::env::temp_dir().join(format!("berth-maven-oracle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let src = dir.join("MavenOracle.java");
+    std::fs::write(&src, MAVEN_JAVA).expect("write oracle source");
+    let mut rng = Rng(0x3a7e_5eed);
+    let pairs = pairs(
+        &mut rng,
+        4000,
+        |r| {
+            let v = r.pick(MAVEN_SEEDS).to_owned();
+            if r.chance(60) { maven_mutate(r, &v) } else { v }
+        },
+        maven_mutate,
+    );
+    let input: String = pairs.iter().map(|(a, b)| format!("{a}\t{b}\n")).collect();
+    let jar = jar.to_string_lossy().into_owned();
+    let src = src.to_string_lossy().into_owned();
+    let out = run(
+        "java",
+        &["-cp", &jar, &src],
+        &input,
+        "the `maven` package and a JRE (`default-jre-headless`)",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(check(Scheme::Maven, &pairs, &out), 4000);
+}
