@@ -650,3 +650,72 @@ fn maven_matches_comparable_version() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(check(Scheme::Maven, &pairs, &out), 4000);
 }
+
+// ---------------------------------------------------------------- RubyGems
+
+const GEM_SEEDS: &[&str] = &[
+    "1.0",
+    "7.0.4.3",
+    "2.7.0.beta1",
+    "1.13.10",
+    "3.2.0.rc1",
+    "0.9.9.pre",
+    "1.0.0-rc.1",
+    "5.0.0.racecar1",
+    "1.0a",
+    "2.0.0.pre.alpha",
+    "0",
+    "10.1",
+    "1.2.3.4.5",
+    "1.0-1",
+    "3.0.0-beta-2",
+];
+
+fn gem_mutate(rng: &mut Rng, v: &str) -> String {
+    match rng.below(7) {
+        0 | 1 => mutate_digits(rng, v),
+        2 | 3 => format!(
+            "{v}{}",
+            rng.pick(&[
+                ".0", ".1", ".a", ".pre", "a", ".rc1", "-1", "-pre", ".B", "b2", ".0.0", "-", ".",
+                " ", "_1", "--x"
+            ])
+        ),
+        4 => v.replacen('.', "-", 1),
+        5 => v.to_uppercase(),
+        _ => match v.rfind(['.', '-']) {
+            Some(p) => v[..p].to_owned(),
+            None => format!("{v}.0"),
+        },
+    }
+}
+
+const RUBY_GEMS: &str = r#"
+out = []
+STDIN.each_line do |line|
+  a, b = line.chomp("\n").split("\t", -1)
+  if Gem::Version.correct?(a) && Gem::Version.correct?(b)
+    out << ['<', '=', '>'][(Gem::Version.new(a) <=> Gem::Version.new(b)) + 1]
+  else
+    out << 'X'
+  end
+end
+STDOUT.write(out.join("\n") + "\n")
+"#;
+
+#[test]
+fn rubygems_matches_gem_version() {
+    let mut rng = Rng(0x9e35_5eed);
+    let pairs = pairs(
+        &mut rng,
+        4000,
+        |r| {
+            let v = r.pick(GEM_SEEDS).to_owned();
+            if r.chance(60) { gem_mutate(r, &v) } else { v }
+        },
+        gem_mutate,
+    );
+    let input: String = pairs.iter().map(|(a, b)| format!("{a}\t{b}\n")).collect();
+    let out = run("ruby", &["-e", RUBY_GEMS], &input, "the `ruby` package");
+    assert_eq!(check(Scheme::RubyGems, &pairs, &out), 4000);
+}
