@@ -223,6 +223,7 @@ fn dpkg_mutate(rng: &mut Rng, v: &str) -> String {
 
 #[test]
 fn dpkg_matches_dpkg_compare_versions() {
+    run("dpkg", &["--version"], "", "the `dpkg` package");
     let seeds: Vec<&str> = DPKG_SEEDS.lines().filter(|l| !l.is_empty()).collect();
     let mut rng = Rng(0x0d9c_5eed);
     let mut pairs = pairs(
@@ -271,12 +272,17 @@ fn semver_ident(rng: &mut Rng) -> String {
 }
 
 fn semver_draw(rng: &mut Rng) -> String {
-    let mut v = format!(
-        "{}.{}.{}",
-        semver_number(rng),
-        semver_number(rng),
-        semver_number(rng)
-    );
+    // Few distinct cores, so prereleases of the same core meet often.
+    let mut v = if rng.chance(70) {
+        rng.pick(&["1.0.0", "1.2.3", "0.0.1"]).to_owned()
+    } else {
+        format!(
+            "{}.{}.{}",
+            semver_number(rng),
+            semver_number(rng),
+            semver_number(rng)
+        )
+    };
     if rng.chance(2) {
         v = format!("{}.{}", semver_number(rng), semver_number(rng));
     }
@@ -295,7 +301,12 @@ fn semver_draw(rng: &mut Rng) -> String {
 }
 
 fn semver_mutate(rng: &mut Rng, v: &str) -> String {
-    match rng.below(5) {
+    match rng.below(7) {
+        5 | 6 => match v.rfind(['.', '-']) {
+            // Replace the last identifier (or patch number) by another.
+            Some(p) if v[..p].contains('-') => format!("{}{}", &v[..p + 1], semver_ident(rng)),
+            _ => format!("{v}-{}", semver_ident(rng)),
+        },
         0 | 1 => mutate_digits(rng, v),
         2 => match v.split_once('-') {
             Some((core, _)) => core.to_owned(),
@@ -352,11 +363,16 @@ fn pep440_draw(rng: &mut Rng) -> String {
     if rng.chance(4) {
         v.push_str(rng.pick(&["v", "V", " "]));
     }
-    let parts = 1 + rng.below(4);
-    let release: Vec<&str> = (0..parts)
-        .map(|_| rng.pick(&["0", "1", "2", "10", "00", "01", "3"]))
-        .collect();
-    v.push_str(&release.join("."));
+    if rng.chance(60) {
+        // Few distinct releases, so their pre/post/dev/local parts meet.
+        v.push_str(rng.pick(&["1.0", "1", "1.0.0", "2.0"]));
+    } else {
+        let parts = 1 + rng.below(4);
+        let release: Vec<&str> = (0..parts)
+            .map(|_| rng.pick(&["0", "1", "2", "10", "00", "01", "3"]))
+            .collect();
+        v.push_str(&release.join("."));
+    }
     let seps = ["", "", "", ".", "-", "_"];
     if rng.chance(40) {
         v.push_str(rng.pick(&seps));
