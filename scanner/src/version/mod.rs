@@ -110,6 +110,41 @@ mod tests {
     }
 
     #[test]
+    fn huge_hostile_inputs_stay_linear_and_never_panic() {
+        let schemes = [
+            Scheme::Dpkg,
+            Scheme::Rpm,
+            Scheme::Apk,
+            Scheme::Pep440,
+            Scheme::Semver,
+            Scheme::Go,
+            Scheme::Maven,
+            Scheme::RubyGems,
+        ];
+        let inputs = [
+            "1.".repeat(50_000) + "1",
+            "a1-".repeat(25_000),
+            "~".repeat(100_000),
+            "0".repeat(100_000),
+            "1.0_rc".repeat(15_000),
+            format!("1.0.0-{}", "a.".repeat(50_000)) + "a",
+            "é".repeat(50_000),
+        ];
+        let start = std::time::Instant::now();
+        for scheme in schemes {
+            for a in &inputs {
+                for b in &inputs {
+                    let _ = compare(scheme, a, b);
+                }
+                let _ = compare(scheme, a, "1.0");
+            }
+        }
+        // Generous for a debug build on a busy machine; quadratic behaviour
+        // on these sizes would take minutes.
+        assert!(start.elapsed().as_secs() < 60, "took {:?}", start.elapsed());
+    }
+
+    #[test]
     fn validity_follows_compare() {
         assert!(is_valid(Scheme::Dpkg, "1:2.3-4"));
         assert!(!is_valid(Scheme::Dpkg, "1.0-"));
