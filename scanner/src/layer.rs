@@ -143,6 +143,7 @@ pub fn scan_layer(
         limits,
         scan: LayerScan::default(),
         packages: 0,
+        kept: 0,
         headers: 0,
         ext: Extensions::default(),
         state: state.clone(),
@@ -294,8 +295,10 @@ impl From<io::Error> for WalkError {
     }
 }
 
-/// The largest GNU long name or PAX header read (PATH_MAX is 4 KiB).
+/// The largest GNU long name or PAX header read.
 const MAX_EXTENSION: u64 = 64 << 10;
+/// Longer names (past Linux's PATH_MAX) are never facts or whiteouts.
+const MAX_PATH: usize = 4096;
 
 /// GNU long name/link and PAX records seen for the next entry.
 #[derive(Default)]
@@ -328,6 +331,8 @@ struct Walker<'l> {
     limits: &'l Limits,
     scan: LayerScan,
     packages: u64,
+    /// Bytes of whiteout and symlink names kept.
+    kept: u64,
     /// Tar headers read, extension headers included.
     headers: u64,
     ext: Extensions,
@@ -456,7 +461,7 @@ impl Walker<'_> {
             ))));
         }
         // Names with `..` (or nothing but `/` and `.`) are never facts.
-        let Some(path) = normalise(&member.path) else {
+        let Some(path) = normalise(&member.path).filter(|p| p.len() <= MAX_PATH) else {
             return Ok(());
         };
         let (dir, name) = match path.rsplit_once('/') {
@@ -465,8 +470,10 @@ impl Walker<'_> {
         };
         if let Some(deleted) = name.strip_prefix(".wh.") {
             if deleted == ".wh..opq" {
+                self.keep(dir.len())?;
                 self.scan.opaque_dirs.push(dir.to_string());
             } else if !deleted.is_empty() && !deleted.starts_with(".wh.") && deleted != "." {
+                self.keep(path.len())?;
                 self.scan.whiteouts.push(join(dir, deleted));
             }
             return Ok(());
@@ -505,6 +512,7 @@ impl Walker<'_> {
                     .as_deref()
                     .map(|t| String::from_utf8_lossy(t).into_owned())
                     .unwrap_or_default();
+                self.keep(path.len() + target.len())?;
                 self.scan.facts.insert(path, Fact::Symlink { target });
                 Ok(())
             }
@@ -555,7 +563,8 @@ impl Walker<'_> {
                 }
                 match pkg::parse(&path, &bytes) {
                     Ok(packages) => {
-                        self.count(packages.len())?;
+                        // An empty database still counts: one fact.
+                        self.count(packages.len().max(1))?;
                         self.scan.facts.insert(path, Fact::Packages { packages });
                     }
                     Err(reason) if pkg::is_os_db(&path) => {
@@ -585,6 +594,19 @@ impl Walker<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Whiteouts and symlinks are kept without a package to count: their
+    /// names are bounded together by `max_file` bytes.
+    fn keep(&mut self, bytes: usize) -> Result<(), WalkError> {
+        self.kept = self.kept.saturating_add(bytes as u64 + 16);
+        if self.kept > self.limits.max_file {
+            return Err(WalkError::Layer(LayerError::Limit(format!(
+                "whiteouts and symlinks over {} bytes (max_file)",
+                self.limits.max_file
+            ))));
+        }
+        Ok(())
     }
 
     fn count(&mut self, n: usize) -> Result<(), WalkError> {

@@ -692,3 +692,28 @@ fn pax_size_larger_than_header() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn kept_names_are_bounded() {
+    let mut t = Tar::new();
+    for i in 0..200 {
+        t.file(&format!("{}/.wh.f{i}", "d".repeat(90)), "");
+    }
+    let limits = Limits {
+        max_file: 8 << 10,
+        ..Limits::default()
+    };
+    let err = scan_layer(Cursor::new(t.bytes()), Compression::None, &limits).unwrap_err();
+    assert!(err.to_string().contains("whiteouts and symlinks"), "{err}");
+    // Names past PATH_MAX are not kept at all.
+    let mut t = Tar::new();
+    t.pax_file(&format!("{}/.wh.x", "d/".repeat(3000)), "");
+    let s = scan_layer(
+        Cursor::new(t.bytes()),
+        Compression::None,
+        &Limits::default(),
+    )
+    .unwrap();
+    assert!(s.whiteouts.is_empty());
+    assert_eq!(s.entries, 1);
+}
