@@ -198,7 +198,15 @@ impl StreamState {
         } else if let Some(msg) = self.decode_error.take() {
             LayerError::Corrupt(msg)
         } else {
-            LayerError::Corrupt(format!("tar: {e}"))
+            let mut msg = e.to_string();
+            if let Some((cut, _)) = msg.char_indices().nth(200) {
+                msg.truncate(cut);
+                msg.push('…');
+            }
+            LayerError::Corrupt(format!(
+                "tar: {msg} (near decompressed byte {})",
+                self.uncompressed.get()
+            ))
         }
     }
 }
