@@ -429,9 +429,9 @@ impl Walker<'_> {
             Some(s) if s > header_size => {
                 // The raw reader skips the header's size; the rest of the
                 // content is dropped under it, so the next header lines up.
-                let stored = header_size.div_ceil(512) * 512;
+                let stored = header_size.div_ceil(512).saturating_mul(512);
                 let at = entry.raw_file_position().saturating_add(stored);
-                let len = s.div_ceil(512) * 512 - stored;
+                let len = s.div_ceil(512).saturating_mul(512).saturating_sub(stored);
                 self.state.discard.set(Some((at, len)));
                 s
             }
