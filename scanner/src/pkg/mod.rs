@@ -27,13 +27,67 @@ pub enum Want {
 /// Whether the walker keeps `path` (`mode` is the tar entry's mode, for
 /// the executable bit). OS package databases, then [`lang::wants`].
 pub fn wants(path: &str, mode: u32) -> Want {
-    let _ = (path, mode);
-    unimplemented!("pkg::wants")
+    if dpkg::is_db(path) || apk::is_db(path) || rpm::is_db(path) {
+        Want::Metadata
+    } else {
+        lang::wants(path, mode)
+    }
+}
+
+/// Whether `path` is an OS package database (whose parse failure fails the
+/// layer, where a language file's is skipped).
+pub(crate) fn is_os_db(path: &str) -> bool {
+    dpkg::is_db(path) || apk::is_db(path) || rpm::is_db(path)
 }
 
 /// Parses one kept file; an `Err` is a file that should have parsed and did
 /// not (the text says why).
 pub fn parse(path: &str, bytes: &[u8]) -> Result<Vec<Package>, String> {
-    let _ = (path, bytes);
-    unimplemented!("pkg::parse")
+    if dpkg::is_db(path) {
+        dpkg::parse(path, bytes)
+    } else if apk::is_db(path) {
+        apk::parse(path, bytes)
+    } else if rpm::is_db(path) {
+        rpm::parse(path, bytes)
+    } else {
+        lang::parse(path, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_paths_dispatch() {
+        for path in [
+            "var/lib/dpkg/status",
+            "var/lib/dpkg/status.d/libc6",
+            "lib/apk/db/installed",
+            "usr/lib/apk/db/installed",
+            "var/lib/rpm/rpmdb.sqlite",
+            "usr/lib/sysimage/rpm/rpmdb.sqlite",
+            "usr/share/rpm/rpmdb.sqlite",
+        ] {
+            assert_eq!(wants(path, 0o644), Want::Metadata, "{path}");
+            assert!(is_os_db(path));
+        }
+        for path in [
+            "var/lib/dpkg/status-old",
+            "var/lib/dpkg/status.d/libc6.md5sums",
+            "var/lib/dpkg/info/libc6.list",
+            "etc/os-release",
+        ] {
+            assert!(!is_os_db(path), "{path}");
+        }
+        let p = parse("lib/apk/db/installed", b"P:a\nV:1-r0\n").unwrap();
+        assert_eq!(p[0].kind, crate::PackageKind::Apk);
+        let p = parse(
+            "var/lib/dpkg/status",
+            b"Package: a\nVersion: 1\nStatus: install ok installed\n",
+        )
+        .unwrap();
+        assert_eq!(p[0].kind, crate::PackageKind::Dpkg);
+        assert!(parse("var/lib/rpm/rpmdb.sqlite", b"junk").is_err());
+    }
 }

@@ -8,11 +8,11 @@ use crate::pkg::Want;
 /// Whether the walker keeps `path` for a language parser.
 pub fn wants(path: &str, mode: u32) -> Want {
     let _ = (path, mode);
-    unimplemented!("lang::wants")
+    Want::No
 }
 
 /// Parses one kept language file.
 pub fn parse(path: &str, bytes: &[u8]) -> Result<Vec<Package>, String> {
     let _ = (path, bytes);
-    unimplemented!("lang::parse")
+    Ok(vec![])
 }
