@@ -407,11 +407,10 @@ fn fixtures_as_trivy_sees_them() {
         "Debian's /usr/share/nodejs and node_modules"
     );
     assert_eq!(find(&node, "npm", "@types/ms").len(), 1);
-    assert_eq!(
-        find(&node, "deb", "node-semver").len(),
-        1,
-        "the dpkg stanza"
-    );
+    for deb in ["node-ms", "node-debug", "node-semver"] {
+        assert_eq!(find(&node, "deb", deb).len(), 1, "the dpkg stanza of {deb}");
+    }
+    assert_eq!(count(&node, "deb"), stanzas + 3);
 
     let go = common::trivy_inventory(&common::ensure_fixture("go"));
     let stdlib = find(&go, "golang", "stdlib");
