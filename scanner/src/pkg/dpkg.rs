@@ -84,13 +84,9 @@ fn package_of(stanza: &Stanza<'_>, status_required: bool, path: &str) -> Option<
         return None;
     }
     match field("Status") {
-        Some(status) => {
-            if status.split_whitespace().nth(2) != Some("installed") {
-                return None;
-            }
-        }
+        Some(status) if status.split_whitespace().nth(2) != Some("installed") => return None,
         None if status_required => return None,
-        None => {}
+        _ => {}
     }
     let (source_name, source_version) = match field("Source") {
         Some(source) => match source.split_once('(') {

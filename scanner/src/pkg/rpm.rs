@@ -31,12 +31,11 @@ pub fn parse(path: &str, bytes: &[u8]) -> Result<Vec<Package>, String> {
     let mut packages = Vec::new();
     db.scan_table(root, &mut |row| {
         // (hnum INTEGER PRIMARY KEY, blob BLOB): the blob is the last column.
-        if let Some(sqlite::OwnedValue::Blob(blob)) = row.last() {
-            if let Ok(h) = Header::parse(blob) {
-                if let Some(p) = h.package(path) {
-                    packages.push(p);
-                }
-            }
+        if let Some(sqlite::OwnedValue::Blob(blob)) = row.last()
+            && let Ok(h) = Header::parse(blob)
+            && let Some(p) = h.package(path)
+        {
+            packages.push(p);
         }
         Ok(())
     })?;

@@ -99,10 +99,11 @@ impl<'a> Db<'a> {
             let is = |i: usize, want: &str| {
                 matches!(row.get(i), Some(OwnedValue::Text(t)) if t.eq_ignore_ascii_case(want.as_bytes()))
             };
-            if is(0, "table") && is(1, name) {
-                if let Some(OwnedValue::Int(p)) = row.get(3) {
-                    root = u32::try_from(*p).ok();
-                }
+            if is(0, "table")
+                && is(1, name)
+                && let Some(OwnedValue::Int(p)) = row.get(3)
+            {
+                root = u32::try_from(*p).ok();
             }
             Ok(())
         })?;
