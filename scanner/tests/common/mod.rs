@@ -13,6 +13,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use berth_scanner::layer::{self, Compression, Limits};
 use berth_scanner::{Inventory, PackageKind, image};
@@ -37,6 +38,9 @@ fn build_script() -> PathBuf {
 /// One build at a time (tests run in parallel threads; the base layer is
 /// shared by several images).
 static BUILD: Mutex<()> = Mutex::new(());
+
+/// Numbers Trivy runs, for their work directories.
+static RUNS: AtomicUsize = AtomicUsize::new(0);
 
 /// Builds `image` (or finds it cached) and returns its layout directory.
 /// Panics, saying what to install, when the builder fails.
@@ -254,11 +258,16 @@ pub fn trivy_inventory(layout: &Path) -> TrivyInventory {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
-    let out_dir = fixtures_dir().join(".trivy-out");
-    std::fs::create_dir_all(&out_dir).expect("creating .trivy-out");
-    let output = out_dir.join(format!("{name}.cdx.json"));
-    let _ = std::fs::remove_file(&output);
-    let cache = fixtures_dir().join(".trivy-cache");
+    // Each run its own output file and cache (tests run Trivy in parallel,
+    // and a shared cache could answer from an older fixture's analysis).
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    let work = fixtures_dir()
+        .join(".trivy")
+        .join(format!("{name}-{}-{run}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("creating the Trivy work directory");
+    let output = work.join(format!("{name}.cdx.json"));
+    let cache = work.join("cache");
     let args = trivy_args(layout, &output, &cache);
     let mut cmd = if can_unshare_net() {
         let mut c = Command::new("unshare");
@@ -277,6 +286,14 @@ pub fn trivy_inventory(layout: &Path) -> TrivyInventory {
     );
     let mut inv = parse_cyclonedx(&read_json(&output));
     inv.version = version;
+    // Keep the last document per image for reading; drop the cache.
+    let _ = std::fs::rename(
+        &output,
+        fixtures_dir()
+            .join(".trivy")
+            .join(format!("{name}.cdx.json")),
+    );
+    let _ = std::fs::remove_dir_all(&work);
     inv
 }
 
