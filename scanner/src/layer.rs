@@ -143,6 +143,7 @@ pub fn scan_layer(
         limits,
         scan: LayerScan::default(),
         packages: 0,
+        kept: 0,
         headers: 0,
         ext: Extensions::default(),
         state: state.clone(),
@@ -197,7 +198,15 @@ impl StreamState {
         } else if let Some(msg) = self.decode_error.take() {
             LayerError::Corrupt(msg)
         } else {
-            LayerError::Corrupt(format!("tar: {e}"))
+            let mut msg = e.to_string();
+            if let Some((cut, _)) = msg.char_indices().nth(200) {
+                msg.truncate(cut);
+                msg.push('…');
+            }
+            LayerError::Corrupt(format!(
+                "tar: {msg} (near decompressed byte {})",
+                self.uncompressed.get()
+            ))
         }
     }
 }
@@ -294,8 +303,10 @@ impl From<io::Error> for WalkError {
     }
 }
 
-/// The largest GNU long name or PAX header read (PATH_MAX is 4 KiB).
+/// The largest GNU long name or PAX header read.
 const MAX_EXTENSION: u64 = 64 << 10;
+/// Longer names (past Linux's PATH_MAX) are never facts or whiteouts.
+const MAX_PATH: usize = 4096;
 
 /// GNU long name/link and PAX records seen for the next entry.
 #[derive(Default)]
@@ -328,6 +339,8 @@ struct Walker<'l> {
     limits: &'l Limits,
     scan: LayerScan,
     packages: u64,
+    /// Bytes of whiteout and symlink names kept.
+    kept: u64,
     /// Tar headers read, extension headers included.
     headers: u64,
     ext: Extensions,
@@ -416,9 +429,9 @@ impl Walker<'_> {
             Some(s) if s > header_size => {
                 // The raw reader skips the header's size; the rest of the
                 // content is dropped under it, so the next header lines up.
-                let stored = header_size.div_ceil(512) * 512;
+                let stored = header_size.div_ceil(512).saturating_mul(512);
                 let at = entry.raw_file_position().saturating_add(stored);
-                let len = s.div_ceil(512) * 512 - stored;
+                let len = s.div_ceil(512).saturating_mul(512).saturating_sub(stored);
                 self.state.discard.set(Some((at, len)));
                 s
             }
@@ -456,7 +469,7 @@ impl Walker<'_> {
             ))));
         }
         // Names with `..` (or nothing but `/` and `.`) are never facts.
-        let Some(path) = normalise(&member.path) else {
+        let Some(path) = normalise(&member.path).filter(|p| p.len() <= MAX_PATH) else {
             return Ok(());
         };
         let (dir, name) = match path.rsplit_once('/') {
@@ -465,8 +478,10 @@ impl Walker<'_> {
         };
         if let Some(deleted) = name.strip_prefix(".wh.") {
             if deleted == ".wh..opq" {
+                self.keep(dir.len())?;
                 self.scan.opaque_dirs.push(dir.to_string());
             } else if !deleted.is_empty() && !deleted.starts_with(".wh.") && deleted != "." {
+                self.keep(path.len())?;
                 self.scan.whiteouts.push(join(dir, deleted));
             }
             return Ok(());
@@ -505,6 +520,7 @@ impl Walker<'_> {
                     .as_deref()
                     .map(|t| String::from_utf8_lossy(t).into_owned())
                     .unwrap_or_default();
+                self.keep(path.len() + target.len())?;
                 self.scan.facts.insert(path, Fact::Symlink { target });
                 Ok(())
             }
@@ -555,7 +571,8 @@ impl Walker<'_> {
                 }
                 match pkg::parse(&path, &bytes) {
                     Ok(packages) => {
-                        self.count(packages.len())?;
+                        // An empty database still counts: one fact.
+                        self.count(packages.len().max(1))?;
                         self.scan.facts.insert(path, Fact::Packages { packages });
                     }
                     Err(reason) if pkg::is_os_db(&path) => {
@@ -585,6 +602,19 @@ impl Walker<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Whiteouts and symlinks are kept without a package to count: their
+    /// names are bounded together by `max_file` bytes.
+    fn keep(&mut self, bytes: usize) -> Result<(), WalkError> {
+        self.kept = self.kept.saturating_add(bytes as u64 + 16);
+        if self.kept > self.limits.max_file {
+            return Err(WalkError::Layer(LayerError::Limit(format!(
+                "whiteouts and symlinks over {} bytes (max_file)",
+                self.limits.max_file
+            ))));
+        }
+        Ok(())
     }
 
     fn count(&mut self, n: usize) -> Result<(), WalkError> {

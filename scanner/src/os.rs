@@ -211,6 +211,11 @@ pub fn ecosystem(os: &Os) -> Option<String> {
             Some("openSUSE".into())
         }
         "sles" | "sled" | "sles_sap" | "sle-micro" => Some("SUSE".into()),
+        // Other OSV ecosystems, by base name (their records append a release).
+        "mageia" => Some("Mageia".into()),
+        "openeuler" => Some("openEuler".into()),
+        "azurelinux" => Some("Azure Linux".into()),
+        "alpaquita" => Some("Alpaquita".into()),
         _ => None,
     }
 }
@@ -308,6 +313,7 @@ mod tests {
             (os("almalinux", "9.3", ""), Some("AlmaLinux")),
             (os("opensuse-leap", "15.5", ""), Some("openSUSE")),
             (os("sles", "15.5", ""), Some("SUSE")),
+            (os("mageia", "9", ""), Some("Mageia")),
             (os("arch", "", ""), None),
             (os("", "", ""), None),
         ];

@@ -678,6 +678,18 @@ fn pax_size_larger_than_header() {
         s.uncompressed_bytes,
         head.len() as u64 + padded + tail.len() as u64
     );
+    // An absurd PAX size: an error, not an overflow.
+    let mut t = Tar::new();
+    t.0.append_pax_extensions([("size", u64::MAX.to_string().as_bytes())])
+        .unwrap();
+    t.raw("usr/share/x", tar::EntryType::Regular, "", b"");
+    let err = scan_layer(
+        Cursor::new(t.bytes()),
+        Compression::None,
+        &Limits::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, LayerError::Corrupt(_)), "{err}");
     // The same at a metadata path is over max_file.
     let mut t = Tar::new();
     t.0.append_pax_extensions([("size", size.to_string().as_bytes())])
@@ -690,5 +702,70 @@ fn pax_size_larger_than_header() {
     ) {
         Err(LayerError::Limit(msg)) => assert!(msg.contains(STATUS), "{msg}"),
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn kept_names_are_bounded() {
+    let mut t = Tar::new();
+    for i in 0..200 {
+        t.file(&format!("{}/.wh.f{i}", "d".repeat(90)), "");
+    }
+    let limits = Limits {
+        max_file: 8 << 10,
+        ..Limits::default()
+    };
+    let err = scan_layer(Cursor::new(t.bytes()), Compression::None, &limits).unwrap_err();
+    assert!(err.to_string().contains("whiteouts and symlinks"), "{err}");
+    // Names past PATH_MAX are not kept at all.
+    let mut t = Tar::new();
+    t.pax_file(&format!("{}/.wh.x", "d/".repeat(3000)), "");
+    let s = scan_layer(
+        Cursor::new(t.bytes()),
+        Compression::None,
+        &Limits::default(),
+    )
+    .unwrap();
+    assert!(s.whiteouts.is_empty());
+    assert_eq!(s.entries, 1);
+}
+
+/// Layers with bytes flipped at pseudo-random places, through every
+/// decompressor: an error or a scan, never a panic.
+#[test]
+fn mutated_layers_never_panic() {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut t = Tar::new();
+    t.file("etc/os-release", DEBIAN)
+        .file(STATUS, &status(&[("a", "1"), ("b", "2")]))
+        .symlink("usr/lib/os-release", "../../etc/os-release")
+        .hardlink("var/lib/dpkg/status.d/x", STATUS)
+        .pax_file(&format!("{}/.wh.y", "p".repeat(150)), "")
+        .long_file(&format!("{}/z", "q".repeat(150)), "zz")
+        .file("lib/apk/db/installed", "P:musl\nV:1\n");
+    let tar = t.bytes();
+    let gz = gzip(&tar);
+    let zst = zstd::encode_all(Cursor::new(&tar), 3).unwrap();
+    for (clean, c) in [
+        (&tar, Compression::None),
+        (&gz, Compression::Gzip),
+        (&zst, Compression::Zstd),
+    ] {
+        for round in 0..200 {
+            let mut bytes = clean.clone();
+            for _ in 0..1 + round % 4 {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] ^= (next() as u8) | 1;
+            }
+            let _ = scan_layer(Cursor::new(&bytes), c, &Limits::default());
+            let cut = (next() as usize) % bytes.len();
+            let _ = scan_layer(Cursor::new(&bytes[..cut]), c, &Limits::default());
+        }
     }
 }

@@ -68,6 +68,8 @@ mod tests {
             "var/lib/rpm/rpmdb.sqlite",
             "usr/lib/sysimage/rpm/rpmdb.sqlite",
             "usr/share/rpm/rpmdb.sqlite",
+            "var/lib/rpm/Packages",
+            "usr/lib/sysimage/rpm/Packages",
         ] {
             assert_eq!(wants(path, 0o644), Want::Metadata, "{path}");
             assert!(is_os_db(path));

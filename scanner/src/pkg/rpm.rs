@@ -1,12 +1,13 @@
 //! rpm package database parser: the SQLite rpmdb (`rpmdb.sqlite`, Fedora ≥
 //! 33, RHEL/UBI 9, Amazon Linux 2023), read with a small pure-Rust reader of
-//! the SQLite file format ([`sqlite`]), and the rpm header blobs its
-//! `Packages` table holds (NAME, EPOCH, VERSION, RELEASE, ARCH, SOURCERPM).
+//! the SQLite file format (`sqlite`); the Berkeley DB hash `Packages` of
+//! RHEL/CentOS 7–8 and Amazon Linux 2 (`bdb`); and the rpm header blobs
+//! both hold (NAME, EPOCH, VERSION, RELEASE, ARCH, SOURCERPM).
 //!
-//! Not read (yet): the Berkeley DB `var/lib/rpm/Packages` of RHEL ≤ 8 and
-//! the NDB `Packages.db` of SUSE — no fixture can be produced offline here
-//! (Debian's rpm 4.18 writes neither).
+//! Not read: SUSE's NDB `Packages.db` (Debian's rpm has no NDB backend, so
+//! no fixture can be made offline here).
 
+mod bdb;
 mod sqlite;
 
 use crate::{Package, PackageKind};
@@ -18,14 +19,33 @@ const SQLITE_PATHS: &[&str] = &[
     "usr/share/rpm/rpmdb.sqlite",
 ];
 
+/// The Berkeley DB paths.
+const BDB_PATHS: &[&str] = &["var/lib/rpm/Packages", "usr/lib/sysimage/rpm/Packages"];
+
 /// Whether `path` is an rpm database this module reads.
 pub(crate) fn is_db(path: &str) -> bool {
-    SQLITE_PATHS.contains(&path)
+    SQLITE_PATHS.contains(&path) || BDB_PATHS.contains(&path)
 }
 
-/// Parses an `rpmdb.sqlite`; `gpg-pubkey` pseudo-packages are skipped, as
-/// are rows whose header is malformed.
+/// Parses an `rpmdb.sqlite` or a Berkeley DB `Packages`; `gpg-pubkey`
+/// pseudo-packages are skipped, as are headers that are malformed.
 pub fn parse(path: &str, bytes: &[u8]) -> Result<Vec<Package>, String> {
+    if BDB_PATHS.contains(&path) || bdb::is_bdb_hash(bytes) {
+        let mut packages = Vec::new();
+        bdb::values(bytes, &mut |blob| {
+            if let Ok(h) = Header::parse(blob)
+                && let Some(p) = h.package(path)
+            {
+                packages.push(p);
+            }
+            Ok(())
+        })?;
+        return Ok(packages);
+    }
+    parse_sqlite(path, bytes)
+}
+
+fn parse_sqlite(path: &str, bytes: &[u8]) -> Result<Vec<Package>, String> {
     let db = sqlite::Db::open(bytes)?;
     let root = db.table_root("Packages")?;
     let mut packages = Vec::new();
@@ -258,34 +278,17 @@ mod tests {
         assert!(parse("p", b"SQLite format 3\0 but then nothing").is_err());
     }
 
-    /// The committed fixture (made by `tests/fixtures/rpm/make.sh` with
-    /// Debian's rpm) parses to what `rpm -qa` says of it.
-    #[test]
-    fn fixture_matches_rpm_qa() {
-        let dir = fixture_dir();
-        let bytes = std::fs::read(dir.join("rpmdb.sqlite")).unwrap();
-        let mut ours: Vec<String> = parse("var/lib/rpm/rpmdb.sqlite", &bytes)
-            .unwrap()
-            .into_iter()
-            .map(|p| {
-                format!(
-                    "{} {} {} {} {}",
-                    p.name,
-                    p.version,
-                    p.arch.unwrap_or_default(),
-                    p.source_name.unwrap_or_default(),
-                    p.source_version.unwrap_or_default()
-                )
-            })
-            .collect();
-        ours.sort();
-        // rpm opens the database read-write; query a copy.
-        let tmp = std::env::temp_dir().join(format!("berth-rpmdb-{}", std::process::id()));
+    /// `rpm -qa` over a copy of the fixture `file` (rpm opens databases
+    /// read-write), as lines like ours below.
+    fn rpm_qa(file: &str, backend: &str) -> Vec<String> {
+        let tmp = std::env::temp_dir().join(format!("berth-rpmdb-{}-{file}", std::process::id()));
         std::fs::create_dir_all(&tmp).unwrap();
-        std::fs::copy(dir.join("rpmdb.sqlite"), tmp.join("rpmdb.sqlite")).unwrap();
+        std::fs::copy(fixture_dir().join(file), tmp.join(file)).unwrap();
         let out = Command::new("rpm")
             .arg("--dbpath")
             .arg(&tmp)
+            .arg("--define")
+            .arg(format!("_db_backend {backend}"))
             .args([
                 "-qa",
                 "--qf",
@@ -313,10 +316,84 @@ mod tests {
             })
             .collect();
         want.sort();
+        want
+    }
+
+    fn ours(file: &str, path: &str) -> Vec<String> {
+        let bytes = std::fs::read(fixture_dir().join(file)).unwrap();
+        let mut ours: Vec<String> = parse(path, &bytes)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                assert_eq!(p.path, path);
+                format!(
+                    "{} {} {} {} {}",
+                    p.name,
+                    p.version,
+                    p.arch.unwrap_or_default(),
+                    p.source_name.unwrap_or_default(),
+                    p.source_version.unwrap_or_default()
+                )
+            })
+            .collect();
+        ours.sort();
+        ours
+    }
+
+    /// The committed fixtures (made by `tests/fixtures/rpm/make.sh` with
+    /// Debian's rpm and Berkeley DB's db_load) parse to what `rpm -qa`
+    /// says of them.
+    #[test]
+    fn sqlite_fixture_matches_rpm_qa() {
+        let ours = ours("rpmdb.sqlite", "var/lib/rpm/rpmdb.sqlite");
+        let want = rpm_qa("rpmdb.sqlite", "sqlite");
         assert!(want.len() >= 3, "fixture has too few packages: {want:?}");
         assert_eq!(ours, want);
-        // The fixture exercises an epoch, and a header large enough to
-        // spill into overflow pages.
+        // The fixture exercises an epoch (its headers also spill into
+        // overflow pages, and the table has interior pages).
         assert!(ours.iter().any(|l| l.contains(" 7:")), "{ours:?}");
+    }
+
+    #[test]
+    fn bdb_fixture_matches_rpm_qa() {
+        let ours = ours("Packages", "var/lib/rpm/Packages");
+        let want = rpm_qa("Packages", "bdb_ro");
+        assert!(want.len() >= 3, "fixture has too few packages: {want:?}");
+        assert_eq!(ours, want);
+        assert!(ours.iter().any(|l| l.contains(" 7:")), "{ours:?}");
+    }
+
+    /// Fixtures with bytes flipped at pseudo-random places: errors or
+    /// fewer packages, never a panic or a hang.
+    #[test]
+    fn mutated_fixtures_never_panic() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (file, path) in [
+            ("rpmdb.sqlite", "var/lib/rpm/rpmdb.sqlite"),
+            ("Packages", "var/lib/rpm/Packages"),
+        ] {
+            let clean = std::fs::read(fixture_dir().join(file)).unwrap();
+            let full = parse(path, &clean).unwrap().len();
+            for round in 0..300 {
+                let mut bytes = clean.clone();
+                for _ in 0..1 + round % 8 {
+                    let at = (next() as usize) % bytes.len();
+                    // Mostly the first pages, where the structure is.
+                    let at = if round % 2 == 0 { at % 8192 } else { at };
+                    bytes[at] ^= (next() as u8) | 1;
+                }
+                if let Ok(p) = parse(path, &bytes) {
+                    assert!(p.len() <= full + 1, "{file} round {round}");
+                }
+                let cut = (next() as usize) % bytes.len();
+                let _ = parse(path, &bytes[..cut]);
+            }
+        }
     }
 }
