@@ -116,7 +116,9 @@ pub(super) mod tests {
     ]}"#;
 
     fn nv(p: &[Package]) -> Vec<String> {
-        p.iter().map(|p| format!("{}@{}", p.name, p.version)).collect()
+        p.iter()
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect()
     }
 
     #[test]
@@ -127,7 +129,10 @@ pub(super) mod tests {
         let text = String::from_utf8(lock).unwrap();
         assert_eq!(p.len(), text.matches("[[package]]").count());
         assert!(p.iter().any(|p| p.name == "serde_json"));
-        assert!(p.iter().any(|p| p.name == "berth" && p.path == "src/Cargo.lock"));
+        assert!(
+            p.iter()
+                .any(|p| p.name == "berth" && p.path == "src/Cargo.lock")
+        );
         assert!(p.iter().all(|p| p.kind == PackageKind::Cargo));
     }
 
@@ -136,7 +141,10 @@ pub(super) mod tests {
         assert!(parse_cargo_lock("Cargo.lock", b"[[package]]\nname = 1\n").is_err());
         assert!(parse_cargo_lock("Cargo.lock", b"not = [toml").is_err());
         assert!(parse_cargo_lock("Cargo.lock", &[0xff, 0xfe]).is_err());
-        assert_eq!(parse_cargo_lock("Cargo.lock", b"version = 3\n").unwrap(), vec![]);
+        assert_eq!(
+            parse_cargo_lock("Cargo.lock", b"version = 3\n").unwrap(),
+            vec![]
+        );
     }
 
     #[test]
@@ -148,6 +156,9 @@ pub(super) mod tests {
         // A bomb: 9 MiB of spaces compress to a few KiB.
         let bomb = zlib(&vec![b' '; 9 << 20]);
         assert!(bomb.len() < 64 << 10);
-        assert!(matches!(parse_audit_data("a", &bomb), Err(LangError::Limit { .. })));
+        assert!(matches!(
+            parse_audit_data("a", &bomb),
+            Err(LangError::Limit { .. })
+        ));
     }
 }

@@ -41,7 +41,14 @@ fn find_header<'a>(bytes: &'a [u8], file: &object::File<'a>) -> Option<&'a [u8]>
         }
     }
     // PE and older binaries: the magic in a data section, 16-byte aligned
-    // in the file as the linker aligns it; search the whole file.
+    // in the file as the linker aligns it; search the whole file — for an
+    // ELF only when it is a Go program at all (most executables are not).
+    if file.format() == object::BinaryFormat::Elf
+        && file.section_by_name(".note.go.buildid").is_none()
+        && file.section_by_name(".gopclntab").is_none()
+    {
+        return None;
+    }
     let mut from = 0;
     while let Some(i) = find(bytes.get(from..)?, MAGIC) {
         let at = from + i;
@@ -81,9 +88,8 @@ fn read_strings(
         }
         let big = flags & 1 != 0;
         let version_ptr = read_uint(&data[16..], ptr_size, big).ok_or_else(|| bad("truncated"))?;
-        let modinfo_ptr =
-            read_uint(data.get(16 + ptr_size..).unwrap_or(&[]), ptr_size, big)
-                .ok_or_else(|| bad("truncated"))?;
+        let modinfo_ptr = read_uint(data.get(16 + ptr_size..).unwrap_or(&[]), ptr_size, big)
+            .ok_or_else(|| bad("truncated"))?;
         let version = read_go_string(file, version_ptr, ptr_size, big)
             .ok_or_else(|| bad("unreadable version pointer"))?;
         let modinfo = read_go_string(file, modinfo_ptr, ptr_size, big).unwrap_or_default();
@@ -305,7 +311,9 @@ pub(super) mod tests {
     }
 
     fn nv(p: &[Package]) -> Vec<String> {
-        p.iter().map(|p| format!("{}@{}", p.name, p.version)).collect()
+        p.iter()
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect()
     }
 
     const MODINFO: &str = "path\texample.com/app/cmd/app\nmod\texample.com/app\tv1.4.0\th1:x=\ndep\tgolang.org/x/net\tv0.17.0\th1:y=\ndep\tgithub.com/old/pkg\tv1.0.0\th1:z=\n=>\tgithub.com/new/pkg\tv1.0.1\th1:w=\ndep\texample.com/local\tv0.0.0\n=>\t./local\t\nbuild\t-compiler=gc\n";
@@ -315,30 +323,56 @@ pub(super) mod tests {
         let p = packages("usr/bin/app", "go1.21.3", MODINFO);
         assert_eq!(
             nv(&p),
-            ["stdlib@v1.21.3", "example.com/app@v1.4.0", "golang.org/x/net@v0.17.0", "github.com/new/pkg@v1.0.1"]
+            [
+                "stdlib@v1.21.3",
+                "example.com/app@v1.4.0",
+                "golang.org/x/net@v0.17.0",
+                "github.com/new/pkg@v1.0.1"
+            ]
         );
-        assert!(p.iter().all(|p| p.kind == PackageKind::Go && p.path == "usr/bin/app"));
+        assert!(
+            p.iter()
+                .all(|p| p.kind == PackageKind::Go && p.path == "usr/bin/app")
+        );
         // Experiments after the version; devel toolchains have no stdlib.
-        assert_eq!(nv(&packages("a", "go1.22.0 X:boringcrypto", "")), ["stdlib@v1.22.0"]);
+        assert_eq!(
+            nv(&packages("a", "go1.22.0 X:boringcrypto", "")),
+            ["stdlib@v1.22.0"]
+        );
         assert!(packages("a", "devel go1.23-abc", "").is_empty());
     }
 
     #[test]
     fn devel_main_module() {
         let m = "path\tx/cmd\nmod\tx\t(devel)\t\nbuild\t-ldflags=\"-s -w -X x/pkg/version.ver=0.76.0\"\n";
-        assert_eq!(nv(&packages("a", "go1.21.0", m)), ["stdlib@v1.21.0", "x@0.76.0"]);
+        assert_eq!(
+            nv(&packages("a", "go1.21.0", m)),
+            ["stdlib@v1.21.0", "x@0.76.0"]
+        );
         let m = "path\tx/cmd\nmod\tx\t(devel)\t\nbuild\t-ldflags=-X main.commit=abc -X=main.Version=v2.1.0-rc.1\n";
-        assert_eq!(nv(&packages("a", "go1.21.0", m)), ["stdlib@v1.21.0", "x@v2.1.0-rc.1"]);
+        assert_eq!(
+            nv(&packages("a", "go1.21.0", m)),
+            ["stdlib@v1.21.0", "x@v2.1.0-rc.1"]
+        );
         let m = "path\tx/cmd\nmod\tx\t(devel)\t\nbuild\t-ldflags=-X main.version=dev\n";
         assert_eq!(nv(&packages("a", "go1.21.0", m)), ["stdlib@v1.21.0"]);
     }
 
     #[test]
     fn semver() {
-        for ok in ["v1.2.3", "1.2.3", "v1", "v1.2", "v1.2.3-rc.1+meta", "0.76.0"] {
+        for ok in [
+            "v1.2.3",
+            "1.2.3",
+            "v1",
+            "v1.2",
+            "v1.2.3-rc.1+meta",
+            "0.76.0",
+        ] {
             assert!(is_semver(ok), "{ok}");
         }
-        for bad in ["dev", "v1.2.3.4", "v01.2.3", "v1.2-rc1", "", "v1.2.3-", "v1..2"] {
+        for bad in [
+            "dev", "v1.2.3.4", "v01.2.3", "v1.2-rc1", "", "v1.2.3-", "v1..2",
+        ] {
             assert!(!is_semver(bad), "{bad}");
         }
     }
@@ -346,13 +380,17 @@ pub(super) mod tests {
     #[test]
     fn inline_strings_and_sentinels() {
         let blob = inline_blob("go1.21.3", &wrap_modinfo(MODINFO));
-        let file_bytes = crate::pkg::lang::tests_support::elf_with_sections(&[(".go.buildinfo", &blob)]);
+        let file_bytes =
+            crate::pkg::lang::tests_support::elf_with_sections(&[(".go.buildinfo", &blob)]);
         let file = object::File::parse(&*file_bytes).unwrap();
         let p = parse_binary("usr/bin/app", &file_bytes, &file).unwrap();
         assert_eq!(p.len(), 4);
         // Truncated strings are errors, not panics.
         for cut in [HEADER - 1, HEADER + 3, blob.len() - 1] {
-            let short = crate::pkg::lang::tests_support::elf_with_sections(&[(".go.buildinfo", &blob[..cut])]);
+            let short = crate::pkg::lang::tests_support::elf_with_sections(&[(
+                ".go.buildinfo",
+                &blob[..cut],
+            )]);
             let file = object::File::parse(&*short).unwrap();
             assert!(parse_binary("a", &short, &file).is_err(), "cut at {cut}");
         }
@@ -360,12 +398,161 @@ pub(super) mod tests {
         let blob = inline_blob("go1.21.3", MODINFO.as_bytes());
         let b = crate::pkg::lang::tests_support::elf_with_sections(&[(".go.buildinfo", &blob)]);
         let file = object::File::parse(&*b).unwrap();
-        assert_eq!(nv(&parse_binary("a", &b, &file).unwrap()), ["stdlib@v1.21.3"]);
+        assert_eq!(
+            nv(&parse_binary("a", &b, &file).unwrap()),
+            ["stdlib@v1.21.3"]
+        );
+    }
+
+    /// A little-endian ELF64 whose sections sit at virtual addresses:
+    /// `(name, addr, data)`, written by hand (header, data, names, headers).
+    fn elf_at(sections: &[(&str, u64, &[u8])]) -> Vec<u8> {
+        let mut out = vec![0u8; 64];
+        let mut placed = Vec::new();
+        for (_, _, d) in sections {
+            out.resize(out.len().next_multiple_of(16), 0);
+            placed.push(out.len() as u64);
+            out.extend_from_slice(d);
+        }
+        let mut names = vec![0u8];
+        let mut name_at = Vec::new();
+        for (n, _, _) in
+            sections
+                .iter()
+                .map(|(n, a, d)| (*n, *a, *d))
+                .chain([(".shstrtab", 0, &[][..])])
+        {
+            name_at.push(names.len() as u32);
+            names.extend_from_slice(n.as_bytes());
+            names.push(0);
+        }
+        let shstr_off = out.len() as u64;
+        out.extend_from_slice(&names);
+        out.resize(out.len().next_multiple_of(8), 0);
+        let shoff = out.len() as u64;
+        let sh =
+            |out: &mut Vec<u8>, name: u32, ty: u32, flags: u64, addr: u64, off: u64, size: u64| {
+                out.extend_from_slice(&name.to_le_bytes());
+                out.extend_from_slice(&ty.to_le_bytes());
+                for v in [flags, addr, off, size] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                out.extend_from_slice(&[0u8; 8]); // sh_link, sh_info
+                out.extend_from_slice(&16u64.to_le_bytes());
+                out.extend_from_slice(&0u64.to_le_bytes());
+            };
+        sh(&mut out, 0, 0, 0, 0, 0, 0);
+        for (i, (_, addr, d)) in sections.iter().enumerate() {
+            // SHT_PROGBITS, SHF_WRITE | SHF_ALLOC
+            sh(&mut out, name_at[i], 1, 3, *addr, placed[i], d.len() as u64);
+        }
+        sh(
+            &mut out,
+            name_at[sections.len()],
+            3,
+            0,
+            0,
+            shstr_off,
+            names.len() as u64,
+        );
+        let shnum = (sections.len() + 2) as u16;
+        let mut h = b"\x7fELF\x02\x01\x01".to_vec();
+        h.resize(16, 0);
+        h.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        h.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(&0u64.to_le_bytes()); // entry
+        h.extend_from_slice(&0u64.to_le_bytes()); // phoff
+        h.extend_from_slice(&shoff.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes());
+        for v in [64u16, 56, 0, 64, shnum, shnum - 1] {
+            h.extend_from_slice(&v.to_le_bytes());
+        }
+        out[..64].copy_from_slice(&h);
+        out
+    }
+
+    #[test]
+    fn pointer_layout_before_go_1_18() {
+        // .data at 0x2000: version header (ptr, len) at 0x2000, modinfo
+        // header at 0x2010, version bytes at 0x2020, modinfo at 0x2040.
+        let version = b"go1.16.15";
+        let modinfo =
+            wrap_modinfo("path\tx/cmd\nmod\tx\tv0.3.0\t\ndep\tgithub.com/a/b\tv1.1.0\th1:q=\n");
+        let mut data = Vec::new();
+        for v in [
+            0x2020u64,
+            version.len() as u64,
+            0x2040,
+            modinfo.len() as u64,
+        ] {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        data.extend_from_slice(version);
+        data.resize(0x40, 0);
+        data.extend_from_slice(&modinfo);
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&[8, 0]);
+        header.extend_from_slice(&0x2000u64.to_le_bytes());
+        header.extend_from_slice(&0x2010u64.to_le_bytes());
+        let bin = elf_at(&[(".go.buildinfo", 0x1000, &header), (".data", 0x2000, &data)]);
+        let file = object::File::parse(&*bin).unwrap();
+        let p = parse_binary("usr/bin/old", &bin, &file).unwrap();
+        assert_eq!(
+            nv(&p),
+            ["stdlib@v1.16.15", "x@v0.3.0", "github.com/a/b@v1.1.0"]
+        );
+        // A pointer into nowhere is an error, not a panic.
+        let mut bad = header.clone();
+        bad[16..24].copy_from_slice(&0x9999u64.to_le_bytes());
+        let bin = elf_at(&[(".go.buildinfo", 0x1000, &bad), (".data", 0x2000, &data)]);
+        let file = object::File::parse(&*bin).unwrap();
+        assert!(parse_binary("usr/bin/old", &bin, &file).is_err());
+        // Big-endian flag with a 4-byte pointer size reads 4-byte words.
+        let mut be = MAGIC.to_vec();
+        be.extend_from_slice(&[4, 1]);
+        be.extend_from_slice(&0x2000u32.to_be_bytes());
+        be.extend_from_slice(&0x2008u32.to_be_bytes());
+        be.resize(HEADER, 0);
+        let mut d = Vec::new();
+        for v in [0x2010u32, version.len() as u32, 0, 0] {
+            d.extend_from_slice(&v.to_be_bytes());
+        }
+        d.extend_from_slice(version);
+        let bin = elf_at(&[(".go.buildinfo", 0x1000, &be), (".data", 0x2000, &d)]);
+        let file = object::File::parse(&*bin).unwrap();
+        assert_eq!(
+            nv(&parse_binary("a", &bin, &file).unwrap()),
+            ["stdlib@v1.16.15"]
+        );
+    }
+
+    #[test]
+    fn magic_found_without_a_section() {
+        // PE-style: no named section, the blob somewhere 16-aligned.
+        let blob = inline_blob("go1.21.3", &wrap_modinfo(MODINFO));
+        let mut bin = crate::pkg::lang::tests_support::elf_with_sections(&[
+            (".data", &[0u8; 7]),
+            (".note.go.buildid", b"x"),
+        ]);
+        bin.resize(bin.len().next_multiple_of(16), 0);
+        bin.extend_from_slice(&blob);
+        let file = object::File::parse(&*bin).unwrap();
+        assert_eq!(parse_binary("a", &bin, &file).unwrap().len(), 4);
+        // The same bytes in an ELF that is not a Go program: not searched.
+        let mut c = crate::pkg::lang::tests_support::elf_with_sections(&[(".data", &[0u8; 7])]);
+        c.resize(c.len().next_multiple_of(16), 0);
+        c.extend_from_slice(&blob);
+        let file = object::File::parse(&*c).unwrap();
+        assert_eq!(parse_binary("a", &c, &file).unwrap(), vec![]);
     }
 
     #[test]
     fn varints() {
-        assert_eq!(varint_string(&[2, b'a', b'b', b'c']), Some((&b"ab"[..], &b"c"[..])));
+        assert_eq!(
+            varint_string(&[2, b'a', b'b', b'c']),
+            Some((&b"ab"[..], &b"c"[..]))
+        );
         assert_eq!(varint_string(&[0xff; 20]), None);
         assert_eq!(varint_string(&[5, b'a']), None);
         assert_eq!(varint_string(&[]), None);

@@ -1,10 +1,17 @@
 //! Java archives (`*.jar`, `*.war`, `*.ear`, `*.par`), read in memory:
-//! every `META-INF/maven/<g>/<a>/pom.properties` (→ `group:artifact`),
-//! nested archives (`WEB-INF/lib`, `BOOT-INF/lib`, …) recursively, and, when
-//! no `pom.properties` describes the archive itself, its `MANIFEST.MF` — the
-//! rules of Trivy's jar parser in offline mode (no SHA-1 → GAV index, so no
-//! artifact is guessed from a bare file name). Zip bombs are bounded: a cap
-//! on the bytes inflated per entry and per top-level archive, and on depth.
+//! every `pom.properties` (`META-INF/maven/<g>/<a>/`; → `group:artifact`)
+//! and nested archives (`WEB-INF/lib`, `BOOT-INF/lib`, …) recursively, their
+//! packages at the nested path (`app.war/WEB-INF/lib/x-1.0.jar`), as Trivy.
+//!
+//! Trivy resolves an archive without a `pom.properties` of its own through
+//! its Java DB (a SHA-1 → GAV index, ~1 GB): a `MANIFEST.MF` group/artifact
+//! only counts if the index knows it, else the SHA-1, else the file name's
+//! artifact. Without that index we report neither: unverified manifest
+//! values (`commons-io:Apache Commons IO`) are noise no advisory matches —
+//! measured on Debian's jars, where Trivy with an empty index reports
+//! exactly the `pom.properties` artifacts, as we do. Zip bombs are bounded:
+//! a cap on the bytes inflated per entry and per top-level archive, and on
+//! depth.
 //!
 //! Also the zip helpers the Python egg parser uses.
 
@@ -12,10 +19,10 @@ use std::io::{Cursor, Read};
 
 use zip::ZipArchive;
 
-use super::{LangError, base_name, is_java_archive, package};
+use super::{LangError, base_name, package};
 use crate::{Package, PackageKind};
 
-/// Bytes inflated from one small text entry (`pom.properties`, a manifest).
+/// Bytes inflated from one small text entry (`pom.properties`, `PKG-INFO`).
 const MAX_TEXT_ENTRY: u64 = 1 << 20;
 /// Bytes inflated from one nested archive.
 const MAX_NESTED_ARCHIVE: u64 = 128 << 20;
@@ -94,18 +101,17 @@ pub(super) fn read_entry(
 pub(super) fn parse_archive(path: &str, bytes: &[u8]) -> Result<Vec<Package>, LangError> {
     let mut budget = Budget::default();
     let mut out = Vec::new();
-    parse_nested(path, base_name(path), bytes, 0, &mut budget, &mut out)?;
-    // One archive may state the same artifact twice (pom.properties and
-    // a nested copy); report it once.
+    parse_nested(path, bytes, 0, &mut budget, &mut out)?;
+    // One archive may state the same artifact twice at one path (two
+    // pom.properties copies); report it once.
     let mut seen = std::collections::HashSet::new();
-    out.retain(|p| seen.insert((p.name.clone(), p.version.clone())));
+    out.retain(|p| seen.insert((p.name.clone(), p.version.clone(), p.path.clone())));
     Ok(out)
 }
 
-/// One archive, `file_name` being its own name (for the file-name check).
+/// One archive and the archives nested in it.
 fn parse_nested(
     path: &str,
-    file_name: &str,
     bytes: &[u8],
     depth: u32,
     budget: &mut Budget,
@@ -118,9 +124,6 @@ fn parse_nested(
         Err(e) if depth == 0 => return Err(e),
         Err(_) => return Ok(()),
     };
-    let (file_artifact, file_version) = split_file_name(file_name);
-    let mut describes_itself = false;
-    let mut manifest = None;
     for i in 0..zip.len() {
         if budget.entries == 0 {
             return Err(LangError::limit(path, "too many archive entries"));
@@ -129,55 +132,49 @@ fn parse_nested(
         let Some(Ok(name)) = zip.name_for_index(i).map(|s| s.map(|n| n.into_owned())) else {
             continue;
         };
-        if is_pom_properties(&name) {
+        if base_name(&name) == "pom.properties" {
             let Some(text) = read_index(path, &mut zip, i, MAX_TEXT_ENTRY, budget)? else {
                 continue;
             };
             if let Some((g, a, v)) = pom_properties(&String::from_utf8_lossy(&text)) {
-                if a == file_artifact && v == file_version {
-                    describes_itself = true;
-                }
                 out.push(package(PackageKind::Maven, &format!("{g}:{a}"), &v, path));
             }
-        } else if name.eq_ignore_ascii_case("META-INF/MANIFEST.MF") {
-            if let Some(text) = read_index(path, &mut zip, i, MAX_TEXT_ENTRY, budget)? {
-                manifest = Some(text);
-            }
-        } else if is_java_archive(&name) && depth < MAX_DEPTH {
+        } else if is_nested_archive(&name) && depth < MAX_DEPTH {
+            // Packages of a nested archive are reported at its path inside
+            // this one (`app.war/WEB-INF/lib/x.jar`), as Trivy does; an
+            // entry name climbing out (`../x.jar`) is skipped.
+            let Some(inner_path) = join_entry(path, &name) else {
+                continue;
+            };
             let Some(inner) = read_index(path, &mut zip, i, MAX_NESTED_ARCHIVE, budget)? else {
                 continue;
             };
-            parse_nested(path, base_name(&name), &inner, depth + 1, budget, out)?;
+            parse_nested(&inner_path, &inner, depth + 1, budget, out)?;
         }
-    }
-    if !describes_itself
-        && let Some(text) = manifest
-        && let Some((g, a, v)) = manifest_gav(&String::from_utf8_lossy(&text))
-    {
-        out.push(package(PackageKind::Maven, &format!("{g}:{a}"), &v, path));
     }
     Ok(())
 }
 
-/// `META-INF/maven/<group>/<artifact>/pom.properties`.
-fn is_pom_properties(name: &str) -> bool {
-    name.starts_with("META-INF/maven/") && name.ends_with("/pom.properties")
-}
-
-/// `artifact-1.2.3.jar` → (`artifact`, `1.2.3`): the version starts at the
-/// last `-` followed by a digit; empty strings when there is none.
-fn split_file_name(file_name: &str) -> (&str, &str) {
-    let stem = match file_name.rfind('.') {
-        Some(i) => &file_name[..i],
-        None => file_name,
-    };
-    let b = stem.as_bytes();
-    for i in (2..b.len()).rev() {
-        if b[i - 1] == b'-' && b[i].is_ascii_digit() {
-            return (&stem[..i - 1], &stem[i..]);
+/// `outer/entry`, the entry's `.` and empty segments dropped; `None` when
+/// it has a `..` segment.
+fn join_entry(outer: &str, entry: &str) -> Option<String> {
+    let mut out = outer.to_string();
+    for seg in entry.split(['/', '\\']) {
+        match seg {
+            "" | "." => {}
+            ".." => return None,
+            s => {
+                out.push('/');
+                out.push_str(s);
+            }
         }
     }
-    (stem, "")
+    Some(out)
+}
+
+/// Archives Trivy looks into inside an archive (not `.par`).
+fn is_nested_archive(name: &str) -> bool {
+    name.ends_with(".jar") || name.ends_with(".war") || name.ends_with(".ear")
 }
 
 /// Java properties (`key=value`, `key: value`, `#`/`!` comments; escapes
@@ -209,65 +206,6 @@ fn pom_properties(text: &str) -> Option<(String, String, String)> {
     }
 }
 
-/// The main section of a manifest, continuation lines joined.
-fn manifest_main(text: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in text.lines() {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        if let Some(rest) = line.strip_prefix(' ') {
-            if let Some(last) = out.last_mut() {
-                last.1.push_str(rest);
-            }
-            continue;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            out.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    out
-}
-
-/// Group, artifact and version from a manifest, with Trivy's precedence:
-/// group from `Implementation-Vendor-Id`, else `Bundle-SymbolicName` less
-/// its last dot-segment, else `Implementation-Vendor`, else
-/// `Specification-Vendor`; artifact from `Implementation-Title`, else
-/// `Specification-Title`, else `Bundle-Name`; version from
-/// `Implementation-Version`, else `Specification-Version`, else
-/// `Bundle-Version`. All three must be found.
-fn manifest_gav(text: &str) -> Option<(String, String, String)> {
-    let main = manifest_main(text);
-    let get = |key: &str| {
-        main.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    };
-    let group = get("Implementation-Vendor-Id")
-        .map(str::to_string)
-        .or_else(|| {
-            get("Bundle-SymbolicName").map(|s| {
-                // `name;singleton:=true` → `name`, then drop the last segment.
-                let s = s.split(';').next().unwrap_or(s).trim();
-                match s.rfind('.') {
-                    Some(i) if i > 0 => s[..i].to_string(),
-                    _ => s.to_string(),
-                }
-            })
-        })
-        .or_else(|| get("Implementation-Vendor").map(str::to_string))
-        .or_else(|| get("Specification-Vendor").map(str::to_string))?;
-    let artifact = get("Implementation-Title")
-        .or_else(|| get("Specification-Title"))
-        .or_else(|| get("Bundle-Name"))?;
-    let version = get("Implementation-Version")
-        .or_else(|| get("Specification-Version"))
-        .or_else(|| get("Bundle-Version"))?;
-    Some((group, artifact.to_string(), version.to_string()))
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -286,43 +224,46 @@ pub(super) mod tests {
     }
 
     fn names(p: &[Package]) -> Vec<String> {
-        let mut v: Vec<String> = p.iter().map(|p| format!("{}@{}", p.name, p.version)).collect();
+        let mut v: Vec<String> = p
+            .iter()
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect();
         v.sort();
         v
     }
 
-    const POM: &[u8] = b"#Generated by Maven\nartifactId=commons-io\ngroupId=commons-io\nversion=2.11.0\n";
+    const POM: &[u8] =
+        b"#Generated by Maven\nartifactId=commons-io\ngroupId=commons-io\nversion=2.11.0\n";
 
     #[test]
-    fn pom_properties_wins_over_manifest() {
+    fn pom_properties_not_manifests() {
         let jar = make_zip(&[
             ("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\r\nImplementation-Vendor-Id: other\r\nImplementation-Title: other\r\nImplementation-Version: 9\r\n"),
             ("META-INF/maven/commons-io/commons-io/pom.properties", POM),
+            ("META-INF/maven/x/incomplete/pom.properties", b"groupId=x\nartifactId=incomplete\n"),
         ]);
-        let p = parse_archive("usr/share/java/commons-io-2.11.0.jar", &jar).unwrap();
+        let p = parse_archive("usr/share/java/commons-io.jar", &jar).unwrap();
         assert_eq!(names(&p), ["commons-io:commons-io@2.11.0"]);
         assert_eq!(p[0].kind, PackageKind::Maven);
-        assert_eq!(p[0].path, "usr/share/java/commons-io-2.11.0.jar");
-        // The file name does not say it is this artifact: the manifest
-        // counts too (Trivy's rule).
-        let p = parse_archive("usr/share/java/commons-io.jar", &jar).unwrap();
-        assert_eq!(names(&p), ["commons-io:commons-io@2.11.0", "other:other@9"]);
-    }
-
-    #[test]
-    fn manifest_precedence_and_continuations() {
-        let m = "Manifest-Version: 1.0\nBundle-SymbolicName: org.apache.commons.lan\n g3;singleton:=true\nBundle-Name: Apache Commons Lang\nBundle-Version: 3.12.0\nSpecification-Title: spec\n\nName: x\nImplementation-Title: per-entry\n";
-        assert_eq!(
-            manifest_gav(m),
-            Some(("org.apache.commons".into(), "spec".into(), "3.12.0".into()))
-        );
-        assert_eq!(manifest_gav("Implementation-Title: a\nImplementation-Version: 1\n"), None);
+        assert_eq!(p[0].path, "usr/share/java/commons-io.jar");
+        // A manifest alone names nothing (no SHA-1 index to confirm it).
+        let jar = make_zip(&[(
+            "META-INF/MANIFEST.MF",
+            b"Implementation-Vendor-Id: g\nImplementation-Title: a\nImplementation-Version: 1\n",
+        )]);
+        assert_eq!(parse_archive("a-1.jar", &jar).unwrap(), vec![]);
     }
 
     #[test]
     fn nested_archives() {
-        let inner = make_zip(&[("META-INF/maven/org.x/lib/pom.properties", b"groupId=org.x\nartifactId=lib\nversion=1.0\n")]);
-        let inner2 = make_zip(&[("META-INF/maven/org.y/deep/pom.properties", b"groupId=org.y\nartifactId=deep\nversion=2\n")]);
+        let inner = make_zip(&[(
+            "META-INF/maven/org.x/lib/pom.properties",
+            b"groupId=org.x\nartifactId=lib\nversion=1.0\n",
+        )]);
+        let inner2 = make_zip(&[(
+            "META-INF/maven/org.y/deep/pom.properties",
+            b"groupId=org.y\nartifactId=deep\nversion=2\n",
+        )]);
         let mid = make_zip(&[("lib/deep-2.jar", &inner2)]);
         let war = make_zip(&[
             ("WEB-INF/lib/lib-1.0.jar", &inner),
@@ -331,12 +272,28 @@ pub(super) mod tests {
         ]);
         let p = parse_archive("app.war", &war).unwrap();
         assert_eq!(names(&p), ["org.x:lib@1.0", "org.y:deep@2"]);
-        assert!(p.iter().all(|p| p.path == "app.war"));
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "app.war/WEB-INF/lib/lib-1.0.jar",
+                "app.war/WEB-INF/lib/mid.jar/lib/deep-2.jar"
+            ]
+        );
+        let evil = make_zip(&[("../../lib-1.0.jar", &inner)]);
+        assert_eq!(parse_archive("app.war", &evil).unwrap(), vec![]);
+        assert_eq!(
+            join_entry("a.war", "./x//y.jar").as_deref(),
+            Some("a.war/x/y.jar")
+        );
     }
 
     #[test]
     fn depth_is_capped() {
-        let mut jar = make_zip(&[("META-INF/maven/g/a/pom.properties", b"groupId=g\nartifactId=a\nversion=1\n")]);
+        let mut jar = make_zip(&[(
+            "META-INF/maven/g/a/pom.properties",
+            b"groupId=g\nartifactId=a\nversion=1\n",
+        )]);
         for _ in 0..(MAX_DEPTH + 2) {
             jar = make_zip(&[("x.jar", &jar)]);
         }
@@ -346,7 +303,7 @@ pub(super) mod tests {
     #[test]
     fn zip_bomb_is_a_limit_error() {
         let big = vec![0u8; (MAX_TEXT_ENTRY + 10) as usize];
-        let jar = make_zip(&[("META-INF/MANIFEST.MF", &big)]);
+        let jar = make_zip(&[("META-INF/maven/g/a/pom.properties", &big)]);
         assert!(jar.len() < 10_000);
         let e = parse_archive("bomb.jar", &jar).unwrap_err();
         assert!(matches!(e, LangError::Limit { .. }), "{e}");
@@ -359,16 +316,11 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn file_names() {
-        assert_eq!(split_file_name("commons-cli-1.5.0.jar"), ("commons-cli", "1.5.0"));
-        assert_eq!(split_file_name("guava.jar"), ("guava", ""));
-        assert_eq!(split_file_name("guava-31.1-jre.jar"), ("guava", "31.1-jre"));
-        assert_eq!(split_file_name("-1.jar"), ("-1", ""));
-    }
-
-    #[test]
     fn properties() {
-        assert_eq!(pom_properties("groupId = g\nartifactId: a\n# version=0\nversion=1\n"), Some(("g".into(), "a".into(), "1".into())));
+        assert_eq!(
+            pom_properties("groupId = g\nartifactId: a\n# version=0\nversion=1\n"),
+            Some(("g".into(), "a".into(), "1".into()))
+        );
         assert_eq!(pom_properties("groupId=g\nartifactId=a\n"), None);
     }
 }

@@ -70,10 +70,7 @@ fn is_java_archive(path: &str) -> bool {
 
 /// Whether `path` has a directory segment equal to `segment`.
 fn has_dir_segment(path: &str, segment: &str) -> bool {
-    path.split('/')
-        .rev()
-        .skip(1)
-        .any(|s| s == segment)
+    path.split('/').rev().skip(1).any(|s| s == segment)
 }
 
 /// Whether the walker keeps `path` for a language parser. Cheap: suffix and
@@ -238,7 +235,10 @@ mod tests {
         assert_eq!(parse("usr/bin/script", b"#!/bin/sh\necho hi\n"), Ok(vec![]));
         assert_eq!(parse("usr/bin/empty", b""), Ok(vec![]));
         // ELF magic, garbage after it.
-        assert_eq!(parse("usr/bin/bad", b"\x7fELF\x02\x01\x01garbage"), Ok(vec![]));
+        assert_eq!(
+            parse("usr/bin/bad", b"\x7fELF\x02\x01\x01garbage"),
+            Ok(vec![])
+        );
     }
 }
 
@@ -257,5 +257,62 @@ pub(crate) mod tests_support {
             obj.append_section_data(id, data, 16);
         }
         obj.write().unwrap()
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    /// A deterministic byte soup (xorshift).
+    fn soup(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn garbage_and_truncations_never_panic() {
+        let paths = [
+            "a.dist-info/METADATA",
+            "a.egg-info",
+            "a.egg",
+            "node_modules/a/package.json",
+            "package-lock.json",
+            "Cargo.lock",
+            "specifications/a.gemspec",
+            "a.jar",
+            "usr/bin/a",
+        ];
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lang");
+        let mut inputs: Vec<Vec<u8>> = (0..64).map(|s| soup(s, (s as usize) * 37)).collect();
+        for f in [
+            "python/METADATA",
+            "python/demo-0.4-py3.11.egg",
+            "npm/package-lock-v3.json",
+            "ruby/rake-13.0.6.gemspec",
+        ] {
+            let b = std::fs::read(format!("{dir}/{f}")).unwrap();
+            for cut in (0..b.len()).step_by(7) {
+                inputs.push(b[..cut].to_vec());
+            }
+        }
+        // ELF-looking soups reach the object parser.
+        for s in 0..64 {
+            let mut b = b"\x7fELF\x02\x01\x01\x00".to_vec();
+            b.extend(soup(s, 256));
+            inputs.push(b);
+        }
+        for p in paths {
+            for i in &inputs {
+                let _ = parse(p, i);
+            }
+        }
     }
 }

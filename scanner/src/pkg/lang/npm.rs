@@ -76,7 +76,10 @@ pub(super) fn parse_package_lock(path: &str, bytes: &[u8]) -> Result<Vec<Package
         // serde_json's recursion limit bounds the nesting depth.
         walk_v1(path, deps, &mut out);
     } else if lock.packages.is_none() {
-        return Err(LangError::malformed(path, "neither packages nor dependencies"));
+        return Err(LangError::malformed(
+            path,
+            "neither packages nor dependencies",
+        ));
     }
     out.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
     out.dedup_by(|a, b| a.name == b.name && a.version == b.version);
@@ -107,7 +110,9 @@ mod tests {
     use super::*;
 
     fn nv(p: &[Package]) -> Vec<String> {
-        p.iter().map(|p| format!("{}@{}", p.name, p.version)).collect()
+        p.iter()
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect()
     }
 
     #[test]
@@ -120,8 +125,17 @@ mod tests {
         assert_eq!(nv(&p), ["npm@9.2.0"]);
         assert_eq!(p[0].kind, PackageKind::Npm);
         // Missing or non-string fields: not a package.
-        for j in [r#"{"name":"x"}"#, r#"{"version":"1"}"#, r#"{"name":"x","version":1}"#, "[]"] {
-            assert_eq!(parse_package_json("package.json", j.as_bytes()).ok(), Some(vec![]), "{j}");
+        for j in [
+            r#"{"name":"x"}"#,
+            r#"{"version":"1"}"#,
+            r#"{"name":"x","version":1}"#,
+            "[]",
+        ] {
+            assert_eq!(
+                parse_package_json("package.json", j.as_bytes()).ok(),
+                Some(vec![]),
+                "{j}"
+            );
         }
         assert!(parse_package_json("package.json", b"{nope").is_err());
     }
@@ -131,7 +145,10 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lang/npm");
         let bytes = std::fs::read(format!("{dir}/package-lock-v3.json")).unwrap();
         let p = parse_package_lock("app/package-lock.json", &bytes).unwrap();
-        assert_eq!(nv(&p), ["@scope/pkg@1.0.1", "debug@2.6.9", "debug@4.3.4", "ms@2.1.2"]);
+        assert_eq!(
+            nv(&p),
+            ["@scope/pkg@1.0.1", "debug@2.6.9", "debug@4.3.4", "ms@2.1.2"]
+        );
     }
 
     #[test]

@@ -117,10 +117,16 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lang/python");
         let meta = std::fs::read(format!("{dir}/METADATA")).unwrap();
         let p = parse_metadata("requests-2.31.0.dist-info/METADATA", &meta).unwrap();
-        assert_eq!((p[0].name.as_str(), p[0].version.as_str()), ("requests", "2.31.0"));
+        assert_eq!(
+            (p[0].name.as_str(), p[0].version.as_str()),
+            ("requests", "2.31.0")
+        );
         let egg = std::fs::read(format!("{dir}/demo-0.4-py3.11.egg")).unwrap();
         let p = parse_egg("x/demo-0.4-py3.11.egg", &egg).unwrap();
-        assert_eq!((p[0].name.as_str(), p[0].version.as_str()), ("demo.pkg", "0.4"));
+        assert_eq!(
+            (p[0].name.as_str(), p[0].version.as_str()),
+            ("demo.pkg", "0.4")
+        );
         assert!(parse_egg("x.egg", b"not a zip").is_err());
     }
 }

@@ -11,7 +11,11 @@ fn assignment<'a>(line: &'a str, field: &str) -> Option<&'a str> {
     let line = line.trim_start();
     let dot = line.find('.')?;
     let ident = &line[..dot];
-    if ident.is_empty() || !ident.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if ident.is_empty()
+        || !ident
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         return None;
     }
     let rest = line[dot + 1..].strip_prefix(field)?;
@@ -67,8 +71,15 @@ mod tests {
     fn generated_gemspec() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lang/ruby");
         let b = std::fs::read(format!("{dir}/rake-13.0.6.gemspec")).unwrap();
-        let p = parse_gemspec("usr/lib/ruby/gems/3.1.0/specifications/rake-13.0.6.gemspec", &b).unwrap();
-        assert_eq!((p[0].name.as_str(), p[0].version.as_str()), ("rake", "13.0.6"));
+        let p = parse_gemspec(
+            "usr/lib/ruby/gems/3.1.0/specifications/rake-13.0.6.gemspec",
+            &b,
+        )
+        .unwrap();
+        assert_eq!(
+            (p[0].name.as_str(), p[0].version.as_str()),
+            ("rake", "13.0.6")
+        );
         assert_eq!(p[0].kind, PackageKind::Gem);
     }
 
@@ -76,7 +87,10 @@ mod tests {
     fn literal_forms() {
         let g = "Gem::Specification.new do |spec|\n  spec.name = %q{json}\n  spec.version = '2.6.1'\n  spec.name = \"later\"\nend\n";
         let p = parse_gemspec("x.gemspec", g.as_bytes()).unwrap();
-        assert_eq!((p[0].name.as_str(), p[0].version.as_str()), ("json", "2.6.1"));
+        assert_eq!(
+            (p[0].name.as_str(), p[0].version.as_str()),
+            ("json", "2.6.1")
+        );
         // Comparisons and computed values are not assignments of literals.
         for g in [
             "s.name == \"x\"\ns.version = \"1\"\n",
@@ -87,8 +101,14 @@ mod tests {
         ] {
             assert!(parse_gemspec("x.gemspec", g.as_bytes()).is_err(), "{g}");
         }
-        assert_eq!(assignment("  s.version = \"1.0\".freeze", "version"), Some("1.0"));
+        assert_eq!(
+            assignment("  s.version = \"1.0\".freeze", "version"),
+            Some("1.0")
+        );
         assert_eq!(assignment("s.versions = \"1.0\"", "version"), None);
-        assert_eq!(assignment("s.required_rubygems_version = \"1.0\"", "version"), None);
+        assert_eq!(
+            assignment("s.required_rubygems_version = \"1.0\"", "version"),
+            None
+        );
     }
 }
