@@ -53,7 +53,7 @@ const KNOWN: &[Known] = &[
         name: "sysvinit-utils",
         version: "*",
         reason: "Status `install ok unpacked`: Trivy drops only `deinstall`/`purge` wants; \
-                 Berth keeps state `installed` only, as `dpkg-query` lists installed packages",
+                 Berth (pkg::dpkg) keeps state `installed` only, as osv-scalibr does",
     },
     // opt/app/errdemo is built from a local module: its build info says
     // `mod example.com/berth/errdemo (devel)`.
