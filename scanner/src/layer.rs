@@ -57,6 +57,9 @@ pub struct Limits {
     /// Bytes kept from one metadata file (a package database, a
     /// `package.json`, …); larger files fail the layer.
     pub max_file: u64,
+    /// Bytes kept from one rpm database (that of a big
+    /// RHEL image passes 64 MiB); larger ones fail the layer.
+    pub max_database: u64,
     /// Bytes read from one binary or archive looked into for build info
     /// (Go, cargo-auditable, jars); larger ones are skipped, not failed.
     pub max_binary: u64,
@@ -70,6 +73,7 @@ impl Default for Limits {
             max_uncompressed: 64 << 30,
             max_entries: 2_000_000,
             max_file: 64 << 20,
+            max_database: 512 << 20,
             max_binary: 512 << 20,
             max_packages: 1_000_000,
         }
@@ -540,10 +544,14 @@ impl Walker<'_> {
         match want {
             Want::No => Ok(()),
             Want::Metadata => {
-                if size > self.limits.max_file {
+                let (cap, name) = if crate::pkg::rpm::is_db(&path) {
+                    (self.limits.max_database, "max_database")
+                } else {
+                    (self.limits.max_file, "max_file")
+                };
+                if size > cap {
                     return Err(WalkError::Layer(LayerError::Limit(format!(
-                        "{path}: {size} bytes, more than max_file ({})",
-                        self.limits.max_file
+                        "{path}: {size} bytes, more than {name} ({cap})"
                     ))));
                 }
                 if !readable {
@@ -551,10 +559,9 @@ impl Walker<'_> {
                         "{path}: PAX size disagrees with the header's"
                     )));
                 }
-                let bytes = read_bounded(entry, size, self.limits.max_file)?.ok_or_else(|| {
+                let bytes = read_bounded(entry, size, cap)?.ok_or_else(|| {
                     WalkError::Layer(LayerError::Limit(format!(
-                        "{path}: more than max_file ({}) bytes",
-                        self.limits.max_file
+                        "{path}: more than {name} ({cap}) bytes"
                     )))
                 })?;
                 if release {

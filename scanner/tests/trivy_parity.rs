@@ -44,17 +44,6 @@ struct Known {
 /// The known differences between Berth and Trivy 0.76.0 on these images,
 /// each with its reason.
 const KNOWN: &[Known] = &[
-    // Layer 2 of the debian image leaves sysvinit-utils "install ok unpacked"
-    // (as `dpkg --unpack` without configure, or a failed postinst, leaves it).
-    Known {
-        image: "debian",
-        eco: "deb",
-        only: Only::Trivy,
-        name: "sysvinit-utils",
-        version: "*",
-        reason: "Status `install ok unpacked`: Trivy drops only `deinstall`/`purge` wants; \
-                 Berth (pkg::dpkg) keeps state `installed` only, as osv-scalibr does",
-    },
     // opt/app/errdemo is built from a local module: its build info says
     // `mod example.com/berth/errdemo (devel)`.
     Known {

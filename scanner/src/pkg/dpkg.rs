@@ -69,6 +69,20 @@ fn stanzas(text: &str) -> impl Iterator<Item = Stanza<'_>> {
     })
 }
 
+fn files_on_disk(state: Option<&str>) -> bool {
+    matches!(
+        state,
+        Some(
+            "installed"
+                | "unpacked"
+                | "half-configured"
+                | "half-installed"
+                | "triggers-awaiting"
+                | "triggers-pending"
+        )
+    )
+}
+
 fn package_of(stanza: &Stanza<'_>, status_required: bool, path: &str) -> Option<Package> {
     let fields = stanza.as_ref()?;
     let field = |name: &str| {
@@ -84,7 +98,12 @@ fn package_of(stanza: &Stanza<'_>, status_required: bool, path: &str) -> Option<
         return None;
     }
     match field("Status") {
-        Some(status) if status.split_whitespace().nth(2) != Some("installed") => return None,
+        // The state (third word) says whether the package's files are on
+        // disk: `installed`, and the states between unpacking and
+        // configuring (`unpacked`, `half-configured`, `half-installed`,
+        // `triggers-*`), whose files are there too (as Trivy counts them);
+        // not `config-files` or `not-installed`.
+        Some(status) if !files_on_disk(status.split_whitespace().nth(2)) => return None,
         None if status_required => return None,
         _ => {}
     }
@@ -191,13 +210,15 @@ Status: install ok installed
                     "2.38.1-5+deb12u3"
                 ),
                 ("bash", "5.2.15-2+b13", "bash", "5.2.15-2"),
+                // Unpacked, not configured: its files are on disk.
+                ("half", "1.0-1", "half", "1.0-1"),
                 ("usr-is-merged", "37~deb12u1", "usrmerge", "37~deb12u1"),
                 ("nosource", "2.0", "nosource", "2.0"),
             ]
         );
         assert_eq!(pkgs[0].arch.as_deref(), Some("amd64"));
         assert_eq!(pkgs[0].path, STATUS);
-        assert_eq!(pkgs[3].arch, None);
+        assert_eq!(pkgs[4].arch, None);
     }
 
     #[test]
