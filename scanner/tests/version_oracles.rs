@@ -66,7 +66,7 @@ fn run(program: &str, args: &[&str], input: &str, install: &str) -> String {
 /// Compares our answers with the oracle's, one line per pair: `<`, `=`,
 /// `>` or `X` (rejected). Returns the number of pairs checked.
 fn check(scheme: Scheme, pairs: &[(String, String)], oracle: &str) -> usize {
-    let lines: Vec<&str> = oracle.lines().collect();
+    let lines: Vec<&str> = oracle.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(
         lines.len(),
         pairs.len(),
@@ -447,4 +447,275 @@ fn pep440_matches_python_packaging() {
         "the `python3-packaging` package",
     );
     assert_eq!(check(Scheme::Pep440, &pairs, &out), 5000);
+}
+
+// ---------------------------------------------------------------- rpm
+
+const RPM_SEEDS: &[&str] = &[
+    "3.0.7-27.el9",
+    "1:3.0.7-27.el9",
+    "1.2.11-40.el9",
+    "2.34-60.el9_2.7",
+    "4.18.0-477.10.1.el9_2",
+    "7.76.1-26.el9_3.2",
+    "1:1.1.1k-9.el8_7",
+    "0.9.8zh-1",
+    "2.0.0~rc1-1.fc38",
+    "1.0^20230101git1a2b3c-2.fc39",
+    "5.1.8-6.fc38",
+    "3.6.0-lp155.1.1",
+    "2:8.2.2637-20.el9_1",
+    "1.46.5-3.el9",
+    "252-14.el9_2.3",
+    "1.0.2-0.1.beta3.el9",
+    "10.2-1",
+    "15.1~b2-1.1",
+    "0.20.1-150500.3.3.1",
+    "1.36.1-8.amzn2023.0.2",
+];
+
+fn rpm_mutate(rng: &mut Rng, v: &str) -> String {
+    match rng.below(9) {
+        0..=2 => mutate_digits(rng, v),
+        3 | 4 => format!(
+            "{v}{}",
+            rng.pick(&[
+                "~rc1", "~", "^post1", "^", ".1", "a", "_1", ".el9", "+git", "~~", "^^", ".0"
+            ])
+        ),
+        5 => format!("{}:{v}", rng.pick(&["0", "1", "2", "01", ""])),
+        6 => match v.rfind('-') {
+            Some(d) if rng.chance(50) => v[..d].to_owned(),
+            Some(d) => format!(
+                "{}-{}",
+                &v[..d],
+                rng.pick(&["1", "2.el9", "1.el9_1", "", "~1", "0"])
+            ),
+            None => format!("{v}-{}", rng.pick(&["1", "0.1"])),
+        },
+        7 => v.replacen('.', rng.pick(&["_", "..", "", "~", "^", "+"]), 1),
+        _ => v.to_uppercase(),
+    }
+}
+
+/// Short strings over rpm's interesting characters: `rpmvercmp` itself.
+fn rpm_raw(rng: &mut Rng) -> String {
+    let alphabet = [
+        '0', '1', '2', '9', 'a', 'b', 'Z', '.', '~', '^', '_', '+', 'é',
+    ];
+    let n = 1 + rng.below(7);
+    (0..n)
+        .map(|_| alphabet[rng.below(alphabet.len())])
+        .collect()
+}
+
+const RPM_LUA: &str = "%{lua: for line in io.lines() do \
+    local a, b = line:match('^(.*)\\t(.*)$'); \
+    local ok, r = pcall(rpm.vercmp, a, b); \
+    if not ok then io.write('X\\n') elseif r < 0 then io.write('<\\n') elseif r > 0 then io.write('>\\n') else io.write('=\\n') end \
+    end}";
+
+#[test]
+fn rpm_matches_rpm_vercmp() {
+    let mut rng = Rng(0x0e9a_5eed);
+    let mut pairs = pairs(
+        &mut rng,
+        3000,
+        |r| {
+            let v = r.pick(RPM_SEEDS).to_owned();
+            if r.chance(60) { rpm_mutate(r, &v) } else { v }
+        },
+        rpm_mutate,
+    );
+    // Plain versions (no ':' or '-'): rpmvercmp without the EVR split.
+    pairs.extend(self::pairs(&mut rng, 3000, rpm_raw, |r, v| {
+        if r.chance(50) {
+            format!("{v}{}", rpm_raw(r))
+        } else {
+            mutate_digits(r, v)
+        }
+    }));
+    pairs.push((String::new(), "1".to_owned()));
+    let input: String = pairs.iter().map(|(a, b)| format!("{a}\t{b}\n")).collect();
+    let out = run("rpm", &["--eval", RPM_LUA], &input, "the `rpm` package");
+    assert_eq!(check(Scheme::Rpm, &pairs, &out), 6001);
+}
+
+// ---------------------------------------------------------------- Maven
+
+const MAVEN_SEEDS: &[&str] = &[
+    "1.0",
+    "1.0.0",
+    "2.13.4.2",
+    "1.2-SNAPSHOT",
+    "3.0.0-M5",
+    "5.3.27.RELEASE",
+    "2.0.0.Final",
+    "4.1.94.Final",
+    "1.0-alpha-1",
+    "1.0-beta2",
+    "1.0-rc1",
+    "1.0.RC2",
+    "1.0-CR1",
+    "31.1-jre",
+    "32.0.0-android",
+    "1.0-sp1",
+    "9.4.51.v20230217",
+    "1.70",
+    "2.0.0-ga",
+    "1.0.0-20230101.123456-1",
+    "7",
+    "1-1",
+    "1.0.0-alpha.beta",
+    "0.9.9-m1",
+    "1.0a1",
+];
+
+fn maven_mutate(rng: &mut Rng, v: &str) -> String {
+    match rng.below(8) {
+        0 | 1 => mutate_digits(rng, v),
+        2 | 3 => format!(
+            "{v}{}{}",
+            rng.pick(&[".", "-", "", "."]),
+            rng.pick(&[
+                "0", "1", "a", "b1", "m2", "rc", "cr3", "SNAPSHOT", "ga", "final", "release", "sp",
+                "sp2", "xyz", "RC1", "alpha", "0.0", "-", ".", "Final"
+            ])
+        ),
+        4 => v.replacen('.', "-", 1),
+        5 => v.replacen('-', ".", 1),
+        6 => match v.rfind(['.', '-']) {
+            Some(p) => v[..p].to_owned(),
+            None => format!("{v}.0"),
+        },
+        _ => v.to_lowercase(),
+    }
+}
+
+const MAVEN_JAVA: &str = r#"
+import java.io.*;
+import org.apache.maven.artifact.versioning.ComparableVersion;
+public class MavenOracle {
+    public static void main(String[] args) throws IOException {
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, "UTF-8"));
+        StringBuilder out = new StringBuilder();
+        String line;
+        while ((line = in.readLine()) != null) {
+            int tab = line.indexOf('\t');
+            int c = new ComparableVersion(line.substring(0, tab)).compareTo(new ComparableVersion(line.substring(tab + 1)));
+            out.append(c < 0 ? "<" : c > 0 ? ">" : "=").append('\n');
+        }
+        System.out.print(out);
+    }
+}
+"#;
+
+#[test]
+fn maven_matches_comparable_version() {
+    let jar = std::fs::read_dir("/usr/share/maven/lib")
+        .ok()
+        .and_then(|d| {
+            d.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("maven-artifact"))
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!("no /usr/share/maven/lib/maven-artifact-*.jar; install the `maven` package")
+        });
+    let dir = std::env::temp_dir().join(format!("berth-maven-oracle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let src = dir.join("MavenOracle.java");
+    std::fs::write(&src, MAVEN_JAVA).expect("write oracle source");
+    let mut rng = Rng(0x3a7e_5eed);
+    let pairs = pairs(
+        &mut rng,
+        4000,
+        |r| {
+            let v = r.pick(MAVEN_SEEDS).to_owned();
+            if r.chance(60) { maven_mutate(r, &v) } else { v }
+        },
+        maven_mutate,
+    );
+    let input: String = pairs.iter().map(|(a, b)| format!("{a}\t{b}\n")).collect();
+    let jar = jar.to_string_lossy().into_owned();
+    let src = src.to_string_lossy().into_owned();
+    let out = run(
+        "java",
+        &["-cp", &jar, &src],
+        &input,
+        "the `maven` package and a JRE (`default-jre-headless`)",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(check(Scheme::Maven, &pairs, &out), 4000);
+}
+
+// ---------------------------------------------------------------- RubyGems
+
+const GEM_SEEDS: &[&str] = &[
+    "1.0",
+    "7.0.4.3",
+    "2.7.0.beta1",
+    "1.13.10",
+    "3.2.0.rc1",
+    "0.9.9.pre",
+    "1.0.0-rc.1",
+    "5.0.0.racecar1",
+    "1.0a",
+    "2.0.0.pre.alpha",
+    "0",
+    "10.1",
+    "1.2.3.4.5",
+    "1.0-1",
+    "3.0.0-beta-2",
+];
+
+fn gem_mutate(rng: &mut Rng, v: &str) -> String {
+    match rng.below(7) {
+        0 | 1 => mutate_digits(rng, v),
+        2 | 3 => format!(
+            "{v}{}",
+            rng.pick(&[
+                ".0", ".1", ".a", ".pre", "a", ".rc1", "-1", "-pre", ".B", "b2", ".0.0", "-", ".",
+                " ", "_1", "--x"
+            ])
+        ),
+        4 => v.replacen('.', "-", 1),
+        5 => v.to_uppercase(),
+        _ => match v.rfind(['.', '-']) {
+            Some(p) => v[..p].to_owned(),
+            None => format!("{v}.0"),
+        },
+    }
+}
+
+const RUBY_GEMS: &str = r#"
+out = []
+STDIN.each_line do |line|
+  a, b = line.chomp("\n").split("\t", -1)
+  if Gem::Version.correct?(a) && Gem::Version.correct?(b)
+    out << ['<', '=', '>'][(Gem::Version.new(a) <=> Gem::Version.new(b)) + 1]
+  else
+    out << 'X'
+  end
+end
+STDOUT.write(out.join("\n") + "\n")
+"#;
+
+#[test]
+fn rubygems_matches_gem_version() {
+    let mut rng = Rng(0x9e35_5eed);
+    let pairs = pairs(
+        &mut rng,
+        4000,
+        |r| {
+            let v = r.pick(GEM_SEEDS).to_owned();
+            if r.chance(60) { gem_mutate(r, &v) } else { v }
+        },
+        gem_mutate,
+    );
+    let input: String = pairs.iter().map(|(a, b)| format!("{a}\t{b}\n")).collect();
+    let out = run("ruby", &["-e", RUBY_GEMS], &input, "the `ruby` package");
+    assert_eq!(check(Scheme::RubyGems, &pairs, &out), 4000);
 }
