@@ -688,3 +688,143 @@ fn pep503_normalisation() {
     }
     assert_eq!(normalise_name("npm", "Foo_Bar"), "Foo_Bar");
 }
+
+#[test]
+fn rpm_ranges_compare_the_binary_evr_with_its_epoch() {
+    let inv = Inventory {
+        os: None,
+        packages: vec![pkg(
+            PackageKind::Rpm,
+            "openssl-libs",
+            "1:3.0.7-27.el9",
+            Some(("openssl", Some("3.0.7-27.el9"))),
+        )],
+    };
+    let rh = |fixed: &str| {
+        record(osv(
+            "RHSA-X",
+            "Red Hat",
+            "openssl-libs",
+            json!([{"introduced": "0"}, {"fixed": fixed}]),
+        ))
+    };
+    // the epoch decides: 1:3.0.7-27 < 1:3.0.7-28, and > 3.1 (epoch 0)
+    assert_eq!(run(&inv, Some("Red Hat"), &[rh("1:3.0.7-28.el9")]).len(), 1);
+    assert!(run(&inv, Some("Red Hat"), &[rh("1:3.0.7-27.el9")]).is_empty());
+    assert!(
+        run(&inv, Some("Red Hat"), &[rh("3.1.0-1.el9")]).is_empty(),
+        "epoch 1 beats epoch 0"
+    );
+    let got = run(&inv, Some("Red Hat"), &[rh("1:3.0.7-27.el9_3.1")]);
+    assert_eq!(got[0].fixed_version.as_deref(), Some("1:3.0.7-27.el9_3.1"));
+}
+
+#[test]
+fn maven_and_go_ecosystem_ranges() {
+    let inv = Inventory {
+        os: None,
+        packages: vec![
+            pkg(
+                PackageKind::Maven,
+                "org.apache.logging.log4j:log4j-core",
+                "2.14.1",
+                None,
+            ),
+            pkg(
+                PackageKind::Go,
+                "golang.org/x/net",
+                "v0.0.0-20220722155237-a158d28d115b",
+                None,
+            ),
+        ],
+    };
+    let mvn = |fixed: &str| {
+        record(osv(
+            "GHSA-M",
+            "Maven",
+            "org.apache.logging.log4j:log4j-core",
+            json!([{"introduced": "2.0-beta9"}, {"fixed": fixed}]),
+        ))
+    };
+    assert_eq!(run(&inv, None, &[mvn("2.15.0")]).len(), 1);
+    assert!(run(&inv, None, &[mvn("2.14.1")]).is_empty());
+    assert_eq!(run(&inv, None, &[mvn("2.14.1.1")]).len(), 1);
+    let go = |fixed: &str| {
+        json!({"id": "GO-N", "modified": "2026-01-01T00:00:00Z",
+            "affected": [{"package": {"ecosystem": "Go", "name": "golang.org/x/net"},
+                "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": fixed}]}]}]})
+    };
+    // a pseudo-version is a prerelease of the next patch
+    assert_eq!(
+        run(
+            &inv,
+            None,
+            &[record(go("0.0.0-20221004154528-8021a29435af"))]
+        )
+        .len(),
+        1
+    );
+    assert!(
+        run(
+            &inv,
+            None,
+            &[record(go("0.0.0-20220101000000-000000000000"))]
+        )
+        .is_empty()
+    );
+}
+
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn version_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("0".to_owned()),
+            Just("*".to_owned()),
+            "[0-9]{1,3}(\\.[0-9]{1,3}){0,3}",
+            "[0-9]:[0-9a-z.+~-]{1,12}",
+            "v?[0-9]\\.[0-9]\\.[0-9](-[a-z0-9.]{1,6})?",
+            ".{0,12}",
+        ]
+    }
+
+    fn event() -> impl Strategy<Value = serde_json::Value> {
+        (0..4usize, version_like()).prop_map(|(k, v)| {
+            let key = ["introduced", "fixed", "last_affected", "limit"][k];
+            json!({ key: v })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Hostile ranges in every ecosystem's ordering: no panic, and a
+        /// reported fix is above the installed version.
+        #[test]
+        fn matching_never_panics(
+            eco in prop::sample::select(vec!["Debian:12", "Red Hat", "Alpine:v3.19", "PyPI", "npm", "Go", "Maven", "RubyGems", "crates.io", "Unknown"]),
+            kind in prop::sample::select(vec!["ECOSYSTEM", "SEMVER", "GIT"]),
+            events in prop::collection::vec(event(), 0..12),
+            versions in prop::collection::vec(version_like(), 0..4),
+            installed in version_like(),
+        ) {
+            let rec = record(json!({"id": "P-1", "modified": "2026-01-01T00:00:00Z",
+                "affected": [{"package": {"ecosystem": eco, "name": "p"},
+                              "ranges": [{"type": kind, "events": events}], "versions": versions}]}));
+            let affected = &rec.affected[0];
+            if let Some(v) = crate::osv::affects(affected, &installed)
+                && let (Some(fixed), Some(scheme)) = (v.fixed, Scheme::for_ecosystem(eco))
+            {
+                let scheme = if kind == "SEMVER" { Scheme::Semver } else { scheme };
+                let installed = installed.strip_prefix('v').filter(|_| kind == "SEMVER").unwrap_or(&installed);
+                prop_assert_eq!(version::compare(scheme, installed, &fixed), Some(Ordering::Less));
+            }
+        }
+
+        #[test]
+        fn parse_record_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_record("fuzz.json", &bytes);
+        }
+    }
+}
