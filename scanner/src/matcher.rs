@@ -446,6 +446,9 @@ fn describe(record: &Record) -> String {
                 .and_then(|d| d.lines().map(str::trim).find(|l| !l.is_empty()))
         })
         .unwrap_or("");
+    if text.len() <= DESCRIPTION_CHARS {
+        return text.to_owned();
+    }
     text.chars().take(DESCRIPTION_CHARS).collect()
 }
 

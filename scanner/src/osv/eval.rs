@@ -20,11 +20,13 @@ fn scheme_of(range_kind: &str, ecosystem: &str) -> Option<Scheme> {
     }
 }
 
-/// Whether `version` is affected by `affected` (listed in `versions`, or
-/// inside one of its ECOSYSTEM/SEMVER ranges under the ecosystem's
-/// ordering); `None` when not affected or not decidable (unknown
-/// ecosystem, unparseable version). An exact string in `versions` is
-/// affected in any ecosystem: that needs no ordering.
+/// Whether `version` is affected by `affected` (inside one of its
+/// ECOSYSTEM/SEMVER ranges under the ecosystem's ordering, or listed in
+/// `versions`); `None` when not affected or not decidable (unknown
+/// ecosystem, unparseable version). When a range decides, `versions` (an
+/// enumeration of the same ranges on osv.dev) is not consulted; otherwise
+/// an exact string in it is affected in any ecosystem, and an equal
+/// version under the ordering too.
 pub fn affects(affected: &Affected, version: &str) -> Option<super::Verdict> {
     affects_with(affected, version, &|scheme, a, b| {
         version::compare(scheme, a, b)
@@ -35,6 +37,7 @@ pub(crate) type Cmp<'a> = &'a dyn Fn(Scheme, &str, &str) -> Option<Ordering>;
 
 pub(crate) fn affects_with(affected: &Affected, version: &str, cmp: Cmp<'_>) -> Option<Verdict> {
     let ecosystem = affected.package.ecosystem.as_str();
+    let mut decided = false;
     for range in &affected.ranges {
         let Some(scheme) = scheme_of(&range.kind, ecosystem) else {
             continue;
@@ -44,9 +47,17 @@ pub(crate) fn affects_with(affected: &Affected, version: &str, cmp: Cmp<'_>) -> 
         } else {
             version
         };
-        if let Some(verdict) = in_range(range, scheme, v, cmp) {
-            return Some(verdict);
+        match in_range(range, scheme, v, cmp) {
+            Outcome::Inside(verdict) => return Some(verdict),
+            Outcome::Outside => decided = true,
+            Outcome::Undecidable => {}
         }
+    }
+    // A range that decided "outside" is the record's word: its `versions`
+    // are osv.dev's enumeration of the same ranges (hundreds of strings
+    // for Debian), consulted only when no range could decide.
+    if decided {
+        return None;
     }
     if affected.versions.iter().any(|listed| listed == version) {
         return Some(Verdict { fixed: None });
@@ -77,10 +88,25 @@ enum Kind {
     Fixed,
 }
 
-/// One range: `Some` when `v` is inside it (and below one of its limits,
-/// when it has any). `None` also when the range cannot be evaluated (an
-/// event or `v` that does not parse): never a guess.
-fn in_range(range: &Range, scheme: Scheme, v: &str, cmp: Cmp<'_>) -> Option<Verdict> {
+enum Outcome {
+    Inside(Verdict),
+    Outside,
+    /// An event or the version does not parse: never a guess.
+    Undecidable,
+}
+
+/// One range: inside it (and below one of its limits, when it has any),
+/// outside, or not decidable.
+fn in_range(range: &Range, scheme: Scheme, v: &str, cmp: Cmp<'_>) -> Outcome {
+    match range_verdict(range, scheme, v, cmp) {
+        Some(Some(verdict)) => Outcome::Inside(verdict),
+        Some(None) => Outcome::Outside,
+        None => Outcome::Undecidable,
+    }
+}
+
+/// `None`: undecidable; `Some(None)`: outside; `Some(Some(_))`: inside.
+fn range_verdict(range: &Range, scheme: Scheme, v: &str, cmp: Cmp<'_>) -> Option<Option<Verdict>> {
     cmp(scheme, v, v)?;
     let norm = |s: &str| -> String {
         if scheme == Scheme::Semver {
@@ -133,7 +159,7 @@ fn in_range(range: &Range, scheme: Scheme, v: &str, cmp: Cmp<'_>) -> Option<Verd
         }
     }
     if !matches!(top, Some((_, Kind::Introduced))) {
-        return None;
+        return Some(None);
     }
     if !limits.is_empty() {
         let mut below_one = false;
@@ -143,7 +169,7 @@ fn in_range(range: &Range, scheme: Scheme, v: &str, cmp: Cmp<'_>) -> Option<Verd
             }
         }
         if !below_one {
-            return None;
+            return Some(None);
         }
     }
     // The fix of the stretch that contains `v`: the least `fixed` above it.
@@ -160,7 +186,7 @@ fn in_range(range: &Range, scheme: Scheme, v: &str, cmp: Cmp<'_>) -> Option<Verd
             }
         };
     }
-    Some(Verdict { fixed })
+    Some(Some(Verdict { fixed }))
 }
 
 fn classify(event: &Event) -> Option<(Kind, &str)> {
@@ -297,6 +323,21 @@ mod tests {
         assert_eq!(check(&a, "1.0.0"), Some(None));
         assert_eq!(check(&a, "weird-tag"), Some(None));
         assert_eq!(check(&a, "1.1"), None);
+        // with a range that decides, the list is not consulted
+        let both = entry(
+            "PyPI",
+            vec![("ECOSYSTEM", vec![ev("i", "0"), ev("f", "0.5")])],
+            &["1.0", "2.0.0"],
+        );
+        assert_eq!(check(&both, "0.1"), Some(Some("0.5".into())));
+        assert_eq!(check(&both, "1.0"), None);
+        assert_eq!(check(&both, "2.0"), None);
+        // a GIT range decides nothing: the list is
+        let git = entry("PyPI", vec![("GIT", vec![ev("i", "0")])], &["1.0"]);
+        assert_eq!(check(&git, "1.0.0"), Some(None));
+        // an undecidable range leaves the list on
+        let junk = entry("PyPI", vec![("ECOSYSTEM", vec![ev("i", "x")])], &["2.0.0"]);
+        assert_eq!(check(&junk, "2.0"), Some(None));
         // an unknown ecosystem: exact strings only, no ordering
         let u = entry("Hackage", vec![("ECOSYSTEM", vec![ev("i", "0")])], &["1.0"]);
         assert_eq!(check(&u, "1.0"), Some(None));
