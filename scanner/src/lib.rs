@@ -59,7 +59,10 @@ impl PackageKind {
     /// OS packages are what ECR's BASIC scanning reports; the others only
     /// ENHANCED.
     pub fn is_os(self) -> bool {
-        matches!(self, PackageKind::Dpkg | PackageKind::Apk | PackageKind::Rpm)
+        matches!(
+            self,
+            PackageKind::Dpkg | PackageKind::Apk | PackageKind::Rpm
+        )
     }
 
     /// The OSV ecosystem of a language package (`None` for OS packages,
