@@ -75,6 +75,44 @@ pub(crate) fn affects_with(affected: &Affected, version: &str, cmp: Cmp<'_>) -> 
     None
 }
 
+/// Drops the `versions` of each affected entry whose ranges will always
+/// decide (an ECOSYSTEM/SEMVER range whose every event parses under its
+/// ordering): [`affects`] does not consult them then, and osv.dev's Debian
+/// records enumerate hundreds. Returns the strings dropped.
+pub fn compact(record: &mut super::Record) -> usize {
+    let mut dropped = 0;
+    for affected in &mut record.affected {
+        if affected.versions.is_empty() {
+            continue;
+        }
+        let ecosystem = affected.package.ecosystem.as_str();
+        let decides = affected.ranges.iter().any(|range| {
+            let Some(scheme) = scheme_of(&range.kind, ecosystem) else {
+                return false;
+            };
+            !range.events.is_empty()
+                && range.events.iter().all(|e| {
+                    [&e.introduced, &e.fixed, &e.last_affected, &e.limit]
+                        .into_iter()
+                        .flatten()
+                        .all(|v| {
+                            let v = if scheme == Scheme::Semver {
+                                strip_v(v)
+                            } else {
+                                v
+                            };
+                            v == "0" || v == "*" || version::compare(scheme, v, v).is_some()
+                        })
+                })
+        });
+        if decides {
+            dropped += affected.versions.len();
+            affected.versions = Vec::new();
+        }
+    }
+    dropped
+}
+
 fn strip_v(s: &str) -> &str {
     s.strip_prefix('v').unwrap_or(s)
 }
@@ -368,6 +406,41 @@ mod tests {
             &[],
         );
         assert_eq!(check(&two, "2"), Some(Some("3".into())));
+    }
+
+    #[test]
+    fn compact_drops_versions_only_where_ranges_decide() {
+        let mut r = crate::osv::parse_record(
+            "c.json",
+            br#"{"id":"C","modified":"2024-01-01T00:00:00Z","affected":[
+              {"package":{"ecosystem":"PyPI","name":"a"},"versions":["1.0","1.1"],
+               "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.2"}]}]},
+              {"package":{"ecosystem":"PyPI","name":"b"},"versions":["1.0"],
+               "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"<junk>"}]}]},
+              {"package":{"ecosystem":"PyPI","name":"c"},"versions":["1.0"],
+               "ranges":[{"type":"GIT","events":[{"introduced":"abc"}]}]},
+              {"package":{"ecosystem":"Go","name":"d"},"versions":["v1.0.0"],
+               "ranges":[{"type":"SEMVER","events":[{"introduced":"0"},{"fixed":"1.2.0"}]}]}]}"#,
+        )
+        .unwrap();
+        let before: Vec<Option<Verdict>> = ["1.0", "1.1", "1.3"]
+            .iter()
+            .map(|v| affects(&r.affected[0], v))
+            .collect();
+        assert_eq!(compact(&mut r), 3);
+        assert!(r.affected[0].versions.is_empty());
+        assert_eq!(r.affected[1].versions, ["1.0"]);
+        assert_eq!(r.affected[2].versions, ["1.0"]);
+        assert!(r.affected[3].versions.is_empty());
+        let after: Vec<Option<Verdict>> = ["1.0", "1.1", "1.3"]
+            .iter()
+            .map(|v| affects(&r.affected[0], v))
+            .collect();
+        assert_eq!(before, after);
+        assert_eq!(
+            affects(&r.affected[1], "1.0"),
+            Some(Verdict { fixed: None })
+        );
     }
 
     #[test]

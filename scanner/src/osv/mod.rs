@@ -11,8 +11,8 @@ mod time;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use eval::affects;
 pub(crate) use eval::affects_with as eval_affects;
+pub use eval::{affects, compact};
 pub use import::{MAX_FILE_BYTES, MAX_MEMBER_BYTES, SourceStats, read_source};
 pub use time::rfc3339_unix;
 
