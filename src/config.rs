@@ -42,6 +42,9 @@ pub struct Config {
     pub gc_grace: Duration,
     /// How often each repository's lifecycle policy is evaluated (ECR: within 24 h).
     pub lifecycle_interval: Duration,
+    /// An image may be scanned (pushed under scan on push, or StartImageScan)
+    /// once per this period, as ECR's once per 24 hours; 0 lifts the quota.
+    pub scan_quota_interval: Duration,
     /// `ecr` (default): `/v2/` needs a token from GetAuthorizationToken, every
     /// request is authorized, pushes need an existing repository.
     /// `none`: an open registry for development; repositories are created on push.
@@ -231,6 +234,7 @@ impl Default for Config {
             gc_interval: Duration::from_secs(600),
             gc_grace: Duration::from_secs(3600),
             lifecycle_interval: Duration::from_secs(24 * 3600),
+            scan_quota_interval: Duration::from_secs(24 * 3600),
             auth: AuthMode::Ecr,
             region: "us-east-1".into(),
             registry_host: None,
@@ -260,6 +264,7 @@ pub struct Overrides {
     pub gc_interval: Option<String>,
     pub gc_grace: Option<String>,
     pub lifecycle_interval: Option<String>,
+    pub scan_quota_interval: Option<String>,
     pub auth: Option<String>,
     pub region: Option<String>,
     pub registry_host: Option<String>,
@@ -300,7 +305,7 @@ impl Overrides {
             log_format, master_key_file,
             upload_max_age, upload_reap_interval,
             max_manifest_bytes, max_image_layers, gc_interval, gc_grace, lifecycle_interval,
-            auth, region, registry_host, idle_timeout, send_timeout, body_timeout,
+            scan_quota_interval, auth, region, registry_host, idle_timeout, send_timeout, body_timeout,
             api_body_timeout, shutdown_timeout, max_connections, max_connections_per_ip,
             body_memory, body_memory_per_ip, trusted_proxy, forwarded_header,
             max_uploads_per_caller,
@@ -371,6 +376,10 @@ impl Overrides {
                 bail!("max_image_layers must be at least 1");
             }
             c.max_image_layers = n;
+        }
+        if let Some(v) = self.scan_quota_interval {
+            // 0s is allowed: no quota.
+            c.scan_quota_interval = parse_duration(&v).context("scan_quota_interval")?;
         }
         let h = &mut c.http;
         for (name, value, slot) in [

@@ -7,7 +7,7 @@
 //! - commands: [`admin`], [`maintenance`], [`server`] (process wiring, router);
 //! - faces: [`distribution`] (`/v2/`), [`ecr_api`] (ECR's JSON API);
 //! - [`app`] (what handlers extract) and [`jobs::worker`] (runs background jobs);
-//! - services: [`lifecycle`], [`gc`], [`registry`] (the registry's rules), [`auth`];
+//! - services: [`lifecycle`], [`gc`], [`scanning`], [`registry`] (the registry's rules), [`auth`];
 //! - [`jobs`]: the job vocabulary any service enqueues;
 //! - state: [`metadata`] (SQL) and [`storage`] (blob bytes);
 //! - values and plumbing: [`iam`], [`http`], [`reference`], [`sigv4`], [`digest`],
@@ -32,6 +32,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod reference;
 pub mod registry;
+pub mod scanning;
 pub mod server;
 pub mod sigv4;
 pub mod storage;

@@ -50,6 +50,20 @@ enum Command {
         #[command(subcommand)]
         command: berth::maintenance::JobsCommand,
     },
+    /// The vulnerability database scans match against: import OSV data, show what is loaded.
+    Vulndb {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: berth::maintenance::VulndbCommand,
+    },
+    /// Image inventories: export one as a CycloneDX SBOM.
+    Scan {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: berth::maintenance::ScanCommand,
+    },
     /// Manage accounts, IAM users, access keys and identity policies.
     Iam {
         #[command(flatten)]
@@ -134,6 +148,9 @@ struct ServeArgs {
     /// How often lifecycle policies are evaluated [default: 24h]
     #[arg(long, env = "BERTH_LIFECYCLE_INTERVAL")]
     lifecycle_interval: Option<String>,
+    /// An image may be scanned once per this period, as ECR's quota; 0s lifts it [default: 24h]
+    #[arg(long, env = "BERTH_SCAN_QUOTA_INTERVAL")]
+    scan_quota_interval: Option<String>,
     /// Close a connection with no request in flight for this long [default: 30s]
     #[arg(long, env = "BERTH_IDLE_TIMEOUT")]
     idle_timeout: Option<String>,
@@ -217,6 +234,7 @@ fn resolve(a: ServeArgs) -> anyhow::Result<berth::config::Config> {
         gc_interval: a.gc_interval,
         gc_grace: a.gc_grace,
         lifecycle_interval: a.lifecycle_interval,
+        scan_quota_interval: a.scan_quota_interval,
         idle_timeout: a.idle_timeout,
         send_timeout: a.send_timeout,
         body_timeout: a.body_timeout,
@@ -271,6 +289,14 @@ fn main() -> anyhow::Result<()> {
         Command::Lifecycle { store, command } => {
             let config = store.resolve(Overrides::default())?;
             current_thread()?.block_on(berth::maintenance::lifecycle(&config, command))
+        }
+        Command::Vulndb { store, command } => {
+            let config = store.resolve(Overrides::default())?;
+            current_thread()?.block_on(berth::maintenance::vulndb(&config, command))
+        }
+        Command::Scan { store, command } => {
+            let config = store.resolve(Overrides::default())?;
+            current_thread()?.block_on(berth::maintenance::scan(&config, command))
         }
         Command::Jobs { store, command } => {
             let config = store.resolve(Overrides::default())?;

@@ -1,5 +1,6 @@
-//! `berth gc`, `berth lifecycle` and `berth jobs`: the operator's commands
-//! for garbage collection, lifecycle policies and the background job queue. Like `berth iam`, they open the data
+//! `berth gc`, `berth lifecycle`, `berth jobs`, `berth vulndb` and `berth scan`:
+//! the operator's commands for garbage collection, lifecycle policies, the
+//! background job queue, the vulnerability database and image inventories. Like `berth iam`, they open the data
 //! directory directly, so they run beside a live server (SQLite admits
 //! several processes; the GC protocol holds between processes as it does
 //! between nodes). Output is JSON on stdout.
@@ -63,6 +64,31 @@ pub enum LifecycleCommand {
     Events {
         #[arg(long)]
         repository_name: String,
+        #[arg(long)]
+        registry_id: Option<String>,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum VulndbCommand {
+    /// Load OSV records (JSON files, directories of them, osv.dev's
+    /// per-ecosystem all.zip) into the shared database, in one transaction:
+    /// every node uses them at once; a source that fails imports nothing.
+    Import {
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+    },
+    /// Records per ecosystem and the newest modification time (what scans
+    /// report as vulnerabilitySourceUpdatedAt).
+    Status,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ScanCommand {
+    /// Print an image's inventory as a CycloneDX 1.5 SBOM (JSON).
+    Sbom {
+        /// REPOSITORY:TAG or REPOSITORY@DIGEST (an image, not an index).
+        image: String,
         #[arg(long)]
         registry_id: Option<String>,
     },
@@ -291,4 +317,82 @@ fn event_json(e: &crate::metadata::ExpiryRecord) -> Value {
         "occurredAt": humantime::format_rfc3339_millis(millis_to_time(e.occurred_at)).to_string(),
         "actor": e.actor,
     })
+}
+
+fn rfc3339(ms: i64) -> String {
+    humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+    )
+    .to_string()
+}
+
+pub async fn vulndb(config: &Config, command: VulndbCommand) -> anyhow::Result<()> {
+    let registry = open(config).await?;
+    match command {
+        VulndbCommand::Import { paths } => {
+            let report = crate::scanning::vulndb::import(&registry.meta, &paths).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "imported": report.records,
+                    "sources": paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                    "ecosystems": report.per_ecosystem,
+                    "newestModified": report.newest_modified_ms.map(rfc3339),
+                }))?
+            );
+        }
+        VulndbCommand::Status => {
+            let s = registry.meta.vulndb_status().await?;
+            let ecosystems: serde_json::Map<String, Value> = s
+                .per_ecosystem
+                .iter()
+                .map(|(e, n)| (e.clone(), json!(n)))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "records": s.records,
+                    "ecosystems": ecosystems,
+                    "newestModified": s.newest_modified_ms.map(rfc3339),
+                    "lastImport": s.last_import_ms.map(rfc3339),
+                }))?
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn scan(config: &Config, command: ScanCommand) -> anyhow::Result<()> {
+    let registry = open(config).await?;
+    match command {
+        ScanCommand::Sbom {
+            image,
+            registry_id: given,
+        } => {
+            let account = registry_id(&registry, given).await?;
+            let (name, reference) = match image.split_once('@') {
+                Some((n, d)) => (n, crate::reference::Reference::parse(d)),
+                None => match image.rsplit_once(':') {
+                    Some((n, t)) if !t.contains('/') => (n, crate::reference::Reference::parse(t)),
+                    _ => (image.as_str(), crate::reference::Reference::parse("latest")),
+                },
+            };
+            let reference = reference.map_err(|e| anyhow::anyhow!("{image}: {e}"))?;
+            let repo_name = crate::reference::RepoName::parse(name)
+                .with_context(|| format!("{name:?} is not a repository name"))?;
+            let repo = crate::registry::RepoId::new(&account, repo_name);
+            let m = registry
+                .get_manifest(&repo, &reference)
+                .await
+                .with_context(|| image.clone())?;
+            let inv =
+                match crate::scanning::image_inventory(&registry, repo.key(), &m.digest).await? {
+                    Ok(inv) => inv,
+                    Err(n) => bail!("{image} ({}): {}", m.digest, n.description),
+                };
+            let doc = berth_scanner::sbom::cyclonedx(&inv.inventory, &image, m.digest.as_str());
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+    }
+    Ok(())
 }

@@ -87,6 +87,27 @@ pub struct Metrics {
     pub lifecycle_evaluations: Counter,
     pub lifecycle_images_expired: Counter,
     pub jobs: JobMetrics,
+    pub scans: ScanMetrics,
+}
+
+/// Image scanning (see `scanning`); durations and queue depth are the
+/// `scan-image` job's in `berth_job_*`.
+#[derive(Default)]
+pub struct ScanMetrics {
+    /// Scans finished, by status (COMPLETE, FAILED, UNSUPPORTED_IMAGE).
+    pub finished: Family<StatusLabels, Counter>,
+    /// Layers whose inventory came from the cache, and layers read.
+    pub layer_cache_hits: Counter,
+    pub layer_cache_misses: Counter,
+    /// Decompressed bytes read from layers.
+    pub layer_bytes_read: Counter,
+    /// Images re-matched after a vulnerability database import.
+    pub rematched: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: &'static str,
 }
 
 /// Garbage collection's progress and results (see `gc`).
@@ -252,6 +273,33 @@ impl Metrics {
             "Manifests removed by lifecycle policies (with referrers and index children)",
             lifecycle_images_expired.clone(),
         );
+        let scans = ScanMetrics::default();
+        let sc = registry.sub_registry_with_prefix("scan");
+        sc.register(
+            "finished",
+            "Image scans finished, by status",
+            scans.finished.clone(),
+        );
+        sc.register(
+            "layer_cache_hits",
+            "Layers whose inventory was cached (read by no scan again)",
+            scans.layer_cache_hits.clone(),
+        );
+        sc.register(
+            "layer_cache_misses",
+            "Layers read and decompressed by a scan",
+            scans.layer_cache_misses.clone(),
+        );
+        sc.register(
+            "layer_bytes_read",
+            "Decompressed layer bytes read by scans",
+            scans.layer_bytes_read.clone(),
+        );
+        sc.register(
+            "rematched",
+            "Images re-matched from their stored inventory after an import",
+            scans.rematched.clone(),
+        );
         let jobs = JobMetrics {
             runs: Family::default(),
             seconds: Family::new_with_constructor(|| {
@@ -276,6 +324,7 @@ impl Metrics {
         );
         Metrics {
             jobs,
+            scans,
             gc,
             lifecycle_evaluations,
             lifecycle_images_expired,

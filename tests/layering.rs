@@ -26,6 +26,7 @@ const RANKS: &[(&str, u32)] = &[
     ("auth", 4),
     ("lifecycle", 5),
     ("gc", 5),
+    ("scanning", 5),
     // What the faces extract; the worker that runs jobs through services.
     ("app", 6),
     ("jobs::worker", 6),

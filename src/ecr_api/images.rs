@@ -57,7 +57,7 @@ pub(super) fn image_ids(input: &Input) -> Result<Option<Vec<ImageId>>, EcrError>
 }
 
 /// Resolve an identifier to a digest, or a per-item failure.
-async fn resolve(
+pub(super) async fn resolve(
     ctx: &Ctx<'_>,
     repo: &RepoId,
     id: &ImageId,
@@ -311,6 +311,7 @@ pub(super) async fn describe_images(ctx: &Ctx<'_>, input: &Input) -> Result<Valu
                 }
             }
         }
+        super::scanning::add_scan_summaries(ctx, &repo, &mut out).await?;
         return Ok(json!({ "imageDetails": out }));
     }
     let limit = input.max_results(1000, 100)? as usize;
@@ -331,7 +332,8 @@ pub(super) async fn describe_images(ctx: &Ctx<'_>, input: &Input) -> Result<Valu
         limit,
     )
     .await?;
-    let details: Vec<Value> = images.iter().map(|i| image_detail(&repo, i)).collect();
+    let mut details: Vec<Value> = images.iter().map(|i| image_detail(&repo, i)).collect();
+    super::scanning::add_scan_summaries(ctx, &repo, &mut details).await?;
     let mut v = json!({ "imageDetails": details });
     if more && let Some(last) = images.last() {
         let c = Cursor(ImageIdRow {

@@ -8,6 +8,7 @@
 //! - repositories, resource tags, mutability, policies, DescribeRegistry: [`repositories`]
 //! - images (ListImages, DescribeImages, BatchGetImage, BatchDeleteImage, PutImage): [`images`]
 //! - layers (BatchCheckLayerAvailability, Initiate/UploadLayerPart/Complete, GetDownloadUrlForLayer): [`layers`]
+//! - scanning (configuration, StartImageScan, DescribeImageScanFindings): [`scanning`]
 //! - GetAuthorizationToken: here.
 
 mod error;
@@ -16,6 +17,7 @@ mod input;
 mod layers;
 mod lifecycle;
 mod repositories;
+mod scanning;
 
 use std::sync::Arc;
 
@@ -414,6 +416,20 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
             lifecycle::start_lifecycle_policy_preview(&ctx, &input).await
         }
         "GetLifecyclePolicyPreview" => lifecycle::get_lifecycle_policy_preview(&ctx, &input).await,
+        "PutImageScanningConfiguration" => {
+            scanning::put_image_scanning_configuration(&ctx, &input).await
+        }
+        "PutRegistryScanningConfiguration" => {
+            scanning::put_registry_scanning_configuration(&ctx, &input).await
+        }
+        "GetRegistryScanningConfiguration" => {
+            scanning::get_registry_scanning_configuration(&ctx, &input).await
+        }
+        "BatchGetRepositoryScanningConfiguration" => {
+            scanning::batch_get_repository_scanning_configuration(&ctx, &input).await
+        }
+        "StartImageScan" => scanning::start_image_scan(&ctx, &input).await,
+        "DescribeImageScanFindings" => scanning::describe_image_scan_findings(&ctx, &input).await,
         other if is_modeled(other) => Err(EcrError::new(
             "UnsupportedOperationException",
             400,

@@ -36,9 +36,22 @@ pub const REAP_UPLOADS: &str = "reap-uploads";
 pub const LIFECYCLE_PREVIEW: &str = "lifecycle-preview";
 /// Record when an image was last pulled (one-shot).
 pub const RECORD_PULL: &str = "record-pull";
+/// Scan one image (one-shot: a push under scan on push, or StartImageScan).
+pub const SCAN_IMAGE: &str = "scan-image";
+/// Re-match stored inventories after a vulnerability database import
+/// (one-shot, queued by the import).
+pub const RESCAN: &str = "rescan";
 
 /// Every kind a worker runs (the metrics' label values).
-pub const KINDS: [&str; 5] = [GC, LIFECYCLE, REAP_UPLOADS, LIFECYCLE_PREVIEW, RECORD_PULL];
+pub const KINDS: [&str; 7] = [
+    GC,
+    LIFECYCLE,
+    REAP_UPLOADS,
+    LIFECYCLE_PREVIEW,
+    RECORD_PULL,
+    SCAN_IMAGE,
+    RESCAN,
+];
 
 /// The setting that pauses garbage collection on every node (`berth gc pause`).
 pub const GC_PAUSED_SETTING: &str = "gc.paused";
@@ -91,5 +104,39 @@ pub fn record_pull(repo: Repo<'_>, digest: &str, at: i64, stale_before: i64) -> 
         })
         .expect("serialises"),
         run_at: at,
+    }
+}
+
+/// The payload of a [`SCAN_IMAGE`] job; the scan type is in the image's
+/// scan row.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ScanOf {
+    pub(crate) registry: String,
+    pub(crate) repository: String,
+    pub(crate) digest: String,
+}
+
+/// The job that scans image `digest` of `repo`.
+pub fn scan_image(repo: Repo<'_>, digest: &str) -> NewJob {
+    NewJob {
+        kind: SCAN_IMAGE.into(),
+        dedupe: format!("{}/{}@{digest}", repo.registry, repo.name),
+        payload: serde_json::to_string(&ScanOf {
+            registry: repo.registry.into(),
+            repository: repo.name.into(),
+            digest: digest.into(),
+        })
+        .expect("serialises"),
+        run_at: now_millis(),
+    }
+}
+
+/// The job that re-matches stored inventories after an import.
+pub fn rescan() -> NewJob {
+    NewJob {
+        kind: RESCAN.into(),
+        dedupe: "all".into(),
+        payload: "{}".into(),
+        run_at: now_millis(),
     }
 }

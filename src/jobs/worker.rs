@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     GC, GC_PAUSED_SETTING, KINDS, LIFECYCLE, LIFECYCLE_PREVIEW, PreviewOf, PullRecord,
-    REAP_UPLOADS, RECORD_PULL,
+    REAP_UPLOADS, RECORD_PULL, RESCAN, SCAN_IMAGE, ScanOf,
 };
 use crate::metadata::{JobRow, MetaError, Repo, now_millis};
 use crate::registry::Registry;
@@ -45,6 +45,8 @@ pub enum JobError {
     Gc(#[from] crate::gc::GcError),
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Scan(#[from] crate::scanning::ScanError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -52,6 +54,8 @@ pub enum JobError {
 /// Runs due jobs on this node until dropped.
 pub struct Worker {
     registry: Arc<Registry>,
+    /// This node's view of the vulnerability database (its record cache).
+    vulndb: crate::scanning::VulnDb,
     schedule: Schedule,
     /// This node's name in leases: host, process and a random part.
     owner: String,
@@ -68,6 +72,7 @@ impl Worker {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         Worker {
+            vulndb: crate::scanning::VulnDb::new(registry.meta.clone()),
             registry,
             schedule,
             owner,
@@ -286,6 +291,28 @@ impl Worker {
                     .meta
                     .record_pull(repo, &digest, p.at, p.stale_before)
                     .await?;
+                Ok(())
+            }
+            SCAN_IMAGE => {
+                let p: ScanOf = payload(job)?;
+                let repo = Repo {
+                    registry: &p.registry,
+                    name: &p.repository,
+                };
+                let digest = p
+                    .digest
+                    .parse()
+                    .map_err(|e| JobError::Invalid(format!("digest {:?}: {e}", p.digest)))?;
+                crate::scanning::run_scan(registry, &self.vulndb, repo, &digest).await?;
+                Ok(())
+            }
+            RESCAN => {
+                let r = crate::scanning::rematch_continuous(registry, &self.vulndb).await?;
+                tracing::info!(
+                    images = r.images,
+                    changed = r.changed,
+                    "re-matched continuously scanned images"
+                );
                 Ok(())
             }
             _ => Err(JobError::Invalid(format!(

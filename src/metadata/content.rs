@@ -573,6 +573,21 @@ impl MetadataStore {
                     .await?;
                 }
             }
+            // A scan of an earlier image with this digest (deleted since)
+            // says nothing about this push.
+            sqlx::query(
+                "DELETE FROM image_scans WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+            )
+            .bind(repo.registry)
+            .bind(repo.name)
+            .bind(m.digest.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if let Some((scan_type, job)) = m.scan {
+                super::scanning::mark_in_progress(&mut tx, repo, m.digest.as_str(), scan_type, now)
+                    .await?;
+                super::jobs::insert_job(&mut tx, job, 0).await?;
+            }
         }
         tx.commit().await?;
         Ok(PutManifestOutcome::Stored {

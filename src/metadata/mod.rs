@@ -16,6 +16,7 @@ mod identities;
 mod jobs;
 mod lifecycle;
 mod repositories;
+mod scanning;
 mod schema;
 #[doc(hidden)]
 pub mod testing;
@@ -26,6 +27,10 @@ pub use identities::{AccessKeyRow, UserRow};
 pub use jobs::{JobRow, NewJob};
 pub use lifecycle::{ExpiryRecord, LifecyclePolicyRow, PlannedExpiry, PreviewRow, RepoImage};
 pub use repositories::RepositoryRow;
+pub use scanning::{
+    Rematch, ScanRequest, ScanRequested, ScanResult, ScanRow, VULNDB_GENERATION, VulnDbStatus,
+    VulnImport, VulnRecord,
+};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -168,6 +173,9 @@ pub struct NewManifest<'a> {
     pub tag: Option<&'a str>,
     /// Refuse to move `tag` if it already points at another manifest.
     pub tag_immutable: bool,
+    /// Scan the manifest when it is new (scan on push): its scan type and
+    /// the job, queued in the push's transaction.
+    pub scan: Option<(&'a str, &'a NewJob)>,
 }
 
 /// A descriptor of a manifest that refers to a subject (for the referrers API).

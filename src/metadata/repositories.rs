@@ -233,6 +233,20 @@ impl MetadataStore {
         Ok(res.rows_affected() > 0)
     }
 
+    /// Set a repository's own scan on push (PutImageScanningConfiguration).
+    /// Returns false if the repository does not exist.
+    pub async fn set_scan_on_push(&self, repo: Repo<'_>, on: bool) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE repositories SET scan_on_push = $1 WHERE registry_id = $2 AND name = $3",
+        )
+        .bind(on as i64)
+        .bind(repo.registry)
+        .bind(repo.name)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
     /// Set or clear (`None`) a repository policy. Returns false if the repository does not exist.
     pub async fn set_repository_policy(
         &self,

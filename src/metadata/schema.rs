@@ -259,6 +259,57 @@ const MIGRATIONS: &[&[&str]] = &[
         "CREATE INDEX tags_in_image_order ON tags (registry_id, repository, digest, updated_at, name)",
         "DROP INDEX tags_by_digest",
     ],
+    &[
+        // ---- migration 8: image scanning (metadata/scanning.rs) --------------------
+        // The vulnerability database: OSV records as imported (JSON), and which
+        // (ecosystem, package) each names, the index a scan looks packages up in.
+        "CREATE TABLE vuln_records (
+        id TEXT PRIMARY KEY,
+        modified_ms BIGINT NOT NULL,
+        record TEXT NOT NULL,
+        imported_at BIGINT NOT NULL
+    )",
+        "CREATE TABLE vuln_packages (
+        ecosystem TEXT NOT NULL,
+        name TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        PRIMARY KEY (ecosystem, name, record_id)
+    )",
+        "CREATE INDEX vuln_packages_by_record ON vuln_packages (record_id)",
+        // What one layer contributes (berth_scanner::layer::LayerScan as JSON),
+        // by blob digest and extractor version: a base layer shared by many
+        // images is read once.
+        "CREATE TABLE layer_inventories (
+        digest TEXT NOT NULL,
+        extractor BIGINT NOT NULL,
+        scan TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (digest, extractor)
+    )",
+        // The latest scan of each image: its status, the image's inventory
+        // (so a new database re-matches without reading a blob) and findings.
+        "CREATE TABLE image_scans (
+        registry_id TEXT NOT NULL,
+        repository {TEXTKEY} NOT NULL,
+        digest TEXT NOT NULL,
+        status TEXT NOT NULL,
+        description TEXT NOT NULL,
+        scan_type TEXT NOT NULL,
+        requested_at BIGINT NOT NULL,
+        completed_at BIGINT,
+        source_updated_at BIGINT,
+        inventory TEXT,
+        findings TEXT,
+        counts TEXT,
+        PRIMARY KEY (registry_id, repository, digest)
+    )",
+        // PutRegistryScanningConfiguration's document, per registry.
+        "CREATE TABLE registry_scanning (
+        registry_id TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+    )",
+    ],
 ];
 
 fn render(stmt: &str, dialect: Dialect) -> String {

@@ -146,6 +146,7 @@ async fn manifests_tags_immutability_referrers_and_images(engine: Engine) {
         layer_bytes: 1,
         tag: Some("v1"),
         tag_immutable: false,
+        scan: None,
     };
     assert_eq!(
         s.put_manifest(&base).await.unwrap(),
@@ -302,6 +303,7 @@ async fn repositories_settings_tags_and_force_delete(engine: Engine) {
         layer_bytes: 1,
         tag: None,
         tag_immutable: false,
+        scan: None,
     })
     .await
     .unwrap();
@@ -372,6 +374,7 @@ fn image<'a>(digest: &'a Digest, blobs: &'a [Descriptor]) -> NewManifest<'a> {
         layer_bytes: 1,
         tag: None,
         tag_immutable: false,
+        scan: None,
     }
 }
 

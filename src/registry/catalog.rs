@@ -161,6 +161,11 @@ impl Registry {
             .await
     }
 
+    /// Set a repository's own scan on push.
+    pub async fn set_scan_on_push(&self, repo: Repo<'_>, on: bool) -> MetaResult<bool> {
+        self.meta.set_scan_on_push(repo, on).await
+    }
+
     /// Set or remove a repository policy (the caller drops cached decisions).
     pub async fn set_repository_policy(
         &self,

@@ -9,6 +9,7 @@
 
 mod catalog;
 pub mod manifest;
+pub mod scan_config;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -120,6 +121,8 @@ pub struct Limits {
     pub gc_grace: std::time::Duration,
     /// Blob downloads answered with a presigned storage URL valid this long.
     pub download_redirects: Option<std::time::Duration>,
+    /// An image may be scanned once per this period (0: no quota).
+    pub scan_quota_interval: std::time::Duration,
 }
 
 /// Pull times are recorded at most once per image per this period (ECR
@@ -135,6 +138,7 @@ impl Default for Limits {
             create_on_push: false,
             gc_grace: std::time::Duration::from_secs(3600),
             download_redirects: None,
+            scan_quota_interval: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -251,6 +255,18 @@ impl Registry {
         let row = RepositoryRow::new(&repo.registry, repo.name.as_str());
         self.meta.create_repository(&row, &[]).await?;
         Ok(self.meta.get_repository(repo.key()).await?.unwrap_or(row))
+    }
+
+    /// The registry's scanning configuration (the default when none was put).
+    pub async fn scanning_configuration(
+        &self,
+        registry: &str,
+    ) -> Result<scan_config::ScanningConfiguration> {
+        Ok(match self.meta.registry_scanning(registry).await? {
+            Some(doc) => serde_json::from_str(&doc)
+                .map_err(|e| MetaError::Corrupt(format!("registry scanning configuration: {e}")))?,
+            None => scan_config::ScanningConfiguration::default(),
+        })
     }
 
     // ---- blobs --------------------------------------------------------------
@@ -384,6 +400,24 @@ impl Registry {
                 layer_bytes = layer_bytes.max(size);
             }
         }
+        // Scan on push: images and indexes (not artifacts) of a repository
+        // the scanning configuration scans on push.
+        let scannable = match parsed.kind {
+            manifest::Kind::Index => true,
+            manifest::Kind::Image => {
+                scan_config::is_image_config(parsed.config_media_type.as_deref())
+            }
+        };
+        let scanning = if scannable {
+            let e = self
+                .scanning_configuration(&repo.registry)
+                .await?
+                .effective(&settings);
+            e.on_push().then_some(e.scan_type)
+        } else {
+            None
+        };
+        let scan_job = crate::jobs::scan_image(repo.key(), digest.as_str());
         let outcome = self
             .meta
             .put_manifest(&NewManifest {
@@ -400,6 +434,7 @@ impl Registry {
                 layer_bytes,
                 tag,
                 tag_immutable: tag.is_some_and(|t| tag_is_immutable(&settings, t)),
+                scan: scanning.map(|t| (t.as_str(), &scan_job)),
             })
             .await?;
         match outcome {

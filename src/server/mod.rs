@@ -122,6 +122,7 @@ pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Re
             gc_grace: config.gc_grace,
             uploads: config.uploads,
             download_redirects: config.storage_redirects,
+            scan_quota_interval: config.scan_quota_interval,
         },
     })
 }

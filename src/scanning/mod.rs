@@ -1,0 +1,652 @@
+//! The scanning service: runs image scans (the `scan-image` job), re-matches
+//! stored inventories after a vulnerability database import (the `rescan`
+//! job), and answers what the API asks of scans.
+//!
+//! A scan reads each layer once as a stream (`berth_scanner::layer`) on a
+//! blocking thread, with the layer's facts cached by blob digest in the
+//! metadata store, so a base layer shared by a thousand images is
+//! decompressed once; merges the layers into the image's inventory (stored
+//! with the scan); and matches it against the vulnerability database
+//! ([`vulndb`]). An index is scanned per child image; the index's own scan
+//! is the union of its children's.
+
+pub mod findings;
+pub mod vulndb;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use berth_scanner::layer::{Compression, EXTRACTOR_VERSION, LayerScan, Limits};
+use berth_scanner::{Inventory, Severity};
+use futures_util::TryStreamExt;
+use serde_json::Value;
+
+use crate::digest::Digest;
+use crate::metadata::{MetaError, Repo, ScanResult, ScanRow};
+use crate::registry::Registry;
+use crate::registry::scan_config::{ScanFrequency, ScanType, is_image_config};
+use crate::storage::StorageError;
+
+pub use findings::{StoredFinding, StoredFindings};
+pub use vulndb::VulnDb;
+
+/// Scan statuses, as ECR names them.
+pub const IN_PROGRESS: &str = "IN_PROGRESS";
+pub const COMPLETE: &str = "COMPLETE";
+pub const FAILED: &str = "FAILED";
+pub const UNSUPPORTED_IMAGE: &str = "UNSUPPORTED_IMAGE";
+
+/// ECR's description of a completed scan.
+pub const COMPLETE_DESCRIPTION: &str = "The scan was completed successfully.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The store failed: the job is retried.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("blob storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// Why an image has no findings: the scan's final status and description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotScanned {
+    pub status: &'static str,
+    pub description: String,
+}
+
+impl NotScanned {
+    fn failed(description: impl Into<String>) -> NotScanned {
+        NotScanned {
+            status: FAILED,
+            description: description.into(),
+        }
+    }
+
+    fn unsupported(description: impl Into<String>) -> NotScanned {
+        NotScanned {
+            status: UNSUPPORTED_IMAGE,
+            description: description.into(),
+        }
+    }
+}
+
+/// An image's inventory and the OSV ecosystem of its OS packages.
+#[derive(Debug, Clone)]
+pub struct ImageInventory {
+    pub inventory: Inventory,
+    pub os_ecosystem: Option<String>,
+}
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// One child of an index that is worth scanning: a platform image, not an
+/// attestation.
+fn scannable_children(manifest: &Value) -> Vec<Digest> {
+    let Some(list) = manifest.get("manifests").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter(|m| {
+            let attestation = m
+                .pointer("/annotations/vnd.docker.reference.type")
+                .and_then(Value::as_str)
+                == Some("attestation-manifest");
+            let unknown_platform =
+                m.pointer("/platform/os").and_then(Value::as_str) == Some("unknown");
+            !attestation && !unknown_platform
+        })
+        .filter_map(|m| m.get("digest").and_then(Value::as_str)?.parse().ok())
+        .collect()
+}
+
+fn is_index(media_type: &str, manifest: &Value) -> bool {
+    media_type == OCI_INDEX || media_type == DOCKER_LIST || manifest.get("manifests").is_some()
+}
+
+/// The inventory of image `digest` of `repo`: each layer's facts from the
+/// cache or read from blob storage, merged with OCI's whiteout rules.
+/// `Err(Ok(_))` is an image that cannot be scanned (the scan's status);
+/// `Err(Err(_))` a store failure.
+pub async fn image_inventory(
+    registry: &Registry,
+    repo: Repo<'_>,
+    digest: &Digest,
+) -> Result<std::result::Result<ImageInventory, NotScanned>, ScanError> {
+    let Some(row) = registry.meta.get_manifest(repo, digest).await? else {
+        return Ok(Err(NotScanned::failed(format!(
+            "the image {digest} is no longer in the repository"
+        ))));
+    };
+    let manifest: Value = match serde_json::from_slice(&row.content) {
+        Ok(v) => v,
+        Err(e) => {
+            return Ok(Err(NotScanned::unsupported(format!(
+                "UnsupportedImageError: the manifest is not JSON: {e}"
+            ))));
+        }
+    };
+    if is_index(&row.media_type, &manifest) {
+        return Ok(Err(NotScanned::unsupported(
+            "UnsupportedImageError: an index is scanned per child image",
+        )));
+    }
+    let config_type = manifest
+        .pointer("/config/mediaType")
+        .and_then(Value::as_str);
+    if !is_image_config(config_type) {
+        return Ok(Err(NotScanned::unsupported(format!(
+            "UnsupportedImageError: the artifact's config media type {} is not a container image's",
+            config_type.unwrap_or("(none)")
+        ))));
+    }
+    let layers = manifest
+        .get("layers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut scans: Vec<(String, LayerScan)> = Vec::with_capacity(layers.len());
+    for layer in &layers {
+        let media_type = layer.get("mediaType").and_then(Value::as_str).unwrap_or("");
+        let Some(layer_digest) = layer
+            .get("digest")
+            .and_then(Value::as_str)
+            .and_then(|d| d.parse::<Digest>().ok())
+        else {
+            return Ok(Err(NotScanned::failed(
+                "a layer descriptor has no valid digest",
+            )));
+        };
+        let Some(compression) = Compression::for_media_type(media_type) else {
+            return Ok(Err(NotScanned::unsupported(format!(
+                "UnsupportedImageError: layer {layer_digest} has media type {media_type:?}, which is not a filesystem layer Berth can read"
+            ))));
+        };
+        match layer_scan(registry, &layer_digest, compression).await? {
+            Ok(scan) => scans.push((layer_digest.to_string(), scan)),
+            Err(reason) => return Ok(Err(NotScanned::failed(reason))),
+        }
+    }
+    let refs: Vec<(&str, &LayerScan)> = scans.iter().map(|(d, s)| (d.as_str(), s)).collect();
+    let inventory = berth_scanner::image::merge(&refs);
+    let os_ecosystem = inventory.os.as_ref().and_then(berth_scanner::os::ecosystem);
+    Ok(Ok(ImageInventory {
+        inventory,
+        os_ecosystem,
+    }))
+}
+
+/// One layer's facts: cached, or read (once, streaming) and cached.
+async fn layer_scan(
+    registry: &Registry,
+    digest: &Digest,
+    compression: Compression,
+) -> Result<std::result::Result<LayerScan, String>, ScanError> {
+    let extractor = i64::from(EXTRACTOR_VERSION);
+    if let Some(doc) = registry
+        .meta
+        .layer_inventory(digest.as_str(), extractor)
+        .await?
+        && let Ok(scan) = serde_json::from_str::<LayerScan>(&doc)
+    {
+        registry.metrics.scans.layer_cache_hits.inc();
+        return Ok(Ok(scan));
+    }
+    registry.metrics.scans.layer_cache_misses.inc();
+    let stream = match registry.blobs.read(digest, None).await {
+        Ok(s) => s,
+        Err(StorageError::NotFound) => {
+            return Ok(Err(format!("layer {digest} is missing from blob storage")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let reader = tokio_util::io::StreamReader::new(stream.map_err(std::io::Error::other));
+    let sync = tokio_util::io::SyncIoBridge::new(reader);
+    let limits = Limits::default();
+    let result = tokio::task::spawn_blocking(move || {
+        berth_scanner::layer::scan_layer(std::io::BufReader::new(sync), compression, &limits)
+    })
+    .await;
+    let scan = match result {
+        Ok(Ok(scan)) => scan,
+        Ok(Err(e)) => return Ok(Err(format!("layer {digest}: {e}"))),
+        Err(e) => {
+            tracing::error!(%digest, error = %e, "the layer scanner panicked");
+            return Ok(Err(format!("layer {digest}: the scanner failed on it")));
+        }
+    };
+    registry
+        .metrics
+        .scans
+        .layer_bytes_read
+        .inc_by(scan.uncompressed_bytes);
+    let doc = serde_json::to_string(&scan).expect("serialises");
+    registry
+        .meta
+        .put_layer_inventory(digest.as_str(), extractor, &doc)
+        .await?;
+    Ok(Ok(scan))
+}
+
+/// Severity counts of active findings, as `findingSeverityCounts` has them
+/// (non-zero keys only).
+pub fn severity_counts(findings: &StoredFindings) -> BTreeMap<&'static str, u64> {
+    let mut counts = BTreeMap::new();
+    for f in findings.active() {
+        *counts.entry(f.finding.severity.as_str()).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn scan_type_of(row: Option<&ScanRow>) -> ScanType {
+    row.and_then(|r| ScanType::parse(&r.scan_type))
+        .unwrap_or_default()
+}
+
+/// Run the scan of image (or index) `digest` of `repo` and record its outcome.
+pub async fn run_scan(
+    registry: &Registry,
+    db: &VulnDb,
+    repo: Repo<'_>,
+    digest: &Digest,
+) -> Result<(), ScanError> {
+    let current = registry.meta.image_scan(repo, digest.as_str()).await?;
+    let scan_type = scan_type_of(current.as_ref());
+    let Some(row) = registry.meta.get_manifest(repo, digest).await? else {
+        // Deleted since it was queued: nothing to record.
+        return Ok(());
+    };
+    let manifest: Value = serde_json::from_slice(&row.content).unwrap_or(Value::Null);
+    if is_index(&row.media_type, &manifest) {
+        let children = scannable_children(&manifest);
+        let mut union = StoredFindings::default();
+        let mut complete = 0;
+        let mut last_problem: Option<NotScanned> = None;
+        for child in &children {
+            match scan_one(registry, db, repo, child, scan_type).await? {
+                Ok(f) => {
+                    complete += 1;
+                    union.absorb(f);
+                }
+                Err(n) => last_problem = Some(n),
+            }
+        }
+        let source = db.source_updated_at().await?;
+        let outcome = if complete > 0 || children.is_empty() && last_problem.is_none() {
+            if children.is_empty() {
+                Err(NotScanned::unsupported(
+                    "UnsupportedImageError: the index lists no platform images",
+                ))
+            } else {
+                Ok(union)
+            }
+        } else {
+            Err(last_problem.unwrap_or_else(|| {
+                NotScanned::unsupported("UnsupportedImageError: no child image could be scanned")
+            }))
+        };
+        record(registry, repo, digest, scan_type, None, outcome, source).await?;
+        return Ok(());
+    }
+    // Recorded by scan_one, whatever the outcome.
+    let _outcome = scan_one(registry, db, repo, digest, scan_type).await?;
+    Ok(())
+}
+
+/// Scan one image and record its outcome; returns its findings.
+async fn scan_one(
+    registry: &Registry,
+    db: &VulnDb,
+    repo: Repo<'_>,
+    digest: &Digest,
+    scan_type: ScanType,
+) -> Result<std::result::Result<StoredFindings, NotScanned>, ScanError> {
+    let inv = match image_inventory(registry, repo, digest).await? {
+        Ok(inv) => inv,
+        Err(n) => {
+            record(
+                registry,
+                repo,
+                digest,
+                scan_type,
+                None,
+                Err(n.clone()),
+                None,
+            )
+            .await?;
+            return Ok(Err(n));
+        }
+    };
+    let inventory_doc = serde_json::to_string(&inv.inventory).expect("serialises");
+    let has_language = inv.inventory.packages.iter().any(|p| !p.kind.is_os());
+    let usable = match scan_type {
+        ScanType::Basic => inv.os_ecosystem.is_some(),
+        ScanType::Enhanced => inv.os_ecosystem.is_some() || has_language,
+    };
+    if !usable {
+        let n = NotScanned::unsupported(match &inv.inventory.os {
+            Some(os) => format!(
+                "UnsupportedImageError: the operating system {:?} {:?} is not supported",
+                os.id, os.version_id
+            ),
+            None => "UnsupportedImageError: no supported operating system was found in the image"
+                .to_string(),
+        });
+        record(
+            registry,
+            repo,
+            digest,
+            scan_type,
+            Some(&inventory_doc),
+            Err(n.clone()),
+            None,
+        )
+        .await?;
+        return Ok(Err(n));
+    }
+    if db.is_empty().await? {
+        let n = NotScanned::failed(
+            "No vulnerability data is loaded: import OSV data with `berth vulndb import` (see docs/scanning.md)",
+        );
+        record(
+            registry,
+            repo,
+            digest,
+            scan_type,
+            Some(&inventory_doc),
+            Err(n.clone()),
+            None,
+        )
+        .await?;
+        return Ok(Err(n));
+    }
+    let now = crate::metadata::now_millis();
+    let found = db.match_inventory(&inv, scan_type).await?;
+    let previous = registry
+        .meta
+        .image_scan(repo, digest.as_str())
+        .await?
+        .and_then(|r| r.findings)
+        .and_then(|f| serde_json::from_str::<StoredFindings>(&f).ok())
+        .unwrap_or_default();
+    let findings = previous.update(found, now);
+    let source = db.source_updated_at().await?;
+    record(
+        registry,
+        repo,
+        digest,
+        scan_type,
+        Some(&inventory_doc),
+        Ok(findings.clone()),
+        source,
+    )
+    .await?;
+    Ok(Ok(findings))
+}
+
+async fn record(
+    registry: &Registry,
+    repo: Repo<'_>,
+    digest: &Digest,
+    scan_type: ScanType,
+    inventory: Option<&str>,
+    outcome: std::result::Result<StoredFindings, NotScanned>,
+    source_updated_at: Option<i64>,
+) -> Result<(), ScanError> {
+    let (status, description, findings, counts) = match &outcome {
+        Ok(f) => (
+            COMPLETE,
+            COMPLETE_DESCRIPTION.to_string(),
+            Some(serde_json::to_string(f).expect("serialises")),
+            Some(serde_json::to_string(&severity_counts(f)).expect("serialises")),
+        ),
+        Err(n) => (n.status, n.description.clone(), None, None),
+    };
+    registry
+        .metrics
+        .scans
+        .finished
+        .get_or_create(&crate::metrics::StatusLabels { status })
+        .inc();
+    registry
+        .meta
+        .finish_scan(
+            repo,
+            digest.as_str(),
+            scan_type.as_str(),
+            &ScanResult {
+                status,
+                description: &description,
+                inventory,
+                findings: findings.as_deref(),
+                counts: counts.as_deref(),
+                source_updated_at,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// What a re-match did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rematched {
+    /// Images under continuous scanning re-matched.
+    pub images: u64,
+    /// Of those, images whose findings changed.
+    pub changed: u64,
+}
+
+/// Re-match the stored inventories of every image under continuous scanning
+/// (ENHANCED, a CONTINUOUS_SCAN rule) against the database as it is now: new
+/// findings appear, fixed ones close. No blob is read.
+pub async fn rematch_continuous(registry: &Registry, db: &VulnDb) -> Result<Rematched, ScanError> {
+    let mut out = Rematched::default();
+    let mut after: Option<(String, String, String)> = None;
+    let mut configs: BTreeMap<String, crate::registry::scan_config::ScanningConfiguration> =
+        BTreeMap::new();
+    let mut continuous: BTreeMap<(String, String), bool> = BTreeMap::new();
+    let source = db.source_updated_at().await?;
+    loop {
+        let page = registry
+            .meta
+            .scans_with_inventory(
+                after
+                    .as_ref()
+                    .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
+                500,
+            )
+            .await?;
+        let Some((r, n, s)) = page.last() else {
+            break;
+        };
+        after = Some((r.clone(), n.clone(), s.digest.clone()));
+        let mut updates = Vec::new();
+        for (reg, name, scan) in &page {
+            let key = (reg.clone(), name.clone());
+            let is_continuous = match continuous.get(&key) {
+                Some(c) => *c,
+                None => {
+                    if !configs.contains_key(reg) {
+                        configs.insert(
+                            reg.clone(),
+                            registry
+                                .scanning_configuration(reg)
+                                .await
+                                .map_err(|e| match e {
+                                    crate::registry::RegistryError::Meta(m) => ScanError::Meta(m),
+                                    other => ScanError::Meta(MetaError::Corrupt(other.to_string())),
+                                })?,
+                        );
+                    }
+                    let repo = Repo {
+                        registry: reg,
+                        name,
+                    };
+                    let c = match registry.meta.get_repository(repo).await? {
+                        Some(row) => {
+                            configs[reg].effective(&row).frequency == ScanFrequency::ContinuousScan
+                        }
+                        None => false,
+                    };
+                    continuous.insert(key, c);
+                    c
+                }
+            };
+            if !is_continuous {
+                continue;
+            }
+            let Some(inventory) = scan
+                .inventory
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<Inventory>(d).ok())
+            else {
+                continue;
+            };
+            let os_ecosystem = inventory.os.as_ref().and_then(berth_scanner::os::ecosystem);
+            let inv = ImageInventory {
+                inventory,
+                os_ecosystem,
+            };
+            let found = db.match_inventory(&inv, ScanType::Enhanced).await?;
+            let previous = scan
+                .findings
+                .as_deref()
+                .and_then(|f| serde_json::from_str::<StoredFindings>(f).ok())
+                .unwrap_or_default();
+            let now = crate::metadata::now_millis();
+            let updated = previous.clone().update(found, now);
+            out.images += 1;
+            if updated.same_as(&previous) {
+                continue;
+            }
+            out.changed += 1;
+            updates.push(crate::metadata::Rematch {
+                registry: reg.clone(),
+                repository: name.clone(),
+                digest: scan.digest.clone(),
+                read_completed_at: scan.completed_at,
+                findings: serde_json::to_string(&updated).expect("serialises"),
+                counts: serde_json::to_string(&severity_counts(&updated)).expect("serialises"),
+            });
+        }
+        registry.meta.rematch_scans(&updates, source).await?;
+        registry.metrics.scans.rematched.inc_by(out.images);
+    }
+    Ok(out)
+}
+
+/// A severity's rank for sorting findings (highest first).
+pub fn severity_rank(s: Severity) -> u8 {
+    s as u8
+}
+
+/// The shared handle a node's scans use.
+pub type SharedVulnDb = Arc<VulnDb>;
+
+/// Why StartImageScan refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// ECR's one scan per image per 24 hours (`scan_quota_interval`).
+    #[error("The scan quota per image has been exceeded. Wait and try again.")]
+    Quota,
+    /// Not an image or index (a signature, an SBOM, a Helm chart, …).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+}
+
+/// StartImageScan: queue a scan of image `digest` (already resolved and
+/// authorized) under the repository's scan type.
+pub async fn start_scan(
+    registry: &Registry,
+    repo: Repo<'_>,
+    digest: &Digest,
+) -> Result<(), StartError> {
+    let Some(row) = registry.meta.get_manifest(repo, digest).await? else {
+        return Err(crate::registry::RegistryError::ManifestUnknown(digest.to_string()).into());
+    };
+    let manifest: Value = serde_json::from_slice(&row.content).unwrap_or(Value::Null);
+    if !is_index(&row.media_type, &manifest)
+        && !is_image_config(
+            manifest
+                .pointer("/config/mediaType")
+                .and_then(Value::as_str),
+        )
+    {
+        return Err(StartError::Unsupported(format!(
+            "The image {digest} is not a container image (config media type {}) and cannot be scanned",
+            manifest
+                .pointer("/config/mediaType")
+                .and_then(Value::as_str)
+                .unwrap_or("(none)")
+        )));
+    }
+    let Some(settings) = registry.meta.get_repository(repo).await? else {
+        return Err(crate::registry::RegistryError::NameUnknown {
+            repository: repo.name.into(),
+            registry: repo.registry.into(),
+        }
+        .into());
+    };
+    let scan_type = registry
+        .scanning_configuration(repo.registry)
+        .await?
+        .effective(&settings)
+        .scan_type;
+    let quota = registry.limits.scan_quota_interval;
+    let job = crate::jobs::scan_image(repo, digest.as_str());
+    let req = crate::metadata::ScanRequest {
+        digest: digest.as_str(),
+        scan_type: scan_type.as_str(),
+        quota_since: (!quota.is_zero())
+            .then(|| crate::metadata::now_millis() - quota.as_millis() as i64),
+        job: &job,
+    };
+    match registry.meta.request_scan(repo, &req).await? {
+        crate::metadata::ScanRequested::Queued => Ok(()),
+        crate::metadata::ScanRequested::QuotaExceeded => Err(StartError::Quota),
+    }
+}
+
+/// The latest scan of an image.
+pub async fn latest_scan(
+    registry: &Registry,
+    repo: Repo<'_>,
+    digest: &Digest,
+) -> Result<Option<ScanRow>, MetaError> {
+    registry.meta.image_scan(repo, digest.as_str()).await
+}
+
+/// The scans of a page of images (DescribeImages), by digest.
+pub async fn scan_summaries(
+    registry: &Registry,
+    repo: Repo<'_>,
+    digests: &[&str],
+) -> Result<BTreeMap<String, ScanRow>, MetaError> {
+    Ok(registry
+        .meta
+        .image_scans(repo, digests)
+        .await?
+        .into_iter()
+        .map(|r| (r.digest.clone(), r))
+        .collect())
+}
+
+/// Put a registry's scanning configuration.
+pub async fn put_configuration(
+    registry: &Registry,
+    registry_id: &str,
+    config: &crate::registry::scan_config::ScanningConfiguration,
+) -> Result<(), MetaError> {
+    registry
+        .meta
+        .put_registry_scanning(
+            registry_id,
+            &serde_json::to_string(config).expect("serialises"),
+        )
+        .await
+}
