@@ -35,6 +35,8 @@ pub struct GcReport {
     pub referrers_deleted: u64,
     pub orphan_files_deleted: u64,
     pub orphan_uploads_deleted: u64,
+    /// Cached layer inventories (scanning) of blobs that are gone.
+    pub layer_inventories_deleted: u64,
     pub duration_ms: u64,
 }
 
@@ -59,6 +61,7 @@ pub async fn collect(registry: &Registry, settings: &GcSettings) -> Result<GcRep
     let result = collect_inner(registry, settings).await;
     m.running.set(0);
     let mut report = result?;
+    report.layer_inventories_deleted = registry.meta.forget_layer_inventories().await?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     m.runs.inc();
     m.last_completed_seconds.set(now_millis() / 1000);

@@ -117,7 +117,10 @@ impl Worker {
                 }
                 Ok(None) => {
                     drop(permit);
-                    tokio::time::sleep(POLL).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(POLL) => {}
+                        _ = me.registry.jobs_queued.notified() => {}
+                    }
                 }
                 Err(e) => {
                     drop(permit);

@@ -238,6 +238,9 @@ pub struct Registry {
     pub blobs: Arc<dyn BlobStore>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// Woken when this node queues a job someone waits for (a scan), so
+    /// the node's worker starts it without waiting for its next poll.
+    pub jobs_queued: Arc<tokio::sync::Notify>,
 }
 
 impl Registry {
@@ -441,12 +444,17 @@ impl Registry {
             PutManifestOutcome::Stored {
                 new_manifest,
                 tag_changed,
-            } => Ok(PushedManifest {
+            } => {
+                if new_manifest && scanning.is_some() {
+                    self.jobs_queued.notify_one();
+                }
+                Ok(PushedManifest {
                 digest,
                 subject: parsed.subject,
                 media_type: parsed.media_type,
                 changed: new_manifest || tag_changed,
-            }),
+                })
+            }
             PutManifestOutcome::MissingBlob(d) => Err(RegistryError::ManifestBlobUnknown(d)),
             PutManifestOutcome::MissingChild(d) => Err(RegistryError::ManifestChildUnknown(d)),
             PutManifestOutcome::SizeMismatch {

@@ -607,7 +607,10 @@ pub async fn start_scan(
         job: &job,
     };
     match registry.meta.request_scan(repo, &req).await? {
-        crate::metadata::ScanRequested::Queued => Ok(()),
+        crate::metadata::ScanRequested::Queued => {
+            registry.jobs_queued.notify_one();
+            Ok(())
+        }
         crate::metadata::ScanRequested::QuotaExceeded => Err(StartError::Quota),
     }
 }

@@ -112,6 +112,7 @@ pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Re
         }
     };
     Ok(Registry {
+        jobs_queued: Arc::new(tokio::sync::Notify::new()),
         meta,
         blobs,
         metrics,
