@@ -15,6 +15,8 @@
 //! | `iam_policy` | identity and resource policy JSON, then evaluation |
 //! | `lifecycle_policy` | lifecycle policy JSON, then the planner |
 //! | `ecr_request` | ECR API request bodies through the real router on a real store |
+//! | `scan_layer` | image layers (plain, gzip, zstd) through the scanner's walker and merge |
+//! | `osv_record` | OSV records, then range evaluation and every version ordering |
 
 use std::collections::HashMap;
 
@@ -443,6 +445,92 @@ async fn ecr_harness(dir: &std::path::Path) -> axum::Router {
 pub type Harness = fn(&[u8]);
 
 /// Every target by name, for the corpus test and the fuzz smoke test.
+/// `scan_layer`: the first byte picks the compression (0 plain, 1 gzip,
+/// 2 zstd), the rest is the layer blob. Small limits, so a bomb stops soon.
+pub fn scan_layer(data: &[u8]) {
+    use berth_scanner::layer::{Compression, Limits, scan_layer};
+    let Some((&pick, blob)) = data.split_first() else {
+        return;
+    };
+    let compression = match pick % 3 {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        _ => Compression::Zstd,
+    };
+    let limits = Limits {
+        max_uncompressed: 64 << 20,
+        max_entries: 100_000,
+        max_file: 8 << 20,
+        max_database: 8 << 20,
+        max_binary: 8 << 20,
+        max_packages: 100_000,
+    };
+    if let Ok(scan) = scan_layer(blob, compression, &limits) {
+        assert!(scan.uncompressed_bytes <= limits.max_uncompressed + 512);
+        for path in scan.facts.keys() {
+            assert!(
+                !path.starts_with('/') && !path.split('/').any(|c| c == ".."),
+                "a kept path escapes the root: {path:?}"
+            );
+        }
+        // Twice: a layer over itself, whiteouts and all.
+        let inv = berth_scanner::image::merge(&[("a", &scan), ("b", &scan)]);
+        let os = inv.os.as_ref().and_then(berth_scanner::os::ecosystem);
+        let _ = berth_scanner::matcher::keys_of(&inv, os.as_deref());
+        let _ = berth_scanner::sbom::cyclonedx(&inv, "fuzz:latest", "sha256:00");
+    }
+}
+
+/// `osv_record`: the first line is a version, the rest an OSV record; the
+/// record's ranges are evaluated for it, and it is compared with every
+/// event under every ordering.
+pub fn osv_record(data: &[u8]) {
+    use berth_scanner::version::{Scheme, compare};
+    let p = parts(data, 2);
+    let version = String::from_utf8_lossy(p[0]);
+    let Ok(record) = berth_scanner::osv::parse_record("fuzz.json", p[1]) else {
+        return;
+    };
+    let mut compacted = record.clone();
+    berth_scanner::osv::compact(&mut compacted);
+    for (a, c) in record.affected.iter().zip(&compacted.affected) {
+        let verdict = berth_scanner::osv::affects(a, &version);
+        assert_eq!(
+            verdict.is_some(),
+            berth_scanner::osv::affects(c, &version).is_some(),
+            "compact changed a verdict"
+        );
+        for r in &a.ranges {
+            for e in &r.events {
+                for v in [&e.introduced, &e.fixed, &e.last_affected, &e.limit]
+                    .into_iter()
+                    .flatten()
+                {
+                    for scheme in [
+                        Scheme::Dpkg,
+                        Scheme::Rpm,
+                        Scheme::Apk,
+                        Scheme::Pep440,
+                        Scheme::Semver,
+                        Scheme::Go,
+                        Scheme::Maven,
+                        Scheme::RubyGems,
+                    ] {
+                        if let (Some(x), Some(y)) =
+                            (compare(scheme, &version, v), compare(scheme, v, &version))
+                        {
+                            assert_eq!(x, y.reverse(), "{scheme:?}: {version:?} vs {v:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for a in &record.affected {
+        let _ = berth_scanner::severity::rate(&record, a);
+    }
+}
+
 pub const TARGETS: &[(&str, Harness)] = &[
     ("manifest", manifest),
     ("route", route),
@@ -452,6 +540,8 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("iam_policy", iam_policy),
     ("lifecycle_policy", lifecycle_policy),
     ("ecr_request", ecr_request),
+    ("scan_layer", scan_layer),
+    ("osv_record", osv_record),
 ];
 
 #[cfg(test)]

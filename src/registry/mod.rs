@@ -449,10 +449,10 @@ impl Registry {
                     self.jobs_queued.notify_one();
                 }
                 Ok(PushedManifest {
-                digest,
-                subject: parsed.subject,
-                media_type: parsed.media_type,
-                changed: new_manifest || tag_changed,
+                    digest,
+                    subject: parsed.subject,
+                    media_type: parsed.media_type,
+                    changed: new_manifest || tag_changed,
                 })
             }
             PutManifestOutcome::MissingBlob(d) => Err(RegistryError::ManifestBlobUnknown(d)),

@@ -457,6 +457,27 @@ def test_an_index_is_scanned_per_child(scanner, client, name):
         assert wait_scan(client, repo, child)["imageScanStatus"]["status"] == "COMPLETE"
 
 
+def test_an_osv_all_zip_imports_like_its_files(scanner, tmp_path):
+    import zipfile
+    archive = tmp_path / "Debian-all.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for r in RECORDS:
+            z.writestr(f"{r['id']}.json", json.dumps(r))
+    before = scanner.cli("vulndb", "status")
+    out = scanner.cli("vulndb", "import", str(archive))
+    assert out["imported"] == len(RECORDS)
+    after = scanner.cli("vulndb", "status")
+    # The same records again: replaced by id, nothing added.
+    assert after["records"] == before["records"] and after["ecosystems"] == before["ecosystems"]
+    # A zip member that is not OSV names the archive and the member.
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("GOOD.json", json.dumps(RECORDS[0]))
+        z.writestr("nope.json", "[1, 2")
+    res = scanner.cli_run("vulndb", "import", str(bad))
+    assert res.returncode != 0 and "bad.zip!nope.json" in res.stderr, res.stderr
+
+
 def test_bad_osv_data_imports_nothing(scanner, tmp_path):
     before = scanner.cli("vulndb", "status")
     d = write_records(tmp_path, [osv("GOOD-1", "Debian:12", "zlib", [{"introduced": "0"}])], "bad")

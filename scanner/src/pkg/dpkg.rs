@@ -279,7 +279,17 @@ Status: install ok installed
             .lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split('\t').collect();
-                (f[0] == "installed").then(|| {
+                // The states whose files are on disk, as `files_on_disk`.
+                matches!(
+                    f[0],
+                    "installed"
+                        | "unpacked"
+                        | "half-configured"
+                        | "half-installed"
+                        | "triggers-awaiting"
+                        | "triggers-pending"
+                )
+                .then(|| {
                     (
                         f[1].into(),
                         f[2].into(),
