@@ -392,6 +392,20 @@ impl MetadataStore {
         Ok(n)
     }
 
+    /// Completed scans of `repo` without an inventory of their own: the
+    /// indexes, whose findings are their children's union.
+    pub async fn index_scans(&self, repo: Repo<'_>) -> Result<Vec<ScanRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SCAN_COLUMNS} FROM image_scans WHERE registry_id = $1 AND repository = $2 \
+             AND status = 'COMPLETE' AND inventory IS NULL ORDER BY digest"
+        )))
+        .bind(repo.registry)
+        .bind(repo.name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(scan_row).collect()
+    }
+
     // ---- layer inventories ----------------------------------------------------
 
     pub async fn layer_inventory(&self, digest: &str, extractor: i64) -> Result<Option<String>> {

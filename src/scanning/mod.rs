@@ -531,7 +531,58 @@ pub async fn rematch_continuous(registry: &Registry, db: &VulnDb) -> Result<Rema
             });
         }
         registry.meta.rematch_scans(&updates, source).await?;
-        registry.metrics.scans.rematched.inc_by(out.images);
+    }
+    registry.metrics.scans.rematched.inc_by(out.images);
+    // The indexes of those repositories: their findings are the union of
+    // their children's, which may just have changed.
+    for ((reg, name), is_continuous) in &continuous {
+        if !is_continuous {
+            continue;
+        }
+        let repo = Repo {
+            registry: reg,
+            name,
+        };
+        let mut updates = Vec::new();
+        for index in registry.meta.index_scans(repo).await? {
+            let Ok(digest) = index.digest.parse::<Digest>() else {
+                continue;
+            };
+            let Some(row) = registry.meta.get_manifest(repo, &digest).await? else {
+                continue;
+            };
+            let manifest: Value = serde_json::from_slice(&row.content).unwrap_or(Value::Null);
+            let mut union = StoredFindings::default();
+            for child in scannable_children(&manifest) {
+                if let Some(f) = registry
+                    .meta
+                    .image_scan(repo, child.as_str())
+                    .await?
+                    .and_then(|s| s.findings)
+                    .and_then(|f| serde_json::from_str::<StoredFindings>(&f).ok())
+                {
+                    union.absorb(f);
+                }
+            }
+            let previous = index
+                .findings
+                .as_deref()
+                .and_then(|f| serde_json::from_str::<StoredFindings>(f).ok())
+                .unwrap_or_default();
+            if union.same_as(&previous) {
+                continue;
+            }
+            out.changed += 1;
+            updates.push(crate::metadata::Rematch {
+                registry: reg.clone(),
+                repository: name.clone(),
+                digest: index.digest.clone(),
+                read_completed_at: index.completed_at,
+                findings: serde_json::to_string(&union).expect("serialises"),
+                counts: serde_json::to_string(&severity_counts(&union)).expect("serialises"),
+            });
+        }
+        registry.meta.rematch_scans(&updates, source).await?;
     }
     Ok(out)
 }
