@@ -335,6 +335,7 @@ pub async fn vulndb(config: &Config, command: VulndbCommand) -> anyhow::Result<(
                 "{}",
                 serde_json::to_string_pretty(&json!({
                     "imported": report.records,
+                    "olderThanStoredSkipped": report.older_skipped,
                     "sources": paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
                     "ecosystems": report.per_ecosystem,
                     "newestModified": report.newest_modified_ms.map(rfc3339),

@@ -330,6 +330,39 @@ fn basic_finding(f: &StoredFinding) -> Value {
     })
 }
 
+/// The CVSS version of a vector, as Inspector writes it (`3.1`, `4.0`).
+fn cvss_version(kind: &str, vector: &str) -> String {
+    if let Some(rest) = vector.strip_prefix("CVSS:") {
+        let v = rest.split('/').next().unwrap_or(rest);
+        return if v.contains('.') {
+            v.to_string()
+        } else {
+            format!("{v}.0")
+        };
+    }
+    match kind {
+        "CVSS_V2" => "2.0".into(),
+        "CVSS_V4" => "4.0".into(),
+        _ => "3.0".into(),
+    }
+}
+
+/// Inspector's `packageManager` for a finding's package.
+fn package_manager(f: &berth_scanner::matcher::Finding) -> &'static str {
+    if f.os {
+        return "OS";
+    }
+    match f.ecosystem.as_str() {
+        "PyPI" => "PYTHONPKG",
+        "npm" => "NODEPKG",
+        "Go" => "GOBINARY",
+        "crates.io" => "CARGO",
+        "Maven" => "JAR",
+        "RubyGems" => "GEMSPEC",
+        _ => "OS",
+    }
+}
+
 fn enhanced_finding(ctx: &Ctx<'_>, repo: &RepoId, digest: &str, f: &StoredFinding) -> Value {
     let x = &f.finding;
     let arn_id = {
@@ -349,13 +382,13 @@ fn enhanced_finding(ctx: &Ctx<'_>, repo: &RepoId, digest: &str, f: &StoredFindin
             "baseScore": score,
             "scoringVector": vector,
             "source": "OSV",
-            "version": kind.trim_start_matches("CVSS_V").replace('3', "3.1").replace("3.1.1", "3.1"),
+            "version": cvss_version(kind, vector),
         }));
     }
     let mut package = json!({
         "name": x.package_name,
         "version": x.package_version,
-        "packageManager": x.ecosystem,
+        "packageManager": package_manager(x),
     });
     if let Some(v) = &x.fixed_version {
         package["fixedInVersion"] = json!(v);

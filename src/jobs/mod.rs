@@ -131,11 +131,13 @@ pub fn scan_image(repo: Repo<'_>, digest: &str) -> NewJob {
     }
 }
 
-/// The job that re-matches stored inventories after an import.
-pub fn rescan() -> NewJob {
+/// The job that re-matches stored inventories after the import that made
+/// database generation `generation` (one job per import, so an import
+/// committed while an earlier re-match runs is matched too).
+pub fn rescan(generation: &str) -> NewJob {
     NewJob {
         kind: RESCAN.into(),
-        dedupe: "all".into(),
+        dedupe: generation.into(),
         payload: "{}".into(),
         run_at: now_millis(),
     }

@@ -202,8 +202,13 @@ impl Worker {
                     let backoff = Duration::from_secs(1 << job.attempts.clamp(0, 8) as u32);
                     now_millis() + backoff.min(Duration::from_secs(300)).as_millis() as i64
                 });
+                let gives_up = retry_at.is_none() && job.every_ms == 0;
                 tracing::warn!(job = %job.id, kind, attempt = job.attempts, error = %e,
-                    gives_up = retry_at.is_none() && job.every_ms == 0, "a background job failed");
+                    gives_up, "a background job failed");
+                if gives_up && kind == SCAN_IMAGE {
+                    // The scan says so, rather than staying IN_PROGRESS.
+                    self.give_up_scan(&job, &e.to_string()).await;
+                }
                 self.registry
                     .meta
                     .fail_job(&job.id, &self.owner, &e.to_string(), retry_at)
@@ -213,6 +218,21 @@ impl Worker {
         if let Err(e) = recorded {
             // The lease lapses and the job runs again: handlers are idempotent.
             tracing::warn!(job = %job.id, kind, error = %e, "could not record a job's outcome");
+        }
+    }
+
+    /// Record FAILED on the scan of a `scan-image` job that ran out of attempts.
+    async fn give_up_scan(&self, job: &JobRow, error: &str) {
+        let Ok(p) = payload::<ScanOf>(job) else {
+            return;
+        };
+        let repo = Repo {
+            registry: &p.registry,
+            name: &p.repository,
+        };
+        let description = format!("The scan failed {} times; the last error: {error}", job.attempts);
+        if let Err(e) = crate::scanning::give_up(&self.registry, repo, &p.digest, &description).await {
+            tracing::warn!(job = %job.id, error = %e, "could not record a failed scan");
         }
     }
 

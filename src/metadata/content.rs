@@ -687,14 +687,17 @@ impl MetadataStore {
         if referenced {
             return Ok(DeleteManifest::Referenced);
         }
-        sqlx::query(
+        for sql in [
             "DELETE FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
-        )
-        .bind(repo.registry)
-        .bind(repo.name)
-        .bind(digest.as_str())
-        .execute(&mut *tx)
-        .await?;
+            "DELETE FROM image_scans WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+        ] {
+            sqlx::query(sql)
+                .bind(repo.registry)
+                .bind(repo.name)
+                .bind(digest.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         let tags: Vec<String> = sqlx::query(
             "SELECT name FROM tags WHERE registry_id = $1 AND repository = $2 AND digest = $3 ORDER BY name",
         )

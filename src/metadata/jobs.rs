@@ -69,8 +69,10 @@ fn job_row(r: &sqlx::any::AnyRow) -> Result<JobRow> {
     })
 }
 
-/// Insert `job` in transaction `tx` unless the same work is queued already.
-/// Returns whether it was queued now.
+/// Insert `job` in transaction `tx` unless the same work is queued or
+/// running already; the same work that failed for good is queued again
+/// (asking again is how a given-up job is retried). Returns whether it was
+/// queued now.
 pub(super) async fn insert_job(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     job: &NewJob,
@@ -80,7 +82,9 @@ pub(super) async fn insert_job(
         "INSERT INTO jobs (id, kind, dedupe, payload, state, run_at, attempts, lease_until, \
          last_started_at, last_finished_at, every_ms, created_at) \
          VALUES ($1, $2, $3, $4, 'queued', $5, 0, 0, 0, 0, $6, $7) \
-         ON CONFLICT (kind, dedupe) DO NOTHING",
+         ON CONFLICT (kind, dedupe) DO UPDATE SET state = 'queued', attempts = 0, \
+         run_at = excluded.run_at, payload = excluded.payload, last_error = NULL \
+         WHERE jobs.state = 'failed'",
     )
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(&job.kind)

@@ -513,6 +513,7 @@ async fn delete_manifest_rows(tx: &mut Tx, repo: Repo<'_>, digest: &str) -> Resu
         "DELETE FROM tags WHERE registry_id = $1 AND repository = $2 AND digest = $3",
         "DELETE FROM manifest_references WHERE registry_id = $1 AND repository = $2 AND parent = $3",
         "DELETE FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+        "DELETE FROM image_scans WHERE registry_id = $1 AND repository = $2 AND digest = $3",
     ] {
         sqlx::query(sql)
             .bind(repo.registry)

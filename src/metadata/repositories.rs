@@ -195,6 +195,7 @@ impl MetadataStore {
             "repository_tags",
             "lifecycle_policies",
             "lifecycle_previews",
+            "image_scans",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE registry_id = $1 AND repository = $2"

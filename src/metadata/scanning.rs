@@ -129,19 +129,26 @@ pub struct VulnImport {
 }
 
 impl VulnImport {
-    /// Add (or replace) one record.
-    pub async fn add(&mut self, r: &VulnRecord) -> Result<()> {
-        sqlx::query(
+    /// Add (or replace) one record; a copy older than the stored one (by
+    /// `modified`) is ignored. Returns whether it was written.
+    pub async fn add(&mut self, r: &VulnRecord) -> Result<bool> {
+        let written = sqlx::query(
             "INSERT INTO vuln_records (id, modified_ms, record, imported_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (id) DO UPDATE SET modified_ms = excluded.modified_ms, \
-             record = excluded.record, imported_at = excluded.imported_at",
+             record = excluded.record, imported_at = excluded.imported_at \
+             WHERE excluded.modified_ms >= vuln_records.modified_ms",
         )
         .bind(&r.id)
         .bind(r.modified_ms)
         .bind(&r.json)
         .bind(self.now)
         .execute(&mut *self.tx)
-        .await?;
+        .await?
+        .rows_affected()
+            > 0;
+        if !written {
+            return Ok(false);
+        }
         sqlx::query("DELETE FROM vuln_packages WHERE record_id = $1")
             .bind(&r.id)
             .execute(&mut *self.tx)
@@ -158,13 +165,14 @@ impl VulnImport {
             .await?;
         }
         self.written += 1;
-        Ok(())
+        Ok(true)
     }
 
-    /// Make the import visible to every node, and queue `jobs` (the
-    /// re-matching it calls for) in the same transaction.
-    pub async fn commit(mut self, jobs: &[NewJob]) -> Result<u64> {
-        let generation = now_millis().to_string();
+    /// Make the import visible to every node under a new generation
+    /// (`generation`, unique per import), and queue `jobs` (the re-matching
+    /// it calls for) in the same transaction.
+    pub async fn commit(mut self, generation: &str, jobs: &[NewJob]) -> Result<u64> {
+        let generation = generation.to_string();
         sqlx::query(
             "INSERT INTO settings (name, value) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -257,9 +265,11 @@ impl MetadataStore {
         let mut tx = self.begin_write().await?;
         let now = now_millis();
         if let Some(since) = req.quota_since {
+            // A scan that failed (no data yet, a storage outage) does not
+            // count: asking again is how it is retried.
             let last: Option<i64> = sqlx::query(
                 "SELECT requested_at FROM image_scans \
-                 WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+                 WHERE registry_id = $1 AND repository = $2 AND digest = $3 AND status <> 'FAILED'",
             )
             .bind(repo.registry)
             .bind(repo.name)
@@ -290,7 +300,8 @@ impl MetadataStore {
         sqlx::query(
             "INSERT INTO image_scans (registry_id, repository, digest, status, description, scan_type, \
              requested_at, completed_at, source_updated_at, inventory, findings, counts) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11 \
+             WHERE EXISTS (SELECT 1 FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3) \
              ON CONFLICT (registry_id, repository, digest) DO UPDATE SET status = excluded.status, \
              description = excluded.description, scan_type = excluded.scan_type, \
              completed_at = excluded.completed_at, source_updated_at = excluded.source_updated_at, \
@@ -372,7 +383,8 @@ impl MetadataStore {
         let mut n = 0;
         for u in updates {
             let res = sqlx::query(
-                "UPDATE image_scans SET findings = $1, counts = $2, source_updated_at = $3, completed_at = $4 \
+                "UPDATE image_scans SET findings = $1, counts = $2, source_updated_at = $3, completed_at = $4, \
+                 scan_type = 'ENHANCED' \
                  WHERE registry_id = $5 AND repository = $6 AND digest = $7 AND status = 'COMPLETE' \
                  AND completed_at = $8",
             )

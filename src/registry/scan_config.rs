@@ -115,7 +115,7 @@ pub fn filter_is_valid(filter: &str) -> bool {
     let b = filter.as_bytes();
     let word = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'*';
     let sep = |c: u8| matches!(c, b'.' | b'_' | b'-' | b'/');
-    if b.is_empty() || b.len() > 256 || !word(b[0]) {
+    if b.is_empty() || b.len() > 255 || !word(b[0]) {
         return false;
     }
     // After the first character: runs of word characters, each optionally

@@ -129,8 +129,18 @@ impl StoredFindings {
             .collect();
         for f in other.findings {
             let (a, b, c, d) = f.key();
-            if seen.insert((a.into(), b.into(), c.into(), d.into())) {
+            let key: (String, String, String, String) = (a.into(), b.into(), c.into(), d.into());
+            if seen.insert(key.clone()) {
                 self.findings.push(f);
+            } else if f.status == FindingStatus::Active {
+                // One child's ACTIVE copy wins over another's CLOSED one.
+                if let Some(kept) = self.findings.iter_mut().find(|k| {
+                    let (a, b, c, d) = k.key();
+                    (a, b, c, d) == (key.0.as_str(), key.1.as_str(), key.2.as_str(), key.3.as_str())
+                }) && kept.status == FindingStatus::Closed
+                {
+                    *kept = f;
+                }
             }
         }
         self.findings.sort_by(|a, b| {

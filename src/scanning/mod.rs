@@ -46,7 +46,18 @@ pub enum ScanError {
     Meta(#[from] MetaError),
     #[error("blob storage: {0}")]
     Storage(#[from] StorageError),
+    /// Reading a layer's bytes failed part way (not its content): retried.
+    #[error("reading layer {digest}: {reason}")]
+    Read { digest: String, reason: String },
 }
+
+/// Packages one image may list, over all its layers: beyond it the scan
+/// fails rather than hold an unbounded inventory.
+pub const MAX_IMAGE_PACKAGES: usize = 2_000_000;
+
+/// What the layer cache holds for a layer that cannot be scanned: the
+/// reason, so a hostile layer costs its decompression once.
+const FAILED_LAYER: &str = "FAILED:";
 
 /// Why an image has no findings: the scan's final status and description.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +157,11 @@ pub async fn image_inventory(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let mut scans: Vec<(String, LayerScan)> = Vec::with_capacity(layers.len());
+    // A layer listed twice is read (and held) once.
+    let mut scans: Vec<(String, Arc<LayerScan>)> = Vec::with_capacity(layers.len());
+    let mut distinct: std::collections::HashMap<String, Arc<LayerScan>> =
+        std::collections::HashMap::new();
+    let mut packages = 0usize;
     for layer in &layers {
         let media_type = layer.get("mediaType").and_then(Value::as_str).unwrap_or("");
         let Some(layer_digest) = layer
@@ -163,12 +178,34 @@ pub async fn image_inventory(
                 "UnsupportedImageError: layer {layer_digest} has media type {media_type:?}, which is not a filesystem layer Berth can read"
             ))));
         };
+        let key = layer_digest.to_string();
+        if let Some(scan) = distinct.get(&key) {
+            scans.push((key, scan.clone()));
+            continue;
+        }
         match layer_scan(registry, &layer_digest, compression).await? {
-            Ok(scan) => scans.push((layer_digest.to_string(), scan)),
+            Ok(scan) => {
+                packages += scan
+                    .facts
+                    .values()
+                    .map(|f| match f {
+                        berth_scanner::layer::Fact::Packages { packages } => packages.len(),
+                        _ => 0,
+                    })
+                    .sum::<usize>();
+                if packages > MAX_IMAGE_PACKAGES {
+                    return Ok(Err(NotScanned::failed(format!(
+                        "the image's layers list more than {MAX_IMAGE_PACKAGES} packages"
+                    ))));
+                }
+                let scan = Arc::new(scan);
+                distinct.insert(key.clone(), scan.clone());
+                scans.push((key, scan));
+            }
             Err(reason) => return Ok(Err(NotScanned::failed(reason))),
         }
     }
-    let refs: Vec<(&str, &LayerScan)> = scans.iter().map(|(d, s)| (d.as_str(), s)).collect();
+    let refs: Vec<(&str, &LayerScan)> = scans.iter().map(|(d, s)| (d.as_str(), &**s)).collect();
     let inventory = berth_scanner::image::merge(&refs);
     let os_ecosystem = inventory.os.as_ref().and_then(berth_scanner::os::ecosystem);
     Ok(Ok(ImageInventory {
@@ -188,10 +225,15 @@ async fn layer_scan(
         .meta
         .layer_inventory(digest.as_str(), extractor)
         .await?
-        && let Ok(scan) = serde_json::from_str::<LayerScan>(&doc)
     {
-        registry.metrics.scans.layer_cache_hits.inc();
-        return Ok(Ok(scan));
+        if let Some(reason) = doc.strip_prefix(FAILED_LAYER) {
+            registry.metrics.scans.layer_cache_hits.inc();
+            return Ok(Err(reason.to_string()));
+        }
+        if let Ok(scan) = serde_json::from_str::<LayerScan>(&doc) {
+            registry.metrics.scans.layer_cache_hits.inc();
+            return Ok(Ok(scan));
+        }
     }
     registry.metrics.scans.layer_cache_misses.inc();
     let stream = match registry.blobs.read(digest, None).await {
@@ -210,7 +252,27 @@ async fn layer_scan(
     .await;
     let scan = match result {
         Ok(Ok(scan)) => scan,
-        Ok(Err(e)) => return Ok(Err(format!("layer {digest}: {e}"))),
+        // The bytes could not be read (storage trouble): try again later.
+        Ok(Err(berth_scanner::layer::LayerError::Io(e))) => {
+            return Err(ScanError::Read {
+                digest: digest.to_string(),
+                reason: e.to_string(),
+            });
+        }
+        // The content is hostile or broken: remembered, so it is not
+        // decompressed again by the next image that lists it.
+        Ok(Err(e)) => {
+            let reason = format!("layer {digest}: {e}");
+            registry
+                .meta
+                .put_layer_inventory(
+                    digest.as_str(),
+                    extractor,
+                    &format!("{FAILED_LAYER}{reason}"),
+                )
+                .await?;
+            return Ok(Err(reason));
+        }
         Err(e) => {
             tracing::error!(%digest, error = %e, "the layer scanner panicked");
             return Ok(Err(format!("layer {digest}: the scanner failed on it")));
@@ -262,27 +324,35 @@ pub async fn run_scan(
         let children = scannable_children(&manifest);
         let mut union = StoredFindings::default();
         let mut complete = 0;
-        let mut last_problem: Option<NotScanned> = None;
+        let mut failed: Option<(Digest, NotScanned)> = None;
+        let mut unsupported: Option<NotScanned> = None;
         for child in &children {
             match scan_one(registry, db, repo, child, scan_type).await? {
                 Ok(f) => {
                     complete += 1;
                     union.absorb(f);
                 }
-                Err(n) => last_problem = Some(n),
+                Err(n) if n.status == FAILED => failed = Some((child.clone(), n)),
+                Err(n) => unsupported = Some(n),
             }
         }
         let source = db.source_updated_at().await?;
-        let outcome = if complete > 0 || children.is_empty() && last_problem.is_none() {
-            if children.is_empty() {
-                Err(NotScanned::unsupported(
-                    "UnsupportedImageError: the index lists no platform images",
-                ))
-            } else {
-                Ok(union)
-            }
+        // A child that failed fails the index: its union would look clean.
+        // Children of an unsupported platform are left out while another
+        // child scans.
+        let outcome = if let Some((child, n)) = failed {
+            Err(NotScanned::failed(format!(
+                "child image {child}: {}",
+                n.description
+            )))
+        } else if complete > 0 {
+            Ok(union)
+        } else if children.is_empty() {
+            Err(NotScanned::unsupported(
+                "UnsupportedImageError: the index lists no platform images",
+            ))
         } else {
-            Err(last_problem.unwrap_or_else(|| {
+            Err(unsupported.unwrap_or_else(|| {
                 NotScanned::unsupported("UnsupportedImageError: no child image could be scanned")
             }))
         };
@@ -454,7 +524,7 @@ pub async fn rematch_continuous(registry: &Registry, db: &VulnDb) -> Result<Rema
                 after
                     .as_ref()
                     .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
-                500,
+                100,
             )
             .await?;
         let Some((r, n, s)) = page.last() else {
@@ -517,10 +587,10 @@ pub async fn rematch_continuous(registry: &Registry, db: &VulnDb) -> Result<Rema
             let now = crate::metadata::now_millis();
             let updated = previous.clone().update(found, now);
             out.images += 1;
-            if updated.same_as(&previous) {
-                continue;
+            // Written even when unchanged: its vulnerabilitySourceUpdatedAt moves.
+            if !updated.same_as(&previous) {
+                out.changed += 1;
             }
-            out.changed += 1;
             updates.push(crate::metadata::Rematch {
                 registry: reg.clone(),
                 repository: name.clone(),
@@ -701,6 +771,43 @@ pub async fn put_configuration(
         .put_registry_scanning(
             registry_id,
             &serde_json::to_string(config).expect("serialises"),
+        )
+        .await
+}
+
+/// Record a scan FAILED with `description` (its job gave up).
+pub async fn give_up(
+    registry: &Registry,
+    repo: Repo<'_>,
+    digest: &str,
+    description: &str,
+) -> Result<(), MetaError> {
+    let scan_type = registry
+        .meta
+        .image_scan(repo, digest)
+        .await?
+        .map(|r| r.scan_type)
+        .unwrap_or_else(|| ScanType::Basic.as_str().to_string());
+    registry
+        .metrics
+        .scans
+        .finished
+        .get_or_create(&crate::metrics::StatusLabels { status: FAILED })
+        .inc();
+    registry
+        .meta
+        .finish_scan(
+            repo,
+            digest,
+            &scan_type,
+            &ScanResult {
+                status: FAILED,
+                description,
+                inventory: None,
+                findings: None,
+                counts: None,
+                source_updated_at: None,
+            },
         )
         .await
 }

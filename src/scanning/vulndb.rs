@@ -135,6 +135,8 @@ impl VulnDb {
 pub struct ImportReport {
     pub files: Vec<PathBuf>,
     pub records: u64,
+    /// Records not written because the stored copy is newer (by `modified`).
+    pub older_skipped: u64,
     /// Records per ecosystem named by their `affected` entries.
     pub per_ecosystem: BTreeMap<String, u64>,
     pub newest_modified_ms: Option<i64>,
@@ -207,7 +209,7 @@ pub async fn import(
             *report.per_ecosystem.entry(e.to_string()).or_insert(0) += 1;
         }
         report.newest_modified_ms = report.newest_modified_ms.max(Some(modified_ms));
-        import
+        let written = import
             .add(&VulnRecord {
                 id: record.id.clone(),
                 modified_ms,
@@ -215,12 +217,19 @@ pub async fn import(
                 keys,
             })
             .await?;
-        report.records += 1;
+        if written {
+            report.records += 1;
+        } else {
+            report.older_skipped += 1;
+        }
     }
     reader
         .await
         .map_err(|e| MetaError::Corrupt(format!("the OSV reader failed: {e}")))?;
-    import.commit(&[crate::jobs::rescan()]).await?;
+    let generation = uuid::Uuid::new_v4().to_string();
+    import
+        .commit(&generation, &[crate::jobs::rescan(&generation)])
+        .await?;
     Ok(report)
 }
 
