@@ -230,8 +230,13 @@ impl Worker {
             registry: &p.registry,
             name: &p.repository,
         };
-        let description = format!("The scan failed {} times; the last error: {error}", job.attempts);
-        if let Err(e) = crate::scanning::give_up(&self.registry, repo, &p.digest, &description).await {
+        let description = format!(
+            "The scan failed {} times; the last error: {error}",
+            job.attempts
+        );
+        if let Err(e) =
+            crate::scanning::give_up(&self.registry, repo, &p.digest, &description).await
+        {
             tracing::warn!(job = %job.id, error = %e, "could not record a failed scan");
         }
     }

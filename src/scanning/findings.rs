@@ -136,7 +136,13 @@ impl StoredFindings {
                 // One child's ACTIVE copy wins over another's CLOSED one.
                 if let Some(kept) = self.findings.iter_mut().find(|k| {
                     let (a, b, c, d) = k.key();
-                    (a, b, c, d) == (key.0.as_str(), key.1.as_str(), key.2.as_str(), key.3.as_str())
+                    (a, b, c, d)
+                        == (
+                            key.0.as_str(),
+                            key.1.as_str(),
+                            key.2.as_str(),
+                            key.3.as_str(),
+                        )
                 }) && kept.status == FindingStatus::Closed
                 {
                     *kept = f;
