@@ -477,6 +477,7 @@ def test_preview_run_events_and_gc_agree(solo, name):
         "referrers_deleted": 0,
         "orphan_files_deleted": 0,
         "orphan_uploads_deleted": 0,
+        "layer_inventories_deleted": 0,
     }
     assert isinstance(gc["duration_ms"], int)
     for b in doomed:
