@@ -148,7 +148,7 @@ pub fn keys_of(inventory: &Inventory, os_ecosystem: Option<&str>) -> Vec<(String
     let mut keys: Vec<(String, String)> = inventory
         .packages
         .iter()
-        .filter_map(|p| query(p, os_ecosystem))
+        .flat_map(|p| queries(p, os_ecosystem))
         .map(|q| (q.ecosystem.to_owned(), q.name.into_owned()))
         .collect();
     keys.sort();
@@ -164,6 +164,40 @@ struct Query<'a> {
     version: &'a str,
     /// SUSE: the record's `binaries` list, when it has one, must name this.
     binary_filter: Option<&'a str>,
+}
+
+/// Every way one installed package is looked up: one, but for the
+/// Enterprise Linux rebuilds (Rocky Linux, AlmaLinux), whose records name
+/// source packages under a release-qualified ecosystem (`Rocky Linux:9`)
+/// and are also found under the bare name and binary names.
+fn queries<'a>(pkg: &'a Package, os_ecosystem: Option<&'a str>) -> Vec<Query<'a>> {
+    let Some(first) = query(pkg, os_ecosystem) else {
+        return Vec::new();
+    };
+    let base = first.ecosystem.split(':').next().unwrap_or(first.ecosystem);
+    if pkg.kind != PackageKind::Rpm || !matches!(base, "Rocky Linux" | "AlmaLinux") {
+        return vec![first];
+    }
+    let qualified = first.ecosystem;
+    let source = pkg.source_name.as_deref().unwrap_or(&pkg.name);
+    let source_version = pkg.source_version.as_deref().unwrap_or(&pkg.version);
+    let mut out: Vec<Query<'a>> = Vec::new();
+    for eco in [qualified, base] {
+        for (name, version) in [
+            (source, source_version),
+            (pkg.name.as_str(), pkg.version.as_str()),
+        ] {
+            if !out.iter().any(|q| q.ecosystem == eco && q.name == name) {
+                out.push(Query {
+                    ecosystem: eco,
+                    name: Cow::Borrowed(name),
+                    version,
+                    binary_filter: None,
+                });
+            }
+        }
+    }
+    out
 }
 
 fn query<'a>(pkg: &'a Package, os_ecosystem: Option<&'a str>) -> Option<Query<'a>> {
@@ -292,6 +326,119 @@ pub fn match_inventory(
     })
 }
 
+/// Findings per distinct installed package, kept across many matches
+/// against the same records: a re-match of thousands of stored inventories
+/// that share their base layers decides each (package, version) once.
+/// Start a new cache whenever the records change.
+#[derive(Debug, Default)]
+pub struct MatchCache {
+    entries: HashMap<String, Vec<Finding>>,
+}
+
+/// Entries a [`MatchCache`] holds before it starts over.
+const MATCH_CACHE_ENTRIES: usize = 1_000_000;
+
+impl MatchCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// What decides a package's findings: everything but its layer.
+fn package_key(os_ecosystem: Option<&str>, p: &Package) -> String {
+    let mut k = String::with_capacity(96);
+    for part in [
+        os_ecosystem.unwrap_or(""),
+        match p.kind {
+            PackageKind::Dpkg => "d",
+            PackageKind::Apk => "a",
+            PackageKind::Rpm => "r",
+            PackageKind::Python => "p",
+            PackageKind::Npm => "n",
+            PackageKind::Go => "g",
+            PackageKind::Cargo => "c",
+            PackageKind::Maven => "m",
+            PackageKind::Gem => "e",
+        },
+        &p.name,
+        &p.version,
+        p.source_name.as_deref().unwrap_or("\u{1}"),
+        p.source_version.as_deref().unwrap_or("\u{1}"),
+    ] {
+        k.push_str(part);
+        k.push('\0');
+    }
+    k
+}
+
+/// [`match_inventory`], with each distinct package's findings taken from
+/// (or added to) `cache`. Gives the same findings as `match_inventory`.
+pub fn match_inventory_cached(
+    inventory: &Inventory,
+    os_ecosystem: Option<&str>,
+    lookup: &dyn Fn(&str, &str) -> Vec<Arc<Record>>,
+    cache: &mut MatchCache,
+) -> Vec<Finding> {
+    if cache.entries.len() > MATCH_CACHE_ENTRIES {
+        cache.entries.clear();
+    }
+    let mut seen: std::collections::HashSet<(String, String, String, String)> =
+        std::collections::HashSet::new();
+    let mut findings = Vec::new();
+    for pkg in &inventory.packages {
+        let key = package_key(os_ecosystem, pkg);
+        let per_package = match cache.entries.get(&key) {
+            Some(f) => f,
+            None => {
+                let alone = Inventory {
+                    os: inventory.os.clone(),
+                    packages: vec![Package {
+                        layer: None,
+                        ..pkg.clone()
+                    }],
+                };
+                let f = match_inventory(&alone, os_ecosystem, lookup);
+                cache.entries.entry(key).or_insert(f)
+            }
+        };
+        for f in per_package {
+            // The same package installed twice is one finding: the first
+            // (lowest layer) wins, as in `match_inventory`.
+            if seen.insert((
+                f.name.clone(),
+                f.package_name.clone(),
+                f.package_version.clone(),
+                f.ecosystem.clone(),
+            )) {
+                let mut f = f.clone();
+                f.layer = pkg.layer.clone();
+                findings.push(f);
+            }
+        }
+    }
+    sort_findings(&mut findings);
+    findings
+}
+
+fn sort_findings(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.package_name.cmp(&b.package_name))
+            .then_with(|| a.package_version.cmp(&b.package_version))
+            .then_with(|| a.ecosystem.cmp(&b.ecosystem))
+    });
+}
+
 type Cmp<'a> = &'a dyn Fn(Scheme, &str, &str) -> Option<Ordering>;
 
 fn match_with(
@@ -306,47 +453,46 @@ fn match_with(
     type Key = (String, String, String, String);
     let mut groups: BTreeMap<Key, (&Package, Vec<Hit>)> = BTreeMap::new();
     for pkg in &inventory.packages {
-        let Some(q) = query(pkg, os_ecosystem) else {
-            continue;
-        };
-        for record in lookup(q.ecosystem, &q.name) {
-            if record.withdrawn.is_some() {
-                continue;
-            }
-            let mut verdict: Option<(usize, Verdict)> = None;
-            for (i, affected) in record.affected.iter().enumerate() {
-                if affected.package.ecosystem != q.ecosystem
-                    || normalise_name(q.ecosystem, &affected.package.name) != q.name
-                {
+        for q in queries(pkg, os_ecosystem) {
+            for record in lookup(q.ecosystem, &q.name) {
+                if record.withdrawn.is_some() {
                     continue;
                 }
-                if let Some(binary) = q.binary_filter
-                    && !binaries_allow(affected, binary)
-                {
+                let mut verdict: Option<(usize, Verdict)> = None;
+                for (i, affected) in record.affected.iter().enumerate() {
+                    if affected.package.ecosystem != q.ecosystem
+                        || normalise_name(q.ecosystem, &affected.package.name) != q.name
+                    {
+                        continue;
+                    }
+                    if let Some(binary) = q.binary_filter
+                        && !binaries_allow(affected, binary)
+                    {
+                        continue;
+                    }
+                    if let Some(v) = crate::osv::eval_affects(affected, q.version, cmp) {
+                        verdict = Some((i, v));
+                        break;
+                    }
+                }
+                let Some((affected, verdict)) = verdict else {
                     continue;
-                }
-                if let Some(v) = crate::osv::eval_affects(affected, q.version, cmp) {
-                    verdict = Some((i, v));
-                    break;
-                }
-            }
-            let Some((affected, verdict)) = verdict else {
-                continue;
-            };
-            for name in vulnerability_names(&record) {
-                let key = (
-                    name,
-                    pkg.name.clone(),
-                    pkg.version.clone(),
-                    q.ecosystem.to_owned(),
-                );
-                let (_, hits) = groups.entry(key).or_insert_with(|| (pkg, Vec::new()));
-                if !hits.iter().any(|h| h.record.id == record.id) {
-                    hits.push(Hit {
-                        record: Arc::clone(&record),
-                        affected,
-                        verdict: verdict.clone(),
-                    });
+                };
+                for name in vulnerability_names(&record) {
+                    let key = (
+                        name,
+                        pkg.name.clone(),
+                        pkg.version.clone(),
+                        q.ecosystem.to_owned(),
+                    );
+                    let (_, hits) = groups.entry(key).or_insert_with(|| (pkg, Vec::new()));
+                    if !hits.iter().any(|h| h.record.id == record.id) {
+                        hits.push(Hit {
+                            record: Arc::clone(&record),
+                            affected,
+                            verdict: verdict.clone(),
+                        });
+                    }
                 }
             }
         }
@@ -355,14 +501,7 @@ fn match_with(
         .into_iter()
         .map(|((name, _, _, ecosystem), (pkg, hits))| finding(name, ecosystem, pkg, hits, cmp))
         .collect();
-    findings.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then_with(|| a.name.cmp(&b.name))
-            .then_with(|| a.package_name.cmp(&b.package_name))
-            .then_with(|| a.package_version.cmp(&b.package_version))
-            .then_with(|| a.ecosystem.cmp(&b.ecosystem))
-    });
+    sort_findings(&mut findings);
     findings
 }
 

@@ -205,8 +205,10 @@ pub fn ecosystem(os: &Os) -> Option<String> {
         "wolfi" => Some("Wolfi".into()),
         "chainguard" => Some("Chainguard".into()),
         "rhel" => Some("Red Hat".into()),
-        "rocky" => Some("Rocky Linux".into()),
-        "almalinux" => Some("AlmaLinux".into()),
+        // Their OSV records name the release (`Rocky Linux:9`); the
+        // matcher also looks under the bare name.
+        "rocky" => Some(with_major("Rocky Linux", &os.version_id)),
+        "almalinux" => Some(with_major("AlmaLinux", &os.version_id)),
         "opensuse" | "opensuse-leap" | "opensuse-tumbleweed" | "opensuse-microos" => {
             Some("openSUSE".into())
         }
@@ -222,6 +224,14 @@ pub fn ecosystem(os: &Os) -> Option<String> {
 
 fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `base:<major>` when `version_id` starts with a number, else `base`.
+fn with_major(base: &str, version_id: &str) -> String {
+    match leading_number(version_id) {
+        Some(major) => format!("{base}:{major}"),
+        None => base.to_string(),
+    }
 }
 
 fn leading_number(version_id: &str) -> Option<u32> {
@@ -309,8 +319,9 @@ mod tests {
             (os("wolfi", "20230201", ""), Some("Wolfi")),
             (os("chainguard", "", ""), Some("Chainguard")),
             (os("rhel", "9.3", ""), Some("Red Hat")),
-            (os("rocky", "9.3", ""), Some("Rocky Linux")),
-            (os("almalinux", "9.3", ""), Some("AlmaLinux")),
+            (os("rocky", "9.3", ""), Some("Rocky Linux:9")),
+            (os("almalinux", "9.3", ""), Some("AlmaLinux:9")),
+            (os("rocky", "", ""), Some("Rocky Linux")),
             (os("opensuse-leap", "15.5", ""), Some("openSUSE")),
             (os("sles", "15.5", ""), Some("SUSE")),
             (os("mageia", "9", ""), Some("Mageia")),

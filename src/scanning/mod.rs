@@ -517,6 +517,8 @@ pub async fn rematch_continuous(registry: &Registry, db: &VulnDb) -> Result<Rema
         BTreeMap::new();
     let mut continuous: BTreeMap<(String, String), bool> = BTreeMap::new();
     let source = db.source_updated_at().await?;
+    // Images share their base layers: each distinct package is decided once.
+    let mut cache = berth_scanner::matcher::MatchCache::new();
     loop {
         let page = registry
             .meta
@@ -578,7 +580,9 @@ pub async fn rematch_continuous(registry: &Registry, db: &VulnDb) -> Result<Rema
                 inventory,
                 os_ecosystem,
             };
-            let found = db.match_inventory(&inv, ScanType::Enhanced).await?;
+            let found = db
+                .match_inventory_with(&inv, ScanType::Enhanced, Some(&mut cache))
+                .await?;
             let previous = scan
                 .findings
                 .as_deref()

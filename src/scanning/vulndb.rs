@@ -76,6 +76,17 @@ impl VulnDb {
         inv: &ImageInventory,
         scan_type: ScanType,
     ) -> Result<Vec<Finding>, MetaError> {
+        self.match_inventory_with(inv, scan_type, None).await
+    }
+
+    /// [`VulnDb::match_inventory`], deciding each distinct package once
+    /// per `cache` (a re-match of many images that share their layers).
+    pub async fn match_inventory_with(
+        &self,
+        inv: &ImageInventory,
+        scan_type: ScanType,
+        cache: Option<&mut berth_scanner::matcher::MatchCache>,
+    ) -> Result<Vec<Finding>, MetaError> {
         self.refresh().await?;
         let keys = berth_scanner::matcher::keys_of(&inv.inventory, inv.os_ecosystem.as_deref());
         let missing: Vec<(String, String)> = {
@@ -118,11 +129,19 @@ impl VulnDb {
                 .cloned()
                 .unwrap_or_default()
         };
-        let mut findings = berth_scanner::matcher::match_inventory(
-            &inv.inventory,
-            inv.os_ecosystem.as_deref(),
-            &lookup,
-        );
+        let mut findings = match cache {
+            Some(cache) => berth_scanner::matcher::match_inventory_cached(
+                &inv.inventory,
+                inv.os_ecosystem.as_deref(),
+                &lookup,
+                cache,
+            ),
+            None => berth_scanner::matcher::match_inventory(
+                &inv.inventory,
+                inv.os_ecosystem.as_deref(),
+                &lookup,
+            ),
+        };
         if scan_type == ScanType::Basic {
             findings.retain(|f| f.os);
         }

@@ -828,3 +828,63 @@ mod robustness {
         }
     }
 }
+
+#[test]
+fn rocky_and_alma_match_source_names_under_the_release() {
+    let rpm = |name: &str, src: &str| {
+        pkg(
+            PackageKind::Rpm,
+            name,
+            "1:3.0.7-27.el9",
+            Some((src, Some("1:3.0.7-27.el9"))),
+        )
+    };
+    let inv = Inventory {
+        os: None,
+        packages: vec![rpm("openssl-libs", "openssl"), rpm("zlib", "zlib")],
+    };
+    // osv.dev's shape: release-qualified ecosystem, source package name.
+    let rlsa = json!({"id": "RLSA-2099:1", "modified": "2026-01-01T00:00:00Z", "upstream": ["CVE-2099-1"],
+        "affected": [{"package": {"ecosystem": "Rocky Linux:9", "name": "openssl"},
+                      "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1:3.0.7-28.el9"}]}]}]});
+    let got = run(&inv, Some("Rocky Linux:9"), &[record(rlsa.clone())]);
+    assert_eq!(pairs(&got), [("CVE-2099-1".into(), "openssl-libs".into())]);
+    // The bare ecosystem and a binary name are looked up too.
+    let bare = json!({"id": "RLSA-2099:2", "modified": "2026-01-01T00:00:00Z",
+        "affected": [{"package": {"ecosystem": "Rocky Linux", "name": "openssl-libs"}, "versions": ["1:3.0.7-27.el9"]}]});
+    assert_eq!(run(&inv, Some("Rocky Linux:9"), &[record(bare)]).len(), 1);
+    // Another release does not match.
+    let mut r8 = rlsa;
+    r8["affected"][0]["package"]["ecosystem"] = json!("Rocky Linux:8");
+    assert!(run(&inv, Some("Rocky Linux:9"), &[record(r8)]).is_empty());
+    assert!(keys_of(&inv, Some("AlmaLinux:9")).contains(&("AlmaLinux:9".into(), "openssl".into())));
+}
+
+#[test]
+fn the_match_cache_gives_the_same_findings() {
+    let records: Vec<Arc<Record>> = table().into_iter().map(|(r, _)| r).collect();
+    let ix = index(&records);
+    let lookup = |e: &str, n: &str| ix.lookup(e, n).to_vec();
+    let inv = bookworm();
+    let plain = match_inventory(&inv, Some("Debian:12"), &lookup);
+    let mut cache = MatchCache::new();
+    let first = match_inventory_cached(&inv, Some("Debian:12"), &lookup, &mut cache);
+    assert_eq!(first, plain);
+    assert!(!cache.is_empty());
+    // From the cache, with another image's layers.
+    let mut other = inv.clone();
+    for p in &mut other.packages {
+        p.layer = Some("sha256:other".into());
+    }
+    let second = match_inventory_cached(&other, Some("Debian:12"), &lookup, &mut cache);
+    assert_eq!(second.len(), plain.len());
+    assert!(second.iter().all(|f| f.layer.as_deref() == Some("sha256:other")));
+    let relabelled: Vec<Finding> = second
+        .into_iter()
+        .map(|mut f| {
+            f.layer = Some("sha256:base".into());
+            f
+        })
+        .collect();
+    assert_eq!(relabelled, plain);
+}
