@@ -462,6 +462,7 @@ pub async fn rematch_continuous(registry: &Registry, db: &VulnDb) -> Result<Rema
         };
         after = Some((r.clone(), n.clone(), s.digest.clone()));
         let mut updates = Vec::new();
+        let images_before = out.images;
         for (reg, name, scan) in &page {
             let key = (reg.clone(), name.clone());
             let is_continuous = match continuous.get(&key) {
@@ -531,7 +532,12 @@ pub async fn rematch_continuous(registry: &Registry, db: &VulnDb) -> Result<Rema
             });
         }
         registry.meta.rematch_scans(&updates, source).await?;
-        registry.metrics.scans.rematched.inc_by(out.images);
+        // This page's images (out.images is the running total).
+        registry
+            .metrics
+            .scans
+            .rematched
+            .inc_by(out.images - images_before);
     }
     Ok(out)
 }
