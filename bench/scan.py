@@ -212,11 +212,13 @@ class Berth:
                 if time.time() > deadline:
                     raise RuntimeError("berth did not answer within 60 s")
                 time.sleep(0.05)
-        # Let the start-up GC run finish (it has nothing to do) before measuring.
+        # Settle: a second for start-up jobs (a copied data dir has its periodic
+        # jobs scheduled already), and no GC running, before measuring.
+        settle = time.time() + 1
         deadline = time.time() + 10
         while time.time() < deadline:
             m = self.metrics()
-            if m.get("berth_gc_runs_total", 0) >= 1 and m.get("berth_gc_running", 1) == 0:
+            if time.time() >= settle and m.get("berth_gc_running", 1) == 0:
                 break
             time.sleep(0.05)
         self.v2 = V2(self.port)

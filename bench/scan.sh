@@ -7,7 +7,7 @@
 # Usage: bench/scan.sh [-n RUNS]
 #   RUNS (default 3)          median of N for every per-image number
 # Environment knobs (all optional):
-#   IMAGES="debian python node go alpine rpm"   fixture images (scanner/tests/fixtures)
+#   IMAGES="debian python node go alpine rpm"   fixture images (scanner/tests/fixtures; "" for none)
 #   FIXTURES=target/scan-fixtures   where build-images.sh writes (and caches) them
 #   BIG_MIB=1024              size of the incompressible layer of the big image (0: skip)
 #   BIG_RUNS=RUNS             runs for the big image
@@ -61,7 +61,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 num_ok() { case "$1" in ''|*[!0-9]*) return 1 ;; *) return 0 ;; esac; }
-IMAGES=${IMAGES:-debian python node go alpine rpm}
+IMAGES=${IMAGES-debian python node go alpine rpm}
 BIG_MIB=${BIG_MIB:-1024}
 BIG_RUNS=${BIG_RUNS:-$RUNS}
 REMATCH_IMAGES=${REMATCH_IMAGES:-10000}
