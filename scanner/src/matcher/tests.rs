@@ -878,7 +878,11 @@ fn the_match_cache_gives_the_same_findings() {
     }
     let second = match_inventory_cached(&other, Some("Debian:12"), &lookup, &mut cache);
     assert_eq!(second.len(), plain.len());
-    assert!(second.iter().all(|f| f.layer.as_deref() == Some("sha256:other")));
+    assert!(
+        second
+            .iter()
+            .all(|f| f.layer.as_deref() == Some("sha256:other"))
+    );
     let relabelled: Vec<Finding> = second
         .into_iter()
         .map(|mut f| {
