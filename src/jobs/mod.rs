@@ -41,9 +41,12 @@ pub const SCAN_IMAGE: &str = "scan-image";
 /// Re-match stored inventories after a vulnerability database import
 /// (one-shot, queued by the import).
 pub const RESCAN: &str = "rescan";
+/// Inventory one uploaded layer ahead of its manifest (one-shot, queued when
+/// an upload commits in a repository scanned on push).
+pub const SCAN_LAYER: &str = "scan-layer";
 
 /// Every kind a worker runs (the metrics' label values).
-pub const KINDS: [&str; 7] = [
+pub const KINDS: [&str; 8] = [
     GC,
     LIFECYCLE,
     REAP_UPLOADS,
@@ -51,6 +54,7 @@ pub const KINDS: [&str; 7] = [
     RECORD_PULL,
     SCAN_IMAGE,
     RESCAN,
+    SCAN_LAYER,
 ];
 
 /// The setting that pauses garbage collection on every node (`berth gc pause`).
@@ -139,6 +143,25 @@ pub fn rescan(generation: &str) -> NewJob {
         kind: RESCAN.into(),
         dedupe: generation.into(),
         payload: "{}".into(),
+        run_at: now_millis(),
+    }
+}
+
+/// The payload of a [`SCAN_LAYER`] job.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct LayerOf {
+    pub(crate) digest: String,
+}
+
+/// The job that inventories blob `digest` before a manifest asks for it.
+pub fn scan_layer(digest: &str) -> NewJob {
+    NewJob {
+        kind: SCAN_LAYER.into(),
+        dedupe: digest.into(),
+        payload: serde_json::to_string(&LayerOf {
+            digest: digest.into(),
+        })
+        .expect("serialises"),
         run_at: now_millis(),
     }
 }

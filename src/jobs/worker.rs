@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    GC, GC_PAUSED_SETTING, KINDS, LIFECYCLE, LIFECYCLE_PREVIEW, PreviewOf, PullRecord,
-    REAP_UPLOADS, RECORD_PULL, RESCAN, SCAN_IMAGE, ScanOf,
+    GC, GC_PAUSED_SETTING, KINDS, LIFECYCLE, LIFECYCLE_PREVIEW, LayerOf, PreviewOf, PullRecord,
+    REAP_UPLOADS, RECORD_PULL, RESCAN, SCAN_IMAGE, SCAN_LAYER, ScanOf,
 };
 use crate::metadata::{JobRow, MetaError, Repo, now_millis};
 use crate::registry::Registry;
@@ -332,6 +332,15 @@ impl Worker {
                     .parse()
                     .map_err(|e| JobError::Invalid(format!("digest {:?}: {e}", p.digest)))?;
                 crate::scanning::run_scan(registry, &self.vulndb, repo, &digest).await?;
+                Ok(())
+            }
+            SCAN_LAYER => {
+                let p: LayerOf = payload(job)?;
+                let digest = p
+                    .digest
+                    .parse()
+                    .map_err(|e| JobError::Invalid(format!("digest {:?}: {e}", p.digest)))?;
+                crate::scanning::prefetch_layer(registry, &digest).await?;
                 Ok(())
             }
             RESCAN => {

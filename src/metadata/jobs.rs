@@ -253,6 +253,16 @@ impl MetadataStore {
     }
 
     /// Every job, periodic ones first, then by when they run.
+    /// The state of the one-shot job `kind`/`dedupe`, if it is in the queue.
+    pub async fn job_state(&self, kind: &str, dedupe: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT state FROM jobs WHERE kind = $1 AND dedupe = $2")
+            .bind(kind)
+            .bind(dedupe)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
     pub async fn list_jobs(&self) -> Result<Vec<JobRow>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM jobs ORDER BY every_ms = 0, run_at, id LIMIT 10000"

@@ -90,6 +90,10 @@ fn valid_upload_id(id: &str) -> bool {
     id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
+/// Blobs smaller than this are not inventoried ahead of their manifest
+/// (configs; a small layer is read at the scan in no time).
+const PREFETCH_MIN_BYTES: u64 = 64 << 10;
+
 impl Registry {
     /// Open a new upload session in `repo` for `owner` (the caller's access
     /// key, or `ip:<address>` without authentication), within the quotas.
@@ -333,7 +337,46 @@ impl Registry {
         }
         let elapsed = (now_millis() - session.started_at).max(0) as f64 / 1000.0;
         self.metrics.upload_seconds.observe(elapsed);
+        self.prefetch_layer_scan(repo, digest, session.size).await;
         Ok(session.size)
+    }
+
+    /// In a repository scanned on push, queue the inventory of a blob that
+    /// may be a layer as soon as it is committed: the client is still
+    /// sending the other layers and the manifest, and the scan the manifest
+    /// starts then finds the layer done. Best effort: the scan reads the
+    /// layer itself if this does not happen.
+    async fn prefetch_layer_scan(&self, repo: &RepoId, digest: &Digest, size: u64) {
+        // Configs and other small blobs: not worth a job.
+        if size < PREFETCH_MIN_BYTES {
+            return;
+        }
+        let scanned = async {
+            let Some(row) = self.meta.get_repository(repo.key()).await? else {
+                return Ok::<bool, RegistryError>(false);
+            };
+            Ok(self
+                .scanning_configuration(&repo.registry)
+                .await?
+                .effective(&row)
+                .on_push())
+        };
+        match scanned.await {
+            Ok(true) => {
+                match self
+                    .meta
+                    .enqueue_job(&crate::jobs::scan_layer(digest.as_str()))
+                    .await
+                {
+                    Ok(_) => self.jobs_queued.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(%digest, error = %e, "could not queue a layer's inventory")
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%digest, error = %e, "could not read the scanning settings"),
+        }
     }
 
     /// Claim `digest` for publishing, waiting (briefly) for a collector that

@@ -215,27 +215,53 @@ pub async fn image_inventory(
 }
 
 /// One layer's facts: cached, or read (once, streaming) and cached.
+/// A layer's cached facts (or the reason it cannot be scanned), if any.
+async fn cached_layer(
+    registry: &Registry,
+    digest: &Digest,
+) -> Result<Option<std::result::Result<LayerScan, String>>, ScanError> {
+    let extractor = i64::from(EXTRACTOR_VERSION);
+    let Some(doc) = registry
+        .meta
+        .layer_inventory(digest.as_str(), extractor)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if let Some(reason) = doc.strip_prefix(FAILED_LAYER) {
+        return Ok(Some(Err(reason.to_string())));
+    }
+    Ok(serde_json::from_str::<LayerScan>(&doc).ok().map(Ok))
+}
+
+/// How long a scan waits for another job that is reading the same layer
+/// (an inventory queued when the layer was uploaded) before reading it
+/// itself.
+const SHARED_LAYER_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 async fn layer_scan(
     registry: &Registry,
     digest: &Digest,
     compression: Compression,
 ) -> Result<std::result::Result<LayerScan, String>, ScanError> {
-    let extractor = i64::from(EXTRACTOR_VERSION);
-    if let Some(doc) = registry
-        .meta
-        .layer_inventory(digest.as_str(), extractor)
-        .await?
-    {
-        if let Some(reason) = doc.strip_prefix(FAILED_LAYER) {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(cached) = cached_layer(registry, digest).await? {
             registry.metrics.scans.layer_cache_hits.inc();
-            return Ok(Err(reason.to_string()));
+            return Ok(cached);
         }
-        if let Ok(scan) = serde_json::from_str::<LayerScan>(&doc) {
-            registry.metrics.scans.layer_cache_hits.inc();
-            return Ok(Ok(scan));
+        // The layer's own inventory job is reading it right now (its upload
+        // just committed): wait for it rather than inflate it twice.
+        let running = registry
+            .meta
+            .job_state(crate::jobs::SCAN_LAYER, digest.as_str())
+            .await?
+            .is_some_and(|s| s == "running");
+        if !running || started.elapsed() > SHARED_LAYER_WAIT {
+            break;
         }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    registry.metrics.scans.layer_cache_misses.inc();
     let stream = match registry.blobs.read(digest, None).await {
         Ok(s) => s,
         Err(StorageError::NotFound) => {
@@ -243,6 +269,72 @@ async fn layer_scan(
         }
         Err(e) => return Err(e.into()),
     };
+    read_layer(registry, digest, compression, stream).await
+}
+
+/// Inventory blob `digest` ahead of its manifest (the `scan-layer` job): its
+/// compression is told by its first bytes; a blob that is no tar layer
+/// (a config, an artifact) is left alone.
+pub async fn prefetch_layer(registry: &Registry, digest: &Digest) -> Result<(), ScanError> {
+    if cached_layer(registry, digest).await?.is_some() {
+        return Ok(());
+    }
+    let mut stream = match registry.blobs.read(digest, None).await {
+        Ok(s) => s,
+        // Deleted since: nothing to do.
+        Err(StorageError::NotFound) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut head: Vec<bytes::Bytes> = Vec::new();
+    let mut have = 0;
+    while have < 512 {
+        match futures_util::StreamExt::next(&mut stream).await {
+            Some(Ok(chunk)) => {
+                have += chunk.len();
+                head.push(chunk);
+            }
+            Some(Err(e)) => {
+                return Err(ScanError::Read {
+                    digest: digest.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+            None => break,
+        }
+    }
+    let first: Vec<u8> = head
+        .iter()
+        .flat_map(|c| c.iter().copied())
+        .take(512)
+        .collect();
+    let compression = if first.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if first.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else if first.get(257..262) == Some(b"ustar".as_slice()) {
+        Compression::None
+    } else {
+        return Ok(());
+    };
+    let replay = futures_util::stream::iter(head.into_iter().map(Ok::<_, std::io::Error>));
+    let whole: crate::storage::ByteStream =
+        Box::pin(futures_util::StreamExt::chain(replay, stream));
+    // A failed read is retried by the job; a layer that is not a layer
+    // after all is cached as such, as a scan would.
+    let _cached = read_layer(registry, digest, compression, whole).await?;
+    Ok(())
+}
+
+/// Read one layer's bytes through the scanner (on a blocking thread) and
+/// cache what it found, or why it could not.
+async fn read_layer(
+    registry: &Registry,
+    digest: &Digest,
+    compression: Compression,
+    stream: crate::storage::ByteStream,
+) -> Result<std::result::Result<LayerScan, String>, ScanError> {
+    let extractor = i64::from(EXTRACTOR_VERSION);
+    registry.metrics.scans.layer_cache_misses.inc();
     let reader = tokio_util::io::StreamReader::new(stream.map_err(std::io::Error::other));
     let sync = tokio_util::io::SyncIoBridge::new(reader);
     let limits = Limits::default();

@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import subprocess
 import tarfile
 import time
@@ -362,6 +363,47 @@ def test_scan_on_push_finds_what_the_records_say(scanner, client, name):
     assert d["imageScanFindingsSummary"]["findingSeverityCounts"] == {"CRITICAL": 2, "LOW": 1}
     listed = client.describe_images(repositoryName=repo)["imageDetails"][0]
     assert listed["imageScanFindingsSummary"]["findingSeverityCounts"] == {"CRITICAL": 2, "LOW": 1}
+
+
+def metric(server, name):
+    import requests
+
+    total = 0.0
+    for line in requests.get(server.endpoint + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_layer_is_inventoried_when_its_upload_commits(scanner, client, name):
+    """In a repository scanned on push, a layer's inventory starts when its
+    upload commits, so the manifest's scan finds it done."""
+    repo = name()
+    client.create_repository(repositoryName=repo, imageScanningConfiguration={"scanOnPush": True})
+    # A layer big enough to be worth it (random bytes beside the status file).
+    base = tar_of({"usr/lib/os-release": OS_RELEASE, "var/lib/dpkg/status": STATUS, "blob": os.urandom(256 << 10)})
+    media, raw, blob = gz_layer(base)
+    misses = metric(scanner, "berth_scan_layer_cache_misses_total")
+    upload_blob(client, repo, blob)
+    deadline = time.monotonic() + 30
+    while metric(scanner, "berth_scan_layer_cache_misses_total") < misses + 1:
+        assert time.monotonic() < deadline, "the uploaded layer was not inventoried"
+        time.sleep(0.1)
+    hits = metric(scanner, "berth_scan_layer_cache_hits_total")
+    misses = metric(scanner, "berth_scan_layer_cache_misses_total")
+    digest = push_image(client, repo, [(media, raw, blob)])
+    r = wait_scan(client, repo, digest)
+    assert r["imageScanStatus"]["status"] == "COMPLETE"
+    # The scan read nothing: the layer came from the cache.
+    assert metric(scanner, "berth_scan_layer_cache_misses_total") == misses
+    assert metric(scanner, "berth_scan_layer_cache_hits_total") >= hits + 1
+    # In a repository not scanned on push nothing is read.
+    quiet = name("quiet")
+    client.create_repository(repositoryName=quiet)
+    before = metric(scanner, "berth_scan_layer_cache_misses_total")
+    upload_blob(client, quiet, gzip.compress(tar_of({"x": os.urandom(128 << 10)}), mtime=0))
+    time.sleep(1)
+    assert metric(scanner, "berth_scan_layer_cache_misses_total") == before
 
 
 def test_paging_walks_every_finding_once(scanner, client, name):
