@@ -114,31 +114,5 @@ mod tests {
         "v?(0|[1-9])(\\.(0|[1-9])(\\.(0|[1-9])(-(0|[1-9]|[a-c]{1,2}|20[0-9]{2})(\\.(0|[1-9]|[a-c]{1,2})){0,2})?(\\+incompatible)?)?)?"
     }
 
-    proptest! {
-        #[test]
-        fn reflexive(a in version()) {
-            prop_assert_eq!(compare(&a, &a), Some(Equal));
-        }
-
-        #[test]
-        fn antisymmetric(a in version(), b in version()) {
-            let ab = compare(&a, &b).unwrap();
-            prop_assert_eq!(compare(&b, &a), Some(ab.reverse()));
-        }
-
-        #[test]
-        fn transitive(mut v in proptest::collection::vec(version(), 3..8)) {
-            v.sort_by(|a, b| compare(a, b).unwrap());
-            for i in 0..v.len() {
-                for j in i..v.len() {
-                    prop_assert_ne!(compare(&v[i], &v[j]), Some(Greater));
-                }
-            }
-        }
-
-        #[test]
-        fn never_panics(a in "\\PC{0,12}", b in "\\PC{0,12}") {
-            let _ = compare(&a, &b);
-        }
-    }
+    ordering_laws!(version(), version(), "\\PC{0,12}");
 }

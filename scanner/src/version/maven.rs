@@ -284,31 +284,5 @@ mod tests {
         "[0-2](\\.[0-2]){0,2}(-(alpha|beta|rc|snapshot|sp|ga|x)[0-2]?)?"
     }
 
-    proptest! {
-        #[test]
-        fn reflexive(a in any_version()) {
-            prop_assert_eq!(compare(&a, &a), Some(Equal));
-        }
-
-        #[test]
-        fn antisymmetric(a in any_version(), b in any_version()) {
-            let ab = compare(&a, &b).unwrap();
-            prop_assert_eq!(compare(&b, &a), Some(ab.reverse()));
-        }
-
-        #[test]
-        fn transitive(mut v in proptest::collection::vec(version(), 3..8)) {
-            v.sort_by(|a, b| compare(a, b).unwrap());
-            for i in 0..v.len() {
-                for j in i..v.len() {
-                    prop_assert_ne!(compare(&v[i], &v[j]), Some(Greater));
-                }
-            }
-        }
-
-        #[test]
-        fn never_panics(a in "\\PC{0,16}", b in "\\PC{0,16}") {
-            let _ = compare(&a, &b);
-        }
-    }
+    ordering_laws!(any_version(), version(), "\\PC{0,16}");
 }

@@ -12,6 +12,46 @@
 
 use std::cmp::Ordering;
 
+/// The laws every ordering's property tests check: reflexive and
+/// antisymmetric over `$total`, transitive over `$chain` (Maven's own order
+/// is not transitive on every shape), and no panic on any `$junk` string.
+/// Expands to the test functions inside a module that has `compare`.
+#[cfg(test)]
+macro_rules! ordering_laws {
+    ($total:expr, $chain:expr, $junk:literal) => {
+        proptest::proptest! {
+            #[test]
+            fn reflexive(a in $total) {
+                proptest::prop_assert_eq!(compare(&a, &a), Some(std::cmp::Ordering::Equal));
+            }
+
+            #[test]
+            fn antisymmetric(a in $total, b in $total) {
+                let ab = compare(&a, &b).unwrap();
+                proptest::prop_assert_eq!(compare(&b, &a), Some(ab.reverse()));
+            }
+
+            #[test]
+            fn transitive(mut v in proptest::collection::vec($chain, 3..8)) {
+                v.sort_by(|a, b| compare(a, b).unwrap());
+                for i in 0..v.len() {
+                    for j in i..v.len() {
+                        proptest::prop_assert_ne!(
+                            compare(&v[i], &v[j]),
+                            Some(std::cmp::Ordering::Greater)
+                        );
+                    }
+                }
+            }
+
+            #[test]
+            fn never_panics(a in $junk, b in $junk) {
+                let _ = compare(&a, &b);
+            }
+        }
+    };
+}
+
 mod apk;
 mod dpkg;
 mod golang;
