@@ -30,6 +30,34 @@ impl ImageId {
         v
     }
 
+    /// An `ImageIdentifier` object of a request.
+    pub(super) fn from_json(v: &Value) -> Result<ImageId, EcrError> {
+        let get = |k: &str| match v.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(EcrError::serialization(format!("{k} must be a string"))),
+        };
+        Ok(ImageId {
+            digest: get("imageDigest")?,
+            tag: get("imageTag")?,
+        })
+    }
+
+    /// ECR's ImageNotFoundException for this identifier in `repo`.
+    pub(super) fn not_found(&self, repo: &RepoId) -> EcrError {
+        EcrError::new(
+            "ImageNotFoundException",
+            400,
+            format!(
+                "The image with imageId {{imageDigest:'{}', imageTag:'{}'}} does not exist within the repository with name '{}' in the registry with id '{}'",
+                self.digest.as_deref().unwrap_or("null"),
+                self.tag.as_deref().unwrap_or("null"),
+                repo.name,
+                repo.registry
+            ),
+        )
+    }
+
     fn failure(&self, code: &str, reason: &str) -> Value {
         json!({ "imageId": self.json(), "failureCode": code, "failureReason": reason })
     }
@@ -41,17 +69,7 @@ pub(super) fn image_ids(input: &Input) -> Result<Option<Vec<ImageId>>, EcrError>
     };
     input::check_count("imageIds", list.len(), 1, 100)?;
     list.iter()
-        .map(|v| {
-            let get = |k: &str| match v.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(EcrError::serialization(format!("{k} must be a string"))),
-            };
-            Ok(ImageId {
-                digest: get("imageDigest")?,
-                tag: get("imageTag")?,
-            })
-        })
+        .map(ImageId::from_json)
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
@@ -296,19 +314,7 @@ pub(super) async fn describe_images(ctx: &Ctx<'_>, input: &Input) -> Result<Valu
                         out.push(image_detail(&repo, &img));
                     }
                 }
-                Err(_) => {
-                    return Err(EcrError::new(
-                        "ImageNotFoundException",
-                        400,
-                        format!(
-                            "The image with imageId {{imageDigest:'{}', imageTag:'{}'}} does not exist within the repository with name '{}' in the registry with id '{}'",
-                            id.digest.as_deref().unwrap_or("null"),
-                            id.tag.as_deref().unwrap_or("null"),
-                            repo.name,
-                            repo.registry
-                        ),
-                    ));
-                }
+                Err(_) => return Err(id.not_found(&repo)),
             }
         }
         super::scanning::add_scan_summaries(ctx, &repo, &mut out).await?;

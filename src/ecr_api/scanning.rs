@@ -226,32 +226,10 @@ pub(super) async fn batch_get_repository_scanning_configuration(
 }
 
 fn image_id_input(input: &Input) -> Result<ImageId, EcrError> {
-    let id = input
+    input
         .opt_object("imageId")?
         .ok_or_else(|| EcrError::invalid("Missing required parameter: imageId"))?;
-    let get = |k: &str| match id.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(EcrError::serialization(format!("{k} must be a string"))),
-    };
-    Ok(ImageId {
-        digest: get("imageDigest")?,
-        tag: get("imageTag")?,
-    })
-}
-
-fn image_not_found(id: &ImageId, repo: &RepoId) -> EcrError {
-    EcrError::new(
-        "ImageNotFoundException",
-        400,
-        format!(
-            "The image with imageId {{imageDigest:'{}', imageTag:'{}'}} does not exist within the repository with name '{}' in the registry with id '{}'",
-            id.digest.as_deref().unwrap_or("null"),
-            id.tag.as_deref().unwrap_or("null"),
-            repo.name,
-            repo.registry
-        ),
-    )
+    ImageId::from_json(input.get("imageId").unwrap_or(&Value::Null))
 }
 
 /// The image an operation names, resolved to its digest.
@@ -261,7 +239,7 @@ async fn resolved(ctx: &Ctx<'_>, repo: &RepoId, id: &ImageId) -> Result<(Digest,
         Err(failure) => {
             let code = failure["failureCode"].as_str().unwrap_or("");
             if code == "ImageNotFound" {
-                return Err(image_not_found(id, repo));
+                return Err(id.not_found(repo));
             }
             return Err(EcrError::invalid(
                 failure["failureReason"]
@@ -270,7 +248,7 @@ async fn resolved(ctx: &Ctx<'_>, repo: &RepoId, id: &ImageId) -> Result<(Digest,
             ));
         }
     };
-    let parsed: Digest = digest.parse().map_err(|_| image_not_found(id, repo))?;
+    let parsed: Digest = digest.parse().map_err(|_| id.not_found(repo))?;
     let mut image_id = json!({ "imageDigest": digest });
     if let Some(t) = &id.tag {
         image_id["imageTag"] = json!(t);
@@ -500,11 +478,7 @@ pub(super) async fn describe_image_scan_findings(
         }
         None => 0,
     };
-    let findings: StoredFindings = scan
-        .findings
-        .as_deref()
-        .and_then(|f| serde_json::from_str(f).ok())
-        .unwrap_or_default();
+    let findings = StoredFindings::from_doc(scan.findings.as_deref());
     let counts: Value = scan
         .counts
         .as_deref()

@@ -226,6 +226,9 @@ impl Worker {
         let Ok(p) = payload::<ScanOf>(job) else {
             return;
         };
+        let Ok(digest) = payload_digest(&p.digest) else {
+            return;
+        };
         let repo = Repo {
             registry: &p.registry,
             name: &p.repository,
@@ -234,8 +237,7 @@ impl Worker {
             "The scan failed {} times; the last error: {error}",
             job.attempts
         );
-        if let Err(e) =
-            crate::scanning::give_up(&self.registry, repo, &p.digest, &description).await
+        if let Err(e) = crate::scanning::give_up(&self.registry, repo, &digest, &description).await
         {
             tracing::warn!(job = %job.id, error = %e, "could not record a failed scan");
         }
@@ -311,10 +313,7 @@ impl Worker {
                     registry: &p.registry,
                     name: &p.repository,
                 };
-                let digest = p
-                    .digest
-                    .parse()
-                    .map_err(|e| JobError::Invalid(format!("digest {:?}: {e}", p.digest)))?;
+                let digest = payload_digest(&p.digest)?;
                 registry
                     .meta
                     .record_pull(repo, &digest, p.at, p.stale_before)
@@ -327,19 +326,13 @@ impl Worker {
                     registry: &p.registry,
                     name: &p.repository,
                 };
-                let digest = p
-                    .digest
-                    .parse()
-                    .map_err(|e| JobError::Invalid(format!("digest {:?}: {e}", p.digest)))?;
+                let digest = payload_digest(&p.digest)?;
                 crate::scanning::run_scan(registry, &self.vulndb, repo, &digest).await?;
                 Ok(())
             }
             SCAN_LAYER => {
                 let p: LayerOf = payload(job)?;
-                let digest = p
-                    .digest
-                    .parse()
-                    .map_err(|e| JobError::Invalid(format!("digest {:?}: {e}", p.digest)))?;
+                let digest = payload_digest(&p.digest)?;
                 crate::scanning::prefetch_layer(registry, &digest).await?;
                 Ok(())
             }
@@ -358,6 +351,13 @@ impl Worker {
             ))),
         }
     }
+}
+
+/// A digest named by a job's payload.
+fn payload_digest(digest: &str) -> Result<crate::digest::Digest, JobError> {
+    digest
+        .parse()
+        .map_err(|e| JobError::Invalid(format!("digest {digest:?}: {e}")))
 }
 
 fn payload<T: serde::de::DeserializeOwned>(job: &JobRow) -> Result<T, JobError> {

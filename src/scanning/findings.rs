@@ -57,6 +57,13 @@ pub struct StoredFindings {
 }
 
 impl StoredFindings {
+    /// The findings stored as `doc` (a scan row's `findings`); none when
+    /// there is no document or it does not parse.
+    pub fn from_doc(doc: Option<&str>) -> StoredFindings {
+        doc.and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or_default()
+    }
+
     pub fn active(&self) -> impl Iterator<Item = &StoredFinding> {
         self.findings
             .iter()

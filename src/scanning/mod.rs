@@ -16,8 +16,8 @@ pub mod vulndb;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use berth_scanner::Inventory;
 use berth_scanner::layer::{Compression, EXTRACTOR_VERSION, LayerScan, Limits};
-use berth_scanner::{Inventory, Severity};
 use futures_util::TryStreamExt;
 use serde_json::Value;
 
@@ -525,13 +525,14 @@ async fn scan_one(
     }
     let now = crate::metadata::now_millis();
     let found = db.match_inventory(&inv, scan_type).await?;
-    let previous = registry
-        .meta
-        .image_scan(repo, digest.as_str())
-        .await?
-        .and_then(|r| r.findings)
-        .and_then(|f| serde_json::from_str::<StoredFindings>(&f).ok())
-        .unwrap_or_default();
+    let previous = StoredFindings::from_doc(
+        registry
+            .meta
+            .image_scan(repo, digest.as_str())
+            .await?
+            .and_then(|r| r.findings)
+            .as_deref(),
+    );
     let findings = previous.update(found, now);
     let source = db.source_updated_at().await?;
     record(
@@ -588,6 +589,24 @@ async fn record(
         )
         .await?;
     Ok(())
+}
+
+/// The new findings of scan `scan` of `registry`/`repository`, for
+/// [`crate::metadata::MetadataStore::rematch_scans`].
+fn rematch(
+    registry: &str,
+    repository: &str,
+    scan: &ScanRow,
+    findings: &StoredFindings,
+) -> crate::metadata::Rematch {
+    crate::metadata::Rematch {
+        registry: registry.to_string(),
+        repository: repository.to_string(),
+        digest: scan.digest.clone(),
+        read_completed_at: scan.completed_at,
+        findings: serde_json::to_string(findings).expect("serialises"),
+        counts: serde_json::to_string(&severity_counts(findings)).expect("serialises"),
+    }
 }
 
 /// What a re-match did.
@@ -675,11 +694,7 @@ pub async fn rematch_continuous(registry: &Registry, db: &VulnDb) -> Result<Rema
             let found = db
                 .match_inventory_with(&inv, ScanType::Enhanced, Some(&mut cache))
                 .await?;
-            let previous = scan
-                .findings
-                .as_deref()
-                .and_then(|f| serde_json::from_str::<StoredFindings>(f).ok())
-                .unwrap_or_default();
+            let previous = StoredFindings::from_doc(scan.findings.as_deref());
             let now = crate::metadata::now_millis();
             let updated = previous.clone().update(found, now);
             out.images += 1;
@@ -687,14 +702,7 @@ pub async fn rematch_continuous(registry: &Registry, db: &VulnDb) -> Result<Rema
             if !updated.same_as(&previous) {
                 out.changed += 1;
             }
-            updates.push(crate::metadata::Rematch {
-                registry: reg.clone(),
-                repository: name.clone(),
-                digest: scan.digest.clone(),
-                read_completed_at: scan.completed_at,
-                findings: serde_json::to_string(&updated).expect("serialises"),
-                counts: serde_json::to_string(&severity_counts(&updated)).expect("serialises"),
-            });
+            updates.push(rematch(reg, name, scan, &updated));
         }
         registry.meta.rematch_scans(&updates, source).await?;
     }
@@ -720,46 +728,21 @@ pub async fn rematch_continuous(registry: &Registry, db: &VulnDb) -> Result<Rema
             let manifest: Value = serde_json::from_slice(&row.content).unwrap_or(Value::Null);
             let mut union = StoredFindings::default();
             for child in scannable_children(&manifest) {
-                if let Some(f) = registry
-                    .meta
-                    .image_scan(repo, child.as_str())
-                    .await?
-                    .and_then(|s| s.findings)
-                    .and_then(|f| serde_json::from_str::<StoredFindings>(&f).ok())
-                {
-                    union.absorb(f);
+                if let Some(child) = registry.meta.image_scan(repo, child.as_str()).await? {
+                    union.absorb(StoredFindings::from_doc(child.findings.as_deref()));
                 }
             }
-            let previous = index
-                .findings
-                .as_deref()
-                .and_then(|f| serde_json::from_str::<StoredFindings>(f).ok())
-                .unwrap_or_default();
+            let previous = StoredFindings::from_doc(index.findings.as_deref());
             if union.same_as(&previous) {
                 continue;
             }
             out.changed += 1;
-            updates.push(crate::metadata::Rematch {
-                registry: reg.clone(),
-                repository: name.clone(),
-                digest: index.digest.clone(),
-                read_completed_at: index.completed_at,
-                findings: serde_json::to_string(&union).expect("serialises"),
-                counts: serde_json::to_string(&severity_counts(&union)).expect("serialises"),
-            });
+            updates.push(rematch(reg, name, &index, &union));
         }
         registry.meta.rematch_scans(&updates, source).await?;
     }
     Ok(out)
 }
-
-/// A severity's rank for sorting findings (highest first).
-pub fn severity_rank(s: Severity) -> u8 {
-    s as u8
-}
-
-/// The shared handle a node's scans use.
-pub type SharedVulnDb = Arc<VulnDb>;
 
 /// Why StartImageScan refused.
 #[derive(Debug, thiserror::Error)]
@@ -875,35 +858,18 @@ pub async fn put_configuration(
 pub async fn give_up(
     registry: &Registry,
     repo: Repo<'_>,
-    digest: &str,
+    digest: &Digest,
     description: &str,
-) -> Result<(), MetaError> {
-    let scan_type = registry
-        .meta
-        .image_scan(repo, digest)
-        .await?
-        .map(|r| r.scan_type)
-        .unwrap_or_else(|| ScanType::Basic.as_str().to_string());
-    registry
-        .metrics
-        .scans
-        .finished
-        .get_or_create(&crate::metrics::StatusLabels { status: FAILED })
-        .inc();
-    registry
-        .meta
-        .finish_scan(
-            repo,
-            digest,
-            &scan_type,
-            &ScanResult {
-                status: FAILED,
-                description,
-                inventory: None,
-                findings: None,
-                counts: None,
-                source_updated_at: None,
-            },
-        )
-        .await
+) -> Result<(), ScanError> {
+    let current = registry.meta.image_scan(repo, digest.as_str()).await?;
+    record(
+        registry,
+        repo,
+        digest,
+        scan_type_of(current.as_ref()),
+        None,
+        Err(NotScanned::failed(description)),
+        None,
+    )
+    .await
 }

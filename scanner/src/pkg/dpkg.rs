@@ -279,17 +279,9 @@ Status: install ok installed
             .lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split('\t').collect();
-                // The states whose files are on disk, as `files_on_disk`.
-                matches!(
-                    f[0],
-                    "installed"
-                        | "unpacked"
-                        | "half-configured"
-                        | "half-installed"
-                        | "triggers-awaiting"
-                        | "triggers-pending"
-                )
-                .then(|| {
+                // dpkg-query's state; the parser keeps the states whose
+                // files are on disk.
+                files_on_disk(Some(f[0])).then(|| {
                     (
                         f[1].into(),
                         f[2].into(),
