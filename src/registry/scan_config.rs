@@ -3,7 +3,8 @@
 //! a frequency and WILDCARD repository filters) and its precedence over a
 //! repository's own `scanOnPush`, as ECR defines them:
 //! - BASIC: SCAN_ON_PUSH rules; a repository is scanned on push when a rule
-//!   matches it or its own `scanOnPush` is set; otherwise scans are manual.
+//!   matches it, or no MANUAL rule matches it and its own `scanOnPush` is
+//!   set; otherwise scans are manual.
 //! - ENHANCED: SCAN_ON_PUSH and CONTINUOUS_SCAN rules (continuous wins when
 //!   both match); the repository's `scanOnPush` is not consulted; a
 //!   repository no rule matches is scanned manually only.
@@ -162,12 +163,18 @@ impl ScanningConfiguration {
                 } else if let Some(f) = rule_for(ScanFrequency::ScanOnPush) {
                     decide(ScanFrequency::ScanOnPush, f)
                 } else {
-                    decide(ScanFrequency::Manual, Vec::new())
+                    decide(
+                        ScanFrequency::Manual,
+                        rule_for(ScanFrequency::Manual).unwrap_or_default(),
+                    )
                 }
             }
             ScanType::Basic => {
                 if let Some(f) = rule_for(ScanFrequency::ScanOnPush) {
                     decide(ScanFrequency::ScanOnPush, f)
+                } else if let Some(f) = rule_for(ScanFrequency::Manual) {
+                    // The registry's MANUAL rule overrides the repository's own setting.
+                    decide(ScanFrequency::Manual, f)
                 } else if repo.scan_on_push {
                     decide(ScanFrequency::ScanOnPush, Vec::new())
                 } else {
@@ -275,6 +282,21 @@ mod tests {
         );
         assert_eq!(
             enhanced.effective(&repo("dev", false)).frequency,
+            ScanFrequency::ScanOnPush
+        );
+        // A BASIC MANUAL rule overrides the repository's own scanOnPush.
+        let manual = ScanningConfiguration {
+            scan_type: ScanType::Basic,
+            rules: vec![ScanRule {
+                frequency: ScanFrequency::Manual,
+                filters: vec!["legacy*".into()],
+            }],
+        };
+        let e = manual.effective(&repo("legacy-app", true));
+        assert_eq!(e.frequency, ScanFrequency::Manual);
+        assert_eq!(e.applied_filters, vec!["legacy*".to_string()]);
+        assert_eq!(
+            manual.effective(&repo("other", true)).frequency,
             ScanFrequency::ScanOnPush
         );
         // ENHANCED ignores the repository's own setting.
