@@ -332,7 +332,6 @@ def test_scan_on_push_finds_what_the_records_say(scanner, client, name):
     client.create_repository(repositoryName=repo, imageScanningConfiguration={"scanOnPush": True})
     digest = push_image(client, repo, debian_image_layers(), tag="v1")
     # botocore's waiter, unchanged, through the aws CLI.
-    scanner.cli_run  # (the CLI waiter below needs the aws CLI on PATH)
     subprocess.run(
         [
             "aws", "ecr", "wait", "image-scan-complete",
