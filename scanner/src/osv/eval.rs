@@ -86,11 +86,9 @@ pub fn compact(record: &mut super::Record) -> usize {
             continue;
         }
         let ecosystem = affected.package.ecosystem.as_str();
-        let decides = affected.ranges.iter().any(|range| {
-            let Some(scheme) = scheme_of(&range.kind, ecosystem) else {
-                return false;
-            };
-            !range.events.is_empty()
+        let decides = affected.ranges.iter().find_map(|range| {
+            let scheme = scheme_of(&range.kind, ecosystem)?;
+            (!range.events.is_empty()
                 && range.events.iter().all(|e| {
                     [&e.introduced, &e.fixed, &e.last_affected, &e.limit]
                         .into_iter()
@@ -103,11 +101,22 @@ pub fn compact(record: &mut super::Record) -> usize {
                             };
                             v == "0" || v == "*" || version::compare(scheme, v, v).is_some()
                         })
-                })
+                }))
+            .then_some(scheme)
         });
-        if decides {
-            dropped += affected.versions.len();
-            affected.versions = Vec::new();
+        if let Some(scheme) = decides {
+            // A listed version the ordering cannot parse is still matched by
+            // its exact string (a range cannot decide it): it stays.
+            let before = affected.versions.len();
+            affected.versions.retain(|v| {
+                let v = if scheme == Scheme::Semver {
+                    strip_v(v)
+                } else {
+                    v
+                };
+                version::compare(scheme, v, v).is_none()
+            });
+            dropped += before - affected.versions.len();
         }
     }
     dropped
