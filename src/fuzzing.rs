@@ -419,7 +419,7 @@ async fn ecr_harness(dir: &std::path::Path) -> axum::Router {
             .await
             .expect("a store"),
     );
-    let master = crate::auth::secrets::MasterKey::from_bytes(&[9u8; 32]);
+    let master = crate::secrets::MasterKey::from_bytes(&[9u8; 32]);
     let access = crate::auth::Access::open(registry.meta.clone(), master, "us-east-1")
         .await
         .expect("access");

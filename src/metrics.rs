@@ -74,6 +74,8 @@ pub struct Metrics {
     pub bytes_out: Counter,
     pub upload_seconds: Histogram,
     pub uploads_reaped: Counter,
+    /// Reads of sealed blobs that failed authentication (altered storage).
+    pub integrity_failures: Counter,
     /// Connections admitted, refused (every slot busy), evicted (idle, to make
     /// room for a new one) and closed for being idle too long.
     pub connections_accepted: Counter,
@@ -182,6 +184,12 @@ impl Metrics {
             "uploads_reaped",
             "Abandoned upload sessions removed",
             uploads_reaped.clone(),
+        );
+        let integrity_failures = Counter::default();
+        registry.register(
+            "blob_integrity_failures",
+            "Reads of encrypted blobs that failed their integrity check (altered or corrupted storage)",
+            integrity_failures.clone(),
         );
         let connections_accepted = Counter::default();
         registry.register(
@@ -335,6 +343,7 @@ impl Metrics {
             bytes_out,
             upload_seconds,
             uploads_reaped,
+            integrity_failures,
             connections_accepted,
             connections_refused,
             connections_evicted,

@@ -248,7 +248,7 @@ fn image(tag: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
         .into_iter()
         .map(|len| {
             let mut b = vec![0; len];
-            berth::auth::secrets::random_bytes(&mut b);
+            berth::secrets::random_bytes(&mut b);
             b
         })
         .collect();

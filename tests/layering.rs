@@ -16,11 +16,14 @@ const RANKS: &[(&str, u32)] = &[
     ("reference", 1),
     ("http", 1),
     ("iam", 1),
+    ("secrets", 1),
     // State.
     ("metadata", 2),
     ("storage", 2),
     // The job vocabulary: kinds and payloads any service may enqueue.
     ("jobs", 3),
+    // Key-encryption keys (the KMS-compatible key store and its custody).
+    ("kms", 3),
     // Services.
     ("registry", 4),
     ("auth", 4),

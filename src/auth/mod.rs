@@ -4,7 +4,7 @@
 //!   (the algorithm is `crate::sigv4`) on ECR API requests;
 //! - [`tokens`] issues and verifies the registry tokens of `GetAuthorizationToken`
 //!   (the `/v2/` Basic-auth password of user `AWS`);
-//! - [`secrets`] seals stored secrets with the master key;
+//! - stored secrets are sealed with the master key ([`crate::secrets`]);
 //! - [`Access`] ties them to the metadata store: it resolves an access key or a
 //!   token to a [`Caller`] (account, user, identity policies) and decides each
 //!   request with the one IAM evaluator (`crate::iam`), for the ECR API and
@@ -15,7 +15,7 @@
 //! once, other nodes see the change within the TTL.
 
 pub mod cache;
-pub mod secrets;
+
 use crate::sigv4;
 pub mod tokens;
 
@@ -29,8 +29,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::iam::{self, Decision, Policy, PolicyKind, Principal, RequestContext};
 use crate::metadata::{AccessKeyRow, MetaError, MetadataStore, Repo, now_millis};
+use crate::secrets::{MasterKey, random_bytes};
 use cache::TtlCache;
-use secrets::{MasterKey, random_bytes};
 use tokens::{DownloadGrant, TOKEN_LIFETIME_SECS, TokenClaims, TokenError, TokenSigner};
 
 /// How long a node trusts its cached view of a key or a policy.

@@ -116,6 +116,13 @@ impl From<RegistryError> for OciError {
                 "UNKNOWN",
                 "the registry's metadata database is out of space; nothing was stored",
             ),
+            // The repository's KMS key cannot be used: say which and why.
+            E::Kms(_) => OciError::new(StatusCode::FORBIDDEN, "DENIED", msg),
+            E::Integrity(_) => OciError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                "the stored content failed its integrity check (altered or corrupted storage); it is not served",
+            ),
             E::Storage(_) | E::Meta(_) => {
                 tracing::error!(error = %msg, "internal error");
                 OciError::new(

@@ -125,7 +125,9 @@ impl EcrError {
             }
             E::Unavailable(m) => EcrError::new("ServiceUnavailableException", 503, m),
             E::Meta(m) => EcrError::meta(m),
-            E::Storage(_) => EcrError::server(e),
+            E::Storage(_) | E::Integrity(_) => EcrError::server(e),
+            // ECR's exception for a key that KMS refuses to use.
+            E::Kms(k) => EcrError::new("KmsException", 400, k.to_string()),
             other => EcrError::invalid(other.to_string()),
         }
     }

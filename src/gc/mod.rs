@@ -136,9 +136,11 @@ async fn collect_inner(registry: &Registry, settings: &GcSettings) -> Result<GcR
 
     // 4. Files in blob storage without a row (a crash between publishing and
     //    recording, or content from before the metadata was restored).
+    //    Both stores: sealed blobs, and plaintext ones from before encryption.
     for shard in 0..=255u8 {
         let shard = format!("{shard:02x}");
-        let files = registry.blobs.list_blob_shard(&shard).await?;
+        let mut files = registry.blobs.list_blob_shard(&shard).await?;
+        files.extend(registry.legacy_blobs.list_blob_shard(&shard).await?);
         let old: Vec<_> = files
             .into_iter()
             .filter(|f| f.modified_ms < cutoff)
@@ -168,13 +170,15 @@ async fn collect_inner(registry: &Registry, settings: &GcSettings) -> Result<GcR
 
     // 5. Staging files whose upload session no longer exists.
     let upload_cutoff = now_millis() - settings.upload_max_age.as_millis() as i64;
-    for f in registry.blobs.list_uploads().await? {
-        if f.modified_ms >= upload_cutoff || registry.meta.upload_exists(&f.name).await? {
-            continue;
+    for store in [&registry.blobs, &registry.legacy_blobs] {
+        for f in store.list_uploads().await? {
+            if f.modified_ms >= upload_cutoff || registry.meta.upload_exists(&f.name).await? {
+                continue;
+            }
+            store.abort_upload(&f.name).await?;
+            report.orphan_uploads_deleted += 1;
+            registry.metrics.gc.orphans_deleted.inc();
         }
-        registry.blobs.abort_upload(&f.name).await?;
-        report.orphan_uploads_deleted += 1;
-        registry.metrics.gc.orphans_deleted.inc();
     }
     Ok(report)
 }
@@ -197,7 +201,7 @@ async fn delete_batch(
     stream::iter(batch.iter().map(Ok::<_, GcError>))
         .try_for_each_concurrent(DELETE_CONCURRENCY, |c| async move {
             if let Ok(d) = c.digest.parse::<Digest>() {
-                registry.blobs.delete(&d).await?;
+                delete_copies(registry, &d).await?;
             }
             Ok(())
         })
@@ -219,13 +223,21 @@ async fn delete_bytes(
     orphan: bool,
 ) -> Result<(), GcError> {
     if let Ok(d) = c.digest.parse::<Digest>() {
-        registry.blobs.delete(&d).await?;
+        delete_copies(registry, &d).await?;
     }
     registry
         .meta
         .forget_blobs(std::slice::from_ref(&c.digest))
         .await?;
     count_deleted(registry, c, report, orphan);
+    Ok(())
+}
+
+/// Remove a blob's bytes from both stores (sealed, and plaintext from
+/// before encryption).
+async fn delete_copies(registry: &Registry, d: &Digest) -> Result<(), GcError> {
+    registry.blobs.delete(d).await?;
+    registry.legacy_blobs.delete(d).await?;
     Ok(())
 }
 

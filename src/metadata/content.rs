@@ -204,9 +204,10 @@ impl MetadataStore {
         repo: Repo<'_>,
         owner: &str,
         hash_state: &[u8],
+        sealing: Option<(&str, &[u8])>,
         quotas: crate::config::UploadQuotas,
     ) -> Result<CreateUpload> {
-        self.retrying(|| self.create_upload_once(id, repo, owner, hash_state, quotas))
+        self.retrying(|| self.create_upload_once(id, repo, owner, hash_state, sealing, quotas))
             .await
     }
 
@@ -216,6 +217,7 @@ impl MetadataStore {
         repo: Repo<'_>,
         owner: &str,
         hash_state: &[u8],
+        sealing: Option<(&str, &[u8])>,
         quotas: crate::config::UploadQuotas,
     ) -> Result<CreateUpload> {
         let mut tx = self.begin_write().await?;
@@ -238,8 +240,8 @@ impl MetadataStore {
             return Ok(CreateUpload::RepositoryQuota(quotas.per_repository));
         }
         sqlx::query(
-            "INSERT INTO uploads (id, registry_id, repository, size, hash_state, started_at, updated_at, owner) \
-             VALUES ($1, $2, $3, 0, $4, $5, $5, $6)",
+            "INSERT INTO uploads (id, registry_id, repository, size, hash_state, started_at, updated_at, owner, \
+             key_ref, wrapped_key) VALUES ($1, $2, $3, 0, $4, $5, $5, $6, $7, $8)",
         )
         .bind(id)
         .bind(repo.registry)
@@ -247,6 +249,8 @@ impl MetadataStore {
         .bind(hash_state)
         .bind(now_millis())
         .bind(owner)
+        .bind(sealing.map(|s| s.0))
+        .bind(sealing.map(|s| s.1))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -256,7 +260,7 @@ impl MetadataStore {
     pub async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>> {
         let row = sqlx::query(
             "SELECT id, registry_id, repository, size, hash_state, started_at, updated_at, \
-             staging, contended FROM uploads WHERE id = $1",
+             staging, contended, key_ref, wrapped_key FROM uploads WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -272,6 +276,10 @@ impl MetadataStore {
                 updated_at: r.try_get(6)?,
                 staging: r.try_get(7)?,
                 contended: r.try_get::<i64, _>(8)? != 0,
+                sealing: match (r.try_get::<Option<String>, _>(9)?, r.try_get(10)?) {
+                    (Some(k), Some(w)) => Some((k, w)),
+                    _ => None,
+                },
             })
         })
         .transpose()

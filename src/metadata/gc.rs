@@ -247,6 +247,18 @@ impl MetadataStore {
     /// one statement (one durable commit, not one per blob).
     pub async fn forget_blobs(&self, digests: &[String]) -> Result<()> {
         for chunk in digests.chunks(super::content::CHECK_BATCH) {
+            // The wrapped data keys go first: a digest pushed again later is
+            // sealed under a new data key.
+            let sql = format!(
+                "DELETE FROM blob_keys WHERE digest IN ({}) AND EXISTS \
+                 (SELECT 1 FROM blobs WHERE blobs.digest = blob_keys.digest AND state = 'deleting')",
+                super::content::placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for d in chunk {
+                q = q.bind(d.as_str());
+            }
+            q.execute(&self.pool).await?;
             let sql = format!(
                 "DELETE FROM blobs WHERE state = 'deleting' AND digest IN ({})",
                 super::content::placeholders(1, chunk.len())

@@ -11,6 +11,7 @@
 //! cached in process memory, so several nodes can share one database.
 
 mod content;
+mod encryption;
 mod gc;
 mod identities;
 mod jobs;
@@ -22,6 +23,7 @@ mod schema;
 pub mod testing;
 
 pub use content::{CreateUpload, DeleteManifest, TagFilter, Unlink, WriterClaim};
+pub use encryption::{BlobSealing, Publication, SealingProgress};
 pub use gc::{BlobClaim, BlobScanRow, GcCandidate};
 pub use identities::{AccessKeyRow, UserRow};
 pub use jobs::{JobRow, NewJob};
@@ -139,6 +141,10 @@ pub struct UploadRow {
     pub staging: String,
     /// A writer's lease once expired unreleased: verify the bytes at commit.
     pub contended: bool,
+    /// The key-encryption key (`AES256` or a KMS key ARN) and the wrapped
+    /// data key the staged bytes are sealed under; `None` for a session
+    /// opened by a version older than encryption (staged in plaintext).
+    pub sealing: Option<(String, Vec<u8>)>,
     pub started_at: i64,
     pub updated_at: i64,
 }

@@ -30,7 +30,7 @@ const MIGRATIONS: &[&[&str]] = &[
         created_at BIGINT NOT NULL,
         PRIMARY KEY (account_id, name)
     )",
-        // Secrets are sealed with the server's master key (see `auth::secrets`).
+        // Secrets are sealed with the server's master key (see `secrets`).
         // user_name is '' for the account's root key.
         "CREATE TABLE access_keys (
         access_key_id TEXT PRIMARY KEY,
@@ -309,6 +309,29 @@ const MIGRATIONS: &[&[&str]] = &[
         config TEXT NOT NULL,
         updated_at BIGINT NOT NULL
     )",
+    ],
+    &[
+        // ---- migration 9: encryption at rest (metadata/encryption.rs) ------------
+        // A blob's bytes are sealed under one data key (`sealed` = 1; 0: a
+        // plaintext blob of a data directory older than encryption, in the
+        // legacy store until re-encrypted), which is stored only wrapped: once
+        // per key-encryption key of a repository that holds it (`AES256` or a
+        // KMS key ARN), bound to the digest.
+        "ALTER TABLE blobs ADD COLUMN sealed BIGINT NOT NULL DEFAULT 0",
+        "CREATE TABLE blob_keys (
+        digest TEXT NOT NULL,
+        key_ref TEXT NOT NULL,
+        wrapped {BLOB} NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (digest, key_ref)
+    )",
+        // An upload's staged bytes are sealed under the session's data key,
+        // wrapped by its repository's key (NULL: a session older than encryption).
+        "ALTER TABLE uploads ADD COLUMN key_ref TEXT",
+        "ALTER TABLE uploads ADD COLUMN wrapped_key {BLOB}",
+        // A manifest's bytes likewise (NULL: stored in plaintext by an older version).
+        "ALTER TABLE manifests ADD COLUMN key_ref TEXT",
+        "ALTER TABLE manifests ADD COLUMN wrapped_key {BLOB}",
     ],
 ];
 

@@ -50,7 +50,7 @@ pub async fn fresh_postgres_database() -> String {
     sqlx::any::install_default_drivers();
     let server = postgres_server();
     let mut bytes = [0u8; 8];
-    crate::auth::secrets::random_bytes(&mut bytes);
+    crate::secrets::random_bytes(&mut bytes);
     let name = format!("berth_t_{}", hex::encode(bytes));
     let mut conn = sqlx::AnyConnection::connect(&server)
         .await
@@ -96,7 +96,7 @@ pub mod tempfile_path {
     impl TempPath {
         pub fn new() -> TempPath {
             let mut bytes = [0u8; 8];
-            crate::auth::secrets::random_bytes(&mut bytes);
+            crate::secrets::random_bytes(&mut bytes);
             let p = std::env::temp_dir().join(format!("berth-test-{}", hex::encode(bytes)));
             std::fs::create_dir_all(&p).expect("a temp dir");
             TempPath(p)

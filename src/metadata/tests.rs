@@ -80,6 +80,7 @@ async fn blobs_are_visible_per_repository_and_mountable(engine: Engine) {
             repo("one"),
             "owner",
             b"state",
+            None,
             UploadQuotas::default()
         )
         .await
@@ -604,7 +605,11 @@ async fn upload_sessions_are_counted_per_owner_and_per_repository(engine: Engine
     };
     let open = |id: &'static str, r: &'static str, owner: &'static str| {
         let s = s.clone();
-        async move { s.create_upload(id, repo(r), owner, b"h", q).await.unwrap() }
+        async move {
+            s.create_upload(id, repo(r), owner, b"h", None, q)
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(open("a1", "x", "alice").await, CreateUpload::Created);
     assert_eq!(open("a2", "y", "alice").await, CreateUpload::Created);
@@ -654,6 +659,7 @@ async fn a_failed_commit_does_not_poison_the_pool() {
                 repo("r"),
                 "o",
                 &big,
+                None,
                 UploadQuotas::default(),
             )
             .await;
@@ -671,6 +677,7 @@ async fn a_failed_commit_does_not_poison_the_pool() {
                 repo("r"),
                 "o",
                 b"h",
+                None,
                 UploadQuotas::default()
             )
             .await
@@ -953,7 +960,7 @@ async fn a_blob_delete_and_a_manifest_put_never_both_win(engine: Engine) {
 
 async fn nodes_bootstrapping_an_empty_store_at_once_create_one_account(engine: Engine) {
     use crate::auth::Access;
-    use crate::auth::secrets::MasterKey;
+    use crate::secrets::MasterKey;
     let f = std::sync::Arc::new(Fixture::new(engine).await);
     // Nodes with the same configured key, then nodes generating their own.
     for key in [Some(("AKIAEXAMPLEBOOTSTRAP", "secret")), None] {
@@ -1088,7 +1095,7 @@ crate::metadata::testing::on_both_engines!(
 /// writer that lost its lease cannot record its chunk.
 async fn one_writer_per_upload_across_nodes(engine: Engine) {
     let (_dir, s) = store(engine).await;
-    s.create_upload("u", repo("one"), "o", b"h", UploadQuotas::default())
+    s.create_upload("u", repo("one"), "o", b"h", None, UploadQuotas::default())
         .await
         .unwrap();
     let later = now_millis() + 60_000;

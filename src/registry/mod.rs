@@ -10,6 +10,7 @@
 mod catalog;
 pub mod manifest;
 pub mod scan_config;
+mod sealing;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -83,6 +84,13 @@ pub enum RegistryError {
     /// Temporarily unable (e.g. a digest is being garbage-collected); retry.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The key-encryption key that protects the content cannot be used
+    /// (disabled, pending deletion, deleted, missing) or refused the data.
+    #[error("{0}")]
+    Kms(crate::kms::KmsError),
+    /// Stored bytes failed their integrity check: altered or corrupted.
+    #[error("stored content failed its integrity check: {0}")]
+    Integrity(String),
     #[error(transparent)]
     Storage(StorageError),
     #[error(transparent)]
@@ -235,7 +243,13 @@ pub struct PushedManifest {
 
 pub struct Registry {
     pub meta: MetadataStore,
+    /// Sealed blobs and staged uploads (`storage::sealed`).
     pub blobs: Arc<dyn BlobStore>,
+    /// Plaintext blobs of a data directory older than encryption, read until
+    /// they are re-encrypted into `blobs`; nothing new is written here.
+    pub legacy_blobs: Arc<dyn BlobStore>,
+    /// Wraps and unwraps the data keys of everything sealed.
+    pub kms: Arc<crate::kms::KeyRing>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     /// Woken when this node queues a job someone waits for (a scan), so
@@ -316,14 +330,8 @@ impl Registry {
     ) -> Result<BlobBody> {
         let size = self.stat_blob(repo, digest).await?;
         let range = range(size)?;
-        let stream = match self.blobs.read(digest, range).await {
-            Ok(s) => s,
-            Err(StorageError::NotFound) => {
-                tracing::error!(%digest, "blob is in the metadata store but missing from blob storage");
-                return Err(RegistryError::BlobUnknown);
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let key = self.key_of(repo).await?;
+        let stream = self.read_blob(digest, size, range, Some(&key)).await?;
         Ok(BlobBody {
             size,
             range,
@@ -343,13 +351,29 @@ impl Registry {
             return Ok(None);
         };
         self.stat_blob(repo, digest).await?;
-        Ok(self.blobs.download_url(digest, valid))
+        // The storage holds only sealed bytes: a client could not read them.
+        // A plaintext blob from before encryption may still be redirected.
+        match self.meta.blob_sealing(digest).await? {
+            Some(s) if !s.sealed => Ok(self.legacy_blobs.download_url(digest, valid)),
+            _ => Ok(None),
+        }
     }
 
     /// Make a blob of repository `from` visible in `repo` without copying it.
     /// Returns false when `from` does not hold it (the caller then starts an upload).
+    ///
+    /// As in ECR, a mount between repositories needs the same encryption
+    /// settings (type and key): otherwise it is refused and the client uploads.
     pub async fn mount_blob(&self, repo: &RepoId, from: &RepoId, digest: &Digest) -> Result<bool> {
-        self.writable_repository(repo).await?;
+        let target = self.writable_repository(repo).await?;
+        let Some(source) = self.meta.get_repository(from.key()).await? else {
+            return Ok(false);
+        };
+        if source.encryption_type != target.encryption_type
+            || self.repository_key(&source).await? != self.repository_key(&target).await?
+        {
+            return Ok(false);
+        }
         Ok(self.meta.mount_blob(repo.key(), from.key(), digest).await?)
     }
 

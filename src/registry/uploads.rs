@@ -18,8 +18,32 @@ use futures_util::{Stream, StreamExt};
 
 use super::{Registry, RegistryError, RepoId, Result};
 use crate::digest::{Algorithm, Digest, ResumableSha256};
+use crate::kms::{DataKey, KeyRef};
 use crate::metadata::{BlobClaim, CreateUpload, UploadRow, WriterClaim, now_millis};
-use crate::storage::StorageError;
+use crate::storage::{Staged, StorageError, UploadWriter, sealed};
+
+/// Appends a chunk to an upload's staged bytes.
+enum ChunkWriter {
+    Sealed(sealed::SealedWriter),
+    /// A session opened before encryption.
+    Plain(Box<dyn UploadWriter>),
+}
+
+impl ChunkWriter {
+    async fn write(&mut self, chunk: Bytes) -> std::result::Result<(), StorageError> {
+        match self {
+            ChunkWriter::Sealed(w) => w.write(chunk).await,
+            ChunkWriter::Plain(w) => w.write(chunk).await,
+        }
+    }
+
+    async fn finish(self) -> std::result::Result<Staged, StorageError> {
+        match self {
+            ChunkWriter::Sealed(w) => w.finish().await,
+            ChunkWriter::Plain(w) => w.finish().await,
+        }
+    }
+}
 
 /// How long a commit waits for a collector deleting the same digest.
 const CLAIM_WAIT: Duration = Duration::from_secs(10);
@@ -97,15 +121,35 @@ const PREFETCH_MIN_BYTES: u64 = 64 << 10;
 impl Registry {
     /// Open a new upload session in `repo` for `owner` (the caller's access
     /// key, or `ip:<address>` without authentication), within the quotas.
+    ///
+    /// The session's bytes are sealed under a data key of its own, wrapped
+    /// by the repository's key: a push to a repository whose key is
+    /// disabled fails here, before any byte is sent.
     pub async fn start_upload(&self, repo: &RepoId, owner: &str) -> Result<UploadRow> {
-        self.writable_repository(repo).await?;
+        let row = self.writable_repository(repo).await?;
+        let key = self.repository_key(&row).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let state = ResumableSha256::new().state();
+        let wrapped = self
+            .kms
+            .wrap(
+                &key,
+                &DataKey::generate(),
+                &super::sealing::upload_context(&id),
+            )
+            .await?;
         // Row first: if it cannot be written (quota, full database) nothing
         // else exists; if the staging file cannot be made, the row goes again.
         match self
             .meta
-            .create_upload(&id, repo.key(), owner, &state, self.limits.uploads)
+            .create_upload(
+                &id,
+                repo.key(),
+                owner,
+                &state,
+                Some((key.as_str(), &wrapped)),
+                self.limits.uploads,
+            )
             .await?
         {
             CreateUpload::Created => {}
@@ -186,17 +230,13 @@ impl Registry {
             RegistryError::UploadInvalid("stored hash state is unreadable".into())
         })?;
         let mut lease = self.take_writer_lease(&session).await?;
-        let mut writer = self
-            .blobs
-            .upload_writer(id, session.size, &session.staging)
-            .await
-            .map_err(|e| match e {
-                StorageError::Full => RegistryError::StorageFull,
-                // Another request is appending: this chunk is out of order.
-                StorageError::Busy => RegistryError::ChunkOutOfOrder { size: session.size },
-                StorageError::Unavailable(m) => RegistryError::Unavailable(m),
-                other => RegistryError::UploadInvalid(format!("staged data unusable: {other}")),
-            })?;
+        let mut writer = self.chunk_writer(&session).await?.map_err(|e| match e {
+            StorageError::Full => RegistryError::StorageFull,
+            // Another request is appending: this chunk is out of order.
+            StorageError::Busy => RegistryError::ChunkOutOfOrder { size: session.size },
+            StorageError::Unavailable(m) => RegistryError::Unavailable(m),
+            other => RegistryError::UploadInvalid(format!("staged data unusable: {other}")),
+        })?;
         let mut received: u64 = 0;
         let mut body = std::pin::pin!(body);
         while let Some(chunk) = body.next().await {
@@ -243,8 +283,11 @@ impl Registry {
                 None => Err(RegistryError::UploadUnknown),
             };
         }
-        if let Err(e) = self
-            .blobs
+        let store = match session.sealing {
+            Some(_) => &self.blobs,
+            None => &self.legacy_blobs,
+        };
+        if let Err(e) = store
             .upload_advanced(id, &session.staging, &staged.staging)
             .await
         {
@@ -257,6 +300,39 @@ impl Registry {
             updated_at: now_millis(),
             ..session
         })
+    }
+
+    /// The writer that appends to `session`'s staged bytes: sealing under
+    /// the session's data key, or plaintext for a session opened before
+    /// encryption. The outer error is the key's; the inner the store's.
+    async fn chunk_writer(
+        &self,
+        session: &UploadRow,
+    ) -> Result<std::result::Result<ChunkWriter, StorageError>> {
+        let Some((key_ref, wrapped)) = &session.sealing else {
+            return Ok(self
+                .legacy_blobs
+                .upload_writer(&session.id, session.size, &session.staging)
+                .await
+                .map(ChunkWriter::Plain));
+        };
+        let dek = self
+            .kms
+            .unwrap(
+                &KeyRef::parse(key_ref),
+                wrapped,
+                &super::sealing::upload_context(&session.id),
+            )
+            .await?;
+        Ok(sealed::upload_writer(
+            &*self.blobs,
+            &session.id,
+            session.size,
+            &session.staging,
+            dek.bytes(),
+        )
+        .await
+        .map(ChunkWriter::Sealed))
     }
 
     /// The writer lease of `session`, waiting briefly for a request that is
@@ -312,20 +388,42 @@ impl Registry {
         }
         // No chunk may be appended while the bytes are published.
         let mut lease = self.take_writer_lease(&session).await?;
+        // The session's data key: if its repository's key was disabled
+        // since, the push fails here.
+        let sealing = match &session.sealing {
+            Some((key_ref, wrapped)) => {
+                let key = KeyRef::parse(key_ref);
+                let dek = self
+                    .kms
+                    .unwrap(&key, wrapped, &super::sealing::upload_context(id))
+                    .await?;
+                Some((key, dek))
+            }
+            None => None,
+        };
         // Publish under the GC protocol (docs/gc.md): claim the digest first,
         // so a collector can neither be deleting these bytes while they are
         // published nor start to before the link below is committed.
         self.claim_blob(digest, session.size).await?;
-        match self
-            .blobs
-            .commit_upload(id, session.size, &session.staging, digest, verify)
-            .await
-        {
-            Ok(()) => {}
-            Err(StorageError::DigestMismatch(actual)) => {
-                return self.refuse_digest(repo, id, &actual, digest).await;
+        let published = match &sealing {
+            Some((key, dek)) => {
+                self.publish_sealed(id, &session.staging, session.size, digest, key, dek, verify)
+                    .await?
             }
-            Err(e) => return Err(e.into()),
+            // A session opened before encryption: published as it was staged,
+            // in plaintext (re-encrypted later like every older blob).
+            None => match self
+                .legacy_blobs
+                .commit_upload(id, session.size, &session.staging, digest, verify)
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(StorageError::DigestMismatch(actual)) => Err(actual),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        if let Err(actual) = published {
+            return self.refuse_digest(repo, id, &actual, digest).await;
         }
         // Committing ends the session, and its lease with it.
         lease.released = true;
@@ -416,7 +514,13 @@ impl Registry {
     pub async fn cancel_upload(&self, repo: &RepoId, id: &str) -> Result<()> {
         self.upload_status(repo, id).await?;
         self.meta.delete_upload(id).await?;
+        self.abort_staged(id).await
+    }
+
+    /// Remove upload `id`'s staged bytes, in whichever store holds them.
+    async fn abort_staged(&self, id: &str) -> Result<()> {
         self.blobs.abort_upload(id).await?;
+        self.legacy_blobs.abort_upload(id).await?;
         Ok(())
     }
 
@@ -432,7 +536,7 @@ impl Registry {
             for id in &ids {
                 // Row first: once it is gone nobody can append to the file.
                 self.meta.delete_upload(id).await?;
-                self.blobs.abort_upload(id).await?;
+                self.abort_staged(id).await?;
             }
             total += ids.len();
         }

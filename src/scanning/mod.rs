@@ -23,8 +23,8 @@ use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::metadata::{MetaError, Repo, ScanResult, ScanRow};
-use crate::registry::Registry;
 use crate::registry::scan_config::{ScanFrequency, ScanType, is_image_config};
+use crate::registry::{Registry, RegistryError};
 use crate::storage::StorageError;
 
 pub use findings::{StoredFinding, StoredFindings};
@@ -46,6 +46,8 @@ pub enum ScanError {
     Meta(#[from] MetaError),
     #[error("blob storage: {0}")]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     /// Reading a layer's bytes failed part way (not its content): retried.
     #[error("reading layer {digest}: {reason}")]
     Read { digest: String, reason: String },
@@ -262,10 +264,15 @@ async fn layer_scan(
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let stream = match registry.blobs.read(digest, None).await {
+    let stream = match registry.read_blob_internal(digest).await {
         Ok(s) => s,
-        Err(StorageError::NotFound) => {
+        Err(RegistryError::BlobUnknown) => {
             return Ok(Err(format!("layer {digest} is missing from blob storage")));
+        }
+        // The key that protects it is unusable, or its bytes were altered:
+        // the scan fails and says why.
+        Err(e @ (RegistryError::Kms(_) | RegistryError::Integrity(_))) => {
+            return Ok(Err(format!("layer {digest} cannot be read: {e}")));
         }
         Err(e) => return Err(e.into()),
     };
@@ -279,10 +286,12 @@ pub async fn prefetch_layer(registry: &Registry, digest: &Digest) -> Result<(), 
     if cached_layer(registry, digest).await?.is_some() {
         return Ok(());
     }
-    let mut stream = match registry.blobs.read(digest, None).await {
+    let mut stream = match registry.read_blob_internal(digest).await {
         Ok(s) => s,
-        // Deleted since: nothing to do.
-        Err(StorageError::NotFound) => return Ok(()),
+        // Deleted since, or unreadable now: nothing to do ahead of the scan.
+        Err(RegistryError::BlobUnknown | RegistryError::Kms(_) | RegistryError::Integrity(_)) => {
+            return Ok(());
+        }
         Err(e) => return Err(e.into()),
     };
     let mut head: Vec<bytes::Bytes> = Vec::new();

@@ -28,7 +28,6 @@ use tokio::net::TcpListener;
 
 use crate::app::AppState;
 use crate::auth::Access;
-use crate::auth::secrets::MasterKey;
 use crate::config::{AuthMode, Config};
 use crate::distribution::{self, Route};
 use crate::http::budget::BodyBudget;
@@ -37,6 +36,7 @@ use crate::http::{REQUEST_ID_HEADER, RequestId};
 use crate::metadata::MetadataStore;
 use crate::metrics::{KindLabels, Metrics, RequestLabels};
 use crate::registry::{Limits, Registry};
+use crate::secrets::MasterKey;
 use crate::storage::fs::FsBlobStore;
 
 /// Create the data directory if needed and make it private to the service
@@ -85,15 +85,23 @@ pub fn init_logging(format: crate::config::LogFormat) {
     };
 }
 
-/// Open the stores `config` names: metadata, and blobs on disk or in S3.
+/// Open the stores `config` names: metadata, and blobs on disk or in S3
+/// (sealed blobs under `sealed/`, plaintext blobs of a data directory older
+/// than encryption where they always were), and the key ring.
 pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Registry> {
     let meta = open_metadata(config).await?;
-    let blobs: Arc<dyn crate::storage::BlobStore> = match &config.storage {
+    let (blobs, legacy_blobs): (
+        Arc<dyn crate::storage::BlobStore>,
+        Arc<dyn crate::storage::BlobStore>,
+    ) = match &config.storage {
         crate::config::StorageLocation::File(dir) => {
             let dir = dir
                 .clone()
                 .unwrap_or_else(|| config.data_dir.join("storage"));
-            Arc::new(FsBlobStore::open(&dir).context("opening blob storage")?)
+            (
+                Arc::new(FsBlobStore::open(&dir.join("sealed")).context("opening blob storage")?),
+                Arc::new(FsBlobStore::open(&dir).context("opening blob storage")?),
+            )
         }
         crate::config::StorageLocation::S3 {
             bucket,
@@ -104,17 +112,27 @@ pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Re
             let endpoint = settings.endpoint.clone();
             let client = crate::storage::s3::client::S3Client::new(settings)?;
             let spool = config.data_dir.join("spool");
-            Arc::new(
-                crate::storage::s3::S3BlobStore::open(client, prefix, spool).with_context(
-                    || format!("opening blob storage s3://{bucket}/{prefix} at {endpoint}"),
-                )?,
-            )
+            let open = |prefix: &str| {
+                crate::storage::s3::S3BlobStore::open(client.clone(), prefix, spool.clone())
+                    .with_context(|| {
+                        format!("opening blob storage s3://{bucket}/{prefix} at {endpoint}")
+                    })
+            };
+            let sealed_prefix = format!("{}/sealed", prefix.trim_end_matches('/'));
+            (Arc::new(open(&sealed_prefix)?), Arc::new(open(prefix)?))
         }
     };
+    let kms = Arc::new(crate::kms::KeyRing::new(
+        meta.clone(),
+        master_key(config)?,
+        &config.region,
+    ));
     Ok(Registry {
         jobs_queued: Arc::new(tokio::sync::Notify::new()),
         meta,
         blobs,
+        legacy_blobs,
+        kms,
         metrics,
         limits: Limits {
             max_manifest_bytes: config.max_manifest_bytes,

@@ -199,6 +199,22 @@ impl BlobStore for FsBlobStore {
         Ok(read_stream(file, len))
     }
 
+    async fn read_upload(
+        &self,
+        upload_id: &str,
+        _staging: &str,
+        range: ByteRange,
+    ) -> Result<ByteStream, StorageError> {
+        let path = self.upload_path(upload_id);
+        let file = blocking(move || {
+            let mut f = File::open(path)?;
+            f.seek(SeekFrom::Start(range.first))?;
+            Ok(f)
+        })
+        .await?;
+        Ok(read_stream(file, Some(range.len())))
+    }
+
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
         match tokio::fs::remove_file(self.blob_path(digest)).await {
             Ok(()) => Ok(()),
@@ -300,12 +316,9 @@ impl BlobStore for FsBlobStore {
                     return Ok(Some(actual));
                 }
             }
-            if target.exists() {
-                // Content-addressed: the stored copy has the same bytes.
-                drop(f);
-                let _ = fs::remove_file(&staged);
-                return Ok(None);
-            }
+            // A copy already there is replaced: a sealed object is readable
+            // only with the data key the metadata store records for it, and
+            // the caller publishes only when it records this copy's.
             if f.metadata()?.len() != len {
                 f.set_len(len)?;
             }

@@ -12,6 +12,7 @@
 
 pub mod fs;
 pub mod s3;
+pub mod sealed;
 
 use std::io;
 use std::pin::Pin;
@@ -122,17 +123,29 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Create the staging area of a new upload.
     async fn create_upload(&self, upload_id: &str) -> Result<(), StorageError>;
 
-    /// A writer that appends to upload `upload_id` after the `offset` bytes
-    /// described by `staging` (as returned by the last acknowledged chunk's
-    /// [`UploadWriter::finish`]; empty for a new upload). Bytes after
-    /// `offset`, left over by an interrupted chunk that was never
-    /// acknowledged, are discarded.
+    /// A writer that appends to upload `upload_id` after the first `offset`
+    /// bytes of what `staging` describes (as returned by the last
+    /// acknowledged chunk's [`UploadWriter::finish`]; empty for a new
+    /// upload). Bytes after `offset` are discarded: those left over by an
+    /// interrupted chunk that was never acknowledged, and the final segment
+    /// of a sealed object, which the sealing writer rewrites
+    /// ([`sealed::upload_writer`]; it lies after the last 64 KiB boundary).
     async fn upload_writer(
         &self,
         upload_id: &str,
         offset: u64,
         staging: &str,
     ) -> Result<Box<dyn UploadWriter>, StorageError>;
+
+    /// Bytes `range` of what upload `upload_id` has staged (`staging`); the
+    /// range lies after the last 64 KiB boundary of the staged bytes (the
+    /// final segment of a sealed object).
+    async fn read_upload(
+        &self,
+        upload_id: &str,
+        staging: &str,
+        range: ByteRange,
+    ) -> Result<ByteStream, StorageError>;
 
     /// The session moved from staging `old` to `new` (the chunk that produced
     /// `new` is acknowledged): the store may drop what only `old` needed.

@@ -429,19 +429,24 @@ impl BlobStore for S3BlobStore {
         staging: &str,
     ) -> Result<Box<dyn UploadWriter>, StorageError> {
         let mut staging = Staging::parse(staging)?;
-        if staging.size() != offset {
+        let in_parts = staging.size() - staging.tail.as_ref().map_or(0, |t| t.1);
+        if offset > staging.size() || offset < in_parts {
             return Err(StorageError::Io(io::Error::other(format!(
-                "upload staging holds {} bytes, the session records {offset}",
+                "upload staging holds {} bytes ({in_parts} in parts), cannot continue at {offset}",
                 staging.size()
             ))));
         }
         let upload_dir = self.upload_dir(upload_id);
         let mut filling = Spool::new(&self.spool_dir)?;
-        // The tail goes back into the spool: the next part starts with it.
-        if let Some((name, size)) = staging.tail.take() {
+        // The tail (up to `offset`) goes back into the spool: the next part
+        // starts with it.
+        if let Some((name, _)) = staging.tail.take()
+            && offset > in_parts
+        {
+            let size = offset - in_parts;
             let mut s = std::pin::pin!(
                 self.s3
-                    .get_object(&format!("{upload_dir}{name}"), None)
+                    .get_object(&format!("{upload_dir}{name}"), Some((0, size - 1)))
                     .await?
             );
             while let Some(chunk) = s.next().await {
@@ -465,6 +470,28 @@ impl BlobStore for S3BlobStore {
             spare: None,
             inflight: None,
         }))
+    }
+
+    async fn read_upload(
+        &self,
+        upload_id: &str,
+        staging: &str,
+        range: ByteRange,
+    ) -> Result<ByteStream, StorageError> {
+        let staging = Staging::parse(staging)?;
+        let tail_size = staging.tail.as_ref().map_or(0, |t| t.1);
+        let in_parts = staging.size() - tail_size;
+        let Some((name, _)) = staging.tail.as_ref().filter(|_| range.first >= in_parts) else {
+            return Err(StorageError::Io(io::Error::other(
+                "only the bytes after an upload's last part can be read back",
+            )));
+        };
+        let key = format!("{}{name}", self.upload_dir(upload_id));
+        let s = self
+            .s3
+            .get_object(&key, Some((range.first - in_parts, range.last - in_parts)))
+            .await?;
+        Ok(Box::pin(s))
     }
 
     async fn upload_advanced(
@@ -518,11 +545,12 @@ impl BlobStore for S3BlobStore {
                 return Err(StorageError::DigestMismatch(actual));
             }
         }
-        if self.s3.head_object(&target).await? != Some(len) {
-            match &assembled {
-                Some(key) => self.copy(key, &target, len).await?,
-                None => self.s3.put_object(&target, Body::Empty).await?,
-            }
+        // A copy already there is replaced: a sealed object is readable only
+        // with the data key the metadata store records for it, and the
+        // caller publishes only when it records this copy's.
+        match &assembled {
+            Some(key) => self.copy(key, &target, len).await?,
+            None => self.s3.put_object(&target, Body::Empty).await?,
         }
         // The blob is in place: what staged it can go (best effort: GC
         // sweeps staging nobody owns).

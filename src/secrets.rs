@@ -22,6 +22,7 @@ pub fn random_bytes(buf: &mut [u8]) {
 }
 
 /// The key that seals every stored secret. Never printed.
+#[derive(Clone)]
 pub struct MasterKey {
     cipher: Aes256Gcm,
 }

@@ -1,0 +1,229 @@
+//! Queries about encryption at rest: which data key seals each blob (stored
+//! only wrapped, once per key-encryption key of a repository that holds the
+//! blob), the publication of a sealed blob under its row lock, and the
+//! progress of re-encrypting a data directory older than encryption.
+
+use sqlx::Row;
+
+use super::{MetadataStore, Result, now_millis};
+use crate::digest::Digest;
+
+/// How a live blob is stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlobSealing {
+    /// Sealed under a data key (false: plaintext, from before encryption).
+    pub sealed: bool,
+    /// The wrapped data key, per key-encryption key (`AES256` or a key ARN).
+    pub wraps: Vec<(String, Vec<u8>)>,
+}
+
+impl BlobSealing {
+    pub fn wrap_for(&self, key_ref: &str) -> Option<&[u8]> {
+        self.wraps
+            .iter()
+            .find(|(k, _)| k == key_ref)
+            .map(|(_, w)| w.as_slice())
+    }
+}
+
+/// The publication of one digest's sealed bytes, holding its row lock (on
+/// PostgreSQL a `FOR UPDATE` row lock; on SQLite the write lock) until
+/// [`Publication::record`] or drop, so two uploads of the same new digest
+/// under different data keys cannot both publish.
+pub struct Publication {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    digest: String,
+    /// The sealing when the lock was taken.
+    pub current: BlobSealing,
+}
+
+/// How far re-encryption of plaintext blobs has come.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SealingProgress {
+    pub sealed_blobs: u64,
+    pub sealed_bytes: u64,
+    pub plaintext_blobs: u64,
+    pub plaintext_bytes: u64,
+    pub plaintext_manifests: u64,
+}
+
+impl MetadataStore {
+    /// How `digest` is stored, if a live row exists.
+    pub async fn blob_sealing(&self, digest: &Digest) -> Result<Option<BlobSealing>> {
+        let row = sqlx::query("SELECT sealed FROM blobs WHERE digest = $1 AND state = 'live'")
+            .bind(digest.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let sealed = row.try_get::<i64, _>(0)? != 0;
+        let wraps = sqlx::query(
+            "SELECT key_ref, wrapped FROM blob_keys WHERE digest = $1 ORDER BY created_at, key_ref",
+        )
+        .bind(digest.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<Vec<_>>>()?;
+        Ok(Some(BlobSealing { sealed, wraps }))
+    }
+
+    /// Add a wrap of a sealed blob's data key under another key (a
+    /// repository with a different key now holds the blob). An existing wrap
+    /// under the same key is kept.
+    pub async fn add_blob_wrap(
+        &self,
+        digest: &Digest,
+        key_ref: &str,
+        wrapped: &[u8],
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO blob_keys (digest, key_ref, wrapped, created_at) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM blobs WHERE digest = $1 AND sealed = 1) \
+             ON CONFLICT (digest, key_ref) DO NOTHING",
+        )
+        .bind(digest.as_str())
+        .bind(key_ref)
+        .bind(wrapped)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Lock `digest`'s row (claimed by the caller) to publish its bytes.
+    pub async fn begin_publication(&self, digest: &Digest) -> Result<Publication> {
+        let mut tx = self.begin_write().await?;
+        self.lock_blob_row(&mut tx, digest, super::LockMode::Update)
+            .await?;
+        let sealed = sqlx::query("SELECT sealed FROM blobs WHERE digest = $1")
+            .bind(digest.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?
+            .unwrap_or(0)
+            != 0;
+        let wraps = sqlx::query("SELECT key_ref, wrapped FROM blob_keys WHERE digest = $1")
+            .bind(digest.as_str())
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Publication {
+            tx,
+            digest: digest.to_string(),
+            current: BlobSealing { sealed, wraps },
+        })
+    }
+
+    /// Counts of sealed and plaintext content, for `berth encryption status`.
+    pub async fn sealing_progress(&self) -> Result<SealingProgress> {
+        let mut p = SealingProgress::default();
+        for r in sqlx::query(
+            "SELECT sealed, COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE state = 'live' GROUP BY sealed",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let (n, bytes) = (
+                r.try_get::<i64, _>(1)? as u64,
+                r.try_get::<i64, _>(2)? as u64,
+            );
+            if r.try_get::<i64, _>(0)? != 0 {
+                (p.sealed_blobs, p.sealed_bytes) = (n, bytes);
+            } else {
+                (p.plaintext_blobs, p.plaintext_bytes) = (n, bytes);
+            }
+        }
+        p.plaintext_manifests = sqlx::query("SELECT COUNT(*) FROM manifests WHERE key_ref IS NULL")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get::<i64, _>(0)? as u64;
+        Ok(p)
+    }
+
+    /// Up to `limit` live plaintext blobs after `after`, in digest order, with
+    /// one repository that holds each (whose key the re-encrypted copy is
+    /// wrapped under first).
+    pub async fn plaintext_blobs(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(Digest, u64, Vec<(String, String)>)>> {
+        let rows = sqlx::query(
+            "SELECT digest, size FROM blobs WHERE state = 'live' AND sealed = 0 AND digest > $1 \
+             ORDER BY digest LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let digest: String = r.try_get(0)?;
+            let size = r.try_get::<i64, _>(1)? as u64;
+            let Ok(d) = digest.parse::<Digest>() else {
+                continue;
+            };
+            let holders = sqlx::query(
+                "SELECT registry_id, repository FROM repository_blobs WHERE digest = $1 \
+                 ORDER BY registry_id, repository",
+            )
+            .bind(&digest)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<_>>>()?;
+            out.push((d, size, holders));
+        }
+        Ok(out)
+    }
+
+    /// Every (registry, repository) that holds `digest`.
+    pub async fn blob_holders(&self, digest: &Digest) -> Result<Vec<(String, String)>> {
+        sqlx::query(
+            "SELECT registry_id, repository FROM repository_blobs WHERE digest = $1 \
+             ORDER BY registry_id, repository",
+        )
+        .bind(digest.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+    }
+}
+
+impl Publication {
+    /// The bytes just published are sealed under a data key wrapped as
+    /// `wraps` (every other wrap, of an older data key, goes). Commits.
+    pub async fn record(mut self, wraps: &[(String, Vec<u8>)]) -> Result<()> {
+        sqlx::query("UPDATE blobs SET sealed = 1 WHERE digest = $1")
+            .bind(&self.digest)
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query("DELETE FROM blob_keys WHERE digest = $1")
+            .bind(&self.digest)
+            .execute(&mut *self.tx)
+            .await?;
+        let now = now_millis();
+        for (key_ref, wrapped) in wraps {
+            sqlx::query(
+                "INSERT INTO blob_keys (digest, key_ref, wrapped, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&self.digest)
+            .bind(key_ref)
+            .bind(wrapped)
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+}

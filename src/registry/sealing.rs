@@ -1,0 +1,324 @@
+//! Encryption at rest, as the registry applies it (`docs/security.md`):
+//! which key-encryption key protects a repository's content, how a blob's
+//! data key is found for a read through a repository, how a committed upload
+//! becomes a sealed blob (or joins the one already stored), and the
+//! re-encryption of plaintext blobs from before encryption.
+//!
+//! One blob, one data key, whatever the number of repositories holding it:
+//! the data key is wrapped once per key-encryption key of those
+//! repositories, so a repository whose key is disabled cannot read the blob
+//! while the others still can.
+
+use super::{Registry, RegistryError, RepoId, RepositoryRow, Result};
+use crate::digest::Digest;
+use crate::kms::{DataKey, KeyRef, KmsError};
+use crate::metadata::BlobSealing;
+use crate::storage::{ByteRange, ByteStream, StorageError, sealed};
+
+/// What a blob's data key is bound to when wrapped.
+fn blob_context(digest: &Digest) -> String {
+    format!("blob:{digest}")
+}
+
+/// What an upload session's data key is bound to when wrapped.
+pub(super) fn upload_context(id: &str) -> String {
+    format!("upload:{id}")
+}
+
+impl From<KmsError> for RegistryError {
+    fn from(e: KmsError) -> Self {
+        match e {
+            KmsError::Meta(m) => RegistryError::Meta(m),
+            KmsError::Unavailable(m) => RegistryError::Unavailable(m),
+            other => RegistryError::Kms(other),
+        }
+    }
+}
+
+/// A sealed-segment read that failed authentication: reported, never served.
+fn integrity_error(digest: &Digest, e: std::io::Error) -> RegistryError {
+    tracing::error!(%digest, error = %e, "blob failed its integrity check: altered or corrupted in storage");
+    RegistryError::Integrity(format!("{digest}: {e}"))
+}
+
+impl Registry {
+    /// The key-encryption key of a repository's content.
+    pub async fn repository_key(&self, row: &RepositoryRow) -> Result<KeyRef> {
+        Ok(self
+            .kms
+            .repository_key(
+                &row.registry_id,
+                &row.encryption_type,
+                row.kms_key.as_deref(),
+            )
+            .await?)
+    }
+
+    /// The key-encryption key of `repo`, which must exist.
+    pub(super) async fn key_of(&self, repo: &RepoId) -> Result<KeyRef> {
+        let row = self
+            .meta
+            .get_repository(repo.key())
+            .await?
+            .ok_or_else(|| repo.not_found())?;
+        self.repository_key(&row).await
+    }
+
+    /// The data key of sealed blob `digest` through `key`: its wrap under
+    /// `key`, or (for a repository that holds the blob without one yet, such
+    /// as after re-encryption) any usable wrap, re-wrapped under `key` — which
+    /// fails if `key` itself is unusable, so a disabled key always stops reads.
+    async fn blob_key(
+        &self,
+        digest: &Digest,
+        sealing: &BlobSealing,
+        key: &KeyRef,
+    ) -> Result<DataKey> {
+        let ctx = blob_context(digest);
+        if let Some(w) = sealing.wrap_for(key.as_str()) {
+            return Ok(self.kms.unwrap(key, w, &ctx).await?);
+        }
+        let dek = self.any_blob_key(digest, sealing).await?;
+        let wrapped = self.kms.wrap(key, &dek, &ctx).await?;
+        self.meta
+            .add_blob_wrap(digest, key.as_str(), &wrapped)
+            .await?;
+        Ok(dek)
+    }
+
+    /// The data key of sealed blob `digest` through whichever of its wraps
+    /// is usable; the first key's error when none is.
+    async fn any_blob_key(&self, digest: &Digest, sealing: &BlobSealing) -> Result<DataKey> {
+        let ctx = blob_context(digest);
+        let mut first_err = None;
+        for (k, w) in &sealing.wraps {
+            match self.kms.unwrap(&KeyRef::parse(k), w, &ctx).await {
+                Ok(dek) => return Ok(dek),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err
+            .map(RegistryError::from)
+            .unwrap_or_else(|| RegistryError::Integrity(format!("{digest}: no wrapped data key"))))
+    }
+
+    /// Stream blob `digest` (or `range` of its `size` bytes) as `key` may
+    /// read it: sealed blobs are decrypted, plaintext ones from before
+    /// encryption are read from the legacy store.
+    pub(super) async fn read_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        range: Option<ByteRange>,
+        key: Option<&KeyRef>,
+    ) -> Result<ByteStream> {
+        let sealing = self
+            .meta
+            .blob_sealing(digest)
+            .await?
+            .ok_or(RegistryError::BlobUnknown)?;
+        if !sealing.sealed {
+            return match self.legacy_blobs.read(digest, range).await {
+                Ok(s) => Ok(s),
+                Err(StorageError::NotFound) => {
+                    tracing::error!(%digest, "blob is in the metadata store but missing from blob storage");
+                    Err(RegistryError::BlobUnknown)
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
+        let dek = match key {
+            Some(k) => self.blob_key(digest, &sealing, k).await?,
+            None => self.any_blob_key(digest, &sealing).await?,
+        };
+        let store = self.blobs.clone();
+        let d = digest.clone();
+        let opened = sealed::open_range(size, range, dek.bytes(), |r| async move {
+            store.read(&d, Some(r)).await
+        })
+        .await;
+        match opened {
+            Ok(s) => {
+                let d = digest.clone();
+                let metrics = self.metrics.clone();
+                Ok(Box::pin(futures_util::StreamExt::map(s, move |r| {
+                    r.inspect_err(|e| {
+                        if e.kind() == std::io::ErrorKind::InvalidData {
+                            metrics.integrity_failures.inc();
+                            tracing::error!(digest = %d, error = %e, "blob failed its integrity check mid-stream: altered or corrupted in storage");
+                        }
+                    })
+                })))
+            }
+            Err(StorageError::NotFound) => {
+                tracing::error!(%digest, "blob is in the metadata store but missing from blob storage");
+                Err(RegistryError::BlobUnknown)
+            }
+            Err(StorageError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                self.metrics.integrity_failures.inc();
+                Err(integrity_error(digest, e))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Blob `digest` whole, for the server's own use (scanning): through any
+    /// usable wrap of its data key.
+    pub async fn read_blob_internal(&self, digest: &Digest) -> Result<ByteStream> {
+        let size = self
+            .meta
+            .blob_size(digest)
+            .await?
+            .ok_or(RegistryError::BlobUnknown)?;
+        self.read_blob(digest, size, None, None).await
+    }
+
+    /// Publish the sealed upload `id` of `size` bytes, sealed under `dek`
+    /// for `key`, as blob `digest` (claimed by the caller): the staged copy
+    /// becomes the blob, or, when the blob is already stored sealed, the
+    /// stored copy's data key is wrapped for `key` and the staged copy goes.
+    /// With `verify`, a published copy is first read back and hashed.
+    pub(super) async fn publish_sealed(
+        &self,
+        id: &str,
+        staging: &str,
+        size: u64,
+        digest: &Digest,
+        key: &KeyRef,
+        dek: &DataKey,
+        verify: bool,
+    ) -> Result<std::result::Result<(), Digest>> {
+        let ctx = blob_context(digest);
+        for _ in 0..5 {
+            let current = self.meta.blob_sealing(digest).await?.unwrap_or_default();
+            if current.sealed {
+                if current.wrap_for(key.as_str()).is_none() {
+                    match self.any_blob_key(digest, &current).await {
+                        Ok(existing) => {
+                            let wrapped = self.kms.wrap(key, &existing, &ctx).await?;
+                            self.meta
+                                .add_blob_wrap(digest, key.as_str(), &wrapped)
+                                .await?;
+                        }
+                        // Every key that could open the stored copy was
+                        // deleted: nobody can read it; ours replaces it.
+                        Err(RegistryError::Kms(KmsError::Deleted(_)))
+                            if self.all_shredded(&current).await =>
+                        {
+                            if self
+                                .replace_with_staged(
+                                    id, staging, size, digest, key, dek, verify, &current,
+                                )
+                                .await?
+                            {
+                                return Ok(Ok(()));
+                            }
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if let Err(e) = self.blobs.abort_upload(id).await {
+                    tracing::warn!(upload_id = id, error = %e, "could not remove a staged copy");
+                }
+                return Ok(Ok(()));
+            }
+            match self
+                .replace_with_staged(id, staging, size, digest, key, dek, verify, &current)
+                .await
+            {
+                Ok(true) => return Ok(Ok(())),
+                Ok(false) => continue,
+                Err(RegistryError::DigestInvalid(actual)) => {
+                    return Ok(Err(actual.parse().map_err(|_| {
+                        RegistryError::UploadInvalid("digest mismatch".into())
+                    })?));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RegistryError::Unavailable(format!(
+            "{digest} is being published by another upload; retry shortly"
+        )))
+    }
+
+    /// Whether every wrap of a sealed blob is under a deleted key.
+    async fn all_shredded(&self, sealing: &BlobSealing) -> bool {
+        for (k, w) in &sealing.wraps {
+            match self.kms.unwrap(&KeyRef::parse(k), w, "").await {
+                Err(KmsError::Deleted(_)) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Under the blob's row lock, and if its sealing is still `seen`, make
+    /// the staged copy the blob. False when someone else changed it first.
+    #[allow(clippy::too_many_arguments)]
+    async fn replace_with_staged(
+        &self,
+        id: &str,
+        staging: &str,
+        size: u64,
+        digest: &Digest,
+        key: &KeyRef,
+        dek: &DataKey,
+        verify: bool,
+        seen: &BlobSealing,
+    ) -> Result<bool> {
+        let wrapped = self.kms.wrap(key, dek, &blob_context(digest)).await?;
+        let publication = self.meta.begin_publication(digest).await?;
+        if publication.current != *seen {
+            return Ok(false);
+        }
+        self.blobs
+            .commit_upload(id, sealed::sealed_len(size), staging, digest, false)
+            .await?;
+        if verify {
+            let actual = self.hash_sealed(digest, size, dek).await?;
+            if &actual != digest {
+                drop(publication);
+                if let Err(e) = self.blobs.delete(digest).await {
+                    tracing::warn!(%digest, error = %e, "could not remove a copy that failed verification");
+                }
+                return Err(RegistryError::DigestInvalid(actual.to_string()));
+            }
+        }
+        publication
+            .record(&[(key.as_str().to_string(), wrapped)])
+            .await?;
+        if !seen.sealed {
+            // A plaintext copy from before encryption, if any, is superseded.
+            if let Err(e) = self.legacy_blobs.delete(digest).await {
+                tracing::warn!(%digest, error = %e, "could not remove a superseded plaintext copy");
+            }
+        }
+        Ok(true)
+    }
+
+    /// The digest of what the sealed object `digest` holds.
+    async fn hash_sealed(&self, digest: &Digest, size: u64, dek: &DataKey) -> Result<Digest> {
+        use futures_util::StreamExt;
+        let store = self.blobs.clone();
+        let d = digest.clone();
+        let mut s = sealed::open_range(size, None, dek.bytes(), |r| async move {
+            store.read(&d, Some(r)).await
+        })
+        .await
+        .map_err(|e| match e {
+            StorageError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                integrity_error(digest, e)
+            }
+            other => other.into(),
+        })?;
+        let mut h = crate::digest::Hasher::new(digest.algorithm());
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk.map_err(|e| integrity_error(digest, e))?;
+            h.update(&chunk);
+        }
+        Ok(h.finish())
+    }
+}
