@@ -21,6 +21,20 @@ pub fn random_bytes(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the operating system's random source failed");
 }
 
+/// What [`seal_with`] adds to a value: the nonce and the tag.
+pub const SEAL_OVERHEAD: usize = 12 + 16;
+
+/// Seal `plaintext` with AES-256-GCM under `key` (random nonce first), with
+/// `context` bound as associated data.
+pub fn seal_with(key: &[u8; 32], plaintext: &[u8], context: &str) -> Vec<u8> {
+    MasterKey::from_bytes(key).seal(plaintext, context)
+}
+
+/// Open what [`seal_with`] sealed under `key` for `context`.
+pub fn open_with(key: &[u8; 32], sealed: &[u8], context: &str) -> Result<Vec<u8>, UnsealError> {
+    MasterKey::from_bytes(key).unseal(sealed, context)
+}
+
 /// The key that seals every stored secret. Never printed.
 #[derive(Clone)]
 pub struct MasterKey {

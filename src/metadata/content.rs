@@ -545,8 +545,9 @@ impl MetadataStore {
         }
         let new_manifest = sqlx::query(
             "INSERT INTO manifests (registry_id, repository, digest, media_type, artifact_type, \
-             config_media_type, subject, annotations, size, image_size, content, pushed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             config_media_type, subject, annotations, size, image_size, content, pushed_at, \
+             key_ref, wrapped_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (registry_id, repository, digest) DO NOTHING",
         )
         .bind(repo.registry)
@@ -557,10 +558,18 @@ impl MetadataStore {
         .bind(m.config_media_type)
         .bind(m.subject.map(|d| d.as_str()))
         .bind(m.annotations)
-        .bind(m.content.len() as i64)
+        .bind(match m.sealing {
+            Some(_) => m
+                .content
+                .len()
+                .saturating_sub(crate::secrets::SEAL_OVERHEAD),
+            None => m.content.len(),
+        } as i64)
         .bind(m.layer_bytes as i64)
         .bind(m.content)
         .bind(now)
+        .bind(m.sealing.map(|s| s.0))
+        .bind(m.sealing.map(|s| s.1))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -610,7 +619,7 @@ impl MetadataStore {
         digest: &Digest,
     ) -> Result<Option<ManifestRow>> {
         let row = sqlx::query(
-            "SELECT digest, media_type, content, last_pulled_at FROM manifests \
+            "SELECT digest, media_type, content, last_pulled_at, key_ref, wrapped_key FROM manifests \
              WHERE registry_id = $1 AND repository = $2 AND digest = $3",
         )
         .bind(repo.registry)
@@ -627,7 +636,7 @@ impl MetadataStore {
         tag: &str,
     ) -> Result<Option<ManifestRow>> {
         let row = sqlx::query(
-            "SELECT m.digest, m.media_type, m.content, m.last_pulled_at FROM tags t \
+            "SELECT m.digest, m.media_type, m.content, m.last_pulled_at, m.key_ref, m.wrapped_key FROM tags t \
              JOIN manifests m ON m.registry_id = t.registry_id AND m.repository = t.repository AND m.digest = t.digest \
              WHERE t.registry_id = $1 AND t.repository = $2 AND t.name = $3",
         )

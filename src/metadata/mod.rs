@@ -154,9 +154,13 @@ pub struct UploadRow {
 pub struct ManifestRow {
     pub digest: Digest,
     pub media_type: String,
+    /// The bytes, as stored: sealed when `sealing` is set (the registry
+    /// opens them), else plaintext.
     pub content: Vec<u8>,
     /// When a pull was last recorded (see [`MetadataStore::record_pull`]).
     pub last_pulled_at: Option<i64>,
+    /// The key-encryption key and wrapped data key that sealed `content`.
+    pub sealing: Option<(String, Vec<u8>)>,
 }
 
 /// What a new manifest records besides its bytes.
@@ -169,7 +173,12 @@ pub struct NewManifest<'a> {
     pub config_media_type: Option<&'a str>,
     pub subject: Option<&'a Digest>,
     pub annotations: Option<&'a str>,
+    /// The manifest's bytes: sealed (`secrets::seal_with` under a data key
+    /// wrapped as `sealing` says), or plaintext when `sealing` is `None`.
     pub content: &'a [u8],
+    /// The key-encryption key (`AES256` or a KMS key ARN) and the wrapped
+    /// data key that sealed `content`.
+    pub sealing: Option<(&'a str, &'a [u8])>,
     /// Blobs (config, layers) the manifest references, with their declared sizes.
     pub blobs: &'a [Descriptor],
     /// Child manifests (of an index) it references, with their declared sizes.
@@ -434,6 +443,10 @@ fn manifest_row(r: sqlx::any::AnyRow) -> Result<ManifestRow> {
         media_type: r.try_get(1)?,
         content: r.try_get(2)?,
         last_pulled_at: r.try_get(3)?,
+        sealing: match (r.try_get::<Option<String>, _>(4)?, r.try_get(5)?) {
+            (Some(k), Some(w)) => Some((k, w)),
+            _ => None,
+        },
     })
 }
 

@@ -445,6 +445,14 @@ impl Registry {
             None
         };
         let scan_job = crate::jobs::scan_image(repo.key(), digest.as_str());
+        // Sealed at rest like blobs, under a data key of its own wrapped by
+        // the repository's key (a push to a repository whose key is
+        // disabled fails here).
+        let key = self.repository_key(&settings).await?;
+        let dek = crate::kms::DataKey::generate();
+        let ctx = sealing::manifest_context(repo.key(), &digest);
+        let wrapped = self.kms.wrap(&key, &dek, &ctx).await?;
+        let sealed = crate::secrets::seal_with(dek.bytes(), bytes, &ctx);
         let outcome = self
             .meta
             .put_manifest(&NewManifest {
@@ -455,7 +463,8 @@ impl Registry {
                 config_media_type: parsed.config_media_type.as_deref(),
                 subject: parsed.subject.as_ref(),
                 annotations: parsed.annotations.as_deref(),
-                content: bytes,
+                content: &sealed,
+                sealing: Some((key.as_str(), &wrapped)),
                 blobs: &parsed.blobs,
                 children: &parsed.children,
                 layer_bytes,
@@ -501,7 +510,7 @@ impl Registry {
             Reference::Digest(d) => self.meta.get_manifest(repo.key(), d).await?,
         };
         match row {
-            Some(r) => Ok(r),
+            Some(r) => self.open_manifest(repo.key(), r).await,
             // Only on the miss path: say which of repository or manifest is missing.
             None if !self.meta.repository_exists(repo.key()).await? => Err(repo.not_found()),
             None => Err(RegistryError::ManifestUnknown(format!(

@@ -9,7 +9,7 @@
 //! repositories, so a repository whose key is disabled cannot read the blob
 //! while the others still can.
 
-use super::{Registry, RegistryError, RepoId, RepositoryRow, Result};
+use super::{ManifestRow, Registry, RegistryError, Repo, RepoId, RepositoryRow, Result};
 use crate::digest::Digest;
 use crate::kms::{DataKey, KeyRef, KmsError};
 use crate::metadata::BlobSealing;
@@ -18,6 +18,11 @@ use crate::storage::{ByteRange, ByteStream, StorageError, sealed};
 /// What a blob's data key is bound to when wrapped.
 fn blob_context(digest: &Digest) -> String {
     format!("blob:{digest}")
+}
+
+/// What a manifest's data key (and its sealed bytes) are bound to.
+pub(super) fn manifest_context(repo: Repo<'_>, digest: &Digest) -> String {
+    format!("manifest:{}/{}@{digest}", repo.registry, repo.name)
 }
 
 /// What an upload session's data key is bound to when wrapped.
@@ -161,6 +166,37 @@ impl Registry {
                 Err(integrity_error(digest, e))
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A stored manifest with its bytes opened: a sealed one through the
+    /// key that wrapped its data key (which must be usable), a plaintext one
+    /// from before encryption as it is.
+    pub async fn open_manifest(&self, repo: Repo<'_>, mut row: ManifestRow) -> Result<ManifestRow> {
+        let Some((key_ref, wrapped)) = row.sealing.take() else {
+            return Ok(row);
+        };
+        let ctx = manifest_context(repo, &row.digest);
+        let dek = self
+            .kms
+            .unwrap(&KeyRef::parse(&key_ref), &wrapped, &ctx)
+            .await?;
+        row.content = crate::secrets::open_with(dek.bytes(), &row.content, &ctx).map_err(|_| {
+            tracing::error!(digest = %row.digest, "manifest failed its integrity check: altered or corrupted in the database");
+            RegistryError::Integrity(format!("manifest {}", row.digest))
+        })?;
+        Ok(row)
+    }
+
+    /// Manifest `digest` of `repo`, opened, if stored (for the services).
+    pub async fn stored_manifest(
+        &self,
+        repo: Repo<'_>,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRow>> {
+        match self.meta.get_manifest(repo, digest).await? {
+            Some(row) => Ok(Some(self.open_manifest(repo, row).await?)),
+            None => Ok(None),
         }
     }
 

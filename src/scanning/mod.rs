@@ -127,7 +127,7 @@ pub async fn image_inventory(
     repo: Repo<'_>,
     digest: &Digest,
 ) -> Result<std::result::Result<ImageInventory, NotScanned>, ScanError> {
-    let Some(row) = registry.meta.get_manifest(repo, digest).await? else {
+    let Some(row) = registry.stored_manifest(repo, digest).await? else {
         return Ok(Err(NotScanned::failed(format!(
             "the image {digest} is no longer in the repository"
         ))));
@@ -416,7 +416,7 @@ pub async fn run_scan(
 ) -> Result<(), ScanError> {
     let current = registry.meta.image_scan(repo, digest.as_str()).await?;
     let scan_type = scan_type_of(current.as_ref());
-    let Some(row) = registry.meta.get_manifest(repo, digest).await? else {
+    let Some(row) = registry.stored_manifest(repo, digest).await? else {
         // Deleted since it was queued: nothing to record.
         return Ok(());
     };
@@ -731,7 +731,7 @@ pub async fn rematch_continuous(registry: &Registry, db: &VulnDb) -> Result<Rema
             let Ok(digest) = index.digest.parse::<Digest>() else {
                 continue;
             };
-            let Some(row) = registry.meta.get_manifest(repo, &digest).await? else {
+            let Some(row) = registry.stored_manifest(repo, &digest).await? else {
                 continue;
             };
             let manifest: Value = serde_json::from_slice(&row.content).unwrap_or(Value::Null);
@@ -775,7 +775,7 @@ pub async fn start_scan(
     repo: Repo<'_>,
     digest: &Digest,
 ) -> Result<(), StartError> {
-    let Some(row) = registry.meta.get_manifest(repo, digest).await? else {
+    let Some(row) = registry.stored_manifest(repo, digest).await? else {
         return Err(crate::registry::RegistryError::ManifestUnknown(digest.to_string()).into());
     };
     let manifest: Value = serde_json::from_slice(&row.content).unwrap_or(Value::Null);

@@ -535,10 +535,17 @@ mod tests {
             collect(store.read(&d, Some(r)).await.unwrap()).await,
             b"worl"
         );
-        // A second commit of the same content is a no-op.
+        // A second commit replaces the stored copy (the registry publishes
+        // only the copy whose data key it records).
         store.create_upload("u2").await.unwrap();
-        store.commit_upload("u2", 0, "", &d, false).await.unwrap();
-        assert_eq!(store.stat(&d).await.unwrap(), Some(11));
+        let mut w = store.upload_writer("u2", 0, "").await.unwrap();
+        w.write(Bytes::from_static(b"HELLO WORLD")).await.unwrap();
+        w.finish().await.unwrap();
+        store.commit_upload("u2", 11, "", &d, false).await.unwrap();
+        assert_eq!(
+            collect(store.read(&d, None).await.unwrap()).await,
+            b"HELLO WORLD"
+        );
         store.delete(&d).await.unwrap();
         assert_eq!(store.stat(&d).await.unwrap(), None);
         // Offsets past what is staged are refused.
