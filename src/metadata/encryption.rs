@@ -184,6 +184,56 @@ impl MetadataStore {
         Ok(out)
     }
 
+    /// Up to `limit` manifests stored in plaintext (by a version older than
+    /// encryption): registry, repository, digest and bytes.
+    pub async fn plaintext_manifests(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(String, String, Digest, Vec<u8>)>> {
+        let rows = sqlx::query(
+            "SELECT registry_id, repository, digest, content FROM manifests WHERE key_ref IS NULL \
+             ORDER BY registry_id, repository, digest LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let digest: String = r.try_get(2)?;
+            let digest = digest.parse().map_err(|_| {
+                super::MetaError::Corrupt(format!("bad digest {digest:?} in manifests"))
+            })?;
+            out.push((r.try_get(0)?, r.try_get(1)?, digest, r.try_get(3)?));
+        }
+        Ok(out)
+    }
+
+    /// Replace a plaintext manifest's bytes with their sealed form (if it is
+    /// still in plaintext).
+    pub async fn seal_manifest(
+        &self,
+        repo: super::Repo<'_>,
+        digest: &Digest,
+        sealed: &[u8],
+        key_ref: &str,
+        wrapped: &[u8],
+    ) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE manifests SET content = $1, key_ref = $2, wrapped_key = $3 \
+             WHERE registry_id = $4 AND repository = $5 AND digest = $6 AND key_ref IS NULL",
+        )
+        .bind(sealed)
+        .bind(key_ref)
+        .bind(wrapped)
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            > 0)
+    }
+
     /// Every (registry, repository) that holds `digest`.
     pub async fn blob_holders(&self, digest: &Digest) -> Result<Vec<(String, String)>> {
         sqlx::query(

@@ -358,3 +358,194 @@ impl Registry {
         Ok(h.finish())
     }
 }
+
+/// What one pass of re-encryption did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ResealReport {
+    pub blobs: u64,
+    pub bytes: u64,
+    pub manifests: u64,
+    /// Blobs left in plaintext for now: every key of the repositories that
+    /// hold them is unusable, or their bytes do not match their digest.
+    pub skipped: u64,
+}
+
+/// Blobs and manifests re-encrypted per batch.
+const RESEAL_BATCH: u32 = 64;
+
+impl Registry {
+    /// Re-encrypt what a data directory older than encryption holds in
+    /// plaintext: every plaintext manifest, and up to `max_blobs` plaintext
+    /// blobs (each copied into the sealed store under a new data key wrapped
+    /// for every repository that holds it, then its plaintext copy removed).
+    /// Reads keep working throughout: a blob is read from the legacy store
+    /// until the transaction that records its sealed copy commits.
+    pub async fn reseal_legacy(&self, max_blobs: u64) -> Result<ResealReport> {
+        let mut report = ResealReport::default();
+        loop {
+            let batch = self.meta.plaintext_manifests(RESEAL_BATCH).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let mut progressed = false;
+            for (registry, repository, digest, content) in batch {
+                let repo = Repo {
+                    registry: &registry,
+                    name: &repository,
+                };
+                let Some(row) = self.meta.get_repository(repo).await? else {
+                    continue;
+                };
+                let key = match self.repository_key(&row).await {
+                    Ok(k) => k,
+                    Err(RegistryError::Kms(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                let dek = DataKey::generate();
+                let ctx = manifest_context(repo, &digest);
+                let wrapped = match self.kms.wrap(&key, &dek, &ctx).await {
+                    Ok(w) => w,
+                    Err(e) if e.is_key_state() => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let sealed = crate::secrets::seal_with(dek.bytes(), &content, &ctx);
+                if self
+                    .meta
+                    .seal_manifest(repo, &digest, &sealed, key.as_str(), &wrapped)
+                    .await?
+                {
+                    report.manifests += 1;
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        let mut after = String::new();
+        while report.blobs + report.skipped < max_blobs {
+            let batch = self.meta.plaintext_blobs(&after, RESEAL_BATCH).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for (digest, size, holders) in batch {
+                after = digest.to_string();
+                if report.blobs + report.skipped >= max_blobs {
+                    break;
+                }
+                if self.reseal_blob(&digest, size, &holders).await? {
+                    report.blobs += 1;
+                    report.bytes += size;
+                } else {
+                    report.skipped += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Copy one plaintext blob into the sealed store. False when it must
+    /// wait (no usable key, or it changed meanwhile) or its bytes are bad.
+    async fn reseal_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        holders: &[(String, String)],
+    ) -> Result<bool> {
+        use futures_util::StreamExt;
+        // The keys of the repositories that hold it; unusable ones are left
+        // out (such a repository re-wraps for itself once its key is back).
+        let ctx = blob_context(digest);
+        let dek = DataKey::generate();
+        let mut wraps: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut keys: Vec<KeyRef> = Vec::new();
+        for (registry, repository) in holders {
+            let repo = Repo {
+                registry,
+                name: repository,
+            };
+            if let Some(row) = self.meta.get_repository(repo).await?
+                && let Ok(k) = self.repository_key(&row).await
+                && !keys.contains(&k)
+            {
+                keys.push(k);
+            }
+        }
+        if keys.is_empty() {
+            // Held by no repository any more (GC will collect it) or only by
+            // ones whose key is gone: the server-managed key protects it.
+            keys.push(KeyRef::ServerManaged);
+        }
+        for k in &keys {
+            match self.kms.wrap(k, &dek, &ctx).await {
+                Ok(w) => wraps.push((k.as_str().to_string(), w)),
+                Err(e) if e.is_key_state() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if wraps.is_empty() {
+            return Ok(false);
+        }
+        let seen = BlobSealing {
+            sealed: false,
+            wraps: Vec::new(),
+        };
+        // Copy outside any lock: the plaintext copy stays readable.
+        let id = uuid::Uuid::new_v4().to_string();
+        self.blobs.create_upload(&id).await?;
+        let copied = async {
+            let mut src = match self.legacy_blobs.read(digest, None).await {
+                Ok(s) => s,
+                Err(StorageError::NotFound) => return Ok(None),
+                Err(e) => return Err(RegistryError::from(e)),
+            };
+            let mut w = sealed::upload_writer(&*self.blobs, &id, 0, "", dek.bytes()).await?;
+            let mut h = crate::digest::Hasher::new(digest.algorithm());
+            while let Some(chunk) = src.next().await {
+                let chunk = chunk.map_err(|e| RegistryError::Storage(StorageError::Io(e)))?;
+                h.update(&chunk);
+                w.write(chunk).await?;
+            }
+            let staged = w.finish().await?;
+            Ok(Some((h.finish(), staged)))
+        }
+        .await;
+        let (actual, staged) = match copied {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                tracing::error!(%digest, "plaintext blob is in the metadata store but missing from blob storage");
+                let _ = self.blobs.abort_upload(&id).await;
+                return Ok(false);
+            }
+            Err(e) => {
+                let _ = self.blobs.abort_upload(&id).await;
+                return Err(e);
+            }
+        };
+        if &actual != digest || staged.size != size {
+            tracing::error!(%digest, %actual, "plaintext blob does not match its digest; left as it is");
+            let _ = self.blobs.abort_upload(&id).await;
+            return Ok(false);
+        }
+        let publication = self.meta.begin_publication(digest).await?;
+        if publication.current != seen {
+            drop(publication);
+            let _ = self.blobs.abort_upload(&id).await;
+            return Ok(false);
+        }
+        self.blobs
+            .commit_upload(
+                &id,
+                sealed::sealed_len(size),
+                &staged.staging,
+                digest,
+                false,
+            )
+            .await?;
+        publication.record(&wraps).await?;
+        if let Err(e) = self.legacy_blobs.delete(digest).await {
+            tracing::warn!(%digest, error = %e, "could not remove a re-encrypted blob's plaintext copy");
+        }
+        Ok(true)
+    }
+}

@@ -345,45 +345,53 @@ impl Server {
         c
     }
 
-    /// Every blob the deployment's storage holds: digest → (size, age).
+    /// Every blob the deployment's storage holds, sealed or (from before
+    /// encryption) plaintext: digest → (stored size, age).
     pub fn stored_blobs(&self) -> std::collections::BTreeMap<String, (u64, Duration)> {
         let mut out = std::collections::BTreeMap::new();
         let now = std::time::SystemTime::now();
         match &self.deployment.s3_prefix {
             None => {
-                let root = self.data_dir.join("storage/blobs");
-                for alg in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-                    let alg_name = alg.file_name().to_string_lossy().to_string();
-                    for shard in std::fs::read_dir(alg.path())
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                    {
-                        for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
-                            let m = f.metadata().unwrap();
-                            let age = now
-                                .duration_since(m.modified().unwrap())
-                                .unwrap_or_default();
-                            let name = format!("{alg_name}:{}", f.file_name().to_string_lossy());
-                            out.insert(name, (m.len(), age));
+                for root in ["storage/sealed/blobs", "storage/blobs"] {
+                    let root = self.data_dir.join(root);
+                    for alg in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                        let alg_name = alg.file_name().to_string_lossy().to_string();
+                        for shard in std::fs::read_dir(alg.path())
+                            .into_iter()
+                            .flatten()
+                            .flatten()
+                        {
+                            for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
+                                let m = f.metadata().unwrap();
+                                let age = now
+                                    .duration_since(m.modified().unwrap())
+                                    .unwrap_or_default();
+                                let name =
+                                    format!("{alg_name}:{}", f.file_name().to_string_lossy());
+                                out.insert(name, (m.len(), age));
+                            }
                         }
                     }
                 }
             }
             Some(prefix) => {
-                let s3 = self.deployment.s3();
-                let dir = format!("{prefix}/blobs/");
-                let listed = block_on(async move { s3.list(&dir).await.unwrap() });
-                let now_ms = now
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis() as i64;
-                for o in listed {
-                    // {prefix}/blobs/{alg}/{shard}/{hex}
-                    let parts: Vec<&str> = o.key.rsplitn(4, '/').collect();
-                    let name = format!("{}:{}", parts[2], parts[0]);
-                    let age = Duration::from_millis((now_ms - o.modified_ms).max(0) as u64);
-                    out.insert(name, (o.size, age));
+                for dir in [
+                    format!("{prefix}/sealed/blobs/"),
+                    format!("{prefix}/blobs/"),
+                ] {
+                    let s3 = self.deployment.s3();
+                    let listed = block_on(async move { s3.list(&dir).await.unwrap() });
+                    let now_ms = now
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis() as i64;
+                    for o in listed {
+                        // .../blobs/{alg}/{shard}/{hex}
+                        let parts: Vec<&str> = o.key.rsplitn(4, '/').collect();
+                        let name = format!("{}:{}", parts[2], parts[0]);
+                        let age = Duration::from_millis((now_ms - o.modified_ms).max(0) as u64);
+                        out.insert(name, (o.size, age));
+                    }
                 }
             }
         }
@@ -391,60 +399,173 @@ impl Server {
     }
 
     /// How many uploads have something staged in the storage (files, or S3
-    /// objects and multipart uploads under `uploads/`).
+    /// objects and multipart uploads under `uploads/`), sealed or plaintext.
     pub fn staged_uploads(&self) -> usize {
         match &self.deployment.s3_prefix {
-            None => std::fs::read_dir(self.data_dir.join("storage/uploads"))
-                .map(|d| d.count())
-                .unwrap_or(0),
-            Some(prefix) => {
-                let s3 = self.deployment.s3();
-                let dir = format!("{prefix}/uploads/");
-                block_on(async move {
-                    let mut ids = std::collections::BTreeSet::new();
-                    for o in s3.list(&dir).await.unwrap() {
-                        ids.insert(
-                            o.key
-                                .trim_start_matches(&dir)
-                                .split('/')
-                                .next()
-                                .unwrap()
-                                .to_string(),
-                        );
-                    }
-                    for (key, _, _) in s3.list_multipart_uploads(&dir).await.unwrap() {
-                        ids.insert(
-                            key.trim_start_matches(&dir)
-                                .split('/')
-                                .next()
-                                .unwrap()
-                                .to_string(),
-                        );
-                    }
-                    ids.len()
+            None => ["storage/sealed/uploads", "storage/uploads"]
+                .iter()
+                .map(|d| {
+                    std::fs::read_dir(self.data_dir.join(d))
+                        .map(|d| d.count())
+                        .unwrap_or(0)
                 })
+                .sum(),
+            Some(prefix) => {
+                let mut ids = std::collections::BTreeSet::new();
+                for dir in [
+                    format!("{prefix}/sealed/uploads/"),
+                    format!("{prefix}/uploads/"),
+                ] {
+                    let s3 = self.deployment.s3();
+                    let found = block_on(async move {
+                        let mut found = Vec::new();
+                        for o in s3.list(&dir).await.unwrap() {
+                            found.push(
+                                o.key
+                                    .trim_start_matches(&dir)
+                                    .split('/')
+                                    .next()
+                                    .unwrap()
+                                    .to_string(),
+                            );
+                        }
+                        for (key, _, _) in s3.list_multipart_uploads(&dir).await.unwrap() {
+                            found.push(
+                                key.trim_start_matches(&dir)
+                                    .split('/')
+                                    .next()
+                                    .unwrap()
+                                    .to_string(),
+                            );
+                        }
+                        found
+                    });
+                    ids.extend(found);
+                }
+                ids.len()
             }
         }
     }
 
-    /// The stored bytes of blob `digest`, straight from the storage.
+    /// The stored bytes of blob `digest`, straight from the storage: sealed
+    /// (ciphertext), or plaintext for a blob from before encryption.
     pub fn stored_blob(&self, digest: &str) -> Option<Vec<u8>> {
         let (alg, hex) = digest.split_once(':').unwrap();
         match &self.deployment.s3_prefix {
-            None => std::fs::read(
-                self.data_dir
-                    .join("storage/blobs")
-                    .join(alg)
-                    .join(&hex[..2])
-                    .join(hex),
-            )
-            .ok(),
-            Some(prefix) => {
-                let s3 = self.deployment.s3();
-                let key = format!("{prefix}/blobs/{alg}/{}/{hex}", &hex[..2]);
-                block_on(async move { s3.get_bytes(&key).await.ok().map(|b| b.to_vec()) })
-            }
+            None => ["storage/sealed/blobs", "storage/blobs"]
+                .iter()
+                .find_map(|root| {
+                    std::fs::read(self.data_dir.join(root).join(alg).join(&hex[..2]).join(hex)).ok()
+                }),
+            Some(prefix) => [format!("{prefix}/sealed/blobs"), format!("{prefix}/blobs")]
+                .into_iter()
+                .find_map(|dir| {
+                    let s3 = self.deployment.s3();
+                    let key = format!("{dir}/{alg}/{}/{hex}", &hex[..2]);
+                    block_on(async move { s3.get_bytes(&key).await.ok().map(|b| b.to_vec()) })
+                }),
         }
+    }
+
+    /// Where blob `digest` is stored: the sealed store's path or key.
+    pub fn sealed_blob_location(&self, digest: &str) -> String {
+        let (alg, hex) = digest.split_once(':').unwrap();
+        match &self.deployment.s3_prefix {
+            None => self
+                .data_dir
+                .join("storage/sealed/blobs")
+                .join(alg)
+                .join(&hex[..2])
+                .join(hex)
+                .display()
+                .to_string(),
+            Some(prefix) => format!("{prefix}/sealed/blobs/{alg}/{}/{hex}", &hex[..2]),
+        }
+    }
+
+    /// Blob `digest` as someone holding the data directory, the database
+    /// and the master key could read it: the stored bytes opened with the
+    /// data key its wraps give (plaintext blobs as they are). `None` when
+    /// it is not stored, or stored without a recorded data key (a copy
+    /// published by a node that died before recording it: invisible, and
+    /// garbage for GC).
+    pub fn open_stored_blob(&self, digest: &str) -> Option<Vec<u8>> {
+        let raw = self.stored_blob(digest)?;
+        let legacy = {
+            let (alg, hex) = digest.split_once(':').unwrap();
+            match &self.deployment.s3_prefix {
+                None => std::fs::read(
+                    self.data_dir
+                        .join("storage/blobs")
+                        .join(alg)
+                        .join(&hex[..2])
+                        .join(hex),
+                )
+                .ok(),
+                Some(prefix) => {
+                    let s3 = self.deployment.s3();
+                    let key = format!("{prefix}/blobs/{alg}/{}/{hex}", &hex[..2]);
+                    block_on(async move { s3.get_bytes(&key).await.ok().map(|b| b.to_vec()) })
+                }
+            }
+        };
+        let url = match self
+            .deployment
+            .args
+            .iter()
+            .position(|a| a == "--database-url")
+        {
+            Some(i) => self.deployment.args[i + 1].clone(),
+            None => format!(
+                "sqlite://{}?mode=ro",
+                self.data_dir.join("metadata.db").display()
+            ),
+        };
+        let master_env = self
+            .deployment
+            .env
+            .iter()
+            .find(|(k, _)| k == "BERTH_MASTER_KEY")
+            .map(|(_, v)| v.clone());
+        let data_dir = self.data_dir.clone();
+        let d: berth::digest::Digest = digest.parse().unwrap();
+        block_on(async move {
+            let meta = berth::metadata::MetadataStore::connect(&url).await.unwrap();
+            let sealing = meta.blob_sealing(&d).await.unwrap()?;
+            if !sealing.sealed {
+                return legacy;
+            }
+            let master =
+                berth::secrets::MasterKey::load(None, master_env.as_deref(), &data_dir).unwrap();
+            let ring = berth::kms::KeyRing::new(meta, master, "us-east-1");
+            let ctx = format!("blob:{d}");
+            let mut dek = None;
+            for (k, w) in &sealing.wraps {
+                if let Ok(k) = ring.unwrap(&berth::kms::KeyRef::parse(k), w, &ctx).await {
+                    dek = Some(k);
+                    break;
+                }
+            }
+            let dek = dek?;
+            let n = berth::storage::sealed::plain_len(raw.len() as u64)?;
+            let raw = bytes::Bytes::from(raw);
+            let stream = berth::storage::sealed::open_range(n, None, dek.bytes(), |r| async move {
+                let part = raw.slice(r.first as usize..=r.last as usize);
+                Ok::<berth::storage::ByteStream, berth::storage::StorageError>(Box::pin(
+                    futures_util::stream::once(async move { Ok(part) }),
+                ))
+            })
+            .await
+            .ok()?;
+            use futures_util::TryStreamExt;
+            stream
+                .try_fold(Vec::new(), |mut v, b| async move {
+                    v.extend_from_slice(&b);
+                    Ok(v)
+                })
+                .await
+                .ok()
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
