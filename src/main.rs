@@ -57,6 +57,13 @@ enum Command {
         #[command(subcommand)]
         command: berth::maintenance::VulndbCommand,
     },
+    /// Encryption at rest: progress of re-encrypting an older data directory; do it now.
+    Encryption {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: berth::maintenance::EncryptionCommand,
+    },
     /// Image inventories: export one as a CycloneDX SBOM.
     Scan {
         #[command(flatten)]
@@ -293,6 +300,10 @@ fn main() -> anyhow::Result<()> {
         Command::Vulndb { store, command } => {
             let config = store.resolve(Overrides::default())?;
             current_thread()?.block_on(berth::maintenance::vulndb(&config, command))
+        }
+        Command::Encryption { store, command } => {
+            let config = store.resolve(Overrides::default())?;
+            current_thread()?.block_on(berth::maintenance::encryption(&config, command))
         }
         Command::Scan { store, command } => {
             let config = store.resolve(Overrides::default())?;

@@ -1,6 +1,7 @@
-//! `berth gc`, `berth lifecycle`, `berth jobs`, `berth vulndb` and `berth scan`:
-//! the operator's commands for garbage collection, lifecycle policies, the
-//! background job queue, the vulnerability database and image inventories. Like `berth iam`, they open the data
+//! `berth gc`, `berth lifecycle`, `berth jobs`, `berth vulndb`, `berth scan`
+//! and `berth encryption`: the operator's commands for garbage collection,
+//! lifecycle policies, the background job queue, the vulnerability database,
+//! image inventories and re-encryption of data from before encryption. Like `berth iam`, they open the data
 //! directory directly, so they run beside a live server (SQLite admits
 //! several processes; the GC protocol holds between processes as it does
 //! between nodes). Output is JSON on stdout.
@@ -81,6 +82,16 @@ pub enum VulndbCommand {
     /// Records per ecosystem and the newest modification time (what scans
     /// report as vulnerabilitySourceUpdatedAt).
     Status,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum EncryptionCommand {
+    /// How much is sealed and how much is still plaintext (from a data
+    /// directory older than encryption), as JSON.
+    Status,
+    /// Re-encrypt every plaintext blob and manifest now (the server also
+    /// does it in the background), then print the status.
+    Run,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -360,6 +371,32 @@ pub async fn vulndb(config: &Config, command: VulndbCommand) -> anyhow::Result<(
             );
         }
     }
+    Ok(())
+}
+
+pub async fn encryption(config: &Config, command: EncryptionCommand) -> anyhow::Result<()> {
+    let registry = open(config).await?;
+    let done = match command {
+        EncryptionCommand::Status => None,
+        EncryptionCommand::Run => Some(registry.reseal_legacy(u64::MAX).await?),
+    };
+    let p = registry.meta.sealing_progress().await?;
+    let total = p.sealed_bytes + p.plaintext_bytes;
+    let mut out = json!({
+        "sealedBlobs": p.sealed_blobs,
+        "sealedBytes": p.sealed_bytes,
+        "plaintextBlobs": p.plaintext_blobs,
+        "plaintextBytes": p.plaintext_bytes,
+        "plaintextManifests": p.plaintext_manifests,
+        "percentSealed": if total == 0 { 100.0 } else { (p.sealed_bytes as f64 * 1000.0 / total as f64).floor() / 10.0 },
+        "complete": p.plaintext_blobs == 0 && p.plaintext_manifests == 0,
+    });
+    if let Some(r) = done {
+        out["reencrypted"] = json!({
+            "blobs": r.blobs, "bytes": r.bytes, "manifests": r.manifests, "skipped": r.skipped,
+        });
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 

@@ -45,8 +45,12 @@ pub const RESCAN: &str = "rescan";
 /// an upload commits in a repository scanned on push).
 pub const SCAN_LAYER: &str = "scan-layer";
 
+/// Re-encrypt plaintext blobs and manifests of a data directory older than
+/// encryption (periodic; a no-op once everything is sealed).
+pub const RESEAL: &str = "reseal";
+
 /// Every kind a worker runs (the metrics' label values).
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 9] = [
     GC,
     LIFECYCLE,
     REAP_UPLOADS,
@@ -55,6 +59,7 @@ pub const KINDS: [&str; 8] = [
     SCAN_IMAGE,
     RESCAN,
     SCAN_LAYER,
+    RESEAL,
 ];
 
 /// The setting that pauses garbage collection on every node (`berth gc pause`).

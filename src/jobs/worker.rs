@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     GC, GC_PAUSED_SETTING, KINDS, LIFECYCLE, LIFECYCLE_PREVIEW, LayerOf, PreviewOf, PullRecord,
-    REAP_UPLOADS, RECORD_PULL, RESCAN, SCAN_IMAGE, SCAN_LAYER, ScanOf,
+    REAP_UPLOADS, RECORD_PULL, RESCAN, RESEAL, SCAN_IMAGE, SCAN_LAYER, ScanOf,
 };
 use crate::metadata::{JobRow, MetaError, Repo, now_millis};
 use crate::registry::Registry;
@@ -20,6 +20,10 @@ const RENEW_EVERY: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(500);
 /// Jobs one node runs at once (a long GC does not hold up a preview).
 const CONCURRENCY: usize = 3;
+/// How often plaintext content from before encryption is looked for.
+const RESEAL_EVERY: Duration = Duration::from_secs(60);
+/// Blobs one re-encryption run copies (the next run continues).
+const RESEAL_PER_RUN: u64 = 1000;
 /// One-shot jobs give up after this many attempts.
 const MAX_ATTEMPTS: i64 = 6;
 
@@ -145,7 +149,8 @@ impl Worker {
         meta.ensure_periodic_job(LIFECYCLE, ms(lifecycle_every))
             .await?;
         meta.ensure_periodic_job(REAP_UPLOADS, ms(self.schedule.reap_every))
-            .await
+            .await?;
+        meta.ensure_periodic_job(RESEAL, ms(RESEAL_EVERY)).await
     }
 
     /// Refresh the queue gauges.
@@ -343,6 +348,19 @@ impl Worker {
                     changed = r.changed,
                     "re-matched continuously scanned images"
                 );
+                Ok(())
+            }
+            RESEAL => {
+                let r = registry.reseal_legacy(RESEAL_PER_RUN).await?;
+                if r.blobs + r.manifests > 0 {
+                    tracing::info!(
+                        blobs = r.blobs,
+                        bytes = r.bytes,
+                        manifests = r.manifests,
+                        skipped = r.skipped,
+                        "re-encrypted content stored in plaintext by an older version"
+                    );
+                }
                 Ok(())
             }
             _ => Err(JobError::Invalid(format!(

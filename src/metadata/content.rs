@@ -800,7 +800,7 @@ impl MetadataStore {
         artifact_type: Option<&str>,
     ) -> Result<Vec<ReferrerRow>> {
         let rows = sqlx::query(
-            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
+            "SELECT digest, media_type, size, artifact_type, annotations, key_ref, wrapped_key FROM manifests \
              WHERE registry_id = $1 AND repository = $2 AND subject = $3 \
              AND ($4 = '' OR artifact_type = $4)",
         )
@@ -821,6 +821,10 @@ impl MetadataStore {
                     size: r.try_get(2)?,
                     artifact_type: r.try_get(3)?,
                     annotations: r.try_get(4)?,
+                    sealing: match (r.try_get::<Option<String>, _>(5)?, r.try_get(6)?) {
+                        (Some(k), Some(w)) => Some((k, w)),
+                        _ => None,
+                    },
                 })
             })
             .collect::<Result<_>>()?;

@@ -215,11 +215,12 @@ impl MetadataStore {
         repo: super::Repo<'_>,
         digest: &Digest,
         sealed: &[u8],
+        annotations: Option<&str>,
         key_ref: &str,
         wrapped: &[u8],
     ) -> Result<bool> {
         Ok(sqlx::query(
-            "UPDATE manifests SET content = $1, key_ref = $2, wrapped_key = $3 \
+            "UPDATE manifests SET content = $1, key_ref = $2, wrapped_key = $3, annotations = $7 \
              WHERE registry_id = $4 AND repository = $5 AND digest = $6 AND key_ref IS NULL",
         )
         .bind(sealed)
@@ -228,6 +229,7 @@ impl MetadataStore {
         .bind(repo.registry)
         .bind(repo.name)
         .bind(digest.as_str())
+        .bind(annotations)
         .execute(&self.pool)
         .await?
         .rows_affected()

@@ -200,7 +200,11 @@ pub struct ReferrerRow {
     pub media_type: String,
     pub size: i64,
     pub artifact_type: Option<String>,
+    /// As stored: sealed with the manifest's data key (`sealed:<hex>`) when
+    /// `sealing` is set; the registry opens it.
     pub annotations: Option<String>,
+    /// The key-encryption key and wrapped data key of the manifest.
+    pub sealing: Option<(String, Vec<u8>)>,
 }
 
 /// One image (manifest) with its tags, as DescribeImages shows it.
@@ -277,6 +281,10 @@ impl MetadataStore {
                     conn.execute("PRAGMA journal_mode = WAL").await?;
                     conn.execute("PRAGMA synchronous = FULL").await?;
                     conn.execute("PRAGMA busy_timeout = 30000").await?;
+                    // Deleted and overwritten rows are zeroed, not left in
+                    // free pages: content re-encrypted from an older data
+                    // directory leaves no plaintext behind in the file.
+                    conn.execute("PRAGMA secure_delete = ON").await?;
                     Ok(())
                 })
             });

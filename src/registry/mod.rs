@@ -16,7 +16,7 @@ pub mod uploads;
 use std::sync::Arc;
 
 use crate::digest::Digest;
-use crate::metadata::{ManifestRow, MetadataStore, NewManifest, PutManifestOutcome, ReferrerRow};
+use crate::metadata::{ManifestRow, MetadataStore, NewManifest, PutManifestOutcome};
 use crate::metrics::Metrics;
 use crate::reference::{Reference, RepoName};
 use crate::storage::{BlobStore, ByteStream, StorageError};
@@ -453,6 +453,10 @@ impl Registry {
         let ctx = sealing::manifest_context(repo.key(), &digest);
         let wrapped = self.kms.wrap(&key, &dek, &ctx).await?;
         let sealed = crate::secrets::seal_with(dek.bytes(), bytes, &ctx);
+        let sealed_annotations = parsed
+            .annotations
+            .as_deref()
+            .map(|a| sealing::seal_annotations(&dek, &ctx, a));
         let outcome = self
             .meta
             .put_manifest(&NewManifest {
@@ -462,7 +466,7 @@ impl Registry {
                 artifact_type: parsed.artifact_type.as_deref(),
                 config_media_type: parsed.config_media_type.as_deref(),
                 subject: parsed.subject.as_ref(),
-                annotations: parsed.annotations.as_deref(),
+                annotations: sealed_annotations.as_deref(),
                 content: &sealed,
                 sealing: Some((key.as_str(), &wrapped)),
                 blobs: &parsed.blobs,
@@ -615,18 +619,6 @@ impl Registry {
                 return Ok((names, false));
             }
         }
-    }
-
-    pub async fn referrers(
-        &self,
-        repo: &RepoId,
-        subject: &Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<ReferrerRow>> {
-        Ok(self
-            .meta
-            .referrers(repo.key(), subject, artifact_type)
-            .await?)
     }
 }
 

@@ -25,6 +25,27 @@ pub(super) fn manifest_context(repo: Repo<'_>, digest: &Digest) -> String {
     format!("manifest:{}/{}@{digest}", repo.registry, repo.name)
 }
 
+/// A manifest's annotations sealed with its data key, as stored.
+pub(super) fn seal_annotations(dek: &DataKey, ctx: &str, annotations: &str) -> String {
+    let sealed = crate::secrets::seal_with(
+        dek.bytes(),
+        annotations.as_bytes(),
+        &format!("{ctx}#annotations"),
+    );
+    format!("{SEALED_TEXT}{}", hex::encode(sealed))
+}
+
+/// How sealed annotations start.
+const SEALED_TEXT: &str = "sealed:";
+
+/// The annotations object of a manifest, as compact JSON.
+fn annotations_of(content: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(content).ok()?;
+    v.get("annotations")
+        .filter(|a| a.is_object())
+        .map(|a| a.to_string())
+}
+
 /// What an upload session's data key is bound to when wrapped.
 pub(super) fn upload_context(id: &str) -> String {
     format!("upload:{id}")
@@ -186,6 +207,49 @@ impl Registry {
             RegistryError::Integrity(format!("manifest {}", row.digest))
         })?;
         Ok(row)
+    }
+
+    /// The manifests of `repo` that refer to `subject`, their annotations opened.
+    pub async fn referrers(
+        &self,
+        repo: &RepoId,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<crate::metadata::ReferrerRow>> {
+        let mut rows = self
+            .meta
+            .referrers(repo.key(), subject, artifact_type)
+            .await?;
+        for r in &mut rows {
+            let (Some((key_ref, wrapped)), Some(text)) =
+                (r.sealing.take(), r.annotations.as_deref())
+            else {
+                continue;
+            };
+            let Some(hexed) = text.strip_prefix(SEALED_TEXT) else {
+                continue;
+            };
+            let digest: Digest = r
+                .digest
+                .parse()
+                .map_err(|_| RegistryError::Integrity(format!("referrer digest {:?}", r.digest)))?;
+            let ctx = manifest_context(repo.key(), &digest);
+            let dek = self
+                .kms
+                .unwrap(&KeyRef::parse(&key_ref), &wrapped, &ctx)
+                .await?;
+            let opened = hex::decode(hexed)
+                .ok()
+                .and_then(|b| {
+                    crate::secrets::open_with(dek.bytes(), &b, &format!("{ctx}#annotations")).ok()
+                })
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    RegistryError::Integrity(format!("annotations of manifest {digest}"))
+                })?;
+            r.annotations = Some(opened);
+        }
+        Ok(rows)
     }
 
     /// Manifest `digest` of `repo`, opened, if stored (for the services).
@@ -409,9 +473,18 @@ impl Registry {
                     Err(e) => return Err(e.into()),
                 };
                 let sealed = crate::secrets::seal_with(dek.bytes(), &content, &ctx);
+                let annotations =
+                    annotations_of(&content).map(|a| seal_annotations(&dek, &ctx, &a));
                 if self
                     .meta
-                    .seal_manifest(repo, &digest, &sealed, key.as_str(), &wrapped)
+                    .seal_manifest(
+                        repo,
+                        &digest,
+                        &sealed,
+                        annotations.as_deref(),
+                        key.as_str(),
+                        &wrapped,
+                    )
                     .await?
                 {
                     report.manifests += 1;

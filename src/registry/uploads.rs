@@ -22,6 +22,35 @@ use crate::kms::{DataKey, KeyRef};
 use crate::metadata::{BlobClaim, CreateUpload, UploadRow, WriterClaim, now_millis};
 use crate::storage::{Staged, StorageError, UploadWriter, sealed};
 
+/// What a session's running hash state is bound to when sealed (it holds
+/// the last bytes of an unfinished block in the clear).
+fn state_context(id: &str) -> String {
+    format!("upload-hash:{id}")
+}
+
+/// A session's hash state as stored: sealed under its data key.
+fn seal_state(id: &str, dek: Option<&DataKey>, hasher: &ResumableSha256) -> Vec<u8> {
+    match dek {
+        Some(k) => crate::secrets::seal_with(k.bytes(), &hasher.state(), &state_context(id)),
+        None => hasher.state(),
+    }
+}
+
+/// The running hash of `session`, from its stored (sealed) state.
+fn open_state(session: &UploadRow, dek: Option<&DataKey>) -> Result<ResumableSha256> {
+    let state = match dek {
+        Some(k) => crate::secrets::open_with(
+            k.bytes(),
+            &session.hash_state,
+            &state_context(&session.id),
+        )
+        .map_err(|_| RegistryError::Integrity(format!("upload {}: hash state", session.id)))?,
+        None => session.hash_state.clone(),
+    };
+    ResumableSha256::from_state(&state)
+        .ok_or_else(|| RegistryError::UploadInvalid("stored hash state is unreadable".into()))
+}
+
 /// Appends a chunk to an upload's staged bytes.
 enum ChunkWriter {
     Sealed(sealed::SealedWriter),
@@ -129,14 +158,11 @@ impl Registry {
         let row = self.writable_repository(repo).await?;
         let key = self.repository_key(&row).await?;
         let id = uuid::Uuid::new_v4().to_string();
-        let state = ResumableSha256::new().state();
+        let dek = DataKey::generate();
+        let state = seal_state(&id, Some(&dek), &ResumableSha256::new());
         let wrapped = self
             .kms
-            .wrap(
-                &key,
-                &DataKey::generate(),
-                &super::sealing::upload_context(&id),
-            )
+            .wrap(&key, &dek, &super::sealing::upload_context(&id))
             .await?;
         // Row first: if it cannot be written (quota, full database) nothing
         // else exists; if the staging file cannot be made, the row goes again.
@@ -226,17 +252,20 @@ impl Registry {
         {
             return Err(RegistryError::ChunkOutOfOrder { size: session.size });
         }
-        let mut hasher = ResumableSha256::from_state(&session.hash_state).ok_or_else(|| {
-            RegistryError::UploadInvalid("stored hash state is unreadable".into())
-        })?;
+        let key = self.session_key(&session).await?;
+        let dek = key.as_ref().map(|(_, d)| d);
+        let mut hasher = open_state(&session, dek)?;
         let mut lease = self.take_writer_lease(&session).await?;
-        let mut writer = self.chunk_writer(&session).await?.map_err(|e| match e {
-            StorageError::Full => RegistryError::StorageFull,
-            // Another request is appending: this chunk is out of order.
-            StorageError::Busy => RegistryError::ChunkOutOfOrder { size: session.size },
-            StorageError::Unavailable(m) => RegistryError::Unavailable(m),
-            other => RegistryError::UploadInvalid(format!("staged data unusable: {other}")),
-        })?;
+        let mut writer = self
+            .chunk_writer(&session, dek)
+            .await
+            .map_err(|e| match e {
+                StorageError::Full => RegistryError::StorageFull,
+                // Another request is appending: this chunk is out of order.
+                StorageError::Busy => RegistryError::ChunkOutOfOrder { size: session.size },
+                StorageError::Unavailable(m) => RegistryError::Unavailable(m),
+                other => RegistryError::UploadInvalid(format!("staged data unusable: {other}")),
+            })?;
         let mut received: u64 = 0;
         let mut body = std::pin::pin!(body);
         while let Some(chunk) = body.next().await {
@@ -271,7 +300,7 @@ impl Registry {
                 &lease.token,
                 session.size,
                 staged.size,
-                &hasher.state(),
+                &seal_state(id, dek, &hasher),
                 &staged.staging,
             )
             .await?;
@@ -295,44 +324,52 @@ impl Registry {
         }
         Ok(UploadRow {
             size: staged.size,
-            hash_state: hasher.state(),
+            hash_state: seal_state(id, dek, &hasher),
             staging: staged.staging,
             updated_at: now_millis(),
             ..session
         })
     }
 
+    /// The key-encryption key and data key of a sealed session (`None`: a
+    /// session opened before encryption). Fails when the repository's key
+    /// is unusable now.
+    async fn session_key(&self, session: &UploadRow) -> Result<Option<(KeyRef, DataKey)>> {
+        let Some((key_ref, wrapped)) = &session.sealing else {
+            return Ok(None);
+        };
+        let key = KeyRef::parse(key_ref);
+        let dek = self
+            .kms
+            .unwrap(&key, wrapped, &super::sealing::upload_context(&session.id))
+            .await?;
+        Ok(Some((key, dek)))
+    }
+
     /// The writer that appends to `session`'s staged bytes: sealing under
     /// the session's data key, or plaintext for a session opened before
-    /// encryption. The outer error is the key's; the inner the store's.
+    /// encryption.
     async fn chunk_writer(
         &self,
         session: &UploadRow,
-    ) -> Result<std::result::Result<ChunkWriter, StorageError>> {
-        let Some((key_ref, wrapped)) = &session.sealing else {
-            return Ok(self
+        dek: Option<&DataKey>,
+    ) -> std::result::Result<ChunkWriter, StorageError> {
+        match dek {
+            None => self
                 .legacy_blobs
                 .upload_writer(&session.id, session.size, &session.staging)
                 .await
-                .map(ChunkWriter::Plain));
-        };
-        let dek = self
-            .kms
-            .unwrap(
-                &KeyRef::parse(key_ref),
-                wrapped,
-                &super::sealing::upload_context(&session.id),
+                .map(ChunkWriter::Plain),
+            Some(dek) => sealed::upload_writer(
+                &*self.blobs,
+                &session.id,
+                session.size,
+                &session.staging,
+                dek.bytes(),
             )
-            .await?;
-        Ok(sealed::upload_writer(
-            &*self.blobs,
-            &session.id,
-            session.size,
-            &session.staging,
-            dek.bytes(),
-        )
-        .await
-        .map(ChunkWriter::Sealed))
+            .await
+            .map(ChunkWriter::Sealed),
+        }
     }
 
     /// The writer lease of `session`, waiting briefly for a request that is
@@ -376,31 +413,17 @@ impl Registry {
         // sessions a stale writer may have touched, are checked by the store
         // re-reading what it staged.
         let verify = digest.algorithm() != Algorithm::Sha256 || session.contended;
+        // The session's data key: if its repository's key was disabled
+        // since, the push fails here.
+        let sealing = self.session_key(&session).await?;
         if digest.algorithm() == Algorithm::Sha256 {
-            let actual = ResumableSha256::from_state(&session.hash_state)
-                .ok_or_else(|| {
-                    RegistryError::UploadInvalid("stored hash state is unreadable".into())
-                })?
-                .finish();
+            let actual = open_state(&session, sealing.as_ref().map(|(_, d)| d))?.finish();
             if &actual != digest {
                 return self.refuse_digest(repo, id, &actual, digest).await;
             }
         }
         // No chunk may be appended while the bytes are published.
         let mut lease = self.take_writer_lease(&session).await?;
-        // The session's data key: if its repository's key was disabled
-        // since, the push fails here.
-        let sealing = match &session.sealing {
-            Some((key_ref, wrapped)) => {
-                let key = KeyRef::parse(key_ref);
-                let dek = self
-                    .kms
-                    .unwrap(&key, wrapped, &super::sealing::upload_context(id))
-                    .await?;
-                Some((key, dek))
-            }
-            None => None,
-        };
         // Publish under the GC protocol (docs/gc.md): claim the digest first,
         // so a collector can neither be deleting these bytes while they are
         // published nor start to before the link below is committed.
