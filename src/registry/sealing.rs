@@ -51,6 +51,17 @@ pub(super) fn upload_context(id: &str) -> String {
     format!("upload:{id}")
 }
 
+/// A sealed upload ready to be published.
+#[derive(Clone, Copy)]
+pub(super) struct SealedUpload<'a> {
+    pub id: &'a str,
+    pub staging: &'a str,
+    /// Plaintext bytes staged.
+    pub size: u64,
+    pub key: &'a KeyRef,
+    pub dek: &'a DataKey,
+}
+
 impl From<KmsError> for RegistryError {
     fn from(e: KmsError) -> Self {
         match e {
@@ -282,14 +293,11 @@ impl Registry {
     /// With `verify`, a published copy is first read back and hashed.
     pub(super) async fn publish_sealed(
         &self,
-        id: &str,
-        staging: &str,
-        size: u64,
+        upload: &SealedUpload<'_>,
         digest: &Digest,
-        key: &KeyRef,
-        dek: &DataKey,
         verify: bool,
     ) -> Result<std::result::Result<(), Digest>> {
+        let SealedUpload { id, key, .. } = *upload;
         let ctx = blob_context(digest);
         for _ in 0..5 {
             let current = self.meta.blob_sealing(digest).await?.unwrap_or_default();
@@ -305,12 +313,10 @@ impl Registry {
                         // Every key that could open the stored copy was
                         // deleted: nobody can read it; ours replaces it.
                         Err(RegistryError::Kms(KmsError::Deleted(_)))
-                            if self.all_shredded(&current).await =>
+                            if self.all_shredded(digest, &current).await =>
                         {
                             if self
-                                .replace_with_staged(
-                                    id, staging, size, digest, key, dek, verify, &current,
-                                )
+                                .replace_with_staged(upload, digest, verify, &current)
                                 .await?
                             {
                                 return Ok(Ok(()));
@@ -326,7 +332,7 @@ impl Registry {
                 return Ok(Ok(()));
             }
             match self
-                .replace_with_staged(id, staging, size, digest, key, dek, verify, &current)
+                .replace_with_staged(upload, digest, verify, &current)
                 .await
             {
                 Ok(true) => return Ok(Ok(())),
@@ -345,9 +351,13 @@ impl Registry {
     }
 
     /// Whether every wrap of a sealed blob is under a deleted key.
-    async fn all_shredded(&self, sealing: &BlobSealing) -> bool {
+    async fn all_shredded(&self, digest: &Digest, sealing: &BlobSealing) -> bool {
         for (k, w) in &sealing.wraps {
-            match self.kms.unwrap(&KeyRef::parse(k), w, "").await {
+            match self
+                .kms
+                .unwrap(&KeyRef::parse(k), w, &blob_context(digest))
+                .await
+            {
                 Err(KmsError::Deleted(_)) => {}
                 _ => return false,
             }
@@ -357,18 +367,20 @@ impl Registry {
 
     /// Under the blob's row lock, and if its sealing is still `seen`, make
     /// the staged copy the blob. False when someone else changed it first.
-    #[allow(clippy::too_many_arguments)]
     async fn replace_with_staged(
         &self,
-        id: &str,
-        staging: &str,
-        size: u64,
+        upload: &SealedUpload<'_>,
         digest: &Digest,
-        key: &KeyRef,
-        dek: &DataKey,
         verify: bool,
         seen: &BlobSealing,
     ) -> Result<bool> {
+        let SealedUpload {
+            id,
+            staging,
+            size,
+            key,
+            dek,
+        } = *upload;
         let wrapped = self.kms.wrap(key, dek, &blob_context(digest)).await?;
         let publication = self.meta.begin_publication(digest).await?;
         if publication.current != *seen {

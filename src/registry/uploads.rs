@@ -53,7 +53,7 @@ fn open_state(session: &UploadRow, dek: Option<&DataKey>) -> Result<ResumableSha
 
 /// Appends a chunk to an upload's staged bytes.
 enum ChunkWriter {
-    Sealed(sealed::SealedWriter),
+    Sealed(Box<sealed::SealedWriter>),
     /// A session opened before encryption.
     Plain(Box<dyn UploadWriter>),
 }
@@ -368,7 +368,7 @@ impl Registry {
                 dek.bytes(),
             )
             .await
-            .map(ChunkWriter::Sealed),
+            .map(|w| ChunkWriter::Sealed(Box::new(w))),
         }
     }
 
@@ -430,8 +430,18 @@ impl Registry {
         self.claim_blob(digest, session.size).await?;
         let published = match &sealing {
             Some((key, dek)) => {
-                self.publish_sealed(id, &session.staging, session.size, digest, key, dek, verify)
-                    .await?
+                self.publish_sealed(
+                    &super::sealing::SealedUpload {
+                        id,
+                        staging: &session.staging,
+                        size: session.size,
+                        key,
+                        dek,
+                    },
+                    digest,
+                    verify,
+                )
+                .await?
             }
             // A session opened before encryption: published as it was staged,
             // in plaintext (re-encrypted later like every older blob).

@@ -482,7 +482,7 @@ mod tests {
             .await
             .unwrap();
         let hex = d.hex();
-        let path = dir.path().join("blobs/sha256").join(&hex[..2]).join(&hex);
+        let path = dir.path().join("blobs/sha256").join(&hex[..2]).join(hex);
         let original = std::fs::read(&path).unwrap();
         // A flipped byte in each segment; a swapped pair of segments; a
         // truncation at a segment edge.
