@@ -169,16 +169,7 @@ impl MetadataStore {
             let Ok(d) = digest.parse::<Digest>() else {
                 continue;
             };
-            let holders = sqlx::query(
-                "SELECT registry_id, repository FROM repository_blobs WHERE digest = $1 \
-                 ORDER BY registry_id, repository",
-            )
-            .bind(&digest)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<Vec<_>>>()?;
+            let holders = self.blob_holders(&d).await?;
             out.push((d, size, holders));
         }
         Ok(out)
