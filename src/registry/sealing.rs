@@ -310,11 +310,13 @@ impl Registry {
                                 .add_blob_wrap(digest, key.as_str(), &wrapped)
                                 .await?;
                         }
-                        // Every key that could open the stored copy was
-                        // deleted: nobody can read it; ours replaces it.
-                        Err(RegistryError::Kms(KmsError::Deleted(_)))
-                            if self.all_shredded(digest, &current).await =>
-                        {
+                        // No key that could open the stored copy is usable
+                        // (disabled, pending deletion, deleted): the staged
+                        // copy replaces it, wrapped for this key alone. The
+                        // other repositories lose nothing: each re-wraps this
+                        // copy's key for itself on its next read, which needs
+                        // its own key to be usable, as before.
+                        Err(RegistryError::Kms(e)) if e.is_key_state() => {
                             if self
                                 .replace_with_staged(upload, digest, verify, &current)
                                 .await?
@@ -348,21 +350,6 @@ impl Registry {
         Err(RegistryError::Unavailable(format!(
             "{digest} is being published by another upload; retry shortly"
         )))
-    }
-
-    /// Whether every wrap of a sealed blob is under a deleted key.
-    async fn all_shredded(&self, digest: &Digest, sealing: &BlobSealing) -> bool {
-        for (k, w) in &sealing.wraps {
-            match self
-                .kms
-                .unwrap(&KeyRef::parse(k), w, &blob_context(digest))
-                .await
-            {
-                Err(KmsError::Deleted(_)) => {}
-                _ => return false,
-            }
-        }
-        true
     }
 
     /// Under the blob's row lock, and if its sealing is still `seen`, make

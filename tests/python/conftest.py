@@ -152,7 +152,11 @@ class Berth:
         directory, or an object under the S3 prefix)."""
         alg, hex_ = digest.split(":", 1)
         if self.s3_prefix is None:
-            return (Path(self.data_dir) / "storage" / "blobs" / alg / hex_[:2] / hex_).is_file()
+            # Sealed blobs, or plaintext ones of a data directory older than encryption.
+            return any(
+                (Path(self.data_dir) / "storage" / *sub / alg / hex_[:2] / hex_).is_file()
+                for sub in (("sealed", "blobs"), ("blobs",))
+            )
         s3 = boto3.session.Session().client(
             "s3",
             region_name="us-east-1",
@@ -161,14 +165,15 @@ class Berth:
             aws_secret_access_key=need_service("BERTH_TEST_S3_SECRET_KEY"),
             config=Config(s3={"addressing_style": "path"}),
         )
-        key = f"{self.s3_prefix}/blobs/{alg}/{hex_[:2]}/{hex_}"
-        try:
-            s3.head_object(Bucket=need_service("BERTH_TEST_S3_BUCKET"), Key=key)
-            return True
-        except s3.exceptions.ClientError as e:
-            if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        for sub in ("sealed/blobs", "blobs"):
+            key = f"{self.s3_prefix}/{sub}/{alg}/{hex_[:2]}/{hex_}"
+            try:
+                s3.head_object(Bucket=need_service("BERTH_TEST_S3_BUCKET"), Key=key)
+                return True
+            except s3.exceptions.ClientError as e:
+                if e.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+        return False
 
     # ---- clients -----------------------------------------------------------
 
