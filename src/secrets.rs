@@ -16,23 +16,20 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use anyhow::{Context, bail};
 
-/// Fill `buf` from the operating system's random source.
-pub fn random_bytes(buf: &mut [u8]) {
-    getrandom::fill(buf).expect("the operating system's random source failed");
-}
+pub use berth_seal::random_bytes;
 
 /// What [`seal_with`] adds to a value: the nonce and the tag.
-pub const SEAL_OVERHEAD: usize = 12 + 16;
+pub const SEAL_OVERHEAD: usize = berth_seal::NONCE + berth_seal::TAG;
 
 /// Seal `plaintext` with AES-256-GCM under `key` (random nonce first), with
 /// `context` bound as associated data.
 pub fn seal_with(key: &[u8; 32], plaintext: &[u8], context: &str) -> Vec<u8> {
-    MasterKey::from_bytes(key).seal(plaintext, context)
+    berth_seal::seal(key, plaintext, context)
 }
 
 /// Open what [`seal_with`] sealed under `key` for `context`.
 pub fn open_with(key: &[u8; 32], sealed: &[u8], context: &str) -> Result<Vec<u8>, UnsealError> {
-    MasterKey::from_bytes(key).unseal(sealed, context)
+    berth_seal::open(key, sealed, context).map_err(|_| UnsealError)
 }
 
 /// The key that seals every stored secret. Never printed.

@@ -579,7 +579,11 @@ async fn background_jobs_are_shared_and_gc_pauses_everywhere() {
         .collect();
     let mut sorted = kinds.clone();
     sorted.sort();
-    assert_eq!(sorted, ["gc", "lifecycle", "reap-uploads"], "{jobs}");
+    assert_eq!(
+        sorted,
+        ["gc", "lifecycle", "reap-uploads", "reseal"],
+        "{jobs}"
+    );
     let gc = jobs
         .as_array()
         .unwrap()

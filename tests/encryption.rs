@@ -293,6 +293,20 @@ async fn plaintext_data_dir_is_served_then_reencrypted() {
         );
         serde_json::from_slice(&out.stdout).unwrap()
     };
+    // Before the new version has run: all of it is plaintext.
+    let offline = |cmd: &str| -> Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["encryption", cmd, "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let before = offline("status");
+    assert_eq!(before["complete"], false, "{before}");
+    assert_eq!(before["plaintextBlobs"], 3, "{before}");
+    assert_eq!(before["plaintextManifests"], 1, "{before}");
     let mut s = Server::start_on(&data_dir, &[]);
     let c = client();
     let pull_all = |s: &Server| {
@@ -334,8 +348,6 @@ async fn plaintext_data_dir_is_served_then_reencrypted() {
     pull_all(&s).await;
     // The background job, or `berth encryption run`, re-encrypts it all.
     s.terminate();
-    let before = status(&s, "status");
-    assert_eq!(before["complete"], false, "{before}");
     let done = status(&s, "run");
     assert_eq!(done["complete"], true, "{done}");
     assert_eq!(done["plaintextBlobs"], 0, "{done}");

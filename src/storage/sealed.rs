@@ -24,8 +24,6 @@
 
 use std::io;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
@@ -33,10 +31,8 @@ use super::{BlobStore, ByteRange, ByteStream, Staged, StorageError, UploadWriter
 
 /// Size of a full segment on disk.
 pub const SEGMENT: u64 = 64 << 10;
-const NONCE: usize = 12;
-const TAG: usize = 16;
-/// What sealing adds to each segment.
-pub const OVERHEAD: u64 = (NONCE + TAG) as u64;
+/// What sealing adds to each segment: its nonce and tag.
+pub const OVERHEAD: u64 = (berth_seal::NONCE + berth_seal::TAG) as u64;
 /// Plaintext bytes in a full segment.
 pub const SEGMENT_PLAIN: u64 = SEGMENT - OVERHEAD;
 
@@ -63,25 +59,14 @@ fn integrity(index: u64) -> io::Error {
     )
 }
 
-fn aad(index: u64, last: bool) -> [u8; 17] {
-    let mut a = [0u8; 17];
-    a[..8].copy_from_slice(b"berthseg");
-    a[8..16].copy_from_slice(&index.to_be_bytes());
-    a[16] = last as u8;
-    a
-}
-
-/// Seals and opens the segments of one object.
+/// Seals and opens the segments of one object (the cipher itself is
+/// `berth_seal`, compiled optimised in every profile).
 #[derive(Clone)]
-pub struct SegmentCipher {
-    cipher: Aes256Gcm,
-}
+pub struct SegmentCipher(berth_seal::SegmentCipher);
 
 impl SegmentCipher {
     pub fn new(key: &[u8; 32]) -> SegmentCipher {
-        SegmentCipher {
-            cipher: Aes256Gcm::new(key.into()),
-        }
+        SegmentCipher(berth_seal::SegmentCipher::new(key))
     }
 
     /// Seal segment `index` (`last`: the final, short one).
@@ -91,39 +76,13 @@ impl SegmentCipher {
         } else {
             plain.len() as u64 == SEGMENT_PLAIN
         });
-        let mut nonce = [0u8; NONCE];
-        crate::secrets::random_bytes(&mut nonce);
-        let ct = self
-            .cipher
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: plain,
-                    aad: &aad(index, last),
-                },
-            )
-            .expect("AES-GCM sealing cannot fail for in-memory data");
-        let mut out = BytesMut::with_capacity(NONCE + ct.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        out.freeze()
+        Bytes::from(self.0.seal(index, last, plain))
     }
 
     /// Open segment `index`, which must be final exactly when `last`.
     pub fn open(&self, index: u64, last: bool, sealed: &[u8]) -> io::Result<Vec<u8>> {
-        if sealed.len() < OVERHEAD as usize {
-            return Err(integrity(index));
-        }
-        let (nonce, ct) = sealed.split_at(NONCE);
-        let nonce: [u8; NONCE] = nonce.try_into().map_err(|_| integrity(index))?;
-        self.cipher
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: ct,
-                    aad: &aad(index, last),
-                },
-            )
+        self.0
+            .open(index, last, sealed)
             .map_err(|_| integrity(index))
     }
 }

@@ -154,7 +154,7 @@ class Berth:
         if self.s3_prefix is None:
             # Sealed blobs, or plaintext ones of a data directory older than encryption.
             return any(
-                (Path(self.data_dir) / "storage" / *sub / alg / hex_[:2] / hex_).is_file()
+                Path(self.data_dir).joinpath("storage", *sub, alg, hex_[:2], hex_).is_file()
                 for sub in (("sealed", "blobs"), ("blobs",))
             )
         s3 = boto3.session.Session().client(
