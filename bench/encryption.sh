@@ -11,6 +11,7 @@
 #   BLOB_MIB=512           size of the pushed / pulled blob (multiple of 16)
 #   RANGES=400             random 1 MiB range reads per run
 #   PLAIN_BIN=...          a pre-built berth without encryption (skips the build)
+#   CARGO_TARGET_DIR       where both release builds go (default target/)
 #   PEER_BIN=/usr/bin/docker-registry
 #
 # Measures push (one PUT, and 16 PATCH chunks), pull, and range reads (each a
@@ -31,13 +32,14 @@ die() { log "$*"; exit 1; }
 [ -x "$PEER_BIN" ] || die "missing $PEER_BIN (apt-get install docker-registry)"
 for t in curl python3 sha256sum; do command -v $t >/dev/null || die "missing $t"; done
 
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 (cd "$ROOT" && cargo build --release --bin berth) >&2 || die "build failed"
-BERTH_BIN=$ROOT/target/release/berth
+BERTH_BIN=$TARGET/release/berth
 if [ -z "${PLAIN_BIN:-}" ]; then
-    PLAIN_SRC=$ROOT/target/bench-plain-src
+    PLAIN_SRC=$TARGET/bench-plain-src
     [ -d "$PLAIN_SRC" ] || git -C "$ROOT" worktree add --detach "$PLAIN_SRC" 2753090 >&2 || die "worktree"
-    (cd "$PLAIN_SRC" && CARGO_TARGET_DIR=$ROOT/target/bench-plain cargo build --release --bin berth) >&2 || die "plain build failed"
-    PLAIN_BIN=$ROOT/target/bench-plain/release/berth
+    (cd "$PLAIN_SRC" && CARGO_TARGET_DIR=$TARGET/bench-plain cargo build --release --bin berth) >&2 || die "plain build failed"
+    PLAIN_BIN=$TARGET/bench-plain/release/berth
 fi
 
 TMP=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
