@@ -378,7 +378,12 @@ pub async fn encryption(config: &Config, command: EncryptionCommand) -> anyhow::
     let registry = open(config).await?;
     let done = match command {
         EncryptionCommand::Status => None,
-        EncryptionCommand::Run => Some(registry.reseal_legacy(u64::MAX).await?),
+        EncryptionCommand::Run => {
+            let r = registry.reseal_legacy(u64::MAX).await?;
+            let swept = registry.sweep_legacy_copies().await?;
+            registry.meta.checkpoint().await?;
+            Some((r, swept))
+        }
     };
     let p = registry.meta.sealing_progress().await?;
     let total = p.sealed_bytes + p.plaintext_bytes;
@@ -391,9 +396,10 @@ pub async fn encryption(config: &Config, command: EncryptionCommand) -> anyhow::
         "percentSealed": if total == 0 { 100.0 } else { (p.sealed_bytes as f64 * 1000.0 / total as f64).floor() / 10.0 },
         "complete": p.plaintext_blobs == 0 && p.plaintext_manifests == 0,
     });
-    if let Some(r) = done {
+    if let Some((r, swept)) = done {
         out["reencrypted"] = json!({
             "blobs": r.blobs, "bytes": r.bytes, "manifests": r.manifests, "skipped": r.skipped,
+            "plaintextCopiesRemoved": swept,
         });
     }
     println!("{}", serde_json::to_string_pretty(&out)?);

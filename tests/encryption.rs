@@ -300,7 +300,11 @@ async fn plaintext_data_dir_is_served_then_reencrypted() {
             .arg(&data_dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let before = offline("status");

@@ -141,6 +141,8 @@ async fn collect_inner(registry: &Registry, settings: &GcSettings) -> Result<GcR
         let shard = format!("{shard:02x}");
         let mut files = registry.blobs.list_blob_shard(&shard).await?;
         files.extend(registry.legacy_blobs.list_blob_shard(&shard).await?);
+        // (A plaintext copy of a blob sealed since has a row; `berth
+        // encryption run` and the re-encryption that sealed it remove it.)
         let old: Vec<_> = files
             .into_iter()
             .filter(|f| f.modified_ms < cutoff)

@@ -227,6 +227,18 @@ impl MetadataStore {
             > 0)
     }
 
+    /// Move what SQLite's write-ahead log holds into the database file (a
+    /// no-op on PostgreSQL): the pages that held plaintext rows before they
+    /// were re-encrypted are overwritten now, not at some later checkpoint.
+    pub async fn checkpoint(&self) -> Result<()> {
+        if self.dialect == super::Dialect::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Every (registry, repository) that holds `digest`.
     pub async fn blob_holders(&self, digest: &Digest) -> Result<Vec<(String, String)>> {
         sqlx::query(

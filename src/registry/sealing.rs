@@ -513,7 +513,33 @@ impl Registry {
                 }
             }
         }
+        if report.manifests + report.blobs > 0 {
+            self.meta.checkpoint().await?;
+        }
         Ok(report)
+    }
+
+    /// Remove plaintext copies of blobs that are sealed by now (a
+    /// re-encryption interrupted between recording the sealed copy and
+    /// deleting the old one leaves one behind). Returns how many.
+    pub async fn sweep_legacy_copies(&self) -> Result<u64> {
+        let mut removed = 0;
+        for shard in 0..=255u8 {
+            for f in self
+                .legacy_blobs
+                .list_blob_shard(&format!("{shard:02x}"))
+                .await?
+            {
+                let Ok(d) = f.name.parse::<Digest>() else {
+                    continue;
+                };
+                if self.meta.blob_sealing(&d).await?.is_some_and(|s| s.sealed) {
+                    self.legacy_blobs.delete(&d).await?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Copy one plaintext blob into the sealed store. False when it must
@@ -571,14 +597,14 @@ impl Registry {
                 Err(StorageError::NotFound) => return Ok(None),
                 Err(e) => return Err(RegistryError::from(e)),
             };
-            let mut w = sealed::upload_writer(&*self.blobs, &id, 0, "", dek.bytes()).await?;
+            let mut w = sealed::upload_writer(&*self.blobs, &id, 0, "", dek.bytes(), &[]).await?;
             let mut h = crate::digest::Hasher::new(digest.algorithm());
             while let Some(chunk) = src.next().await {
                 let chunk = chunk.map_err(|e| RegistryError::Storage(StorageError::Io(e)))?;
                 h.update(&chunk);
                 w.write(chunk).await?;
             }
-            let staged = w.finish().await?;
+            let (staged, _) = w.finish().await?;
             Ok(Some((h.finish(), staged)))
         }
         .await;

@@ -28,27 +28,56 @@ fn state_context(id: &str) -> String {
     format!("upload-hash:{id}")
 }
 
-/// A session's hash state as stored: sealed under its data key.
-fn seal_state(id: &str, dek: Option<&DataKey>, hasher: &ResumableSha256) -> Vec<u8> {
+/// A session's state as stored: for a sealed session, its running hash
+/// and the plaintext of its final (short) segment, sealed together under
+/// its data key (the final segment is rewritten by every chunk, so the row,
+/// not the store, is where the acknowledged one is kept).
+fn seal_state(id: &str, dek: Option<&DataKey>, hasher: &ResumableSha256, tail: &[u8]) -> Vec<u8> {
+    let state = hasher.state();
     match dek {
-        Some(k) => crate::secrets::seal_with(k.bytes(), &hasher.state(), &state_context(id)),
-        None => hasher.state(),
+        Some(k) => {
+            let mut plain = Vec::with_capacity(4 + state.len() + tail.len());
+            plain.extend_from_slice(&(state.len() as u32).to_be_bytes());
+            plain.extend_from_slice(&state);
+            plain.extend_from_slice(tail);
+            crate::secrets::seal_with(k.bytes(), &plain, &state_context(id))
+        }
+        None => state,
     }
 }
 
-/// The running hash of `session`, from its stored (sealed) state.
-fn open_state(session: &UploadRow, dek: Option<&DataKey>) -> Result<ResumableSha256> {
-    let state = match dek {
-        Some(k) => crate::secrets::open_with(
-            k.bytes(),
-            &session.hash_state,
-            &state_context(&session.id),
-        )
-        .map_err(|_| RegistryError::Integrity(format!("upload {}: hash state", session.id)))?,
-        None => session.hash_state.clone(),
+/// The running hash of `session` and the plaintext of its final segment
+/// (empty for a plaintext session), from its stored state.
+fn open_state(session: &UploadRow, dek: Option<&DataKey>) -> Result<(ResumableSha256, Bytes)> {
+    let unreadable = || RegistryError::UploadInvalid("stored hash state is unreadable".into());
+    let (state, tail) = match dek {
+        Some(k) => {
+            let plain = crate::secrets::open_with(
+                k.bytes(),
+                &session.hash_state,
+                &state_context(&session.id),
+            )
+            .map_err(|_| {
+                RegistryError::Integrity(format!("upload {}: session state", session.id))
+            })?;
+            let n = plain
+                .get(..4)
+                .map(|b| u32::from_be_bytes(b.try_into().unwrap_or_default()) as usize)
+                .ok_or_else(unreadable)?;
+            if plain.len() < 4 + n {
+                return Err(unreadable());
+            }
+            (
+                plain[4..4 + n].to_vec(),
+                Bytes::copy_from_slice(&plain[4 + n..]),
+            )
+        }
+        None => (session.hash_state.clone(), Bytes::new()),
     };
-    ResumableSha256::from_state(&state)
-        .ok_or_else(|| RegistryError::UploadInvalid("stored hash state is unreadable".into()))
+    Ok((
+        ResumableSha256::from_state(&state).ok_or_else(unreadable)?,
+        tail,
+    ))
 }
 
 /// Appends a chunk to an upload's staged bytes.
@@ -66,10 +95,11 @@ impl ChunkWriter {
         }
     }
 
-    async fn finish(self) -> std::result::Result<Staged, StorageError> {
+    /// What is staged now, and (sealed) the final segment's plaintext.
+    async fn finish(self) -> std::result::Result<(Staged, Bytes), StorageError> {
         match self {
             ChunkWriter::Sealed(w) => w.finish().await,
-            ChunkWriter::Plain(w) => w.finish().await,
+            ChunkWriter::Plain(w) => Ok((w.finish().await?, Bytes::new())),
         }
     }
 }
@@ -159,7 +189,7 @@ impl Registry {
         let key = self.repository_key(&row).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let dek = DataKey::generate();
-        let state = seal_state(&id, Some(&dek), &ResumableSha256::new());
+        let state = seal_state(&id, Some(&dek), &ResumableSha256::new(), &[]);
         let wrapped = self
             .kms
             .wrap(&key, &dek, &super::sealing::upload_context(&id))
@@ -254,10 +284,10 @@ impl Registry {
         }
         let key = self.session_key(&session).await?;
         let dek = key.as_ref().map(|(_, d)| d);
-        let mut hasher = open_state(&session, dek)?;
+        let (mut hasher, tail) = open_state(&session, dek)?;
         let mut lease = self.take_writer_lease(&session).await?;
         let mut writer = self
-            .chunk_writer(&session, dek)
+            .chunk_writer(&session, dek, &tail)
             .await
             .map_err(|e| match e {
                 StorageError::Full => RegistryError::StorageFull,
@@ -278,7 +308,7 @@ impl Registry {
             writer.write(chunk).await?;
             lease.keep(&self.meta, session.size).await?;
         }
-        let staged = writer.finish().await?;
+        let (staged, tail) = writer.finish().await?;
         self.metrics.bytes_in.inc_by(received);
         if staged.size != session.size + received {
             return Err(RegistryError::UploadInvalid(format!(
@@ -300,7 +330,7 @@ impl Registry {
                 &lease.token,
                 session.size,
                 staged.size,
-                &seal_state(id, dek, &hasher),
+                &seal_state(id, dek, &hasher, &tail),
                 &staged.staging,
             )
             .await?;
@@ -324,7 +354,7 @@ impl Registry {
         }
         Ok(UploadRow {
             size: staged.size,
-            hash_state: seal_state(id, dek, &hasher),
+            hash_state: seal_state(id, dek, &hasher, &tail),
             staging: staged.staging,
             updated_at: now_millis(),
             ..session
@@ -353,6 +383,7 @@ impl Registry {
         &self,
         session: &UploadRow,
         dek: Option<&DataKey>,
+        tail: &[u8],
     ) -> std::result::Result<ChunkWriter, StorageError> {
         match dek {
             None => self
@@ -366,6 +397,7 @@ impl Registry {
                 session.size,
                 &session.staging,
                 dek.bytes(),
+                tail,
             )
             .await
             .map(|w| ChunkWriter::Sealed(Box::new(w))),
@@ -416,14 +448,35 @@ impl Registry {
         // The session's data key: if its repository's key was disabled
         // since, the push fails here.
         let sealing = self.session_key(&session).await?;
+        let (hasher, tail) = open_state(&session, sealing.as_ref().map(|(_, d)| d))?;
         if digest.algorithm() == Algorithm::Sha256 {
-            let actual = open_state(&session, sealing.as_ref().map(|(_, d)| d))?.finish();
+            let actual = hasher.finish();
             if &actual != digest {
                 return self.refuse_digest(repo, id, &actual, digest).await;
             }
         }
         // No chunk may be appended while the bytes are published.
         let mut lease = self.take_writer_lease(&session).await?;
+        // A sealed session's final segment is written again from the row: a
+        // chunk that was interrupted after the last acknowledged one may have
+        // overwritten it in the store.
+        let staging = match &sealing {
+            Some((_, dek)) => {
+                let (staged, _) = self
+                    .chunk_writer(&session, Some(dek), &tail)
+                    .await?
+                    .finish()
+                    .await?;
+                if staged.size != session.size {
+                    return Err(RegistryError::UploadInvalid(format!(
+                        "staged {} bytes, the session records {}",
+                        staged.size, session.size
+                    )));
+                }
+                staged.staging
+            }
+            None => session.staging.clone(),
+        };
         // Publish under the GC protocol (docs/gc.md): claim the digest first,
         // so a collector can neither be deleting these bytes while they are
         // published nor start to before the link below is committed.
@@ -433,7 +486,7 @@ impl Registry {
                 self.publish_sealed(
                     &super::sealing::SealedUpload {
                         id,
-                        staging: &session.staging,
+                        staging: &staging,
                         size: session.size,
                         key,
                         dek,

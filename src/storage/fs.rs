@@ -199,22 +199,6 @@ impl BlobStore for FsBlobStore {
         Ok(read_stream(file, len))
     }
 
-    async fn read_upload(
-        &self,
-        upload_id: &str,
-        _staging: &str,
-        range: ByteRange,
-    ) -> Result<ByteStream, StorageError> {
-        let path = self.upload_path(upload_id);
-        let file = blocking(move || {
-            let mut f = File::open(path)?;
-            f.seek(SeekFrom::Start(range.first))?;
-            Ok(f)
-        })
-        .await?;
-        Ok(read_stream(file, Some(range.len())))
-    }
-
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
         match tokio::fs::remove_file(self.blob_path(digest)).await {
             Ok(()) => Ok(()),

@@ -137,16 +137,6 @@ pub trait BlobStore: Send + Sync + 'static {
         staging: &str,
     ) -> Result<Box<dyn UploadWriter>, StorageError>;
 
-    /// Bytes `range` of what upload `upload_id` has staged (`staging`); the
-    /// range lies after the last 64 KiB boundary of the staged bytes (the
-    /// final segment of a sealed object).
-    async fn read_upload(
-        &self,
-        upload_id: &str,
-        staging: &str,
-        range: ByteRange,
-    ) -> Result<ByteStream, StorageError>;
-
     /// The session moved from staging `old` to `new` (the chunk that produced
     /// `new` is acknowledged): the store may drop what only `old` needed.
     async fn upload_advanced(

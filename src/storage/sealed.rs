@@ -100,44 +100,31 @@ pub struct SealedWriter {
 }
 
 /// Open a sealing writer that appends to upload `upload_id` of `store`, which
-/// holds `plain` bytes described by `staging`, sealed under `key`: the final
-/// segment is read back, opened and rewritten with what comes next.
+/// holds `plain` bytes described by `staging`, sealed under `key`. `tail` is
+/// the plaintext of the final (short) segment of what is staged, as the
+/// caller recorded it with the acknowledged chunk: the final segment in the
+/// store is rewritten from it, so an interrupted chunk that overwrote it
+/// there (never acknowledged) loses nothing.
 pub async fn upload_writer(
     store: &dyn BlobStore,
     upload_id: &str,
     plain: u64,
     staging: &str,
     key: &[u8; 32],
+    tail: &[u8],
 ) -> Result<SealedWriter, StorageError> {
-    let cipher = SegmentCipher::new(key);
     let index = plain / SEGMENT_PLAIN;
-    let tail = plain % SEGMENT_PLAIN;
-    let mut pending = BytesMut::with_capacity(SEGMENT_PLAIN as usize);
-    if plain > 0 {
-        // The final segment of what is staged: read it back before the
-        // writer (which discards it) is opened.
-        let first = index * SEGMENT;
-        let range = ByteRange {
-            first,
-            last: first + tail + OVERHEAD - 1,
-        };
-        let mut s = store.read_upload(upload_id, staging, range).await?;
-        let mut sealed = Vec::with_capacity((tail + OVERHEAD) as usize);
-        while let Some(chunk) = s.next().await {
-            sealed.extend_from_slice(&chunk?);
-        }
-        let opened = cipher.open(index, true, &sealed)?;
-        if opened.len() as u64 != tail {
-            return Err(integrity(index).into());
-        }
-        pending.extend_from_slice(&opened);
+    if tail.len() as u64 != plain % SEGMENT_PLAIN {
+        return Err(integrity(index).into());
     }
+    let mut pending = BytesMut::with_capacity(SEGMENT_PLAIN as usize);
+    pending.extend_from_slice(tail);
     let inner = store
         .upload_writer(upload_id, index * SEGMENT, staging)
         .await?;
     Ok(SealedWriter {
         inner,
-        cipher,
+        cipher: SegmentCipher::new(key),
         index,
         pending,
     })
@@ -161,8 +148,9 @@ impl SealedWriter {
     }
 
     /// Seal the final segment and make everything durable; the staging
-    /// description, with the size in plaintext bytes.
-    pub async fn finish(mut self) -> Result<Staged, StorageError> {
+    /// description, with the size in plaintext bytes, and the final
+    /// segment's plaintext (to record with the chunk: see [`upload_writer`]).
+    pub async fn finish(mut self) -> Result<(Staged, Bytes), StorageError> {
         let last = self.cipher.seal(self.index, true, &self.pending);
         let plain = self.index * SEGMENT_PLAIN + self.pending.len() as u64;
         self.inner.write(last).await?;
@@ -174,10 +162,13 @@ impl SealedWriter {
                 sealed_len(plain)
             ))));
         }
-        Ok(Staged {
-            size: plain,
-            staging: staged.staging,
-        })
+        Ok((
+            Staged {
+                size: plain,
+                staging: staged.staging,
+            },
+            self.pending.freeze(),
+        ))
     }
 }
 
@@ -333,10 +324,14 @@ mod tests {
     async fn stage(store: &FsBlobStore, id: &str, key: &[u8; 32], chunks: &[&[u8]]) -> u64 {
         store.create_upload(id).await.unwrap();
         let mut size = 0;
+        let mut tail = Bytes::new();
         for c in chunks {
-            let mut w = upload_writer(store, id, size, "", key).await.unwrap();
+            let mut w = upload_writer(store, id, size, "", key, &tail)
+                .await
+                .unwrap();
             w.write(Bytes::copy_from_slice(c)).await.unwrap();
-            size = w.finish().await.unwrap().size;
+            let (staged, t) = w.finish().await.unwrap();
+            (size, tail) = (staged.size, t);
         }
         size
     }
@@ -404,6 +399,43 @@ mod tests {
         }
         // The wrong key: refused before anything is served.
         assert!(read(&store, &d, size, &[8u8; 32], None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_chunk_loses_nothing_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let key = [6u8; 32];
+        let data = plain_of(2 * SEGMENT_PLAIN as usize + 300);
+        let id = "00000000-0000-0000-0000-000000000031";
+        let size = stage(&store, id, &key, &[&data[..SEGMENT_PLAIN as usize + 100]]).await;
+        let tail = Bytes::copy_from_slice(&data[SEGMENT_PLAIN as usize..size as usize]);
+        // A chunk that rewrites the final segment and more, then is dropped
+        // (the client went away): never acknowledged.
+        let mut w = upload_writer(&store, id, size, "", &key, &tail)
+            .await
+            .unwrap();
+        w.write(Bytes::from(vec![0xEE; 200_000])).await.unwrap();
+        drop(w);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // The next chunk continues from what was acknowledged.
+        let mut w = upload_writer(&store, id, size, "", &key, &tail)
+            .await
+            .unwrap();
+        w.write(Bytes::copy_from_slice(&data[size as usize..]))
+            .await
+            .unwrap();
+        let (staged, _) = w.finish().await.unwrap();
+        assert_eq!(staged.size, data.len() as u64);
+        let d = crate::digest::Digest::sha256_of(&data);
+        store
+            .commit_upload(id, sealed_len(staged.size), "", &d, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            read(&store, &d, staged.size, &key, None).await.unwrap(),
+            data
+        );
     }
 
     #[tokio::test]

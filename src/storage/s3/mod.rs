@@ -472,28 +472,6 @@ impl BlobStore for S3BlobStore {
         }))
     }
 
-    async fn read_upload(
-        &self,
-        upload_id: &str,
-        staging: &str,
-        range: ByteRange,
-    ) -> Result<ByteStream, StorageError> {
-        let staging = Staging::parse(staging)?;
-        let tail_size = staging.tail.as_ref().map_or(0, |t| t.1);
-        let in_parts = staging.size() - tail_size;
-        let Some((name, _)) = staging.tail.as_ref().filter(|_| range.first >= in_parts) else {
-            return Err(StorageError::Io(io::Error::other(
-                "only the bytes after an upload's last part can be read back",
-            )));
-        };
-        let key = format!("{}{name}", self.upload_dir(upload_id));
-        let s = self
-            .s3
-            .get_object(&key, Some((range.first - in_parts, range.last - in_parts)))
-            .await?;
-        Ok(Box::pin(s))
-    }
-
     async fn upload_advanced(
         &self,
         upload_id: &str,

@@ -180,7 +180,7 @@ async fn abort_removes_parts_and_tails() {
 }
 
 /// The sealed format on S3: chunks that end mid-segment (the final segment
-/// is read back from the tail and rewritten) and that cross part boundaries
+/// is rewritten from the tail the caller recorded) and that cross part boundaries
 /// (parts hold whole 64 KiB segments), then range reads at segment edges.
 #[tokio::test]
 async fn sealed_uploads_rewrite_only_the_tail() {
@@ -199,14 +199,16 @@ async fn sealed_uploads_rewrite_only_the_tail() {
         all.len(),
     ];
     let mut at = empty();
+    let mut tail = Bytes::new();
     for w in cuts.windows(2) {
-        let mut wr = sealed::upload_writer(&s, &id, at.size, &at.staging, &key)
+        let mut wr = sealed::upload_writer(&s, &id, at.size, &at.staging, &key, &tail)
             .await
             .unwrap();
         wr.write(Bytes::copy_from_slice(&all[w[0]..w[1]]))
             .await
             .unwrap();
-        let next = wr.finish().await.unwrap();
+        let (next, t) = wr.finish().await.unwrap();
+        tail = t;
         s.upload_advanced(&id, &at.staging, &next.staging)
             .await
             .unwrap();
