@@ -257,7 +257,10 @@ fn unauthorized(state: &AppState, parts: &Parts, message: &str) -> OciError {
     );
     OciError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message).with_header(
         header::WWW_AUTHENTICATE,
-        format!("Basic realm=\"https://{host}/\",service=\"ecr.amazonaws.com\""),
+        format!(
+            "Basic realm=\"{}://{host}/\",service=\"ecr.amazonaws.com\"",
+            crate::http::scheme(parts).as_str()
+        ),
     )
 }
 

@@ -21,6 +21,12 @@
 //!   is not asked for the next one within `send_timeout` is dropped, which
 //!   resets the stream (`RST_STREAM`) and closes what the body held open.
 //! - Request bodies and the keep-alive rules are in [`super::conn`].
+//! - With TLS (`tls_cert`), the handshake runs in the connection's task,
+//!   after it was admitted: it holds a slot like any connection, is idle
+//!   (evictable) while it lasts, and is abandoned at `idle_timeout` from
+//!   the accept, so a client that connects and sends nothing, or stalls
+//!   mid-handshake, costs no more than one that never sends its headers.
+//!   A failed handshake is counted (`berth_tls_handshakes_failed_total`).
 //! - Shutdown: stop accepting, let requests in flight finish for
 //!   `shutdown_timeout`, then drop what is left.
 
@@ -250,6 +256,8 @@ pub struct ListenerContext {
     pub trusted: Arc<TrustedProxies>,
     pub metrics: Arc<Metrics>,
     pub table: Arc<ConnTable>,
+    /// Handshakes with the current certificate, when serving HTTPS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Accept and serve connections until `shutdown` completes, then drain.
@@ -338,11 +346,57 @@ async fn serve_connection(
 ) {
     let _entry = ctx.table.entry(info.id);
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(StallGuard::new(stream, ctx.limits.send_timeout));
+    let guarded = StallGuard::new(stream, ctx.limits.send_timeout);
+    let Some(acceptor) = &ctx.tls else {
+        return serve_http(guarded, false, peer, &info, ctx, builder, stop).await;
+    };
+    // The handshake: bounded by the idle timeout counted from the accept
+    // (the connection has had no request yet), by eviction and by shutdown.
+    let tls = tokio::select! {
+        r = acceptor.accept(guarded) => match r {
+            Ok(tls) => tls,
+            Err(e) => {
+                ctx.metrics.tls_handshakes_failed.inc();
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        },
+        _ = idle_expired(&info, ctx.limits.idle_timeout) => {
+            ctx.metrics.tls_handshakes_failed.inc();
+            ctx.metrics.connections_idle_closed.inc();
+            tracing::debug!(%peer, "TLS handshake not finished within the idle timeout");
+            return;
+        }
+        _ = info.evicted.cancelled() => {
+            ctx.metrics.tls_handshakes_failed.inc();
+            ctx.metrics.connections_evicted.inc();
+            return;
+        }
+        _ = stop.cancelled() => return,
+    };
+    serve_http(tls, true, peer, &info, ctx, builder, stop).await;
+}
+
+/// Serve HTTP/1.1 or HTTP/2 on an established connection (plain, or TLS
+/// after its handshake) until it ends, is idle too long, is evicted, or the
+/// server shuts down.
+async fn serve_http<I>(
+    io: I,
+    tls: bool,
+    peer: SocketAddr,
+    info: &Arc<ConnInfo>,
+    ctx: &ListenerContext,
+    builder: &auto::Builder<StreamExecutor>,
+    stop: &CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let service = ConnService::new(
         ctx.router.clone(),
         info.clone(),
         peer,
+        tls,
         ctx.trusted.clone(),
         ctx.limits.body_timeout,
     );
@@ -369,7 +423,7 @@ async fn serve_connection(
                 }
                 closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
             }
-            _ = idle_expired(&info, ctx.limits.idle_timeout), if closing.is_none() => {
+            _ = idle_expired(info, ctx.limits.idle_timeout), if closing.is_none() => {
                 ctx.metrics.connections_idle_closed.inc();
                 if !draining {
                     conn.as_mut().graceful_shutdown();
@@ -641,6 +695,7 @@ mod tests {
             trusted: Arc::new(TrustedProxies::default()),
             metrics: Arc::new(Metrics::new()),
             table: table.clone(),
+            tls: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
