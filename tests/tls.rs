@@ -86,12 +86,10 @@ fn serves_https_over_h2_and_http1_and_reloads_a_changed_certificate() {
     assert_eq!((code, version.as_str()), (200, "2"));
     let (code, version, _) = curl(&ca, &["--http1.1"], &format!("{base}/v2/")).unwrap();
     assert_eq!((code, version.as_str()), (200, "1.1"));
-    // Only HTTPS on the port: a plain request gets no HTTP answer, and the server goes on.
-    let plain = curl(&ca, &[], &format!("http://{}/v2/", s.addr));
-    assert!(
-        !matches!(plain, Ok((200, _, _))),
-        "plain HTTP answered: {plain:?}"
-    );
+    // Only HTTPS on the port: a plain request is told so, and the server goes on.
+    let (code, _, body) = curl(&ca, &[], &format!("http://{}/v2/", s.addr)).unwrap();
+    assert_eq!(code, 400);
+    assert!(body.contains("use https://"), "{body}");
     // A client that does not trust the CA is refused by its own check.
     let untrusted = Command::new("curl")
         .args(["-sS", "--max-time", "30", &format!("{base}/v2/")])
