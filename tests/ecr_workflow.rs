@@ -1356,6 +1356,32 @@ fn https_login_push_pull_with_a_test_ca() {
     // The bytes served over HTTPS are the manifest docker pushed.
     let served = https_manifest(&pki.ca(), &addr, &password, name, &digest);
     assert_eq!(sha256(&served), digest);
+    // GetDownloadUrlForLayer hands out an https:// URL that serves the layer.
+    let manifest = json(&String::from_utf8(served).unwrap());
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let url = json(&aws.run(&[
+        "ecr",
+        "get-download-url-for-layer",
+        "--repository-name",
+        name,
+        "--layer-digest",
+        layer,
+    ]))["downloadUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with(&format!("https://{addr}/v2/")), "{url}");
+    let blob = work.path("layer");
+    Tool::new("curl").run(&[
+        "-sS",
+        "--fail",
+        "--cacert",
+        &pki.ca().display().to_string(),
+        "-o",
+        &blob.display().to_string(),
+        &url,
+    ]);
+    assert_eq!(sha256(&std::fs::read(&blob).unwrap()), layer);
 }
 
 /// Amazon's credential helper (`docker-credential-ecr-login`, Debian's
