@@ -1329,10 +1329,14 @@ fn https_login_push_pull_with_a_test_ca() {
     let addr = s.addr.clone();
     let _trust = DockerTrust::install(&addr, &pki.ca());
     let endpoint = format!("https://{addr}");
-    let untrusted = aws_tool(Tool::new("aws"), &endpoint, ROOT_KEY_ID, ROOT_SECRET);
-    let t = untrusted.fail(&["ecr", "describe-repositories"]);
+    let aws = aws_tool(Tool::new("aws"), &endpoint, ROOT_KEY_ID, ROOT_SECRET);
+    // Without the CA the CLI refuses the certificate (once: no retries).
+    let t = aws
+        .clone()
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .fail(&["ecr", "describe-repositories"]);
     assert!(t.contains("CERTIFICATE_VERIFY_FAILED"), "{t}");
-    let aws = untrusted.env("AWS_CA_BUNDLE", pki.ca().display().to_string());
+    let aws = aws.env("AWS_CA_BUNDLE", pki.ca().display().to_string());
 
     let name = "tls/todo-service";
     let repo = json(&aws.run(&["ecr", "create-repository", "--repository-name", name]));
