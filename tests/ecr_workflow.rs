@@ -1475,6 +1475,23 @@ fn amazon_ecr_credential_helper_over_https() {
         created["AccessKeyId"].as_str().unwrap().to_string(),
         created["SecretAccessKey"].as_str().unwrap().to_string(),
     );
+    // Its /v2/ challenge names the registry asked for, as ECR's does.
+    let challenge = Tool::new("curl").run(&[
+        "-sS",
+        "--cacert",
+        &pki.ca().display().to_string(),
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        &format!("https://{second}/v2/"),
+    ]);
+    assert!(
+        challenge.to_lowercase().contains(&format!(
+            "www-authenticate: basic realm=\"https://{second}/\""
+        )),
+        "{challenge}"
+    );
     let aws2 = aws_tool(
         Tool::new("aws"),
         &format!("https://{api}"),
