@@ -53,21 +53,150 @@ impl AppState {
     }
 
     /// The registry host name for `account` as clients of a request to
-    /// `host` should use it.
+    /// `host` should use it (see [`registry_host`]).
     pub fn registry_host_for(&self, account: &str, host: Option<&str>) -> String {
-        let base = match &self.registry_host {
-            Some(h) => h.clone(),
-            None => {
-                let host = host.unwrap_or("localhost");
-                split_account(host)
-                    .map_or(host, |(_, rest)| rest)
-                    .to_string()
-            }
-        };
-        if account == self.primary_account {
-            base
-        } else {
-            format!("{account}.{base}")
-        }
+        registry_host(
+            self.registry_host.as_deref(),
+            &self.primary_account,
+            account,
+            host,
+        )
+    }
+}
+
+/// The registry host name of `account`: from `configured` (`registry_host`)
+/// or else the request's `host`. Under ECR's own names
+/// (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`, and `api.ecr.REGION.amazonaws.com`
+/// for the API), every account's is `ACCOUNT.dkr.ecr.REGION.amazonaws.com`,
+/// the primary's too, which is what Amazon's credential helper and SDKs
+/// recognise; otherwise the primary account's is the bare host and another
+/// account's is `ACCOUNT.` before it.
+pub fn registry_host(
+    configured: Option<&str>,
+    primary: &str,
+    account: &str,
+    host: Option<&str>,
+) -> String {
+    let given = configured.or(host).unwrap_or("localhost");
+    if let Some(domain) = ecr_registry_domain(given) {
+        return format!("{account}.{domain}");
+    }
+    let base = match configured {
+        Some(h) => h,
+        None => split_account(given).map_or(given, |(_, rest)| rest),
+    };
+    if account == primary {
+        base.to_string()
+    } else {
+        format!("{account}.{base}")
+    }
+}
+
+/// `dkr.ecr.REGION.amazonaws.com[.cn][:PORT]` when `host` is one of ECR's
+/// names: a registry's (`ACCOUNT.dkr.ecr.…`, or without the account) or the
+/// API's (`api.ecr.…`).
+fn ecr_registry_domain(host: &str) -> Option<String> {
+    let rest = split_account(host).map_or(host, |(_, rest)| rest);
+    let (name, port) = match rest.rsplit_once(':') {
+        Some((n, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (n, Some(p)),
+        _ => (rest, None),
+    };
+    let name = name.to_ascii_lowercase();
+    let after = name
+        .strip_prefix("dkr.ecr.")
+        .or_else(|| name.strip_prefix("api.ecr."))?;
+    let region = after
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| after.strip_suffix(".amazonaws.com.cn"))?;
+    let region_ok = !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !region_ok {
+        return None;
+    }
+    let suffix = &after[region.len()..];
+    Some(match port {
+        Some(p) => format!("dkr.ecr.{region}{suffix}:{p}"),
+        None => format!("dkr.ecr.{region}{suffix}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::registry_host;
+
+    const PRIMARY: &str = "123456789012";
+    const OTHER: &str = "222222222222";
+
+    #[test]
+    fn registry_hosts_follow_the_request_or_the_setting() {
+        let h = |configured, account, host| registry_host(configured, PRIMARY, account, host);
+        // The request's host: the bare host is the primary account's.
+        assert_eq!(h(None, PRIMARY, Some("10.0.0.5:5000")), "10.0.0.5:5000");
+        assert_eq!(
+            h(None, OTHER, Some("10.0.0.5:5000")),
+            "222222222222.10.0.0.5:5000"
+        );
+        assert_eq!(
+            h(None, PRIMARY, Some("222222222222.reg.example:5000")),
+            "reg.example:5000"
+        );
+        assert_eq!(
+            h(Some("reg.example"), OTHER, Some("10.0.0.5:5000")),
+            "222222222222.reg.example"
+        );
+        assert_eq!(h(None, PRIMARY, None), "localhost");
+    }
+
+    #[test]
+    fn ecr_names_carry_every_account_including_the_primary() {
+        let h = |configured, account, host| registry_host(configured, PRIMARY, account, host);
+        let api = Some("api.ecr.us-east-1.amazonaws.com");
+        assert_eq!(
+            h(None, PRIMARY, api),
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+        );
+        assert_eq!(
+            h(None, OTHER, api),
+            "222222222222.dkr.ecr.us-east-1.amazonaws.com"
+        );
+        assert_eq!(
+            h(
+                None,
+                OTHER,
+                Some("123456789012.dkr.ecr.eu-west-1.amazonaws.com:8443")
+            ),
+            "222222222222.dkr.ecr.eu-west-1.amazonaws.com:8443"
+        );
+        assert_eq!(
+            h(
+                Some("dkr.ecr.cn-north-1.amazonaws.com.cn"),
+                PRIMARY,
+                Some("10.0.0.5")
+            ),
+            "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            h(
+                Some("123456789012.dkr.ecr.us-east-1.amazonaws.com"),
+                OTHER,
+                None
+            ),
+            "222222222222.dkr.ecr.us-east-1.amazonaws.com"
+        );
+        // Look-alikes are ordinary hosts.
+        assert_eq!(
+            h(
+                None,
+                PRIMARY,
+                Some("dkr.ecr.us-east-1.amazonaws.com.evil.example")
+            ),
+            "dkr.ecr.us-east-1.amazonaws.com.evil.example"
+        );
+        assert_eq!(
+            h(None, PRIMARY, Some("dkr.ecr..amazonaws.com")),
+            "dkr.ecr..amazonaws.com"
+        );
     }
 }

@@ -58,6 +58,16 @@ pub struct Config {
     pub http: HttpLimits,
     /// Open upload sessions allowed per caller and per repository.
     pub uploads: UploadQuotas,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of `tls_cert` and `tls_key`: the certificate chain (the
+/// server's certificate first) and its private key. Re-read when they change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// How log lines are written (`log_format`).
@@ -240,6 +250,7 @@ impl Default for Config {
             registry_host: None,
             http: HttpLimits::default(),
             uploads: UploadQuotas::default(),
+            tls: None,
         }
     }
 }
@@ -281,6 +292,8 @@ pub struct Overrides {
     pub forwarded_header: Option<String>,
     pub max_uploads_per_caller: Option<u64>,
     pub max_uploads_per_repository: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `a.or(b)` for every field: the fields of `$hi` win over those of `$lo`.
@@ -310,6 +323,7 @@ impl Overrides {
             body_memory, body_memory_per_ip, trusted_proxy, forwarded_header,
             max_uploads_per_caller,
             max_uploads_per_repository,
+            tls_cert, tls_key,
         )
     }
 
@@ -495,6 +509,13 @@ impl Overrides {
             c.region = r;
         }
         c.registry_host = self.registry_host.filter(|h| !h.is_empty());
+        let nonempty = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+        c.tls = match (nonempty(self.tls_cert), nonempty(self.tls_key)) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => bail!("tls_cert is set but tls_key is not: HTTPS needs both"),
+            (None, Some(_)) => bail!("tls_key is set but tls_cert is not: HTTPS needs both"),
+        };
         Ok(c)
     }
 }
@@ -613,5 +634,21 @@ mod tests {
             ..Default::default()
         };
         assert!(zero.resolve().is_err());
+        let tls: Overrides =
+            toml::from_str("tls_cert = \"/etc/berth/cert.pem\"\ntls_key = \"/etc/berth/key.pem\"")
+                .unwrap();
+        assert_eq!(
+            tls.resolve().unwrap().tls,
+            Some(TlsFiles {
+                cert: "/etc/berth/cert.pem".into(),
+                key: "/etc/berth/key.pem".into()
+            })
+        );
+        let half = Overrides {
+            tls_cert: Some("/c.pem".into()),
+            ..Default::default()
+        };
+        assert!(half.resolve().is_err());
+        assert_eq!(Config::default().tls, None);
     }
 }

@@ -197,6 +197,12 @@ struct ServeArgs {
     /// Open upload sessions allowed per repository [default: 5000]
     #[arg(long, env = "BERTH_MAX_UPLOADS_PER_REPOSITORY")]
     max_uploads_per_repository: Option<u64>,
+    /// Serve HTTPS: the certificate chain, PEM (server certificate first); re-read when it changes [default: plain HTTP]
+    #[arg(long, env = "BERTH_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "BERTH_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -255,6 +261,8 @@ fn resolve(a: ServeArgs) -> anyhow::Result<berth::config::Config> {
         forwarded_header: a.forwarded_header,
         max_uploads_per_caller: a.max_uploads_per_caller,
         max_uploads_per_repository: a.max_uploads_per_repository,
+        tls_cert: a.tls_cert,
+        tls_key: a.tls_key,
         ..Overrides::default()
     };
     a.store.resolve(flags)

@@ -82,6 +82,11 @@ pub struct Metrics {
     pub connections_refused: Counter,
     pub connections_evicted: Counter,
     pub connections_idle_closed: Counter,
+    /// TLS handshakes that failed (a client that does not trust the
+    /// certificate, speaks plain HTTP to the HTTPS port, or gave up).
+    pub tls_handshakes_failed: Counter,
+    /// Certificate reloads that were refused (the old certificate stays).
+    pub tls_reloads_failed: Counter,
     /// Requests refused by a limit, by which one (`body_size`, `body_memory`,
     /// `upload_quota`, …; see docs/security.md).
     pub limited: Family<LimitLabels, Counter>,
@@ -214,6 +219,18 @@ impl Metrics {
             "connections_idle_closed",
             "Connections closed after idle_timeout without a request",
             connections_idle_closed.clone(),
+        );
+        let tls_handshakes_failed = Counter::default();
+        registry.register(
+            "tls_handshakes_failed",
+            "TLS handshakes that failed or were abandoned",
+            tls_handshakes_failed.clone(),
+        );
+        let tls_reloads_failed = Counter::default();
+        registry.register(
+            "tls_reloads_failed",
+            "Changed certificate files that could not be loaded (the previous certificate is kept)",
+            tls_reloads_failed.clone(),
         );
         let limited = Family::<LimitLabels, Counter>::default();
         registry.register(
@@ -348,6 +365,8 @@ impl Metrics {
             connections_refused,
             connections_evicted,
             connections_idle_closed,
+            tls_handshakes_failed,
+            tls_reloads_failed,
             limited,
         }
     }

@@ -64,18 +64,14 @@ fn maintenance_commands_list_only_their_own_settings() {
     }
 }
 
-#[test]
-fn the_banner_names_the_region_and_the_registry_host() {
+/// What `berth serve ARGS` prints up to its `docker push` line (an ECR-mode
+/// server on a free loopback port, stopped then).
+fn banner(args: &[&str]) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "serve",
-            "--region",
-            "eu-west-3",
-            "--registry-host",
-            "registry.example.com",
-        ])
+        .arg("serve")
+        .args(args)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
@@ -97,7 +93,17 @@ fn the_banner_names_the_region_and_the_registry_host() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let banner = lines.join("\n");
+    lines.join("\n")
+}
+
+#[test]
+fn the_banner_names_the_region_and_the_registry_host() {
+    let banner = banner(&[
+        "--region",
+        "eu-west-3",
+        "--registry-host",
+        "registry.example.com",
+    ]);
     assert!(banner.contains("region eu-west-3"), "{banner}");
     assert!(banner.contains("--region eu-west-3"), "{banner}");
     assert!(
@@ -106,6 +112,27 @@ fn the_banner_names_the_region_and_the_registry_host() {
     );
     assert!(
         banner.contains("docker push registry.example.com/NAME:TAG"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("--endpoint-url http://registry.example.com "),
+        "{banner}"
+    );
+}
+
+#[test]
+fn the_banner_says_https_when_serving_tls() {
+    let pki = common::tls::Pki::new();
+    let cert = pki.server("banner", "127.0.0.1", 1);
+    let args = cert.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let banner = banner(&args);
+    assert!(
+        banner.contains("listening on https://127.0.0.1:"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("--endpoint-url https://127.0.0.1:"),
         "{banner}"
     );
 }

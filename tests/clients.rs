@@ -1564,3 +1564,129 @@ fn docker_build_push_pull() {
     assert_same_files(&ctx, &out);
     drop(cleanup);
 }
+
+// ---------------------------------------------------------------------------
+// 6. HTTPS with a test CA
+// ---------------------------------------------------------------------------
+
+/// Every client against `--tls-cert` on the machine's non-loopback address
+/// (where Docker, like the others, verifies the certificate), each told to
+/// trust the test CA its own way, none told to skip verification: skopeo and
+/// podman (`--cert-dir`), containerd (`hosts.toml`'s `ca`, and `--tlscacert`),
+/// docker (`/etc/docker/certs.d/HOST:PORT/ca.crt`).
+#[test]
+fn every_client_over_https_with_a_test_ca() {
+    use common::tls::{DockerTrust, Pki};
+    let pki = Pki::new();
+    let work = Work::new();
+    let s = common::tls::start_https(&pki, &work.path("data"), &["--auth", "none"], false);
+    let addr = s.addr.clone();
+    let cert_dir = pki.cert_dir().display().to_string();
+    let sk = skopeo(&work);
+
+    // skopeo: an OCI layout pushed, the bytes unchanged; without the CA it refuses.
+    let (layout, img) = single_image_layout(&work, "https");
+    let name = "tls/img";
+    let remote = format!("{addr}/{name}:v1");
+    let refused = sk.output(&["copy", &layout.oci_ref("v1"), &format!("docker://{remote}")]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("certificate"), "{why}");
+    let df = work.p("digest-https");
+    sk.run(&[
+        "copy",
+        "--dest-cert-dir",
+        &cert_dir,
+        "--digestfile",
+        &df,
+        &layout.oci_ref("v1"),
+        &format!("docker://{remote}"),
+    ]);
+    assert_eq!(read_digestfile(&df), img.manifest_digest);
+    let raw = sk
+        .run_out(&[
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            &cert_dir,
+            &format!("docker://{remote}"),
+        ])
+        .stdout;
+    assert!(raw == img.manifest, "the manifest came back changed");
+
+    // podman: pull into an empty store, push under another name.
+    let p = podman(&work, "https");
+    p.run(&["pull", "-q", "--cert-dir", &cert_dir, &remote]);
+    let digest = p.run(&["image", "inspect", "--format", "{{.Digest}}", &remote]);
+    assert_eq!(digest.trim(), img.manifest_digest);
+    let podman_remote = format!("{addr}/tls/podman:v1");
+    p.run(&["tag", &remote, &podman_remote]);
+    p.run(&["push", "-q", "--cert-dir", &cert_dir, &podman_remote]);
+    p.run(&["rmi", "-a", "-f"]);
+
+    // containerd: pull through a hosts.toml naming the CA, push with --tlscacert.
+    let hosts = work.path("certs.d");
+    std::fs::create_dir_all(hosts.join(&addr)).unwrap();
+    std::fs::write(
+        hosts.join(&addr).join("hosts.toml"),
+        format!(
+            "server = \"https://{addr}\"\n[host.\"https://{addr}\"]\n  ca = \"{}\"\n",
+            pki.ca().display()
+        ),
+    )
+    .unwrap();
+    let daemon = Containerd::start(&work);
+    let ctr = Tool::new("ctr").args(&["-a", &daemon.sock, "-n", "test"]);
+    ctr.run(&[
+        "images",
+        "pull",
+        "--hosts-dir",
+        &hosts.display().to_string(),
+        &remote,
+    ]);
+    assert_eq!(ctr_image_digest(&ctr, &remote), img.manifest_digest);
+    let ctr_remote = format!("{addr}/tls/ctr:v1");
+    ctr.run(&["images", "tag", &remote, &ctr_remote]);
+    ctr.run(&[
+        "images",
+        "push",
+        "--tlscacert",
+        &pki.ca().display().to_string(),
+        &ctr_remote,
+    ]);
+    drop(daemon);
+
+    // docker: the engine trusts the CA for this registry only.
+    let _trust = DockerTrust::install(&addr, &pki.ca());
+    std::fs::create_dir_all(work.path("docker-config")).unwrap();
+    let docker = Tool::new("docker").env("DOCKER_CONFIG", work.p("docker-config"));
+    let _cleanup = DockerCleanup {
+        docker: docker.clone(),
+        images: vec![ctr_remote.clone(), podman_remote.clone()],
+        containers: vec![],
+    };
+    for r in [&podman_remote, &ctr_remote] {
+        docker.run(&["pull", "-q", r]);
+    }
+    // containerd pushed back the very bytes it pulled.
+    let back = sk
+        .run_out(&[
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            &cert_dir,
+            &format!("docker://{ctr_remote}"),
+        ])
+        .stdout;
+    assert!(back == img.manifest, "ctr pushed another manifest");
+    let repo_digest = docker.run(&[
+        "inspect",
+        "--format",
+        "{{index .RepoDigests 0}}",
+        &ctr_remote,
+    ]);
+    assert_eq!(
+        repo_digest.trim(),
+        format!("{addr}/tls/ctr@{}", img.manifest_digest)
+    );
+}

@@ -1323,7 +1323,7 @@ async fn http2_requests_address_the_registry_of_their_authority() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         r.headers["www-authenticate"],
-        format!("Basic realm=\"https://registry.test:{port}/\",service=\"ecr.amazonaws.com\"")
+        format!("Basic realm=\"http://registry.test:{port}/\",service=\"ecr.amazonaws.com\"")
     );
     // `<account>.<host>` selects that account's registry, as the Host header does.
     let token = common::registry_token(&s).await;

@@ -244,23 +244,23 @@ fn nonce(n: usize) -> String {
 
 /// The AWS CLI pointed at `server`, signing with the given key and nothing else.
 fn aws(server: &Server, key: &str, secret: &str) -> Tool {
-    aws_tool(Tool::new("aws"), &server.addr, key, secret)
+    aws_tool(
+        Tool::new("aws"),
+        &format!("http://{}", server.addr),
+        key,
+        secret,
+    )
 }
 
-fn aws_tool(t: Tool, addr: &str, key: &str, secret: &str) -> Tool {
-    t.args(&[
-        "--endpoint-url",
-        &format!("http://{addr}"),
-        "--output",
-        "json",
-    ])
-    .env("AWS_ACCESS_KEY_ID", key)
-    .env("AWS_SECRET_ACCESS_KEY", secret)
-    .env("AWS_DEFAULT_REGION", REGION)
-    .env("AWS_CONFIG_FILE", "/dev/null")
-    .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-    .env("AWS_EC2_METADATA_DISABLED", "true")
-    .env("AWS_PAGER", "")
+fn aws_tool(t: Tool, endpoint: &str, key: &str, secret: &str) -> Tool {
+    t.args(&["--endpoint-url", endpoint, "--output", "json"])
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_DEFAULT_REGION", REGION)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_PAGER", "")
 }
 
 fn root_aws(server: &Server) -> Tool {
@@ -1199,7 +1199,7 @@ fn token_expires_after_twelve_hours() {
     // same faketime offset, so its SigV4 timestamp matches the server's clock.
     let shifted_aws = aws_tool(
         Tool::new("faketime").args(&["-f", "+13h", "aws"]),
-        &addr,
+        &format!("http://{addr}"),
         ROOT_KEY_ID,
         ROOT_SECRET,
     );
@@ -1264,4 +1264,252 @@ fn token_of_deactivated_key_stops_working() {
     );
     let r = v2_base(&addr, Some(&root_token));
     assert_eq!(r.status, 200, "root's token: {}", r.dump());
+}
+
+// ---------------------------------------------------------------------------
+// HTTPS
+// ---------------------------------------------------------------------------
+
+/// The manifest `reference` of `name` over HTTPS with the test CA, exactly as served.
+fn https_manifest(ca: &Path, host: &str, token: &str, name: &str, reference: &str) -> Vec<u8> {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{token}"));
+    Tool::new("curl")
+        .run(&[
+            "-sS",
+            "--fail",
+            "--cacert",
+            &ca.display().to_string(),
+            "-H",
+            &format!("Authorization: Basic {auth}"),
+            "-H",
+            &format!("Accept: {V2S2}"),
+            &format!("https://{host}/v2/{name}/manifests/{reference}"),
+        ])
+        .into_bytes()
+}
+
+/// Push `tag` (an image built as `id`), check DescribeImages lists it, remove
+/// it from the engine and pull it back by digest: the digest.
+fn push_then_pull_by_digest(
+    docker: &Tool,
+    aws: &Tool,
+    tag: &str,
+    id: &str,
+    cleanup: &mut DockerCleanup,
+) -> String {
+    let digest = docker_push_digest(&docker.run(&["push", tag]));
+    let (repo, _) = tag.rsplit_once(':').unwrap();
+    let (host, name) = repo.split_once('/').unwrap();
+    let described = json(&aws.run(&["ecr", "describe-images", "--repository-name", name]));
+    assert_eq!(described["imageDetails"][0]["imageDigest"], digest);
+    docker.run(&["rmi", tag]);
+    // (Gone with its only tag, unless the engine had it under another.)
+    let _ = docker.output(&["rmi", id]);
+    assert_image_absent(docker, id);
+    let by_digest = format!("{host}/{name}@{digest}");
+    cleanup.add(&by_digest);
+    docker.run(&["pull", &by_digest]);
+    let pulled = docker.run(&["image", "inspect", "--format", "{{.Id}}", &by_digest]);
+    assert_eq!(pulled.trim(), id);
+    assert_eq!(repo_digest(docker, &by_digest), by_digest);
+    digest
+}
+
+/// The workflow over HTTPS on a non-loopback address: the aws CLI
+/// trusts the test CA through `AWS_CA_BUNDLE`, the Docker engine through
+/// `/etc/docker/certs.d/HOST:PORT/ca.crt`; `get-login-password | docker
+/// login`, push, pull by digest, the bytes compared.
+#[test]
+fn https_login_push_pull_with_a_test_ca() {
+    use common::tls::{DockerTrust, Pki};
+    let pki = Pki::new();
+    let work = Work::new();
+    let s = common::tls::start_https(&pki, &work.path("data"), &[], true);
+    let addr = s.addr.clone();
+    let _trust = DockerTrust::install(&addr, &pki.ca());
+    let endpoint = format!("https://{addr}");
+    let aws = aws_tool(Tool::new("aws"), &endpoint, ROOT_KEY_ID, ROOT_SECRET);
+    // Without the CA the CLI refuses the certificate (once: no retries).
+    let t = aws
+        .clone()
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .fail(&["ecr", "describe-repositories"]);
+    assert!(t.contains("CERTIFICATE_VERIFY_FAILED"), "{t}");
+    let aws = aws.env("AWS_CA_BUNDLE", pki.ca().display().to_string());
+
+    let name = "tls/todo-service";
+    let repo = json(&aws.run(&["ecr", "create-repository", "--repository-name", name]));
+    assert_eq!(
+        repo["repository"]["repositoryUri"],
+        format!("{addr}/{name}")
+    );
+    let auth = json(&aws.run(&["ecr", "get-authorization-token"]));
+    assert_eq!(
+        auth["authorizationData"][0]["proxyEndpoint"],
+        format!("https://{addr}")
+    );
+    let password = login_password(&aws);
+    let docker = work.docker("ci");
+    docker_login(&docker, &addr, &password);
+
+    let mut cleanup = DockerCleanup::new(&docker);
+    let tag = format!("{addr}/{name}:{}", nonce(8));
+    let id = docker_build(&docker, &work.path("ctx"), &tag, &mut cleanup);
+    let digest = push_then_pull_by_digest(&docker, &aws, &tag, &id, &mut cleanup);
+    // The bytes served over HTTPS are the manifest docker pushed.
+    let served = https_manifest(&pki.ca(), &addr, &password, name, &digest);
+    assert_eq!(sha256(&served), digest);
+    // GetDownloadUrlForLayer hands out an https:// URL that serves the layer.
+    let manifest = json(&String::from_utf8(served).unwrap());
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let url = json(&aws.run(&[
+        "ecr",
+        "get-download-url-for-layer",
+        "--repository-name",
+        name,
+        "--layer-digest",
+        layer,
+    ]))["downloadUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with(&format!("https://{addr}/v2/")), "{url}");
+    let blob = work.path("layer");
+    Tool::new("curl").run(&[
+        "-sS",
+        "--fail",
+        "--cacert",
+        &pki.ca().display().to_string(),
+        "-o",
+        &blob.display().to_string(),
+        &url,
+    ]);
+    assert_eq!(sha256(&std::fs::read(&blob).unwrap()), layer);
+}
+
+/// Amazon's credential helper (`docker-credential-ecr-login`, Debian's
+/// amazon-ecr-credential-helper) as docs/tls.md sets it up: it accepts only
+/// registries named `ACCOUNT.dkr.ecr.REGION.amazonaws.com` and asks
+/// `https://api.ecr.REGION.amazonaws.com` (port 443) for the token, so
+/// `/etc/hosts` points those names at Berth listening on 443 with a
+/// certificate for `*.dkr.ecr.REGION.amazonaws.com` and
+/// `api.ecr.REGION.amazonaws.com`; the helper trusts the CA through
+/// `AWS_CA_BUNDLE`, the Docker engine through `certs.d`. No `docker login`:
+/// docker asks the helper (`credHelpers`) for every push and pull, for the
+/// primary account and for a second one.
+#[test]
+fn amazon_ecr_credential_helper_over_https() {
+    use common::tls::{DockerTrust, HostsEntries, Pki, host_ip};
+    require("docker-credential-ecr-login");
+    let ip = host_ip();
+    let pki = Pki::new();
+    let cert = pki.server("ecr", &ip, 1);
+    let work = Work::new();
+    let registry = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com");
+    let second = format!("{SECOND_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com");
+    let api = format!("api.ecr.{REGION}.amazonaws.com");
+    let _hosts = HostsEntries::add(&ip, &[&registry, &second, &api]);
+    let _trust = DockerTrust::install(&registry, &pki.ca());
+    let _trust2 = DockerTrust::install(&second, &pki.ca());
+    let args = cert.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = Server::start_at(&format!("{ip}:443"), &work.path("data"), &args, true);
+    let aws = aws_tool(
+        Tool::new("aws"),
+        &format!("https://{api}"),
+        ROOT_KEY_ID,
+        ROOT_SECRET,
+    )
+    .env("AWS_CA_BUNDLE", pki.ca().display().to_string());
+
+    // ECR's names in every answer: the primary account's too.
+    let name = "helper/app";
+    let repo = json(&aws.run(&["ecr", "create-repository", "--repository-name", name]));
+    assert_eq!(
+        repo["repository"]["repositoryUri"],
+        format!("{registry}/{name}")
+    );
+    let auth = json(&aws.run(&["ecr", "get-authorization-token"]));
+    assert_eq!(
+        auth["authorizationData"][0]["proxyEndpoint"],
+        format!("https://{registry}")
+    );
+
+    // docker with nothing but `credHelpers`, the helper with the key in its
+    // environment (as from an instance role or ~/.aws) and its own cache.
+    let config = work.path("docker-config-helper");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.json"),
+        serde_json::json!({ "credHelpers": { &registry: "ecr-login", &second: "ecr-login" } })
+            .to_string(),
+    )
+    .unwrap();
+    let docker = Tool::new("docker")
+        .env("DOCKER_CONFIG", config.display().to_string())
+        .env("AWS_ACCESS_KEY_ID", ROOT_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", ROOT_SECRET)
+        .env("AWS_REGION", REGION)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CA_BUNDLE", pki.ca().display().to_string())
+        .env(
+            "AWS_ECR_CACHE_DIR",
+            work.path("ecr-cache").display().to_string(),
+        );
+    let mut cleanup = DockerCleanup::new(&docker);
+    let tag = format!("{registry}/{name}:{}", nonce(8));
+    let id = docker_build(&docker, &work.path("ctx"), &tag, &mut cleanup);
+    let digest = push_then_pull_by_digest(&docker, &aws, &tag, &id, &mut cleanup);
+    let by_digest = format!("{registry}/{name}@{digest}");
+    // The helper asked Berth, and what it cached is Berth's answer.
+    let cache = std::fs::read_to_string(work.path("ecr-cache/cache.json")).unwrap();
+    assert!(cache.contains(&format!("https://{registry}")), "{cache}");
+
+    // A second account's registry, through the same helper: its own host
+    // name selects it, the proxyEndpoint the helper checks names it.
+    let created = json(&berth_iam(&s).run(&["create-account", "--account-id", SECOND_ACCOUNT]));
+    let (key_id, secret) = (
+        created["AccessKeyId"].as_str().unwrap().to_string(),
+        created["SecretAccessKey"].as_str().unwrap().to_string(),
+    );
+    // Its /v2/ challenge names the registry asked for, as ECR's does.
+    let challenge = Tool::new("curl").run(&[
+        "-sS",
+        "--cacert",
+        &pki.ca().display().to_string(),
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        &format!("https://{second}/v2/"),
+    ]);
+    assert!(
+        challenge.to_lowercase().contains(&format!(
+            "www-authenticate: basic realm=\"https://{second}/\""
+        )),
+        "{challenge}"
+    );
+    let aws2 = aws_tool(
+        Tool::new("aws"),
+        &format!("https://{api}"),
+        &key_id,
+        &secret,
+    )
+    .env("AWS_CA_BUNDLE", pki.ca().display().to_string());
+    let repo2 = json(&aws2.run(&["ecr", "create-repository", "--repository-name", name]));
+    assert_eq!(
+        repo2["repository"]["repositoryUri"],
+        format!("{second}/{name}")
+    );
+    let docker2 = docker
+        .clone()
+        .env("AWS_ACCESS_KEY_ID", &key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret);
+    let tag2 = format!("{second}/{name}:{}", nonce(8));
+    cleanup.add(&tag2);
+    docker2.run(&["tag", &by_digest, &tag2]);
+    assert_eq!(docker_push_digest(&docker2.run(&["push", &tag2])), digest);
 }

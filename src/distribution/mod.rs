@@ -249,15 +249,17 @@ impl Route {
     }
 }
 
-/// The 401 that makes docker and friends send `AWS:<token>` credentials.
+/// The 401 that makes docker and friends send `AWS:<token>` credentials; its
+/// realm is the registry the request addressed, as ECR's is.
 fn unauthorized(state: &AppState, parts: &Parts, message: &str) -> OciError {
-    let host = state.registry_host_for(
-        &state.primary_account,
-        crate::http::request_host(&parts.headers, &parts.uri),
-    );
+    let requested = crate::http::request_host(&parts.headers, &parts.uri);
+    let host = state.registry_host_for(&state.registry_for_host(requested), requested);
     OciError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message).with_header(
         header::WWW_AUTHENTICATE,
-        format!("Basic realm=\"https://{host}/\",service=\"ecr.amazonaws.com\""),
+        format!(
+            "Basic realm=\"{}://{host}/\",service=\"ecr.amazonaws.com\"",
+            crate::http::scheme(parts).as_str()
+        ),
     )
 }
 

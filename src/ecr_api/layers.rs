@@ -391,7 +391,8 @@ pub(super) async fn get_download_url_for_layer(
     );
     Ok(json!({
         "downloadUrl": format!(
-            "http://{host}/v2/{}/blobs/{digest}?{}={token}",
+            "{}://{host}/v2/{}/blobs/{digest}?{}={token}",
+            ctx.scheme.as_str(),
             repo.name,
             crate::auth::DOWNLOAD_GRANT_PARAM
         ),

@@ -68,6 +68,8 @@ pub struct Ctx<'a> {
     pub host: Option<&'a str>,
     /// The client's address, for `aws:SourceIp`.
     pub source_ip: Option<std::net::IpAddr>,
+    /// The scheme the client used, for the URLs handed back to it.
+    pub scheme: crate::http::Scheme,
 }
 
 impl Ctx<'_> {
@@ -382,6 +384,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
         headers: &parts.headers,
         host: crate::http::request_host(&parts.headers, &parts.uri),
         source_ip: crate::http::client_ip(&parts),
+        scheme: crate::http::scheme(&parts),
     };
     match op.as_str() {
         "GetAuthorizationToken" => get_authorization_token(&ctx, &input).await,
@@ -489,7 +492,11 @@ async fn get_authorization_token(ctx: &Ctx<'_>, input: &Input) -> Result<Value, 
             json!({
                 "authorizationToken": encoded,
                 "expiresAt": expires,
-                "proxyEndpoint": format!("https://{}", ctx.state.registry_host_for(id, ctx.host)),
+                "proxyEndpoint": format!(
+                    "{}://{}",
+                    ctx.scheme.as_str(),
+                    ctx.state.registry_host_for(id, ctx.host)
+                ),
             })
         })
         .collect();

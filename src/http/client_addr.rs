@@ -12,6 +12,12 @@
 //! its own address.
 //!
 //! The result is what `aws:SourceIp` sees and what per-client limits count.
+//!
+//! The same proxies say which scheme the client used ([`Scheme`]): behind a
+//! TLS-terminating proxy, Berth speaks plain HTTP but the URLs it hands out
+//! (`proxyEndpoint`, `downloadUrl`) must say `https://`. That is read from
+//! `X-Forwarded-Proto` (with `X-Forwarded-For`) or the `proto=` of
+//! `Forwarded`, from a trusted proxy only.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -26,6 +32,23 @@ pub struct ClientAddr {
     pub peer: SocketAddr,
     /// The client: the peer, or the right-most untrusted forwarded hop.
     pub ip: IpAddr,
+}
+
+/// The scheme a client reached the registry with: what URLs given back to it use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
 }
 
 /// The reverse proxies whose forwarding header is believed (`--trusted-proxy`),
@@ -66,6 +89,41 @@ impl TrustedProxies {
             }
         }
         ClientAddr { peer, ip }
+    }
+
+    /// The scheme of a request that arrived from `peer` with `headers`
+    /// over TLS (`tls`) or not: HTTPS on a TLS connection; behind a trusted
+    /// proxy, what the client-facing proxy recorded (the left-most entry:
+    /// each proxy behind it may append its own hop's scheme); else HTTP.
+    pub fn scheme(&self, tls: bool, peer: SocketAddr, headers: &HeaderMap) -> Scheme {
+        if tls {
+            return Scheme::Https;
+        }
+        if !self.contains(peer.ip()) {
+            return Scheme::Http;
+        }
+        let first = match self.header {
+            ForwardedHeader::XForwardedFor => headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(str::trim),
+            ForwardedHeader::Forwarded => headers
+                .get("forwarded")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|element| {
+                    element
+                        .split(';')
+                        .filter_map(|pair| pair.split_once('='))
+                        .find(|(k, _)| k.trim().eq_ignore_ascii_case("proto"))
+                        .map(|(_, v)| v.trim().trim_matches('"'))
+                }),
+        };
+        match first {
+            Some(p) if p.eq_ignore_ascii_case("https") => Scheme::Https,
+            _ => Scheme::Http,
+        }
     }
 }
 
@@ -162,6 +220,45 @@ mod tests {
         t.client_addr(peer.parse().unwrap(), &headers(h))
             .ip
             .to_string()
+    }
+
+    #[test]
+    fn the_scheme_is_tls_or_what_a_trusted_proxy_recorded() {
+        let scheme = |t: &TrustedProxies, tls: bool, peer: &str, h: &[(&str, &str)]| {
+            t.scheme(tls, peer.parse().unwrap(), &headers(h))
+        };
+        let xff = proxies(&["10.0.0.0/8"]);
+        let proto = [("x-forwarded-proto", "https")];
+        assert_eq!(scheme(&xff, true, "203.0.113.9:1", &[]), Scheme::Https);
+        assert_eq!(scheme(&xff, false, "203.0.113.9:1", &[]), Scheme::Http);
+        // Only a trusted proxy is believed.
+        assert_eq!(scheme(&xff, false, "203.0.113.9:1", &proto), Scheme::Http);
+        assert_eq!(scheme(&xff, false, "10.0.0.2:1", &proto), Scheme::Https);
+        // The client-facing proxy's entry (left-most) decides.
+        assert_eq!(
+            scheme(
+                &xff,
+                false,
+                "10.0.0.2:1",
+                &[("x-forwarded-proto", "https, http")]
+            ),
+            Scheme::Https
+        );
+        // Proxies writing `Forwarded`: its proto=, and not X-Forwarded-Proto.
+        let fwd = proxies_writing(ForwardedHeader::Forwarded, &["10.0.0.0/8"]);
+        assert_eq!(scheme(&fwd, false, "10.0.0.2:1", &proto), Scheme::Http);
+        assert_eq!(
+            scheme(
+                &fwd,
+                false,
+                "10.0.0.2:1",
+                &[(
+                    "forwarded",
+                    "for=198.51.100.7;proto=HTTPS, for=10.0.0.3;proto=http"
+                )]
+            ),
+            Scheme::Https
+        );
     }
 
     #[test]

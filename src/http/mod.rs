@@ -7,7 +7,7 @@ pub mod client_addr;
 
 use axum::http::{HeaderMap, Uri, header};
 
-pub use client_addr::ClientAddr;
+pub use client_addr::{ClientAddr, Scheme};
 
 /// The host a request was sent to: its `Host` header, or over HTTP/2 (where
 /// clients send `:authority` and no `Host`) the authority of its URI.
@@ -22,6 +22,16 @@ pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str>
 /// connection layer); see [`ClientAddr`].
 pub fn client_addr(parts: &axum::http::request::Parts) -> Option<ClientAddr> {
     parts.extensions.get::<ClientAddr>().copied()
+}
+
+/// The scheme the client used for a request (set by the server's connection
+/// layer; see [`Scheme`]): what URLs handed back to it start with.
+pub fn scheme(parts: &axum::http::request::Parts) -> Scheme {
+    parts
+        .extensions
+        .get::<Scheme>()
+        .copied()
+        .unwrap_or_default()
 }
 
 /// The client's IP address: the TCP peer, or what a trusted proxy says it is.

@@ -47,6 +47,8 @@ pub struct ConnService {
     router: Router,
     info: Arc<ConnInfo>,
     peer: SocketAddr,
+    /// Whether the connection is TLS (HTTPS).
+    tls: bool,
     trusted: Arc<TrustedProxies>,
     body_timeout: Duration,
 }
@@ -56,6 +58,7 @@ impl ConnService {
         router: Router,
         info: Arc<ConnInfo>,
         peer: SocketAddr,
+        tls: bool,
         trusted: Arc<TrustedProxies>,
         body_timeout: Duration,
     ) -> ConnService {
@@ -63,6 +66,7 @@ impl ConnService {
             router,
             info,
             peer,
+            tls,
             trusted,
             body_timeout,
         }
@@ -80,8 +84,10 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         self.info.begin_request();
         let in_flight = InFlight(self.info.clone());
         let client = self.trusted.client_addr(self.peer, req.headers());
+        let scheme = self.trusted.scheme(self.tls, self.peer, req.headers());
         let (mut parts, incoming) = req.into_parts();
         parts.extensions.insert(client);
+        parts.extensions.insert(scheme);
         let expects_continue = req_expects_continue(&parts.headers);
         let unread_body = !incoming.is_end_stream();
         let h1 = parts.version < Version::HTTP_2;

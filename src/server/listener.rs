@@ -21,6 +21,14 @@
 //!   is not asked for the next one within `send_timeout` is dropped, which
 //!   resets the stream (`RST_STREAM`) and closes what the body held open.
 //! - Request bodies and the keep-alive rules are in [`super::conn`].
+//! - With TLS (`tls_cert`), the handshake runs in the connection's task,
+//!   after it was admitted: it holds a slot like any connection, is idle
+//!   (evictable) while it lasts, and is abandoned at `idle_timeout` from
+//!   the accept, so a client that connects and sends nothing, or stalls
+//!   mid-handshake, costs no more than one that never sends its headers.
+//!   A failed handshake is counted (`berth_tls_handshakes_failed_total`); a
+//!   client that speaks plain HTTP to the port is answered `400` in plain
+//!   HTTP, saying to use `https://`.
 //! - Shutdown: stop accepting, let requests in flight finish for
 //!   `shutdown_timeout`, then drop what is left.
 
@@ -250,6 +258,8 @@ pub struct ListenerContext {
     pub trusted: Arc<TrustedProxies>,
     pub metrics: Arc<Metrics>,
     pub table: Arc<ConnTable>,
+    /// Handshakes with the current certificate, when serving HTTPS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Accept and serve connections until `shutdown` completes, then drain.
@@ -338,11 +348,104 @@ async fn serve_connection(
 ) {
     let _entry = ctx.table.entry(info.id);
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(StallGuard::new(stream, ctx.limits.send_timeout));
+    let Some(acceptor) = &ctx.tls else {
+        let guarded = StallGuard::new(stream, ctx.limits.send_timeout);
+        return serve_http(guarded, false, peer, &info, ctx, builder, stop).await;
+    };
+    let send_timeout = ctx.limits.send_timeout;
+    let handshake = async move {
+        refuse_plain_http(&stream).await?;
+        acceptor.accept(StallGuard::new(stream, send_timeout)).await
+    };
+    // The handshake: bounded by the idle timeout counted from the accept
+    // (the connection has had no request yet), by eviction and by shutdown.
+    let tls = tokio::select! {
+        r = handshake => match r {
+            Ok(tls) => tls,
+            Err(e) => {
+                ctx.metrics.tls_handshakes_failed.inc();
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        },
+        _ = idle_expired(&info, ctx.limits.idle_timeout) => {
+            ctx.metrics.tls_handshakes_failed.inc();
+            ctx.metrics.connections_idle_closed.inc();
+            tracing::debug!(%peer, "TLS handshake not finished within the idle timeout");
+            return;
+        }
+        _ = info.evicted.cancelled() => {
+            ctx.metrics.tls_handshakes_failed.inc();
+            ctx.metrics.connections_evicted.inc();
+            return;
+        }
+        _ = stop.cancelled() => return,
+    };
+    serve_http(tls, true, peer, &info, ctx, builder, stop).await;
+}
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What a client that speaks plain HTTP to the HTTPS port is told.
+const PLAIN_HTTP_BODY: &str = "This port speaks HTTPS: use https:// to reach it.\n";
+
+/// On the HTTPS port, a client whose first byte is not a TLS handshake
+/// (plain HTTP, most likely) gets a plain `400` saying to use `https://`,
+/// and an error ends the connection; otherwise nothing is read.
+async fn refuse_plain_http(stream: &TcpStream) -> io::Result<()> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 || first[0] == TLS_HANDSHAKE_RECORD {
+        return Ok(());
+    }
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{PLAIN_HTTP_BODY}",
+        PLAIN_HTTP_BODY.len()
+    );
+    // A few dozen bytes: the socket's send buffer takes them at once.
+    stream.writable().await?;
+    let _ = stream.try_write(answer.as_bytes());
+    // Read what the client sent, briefly, before closing: a close with
+    // unread bytes would reset the connection under the answer.
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        loop {
+            stream.readable().await?;
+            match stream.try_read(&mut sink) {
+                Ok(0) => return Ok::<(), io::Error>(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(200), drain).await;
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "plain HTTP on the HTTPS port",
+    ))
+}
+
+/// Serve HTTP/1.1 or HTTP/2 on an established connection (plain, or TLS
+/// after its handshake) until it ends, is idle too long, is evicted, or the
+/// server shuts down.
+async fn serve_http<I>(
+    io: I,
+    tls: bool,
+    peer: SocketAddr,
+    info: &Arc<ConnInfo>,
+    ctx: &ListenerContext,
+    builder: &auto::Builder<StreamExecutor>,
+    stop: &CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let service = ConnService::new(
         ctx.router.clone(),
         info.clone(),
         peer,
+        tls,
         ctx.trusted.clone(),
         ctx.limits.body_timeout,
     );
@@ -369,7 +472,7 @@ async fn serve_connection(
                 }
                 closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
             }
-            _ = idle_expired(&info, ctx.limits.idle_timeout), if closing.is_none() => {
+            _ = idle_expired(info, ctx.limits.idle_timeout), if closing.is_none() => {
                 ctx.metrics.connections_idle_closed.inc();
                 if !draining {
                     conn.as_mut().graceful_shutdown();
@@ -641,6 +744,7 @@ mod tests {
             trusted: Arc::new(TrustedProxies::default()),
             metrics: Arc::new(Metrics::new()),
             table: table.clone(),
+            tls: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -13,6 +13,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -319,6 +320,13 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         );
         config.http.max_connections = fitted;
     }
+    // A certificate that cannot be used stops the start, before anything is opened.
+    let certs = match &config.tls {
+        Some(files) => Some(Arc::new(
+            tls::CertStore::open(files).context("loading the TLS certificate")?,
+        )),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(open_registry(&config, metrics.clone()).await?);
     match registry.blobs.check().await {
@@ -376,7 +384,19 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     print_banner(&config, addr);
-    tracing::info!(%addr, region = %config.region, "listening");
+    tracing::info!(%addr, region = %config.region, tls = certs.is_some(), "listening");
+    let acceptor = match &certs {
+        Some(store) => {
+            tracing::info!(
+                cert = %store.cert_path().display(),
+                sha256 = %tls::fingerprint(&store.current()),
+                "serving HTTPS"
+            );
+            tokio::spawn(store.clone().watch(metrics.clone()));
+            Some(store.acceptor().context("setting up TLS")?)
+        }
+        None => None,
+    };
 
     let jobs = tokio::spawn(crate::jobs::Worker::new(registry, job_schedule(&config)).run());
     let ctx = listener::ListenerContext {
@@ -388,6 +408,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         )),
         metrics,
         table: Arc::new(listener::ConnTable::default()),
+        tls: acceptor,
     };
     listener::run(listener, ctx, shutdown_signal())
         .await
@@ -404,13 +425,21 @@ fn print_banner(config: &Config, addr: std::net::SocketAddr) {
         .registry_host
         .clone()
         .unwrap_or_else(|| addr.to_string());
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!(
-        "Berth is listening on http://{addr} (region {}, data in {})",
+        "Berth is listening on {scheme}://{addr} (region {}, data in {})",
         config.region,
         config.data_dir.display()
     );
     if config.auth == AuthMode::Ecr {
-        let e = format!("--endpoint-url http://{host} --region {}", config.region);
+        let e = format!(
+            "--endpoint-url {scheme}://{host} --region {}",
+            config.region
+        );
         println!("Push to it with:");
         println!("  aws ecr create-repository --repository-name NAME {e}");
         println!(

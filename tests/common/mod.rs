@@ -6,6 +6,7 @@
 pub mod image;
 pub mod proxy;
 pub mod raw;
+pub mod tls;
 
 /// Which deployment the servers a test starts use: the embedded default
 /// (SQLite + files in the data directory) or the scale-out one (PostgreSQL
@@ -208,6 +209,22 @@ pub const ACCOUNT: &str = "123456789012";
 pub const ROOT_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
 pub const ROOT_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
+/// The environment that makes a new server's primary account [`ACCOUNT`]
+/// with the administrator key [`ROOT_KEY_ID`] / [`ROOT_SECRET`].
+fn ecr_admin_env() -> Vec<(String, String)> {
+    vec![
+        ("BERTH_ACCOUNT_ID".to_string(), ACCOUNT.to_string()),
+        (
+            "BERTH_ROOT_ACCESS_KEY_ID".to_string(),
+            ROOT_KEY_ID.to_string(),
+        ),
+        (
+            "BERTH_ROOT_SECRET_ACCESS_KEY".to_string(),
+            ROOT_SECRET.to_string(),
+        ),
+    ]
+}
+
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -271,17 +288,7 @@ impl Server {
 
     /// An ECR-mode node of `deployment` on `data_dir` (see [`Server::start_ecr`]).
     pub fn start_ecr_in(deployment: &Deployment, data_dir: &Path, extra: &[&str]) -> Server {
-        let env = vec![
-            ("BERTH_ACCOUNT_ID".to_string(), ACCOUNT.to_string()),
-            (
-                "BERTH_ROOT_ACCESS_KEY_ID".to_string(),
-                ROOT_KEY_ID.to_string(),
-            ),
-            (
-                "BERTH_ROOT_SECRET_ACCESS_KEY".to_string(),
-                ROOT_SECRET.to_string(),
-            ),
-        ];
+        let env = ecr_admin_env();
         let args = extra.iter().map(|s| s.to_string()).collect();
         Server::launch(data_dir, deployment, args, env)
     }
@@ -293,6 +300,29 @@ impl Server {
         env: Vec<(String, String)>,
     ) -> Server {
         let addr = format!("127.0.0.1:{}", free_port());
+        Server::launch_at(addr, data_dir, deployment, args, env)
+    }
+
+    /// Start `berth serve --listen addr` on `data_dir` with `args` and `env`
+    /// (ECR mode unless `args` say `--auth none`); with `ecr_admin`, its
+    /// primary account and key are [`ACCOUNT`], [`ROOT_KEY_ID`], [`ROOT_SECRET`].
+    pub fn start_at(addr: &str, data_dir: &Path, args: &[&str], ecr_admin: bool) -> Server {
+        let env = if ecr_admin {
+            ecr_admin_env()
+        } else {
+            Vec::new()
+        };
+        let args = args.iter().map(|s| s.to_string()).collect();
+        Server::launch_at(addr.to_string(), data_dir, &Deployment::new(), args, env)
+    }
+
+    fn launch_at(
+        addr: String,
+        data_dir: &Path,
+        deployment: &Deployment,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["serve", "--listen", &addr, "--data-dir"])
             .arg(data_dir)
