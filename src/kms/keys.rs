@@ -749,7 +749,7 @@ impl KeyRing {
             {
                 if g.name.as_deref() == Some(n)
                     && g.grantee_principal == grantee
-                    && g.operations == json!(operations).to_string()
+                    && serde_json::from_str::<Value>(&g.operations).ok() == Some(json!(operations))
                 {
                     return Ok((g.grant_id, g.grant_token));
                 }

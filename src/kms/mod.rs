@@ -640,4 +640,218 @@ mod tests {
             Err(KmsError::InvalidCiphertext)
         ));
     }
+
+    async fn ring(
+        engine: crate::metadata::testing::Engine,
+    ) -> (crate::metadata::testing::Fixture, KeyRing) {
+        let fixture = crate::metadata::testing::Fixture::new(engine).await;
+        let meta = fixture.open().await;
+        let ring = KeyRing::new(meta, MasterKey::from_bytes(&[5; 32]), "us-east-1");
+        (fixture, ring)
+    }
+
+    const ACCT: &str = "111122223333";
+
+    async fn kms_keys_wrap_rotate_and_change_state(engine: crate::metadata::testing::Engine) {
+        let (_fx, ring) = ring(engine).await;
+        let key = ring.create_key(ACCT, &CreateKey::default()).await.unwrap();
+        ring.create_alias(ACCT, "alias/app", &key.key_id)
+            .await
+            .unwrap();
+        // Every way of naming the key resolves to it.
+        for name in [
+            key.key_id.clone(),
+            key.arn.clone(),
+            "alias/app".to_string(),
+            ring.alias_arn(ACCT, "alias/app"),
+        ] {
+            let r = ring.repository_key(ACCT, "KMS", Some(&name)).await.unwrap();
+            assert_eq!(r, KeyRef::Kms(key.arn.clone()), "{name}");
+        }
+        assert!(matches!(
+            ring.repository_key("999999999999", "KMS", Some(&key.key_id))
+                .await,
+            Err(KmsError::NotFound(_))
+        ));
+        let kref = KeyRef::Kms(key.arn.clone());
+        let dek = DataKey::generate();
+        let w1 = ring.wrap(&kref, &dek, "blob:a").await.unwrap();
+        assert_eq!(ciphertext_header(&w1).unwrap().version, 1);
+        assert_eq!(
+            ring.unwrap(&kref, &w1, "blob:a").await.unwrap().bytes(),
+            dek.bytes()
+        );
+        assert!(matches!(
+            ring.unwrap(&kref, &w1, "blob:b").await,
+            Err(KmsError::InvalidCiphertext)
+        ));
+        let mut tampered = w1.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(matches!(
+            ring.unwrap(&kref, &tampered, "blob:a").await,
+            Err(KmsError::InvalidCiphertext)
+        ));
+        // A data-key wrap is not an API ciphertext, and the reverse.
+        assert!(matches!(
+            ring.decrypt(&key, &w1, &[]).await,
+            Err(KmsError::InvalidCiphertext)
+        ));
+        // Rotation: new wraps use version 2, version 1 still opens.
+        ring.rotate_on_demand(ACCT, &key.key_id).await.unwrap();
+        let w2 = ring.wrap(&kref, &dek, "blob:a").await.unwrap();
+        assert_eq!(ciphertext_header(&w2).unwrap().version, 2);
+        for w in [&w1, &w2] {
+            assert_eq!(
+                ring.unwrap(&kref, w, "blob:a").await.unwrap().bytes(),
+                dek.bytes()
+            );
+        }
+        let (_, rotations) = ring
+            .list_rotations(ACCT, &key.key_id, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(rotations.items.len(), 1);
+        // Disabled: neither wrap nor unwrap, until enabled again.
+        ring.disable_key(ACCT, &key.key_id).await.unwrap();
+        assert!(matches!(
+            ring.unwrap(&kref, &w1, "blob:a").await,
+            Err(KmsError::Disabled(_))
+        ));
+        assert!(matches!(
+            ring.wrap(&kref, &dek, "x").await,
+            Err(KmsError::Disabled(_))
+        ));
+        assert!(matches!(
+            ring.repository_key(ACCT, "KMS", Some("alias/app")).await,
+            Err(KmsError::Disabled(_))
+        ));
+        ring.enable_key(ACCT, &key.key_id).await.unwrap();
+        ring.unwrap(&kref, &w1, "blob:a").await.unwrap();
+        // Pending deletion, cancelled: back as Disabled.
+        assert!(matches!(
+            ring.schedule_deletion(ACCT, &key.key_id, Some(6)).await,
+            Err(KmsError::Validation(_))
+        ));
+        ring.schedule_deletion(ACCT, &key.key_id, Some(7))
+            .await
+            .unwrap();
+        assert!(matches!(
+            ring.unwrap(&kref, &w1, "blob:a").await,
+            Err(KmsError::PendingDeletion(_))
+        ));
+        let back = ring.cancel_deletion(ACCT, &key.key_id).await.unwrap();
+        assert_eq!(back.state, "Disabled");
+        ring.enable_key(ACCT, &key.key_id).await.unwrap();
+        // Deleted once the waiting period is over: the material is destroyed.
+        ring.schedule_deletion(ACCT, &key.key_id, Some(7))
+            .await
+            .unwrap();
+        let mut row = ring.meta.kms_key(&key.key_id).await.unwrap().unwrap();
+        row.deletion_at = Some(now_millis() - 1);
+        assert!(
+            ring.meta
+                .kms_update_key(&row, "PendingDeletion")
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            ring.unwrap(&kref, &w1, "blob:a").await,
+            Err(KmsError::Deleted(_))
+        ));
+        assert!(
+            ring.meta
+                .kms_materials(&key.key_id)
+                .await
+                .unwrap()
+                .iter()
+                .all(|m| m.material.is_none())
+        );
+        assert!(matches!(
+            ring.describe(ACCT, &key.key_id).await,
+            Err(KmsError::NotFound(_))
+        ));
+        assert!(matches!(
+            ring.repository_key(ACCT, "KMS", Some("alias/app")).await,
+            Err(KmsError::NotFound(_))
+        ));
+    }
+
+    async fn managed_key_api_ciphertexts_and_the_periodic_job(
+        engine: crate::metadata::testing::Engine,
+    ) {
+        let (_fx, ring) = ring(engine).await;
+        // A KMS repository without a key gets aws/ecr, created once, stable.
+        let a = ring.repository_key(ACCT, "KMS", None).await.unwrap();
+        let b = ring
+            .repository_key(ACCT, "KMS_DSSE", Some("alias/aws/ecr"))
+            .await
+            .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            a,
+            KeyRef::Kms(ring.key_arn(ACCT, &ring.managed_key_id(ACCT)))
+        );
+        let managed = ring.describe(ACCT, "alias/aws/ecr").await.unwrap();
+        assert_eq!(managed.manager, "AWS");
+        assert!(matches!(
+            ring.disable_key(ACCT, &managed.key_id).await,
+            Err(KmsError::InvalidKeyUsage(_))
+        ));
+        assert!(matches!(
+            ring.create_alias(ACCT, "alias/aws/mine", &managed.key_id)
+                .await,
+            Err(KmsError::InvalidAliasName(_))
+        ));
+        // API ciphertexts are bound to their encryption context.
+        let key = ring.create_key(ACCT, &CreateKey::default()).await.unwrap();
+        let ctx = vec![("purpose".to_string(), "test".to_string())];
+        let ct = ring.encrypt(&key, b"hello", &ctx).await.unwrap();
+        assert_eq!(&ring.decrypt(&key, &ct, &ctx).await.unwrap()[..], b"hello");
+        assert!(matches!(
+            ring.decrypt(&key, &ct, &[]).await,
+            Err(KmsError::InvalidCiphertext)
+        ));
+        assert!(matches!(
+            ring.decrypt(&managed, &ct, &ctx).await,
+            Err(KmsError::IncorrectKey(_))
+        ));
+        assert_eq!(ring.ciphertext_key(&ct).await.unwrap().key_id, key.key_id);
+        let pair = ring.generate_data_key(&key, 32, &ctx).await.unwrap();
+        assert_eq!(
+            &ring.decrypt(&key, &pair.ciphertext, &ctx).await.unwrap()[..],
+            &pair.plaintext[..]
+        );
+        // The periodic job destroys keys whose waiting period is over.
+        ring.schedule_deletion(ACCT, &key.key_id, None)
+            .await
+            .unwrap();
+        let mut row = ring.meta.kms_key(&key.key_id).await.unwrap().unwrap();
+        row.deletion_at = Some(now_millis() - 1);
+        ring.meta
+            .kms_update_key(&row, "PendingDeletion")
+            .await
+            .unwrap();
+        assert_eq!(ring.run_due().await.unwrap().0, 1);
+        assert!(
+            ring.meta
+                .kms_key(&key.key_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .destroyed_at
+                .is_some()
+        );
+        assert!(matches!(
+            ring.decrypt(&row, &ct, &ctx).await,
+            Err(KmsError::Deleted(_))
+        ));
+        let listed = ring.list_keys(ACCT, None, 10).await.unwrap();
+        assert_eq!(listed.items.len(), 1, "only aws/ecr is left");
+    }
+
+    use crate::metadata::testing::Engine;
+    crate::metadata::testing::on_both_engines!(
+        kms_keys_wrap_rotate_and_change_state,
+        managed_key_api_ciphertexts_and_the_periodic_job
+    );
 }

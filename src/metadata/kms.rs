@@ -858,7 +858,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             meta.kms_list_grants("k1", "", 1).await.unwrap(),
-            [g.clone()]
+            std::slice::from_ref(&g)
         );
         assert_eq!(
             meta.kms_list_grants("k1", "g1", 5).await.unwrap()[0].grant_id,

@@ -80,9 +80,10 @@ def free_port():
 class Berth:
     """A running `berth serve` in ECR mode."""
 
-    def __init__(self, tmp: Path, extra_args=()):
+    def __init__(self, tmp: Path, extra_args=(), reuse=None):
         """`extra_args` go to `berth serve` after the defaults (e.g.
-        `["--gc-grace", "1s"]`); none by default."""
+        `["--gc-grace", "1s"]`); none by default. `reuse`: a stopped server
+        whose stores (data directory, database, S3 prefix) this one opens."""
         self.bin = berth_bin()
         self.data_dir = tmp / "data"
         self.port = free_port()
@@ -112,6 +113,10 @@ class Berth:
                 AWS_SECRET_ACCESS_KEY=need_service("BERTH_TEST_S3_SECRET_KEY"),
                 AWS_REGION="us-east-1",
             )
+        if reuse is not None:
+            self.data_dir, self.store_args = reuse.data_dir, reuse.store_args
+            self.s3_prefix, self.env = reuse.s3_prefix, reuse.env
+        tmp.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--listen", self.addr, *self.store_args, *extra_args],
