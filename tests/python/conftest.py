@@ -80,10 +80,11 @@ def free_port():
 class Berth:
     """A running `berth serve` in ECR mode."""
 
-    def __init__(self, tmp: Path, extra_args=(), reuse=None):
+    def __init__(self, tmp: Path, extra_args=(), reuse=None, wrapper=()):
         """`extra_args` go to `berth serve` after the defaults (e.g.
         `["--gc-grace", "1s"]`); none by default. `reuse`: a stopped server
-        whose stores (data directory, database, S3 prefix) this one opens."""
+        whose stores (data directory, database, S3 prefix) this one opens.
+        `wrapper`: a command the server runs under (e.g. `["faketime", "-f", "+8d"]`)."""
         self.bin = berth_bin()
         self.data_dir = tmp / "data"
         self.port = free_port()
@@ -119,7 +120,7 @@ class Berth:
         tmp.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [self.bin, "serve", "--listen", self.addr, *self.store_args, *extra_args],
+            [*wrapper, self.bin, "serve", "--listen", self.addr, *self.store_args, *extra_args],
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
