@@ -237,6 +237,17 @@ impl std::fmt::Debug for TransitConfig {
     }
 }
 
+/// A secret setting (a token): read like a string, never printed.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// Read a secret from a file that only its owner may read.
 pub fn read_private_file(path: &Path) -> anyhow::Result<String> {
     use std::os::unix::fs::PermissionsExt;
@@ -304,7 +315,7 @@ pub struct Overrides {
     pub log_format: Option<String>,
     pub master_key_file: Option<PathBuf>,
     pub kms_transit_url: Option<String>,
-    pub kms_transit_token: Option<String>,
+    pub kms_transit_token: Option<SecretString>,
     pub kms_transit_token_file: Option<PathBuf>,
     pub kms_transit_mount: Option<String>,
     pub master_key_transit_key: Option<String>,
@@ -381,7 +392,9 @@ impl Overrides {
         c.master_key_file = self.master_key_file;
         c.kms_transit = match (
             self.kms_transit_url.filter(|u| !u.is_empty()),
-            self.kms_transit_token.filter(|t| !t.is_empty()),
+            self.kms_transit_token
+                .map(|t| t.0)
+                .filter(|t| !t.is_empty()),
             self.kms_transit_token_file,
         ) {
             (None, None, None) => None,
@@ -710,5 +723,48 @@ mod tests {
             ..Default::default()
         };
         assert!(zero.resolve().is_err());
+    }
+
+    #[test]
+    fn transit_settings_and_their_secrets() {
+        let file: Overrides = toml::from_str(
+            "kms_transit_url = \"http://127.0.0.1:8200\"\nkms_transit_token = \"s.sekrit\"",
+        )
+        .unwrap();
+        assert!(!format!("{file:?}").contains("s.sekrit"));
+        let c = file.resolve().unwrap();
+        let t = c.kms_transit.clone().unwrap();
+        assert_eq!(
+            (t.token.as_str(), t.mount.as_str()),
+            ("s.sekrit", "transit")
+        );
+        assert!(!format!("{c:?}").contains("s.sekrit"));
+        // A URL without a token, a token without a URL, both token sources: refused.
+        for text in [
+            "kms_transit_url = \"http://x\"",
+            "kms_transit_token = \"t\"",
+            "master_key_transit_key = \"k\"",
+            "kms_transit_url = \"ftp://x\"\nkms_transit_token = \"t\"",
+        ] {
+            let o: Overrides = toml::from_str(text).unwrap();
+            assert!(o.resolve().is_err(), "{text}");
+        }
+        // A token file must be private.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "s.fromfile\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let o = Overrides {
+            kms_transit_url: Some("http://x".into()),
+            kms_transit_token_file: Some(f.clone()),
+            ..Default::default()
+        };
+        assert!(o.clone().resolve().is_err());
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            o.resolve().unwrap().kms_transit.unwrap().token,
+            "s.fromfile"
+        );
     }
 }

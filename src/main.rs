@@ -233,7 +233,7 @@ impl StoreArgs {
             s3_path_style: self.s3_path_style.then_some(true),
             master_key_file: self.master_key_file,
             kms_transit_url: self.kms_transit_url,
-            kms_transit_token: self.kms_transit_token,
+            kms_transit_token: self.kms_transit_token.map(berth::config::SecretString),
             kms_transit_token_file: self.kms_transit_token_file,
             kms_transit_mount: self.kms_transit_mount,
             master_key_transit_key: self.master_key_transit_key,

@@ -327,10 +327,7 @@ pub fn authorize<'p>(
     resource_policies: impl IntoIterator<Item = &'p Policy>,
     ctx: &RequestContext<'_>,
 ) -> Decision {
-    let identity = identity_policies
-        .iter()
-        .map(|p| p.outcome(ctx, PolicyKind::Identity))
-        .fold(Outcome::default(), Outcome::merge);
+    let identity = identity_outcome(identity_policies, ctx);
     let resource = resource_policies
         .into_iter()
         .map(|p| p.outcome(ctx, PolicyKind::Resource))
@@ -356,6 +353,13 @@ pub fn authorize<'p>(
     }
 }
 
+fn identity_outcome(identity_policies: &[Policy], ctx: &RequestContext<'_>) -> Outcome {
+    identity_policies
+        .iter()
+        .map(|p| p.outcome(ctx, PolicyKind::Identity))
+        .fold(Outcome::default(), Outcome::merge)
+}
+
 /// The decision for a request on a KMS key, whose key policy is the primary
 /// authority (KMS's rule, not IAM's): an explicit `Deny` in the key policy or
 /// an identity policy wins; a key policy statement that names the caller
@@ -368,10 +372,7 @@ pub fn authorize_key(
     key_policy: &Policy,
     ctx: &RequestContext<'_>,
 ) -> Decision {
-    let identity = identity_policies
-        .iter()
-        .map(|p| p.outcome(ctx, PolicyKind::Identity))
-        .fold(Outcome::default(), Outcome::merge);
+    let identity = identity_outcome(identity_policies, ctx);
     let key = key_policy.outcome(ctx, PolicyKind::Key);
     if identity.deny || key.deny {
         return Decision::ExplicitDeny;

@@ -713,6 +713,27 @@ impl KeyRing {
         self.transition(&row, to).await.map(|_| ())
     }
 
+    /// UpdateKeyDescription.
+    pub async fn update_description(
+        &self,
+        account: &str,
+        key: &str,
+        description: &str,
+    ) -> Result<(), KmsError> {
+        if description.len() > 8192 {
+            return Err(KmsError::Validation(
+                "1 validation error detected: Value at 'description' failed to satisfy constraint: Member must have length less than or equal to 8192".into(),
+            ));
+        }
+        let row = self.describe(account, key).await?;
+        Self::customer_managed(&row, "UpdateKeyDescription")?;
+        let to = KmsKeyRow {
+            description: description.to_string(),
+            ..row.clone()
+        };
+        self.transition(&row, to).await.map(|_| ())
+    }
+
     // ---- grants -----------------------------------------------------------
 
     /// CreateGrant: the grant id and token.

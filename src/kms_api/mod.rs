@@ -11,7 +11,7 @@ mod ops;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -87,14 +87,7 @@ impl IntoResponse for KmsApiError {
     fn into_response(self) -> Response {
         let body = json!({ "__type": self.name, "message": self.message });
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
-        let mut r = (status, body.to_string()).into_response();
-        let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-amz-json-1.1"),
-        );
-        h.insert("x-amzn-errortype", HeaderValue::from_static(self.name));
-        r
+        crate::http::aws_json(status, body.to_string(), Some(self.name), None)
     }
 }
 
@@ -162,19 +155,15 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
         .and_then(|op| ops::OPERATIONS.iter().find(|(name, _)| *name == op))
         .map_or("kms_api", |(_, label)| *label);
     let mut resp = match handle(&state, req).await {
-        Ok(v) => {
-            let mut r = (StatusCode::OK, v.to_string()).into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-amz-json-1.1"),
-            );
+        Ok(v) => crate::http::aws_json(StatusCode::OK, v.to_string(), None, Some(&request_id)),
+        Err(e) => {
+            let mut r = e.into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+                r.headers_mut().insert("x-amzn-requestid", v);
+            }
             r
         }
-        Err(e) => e.into_response(),
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-amzn-requestid", v);
-    }
     resp.extensions_mut().insert(OperationLabel(label));
     resp
 }

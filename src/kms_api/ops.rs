@@ -36,6 +36,7 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("TagResource", "kms:TagResource"),
     ("UntagResource", "kms:UntagResource"),
     ("ListResourceTags", "kms:ListResourceTags"),
+    ("UpdateKeyDescription", "kms:UpdateKeyDescription"),
     ("GetKeyPolicy", "kms:GetKeyPolicy"),
     ("PutKeyPolicy", "kms:PutKeyPolicy"),
     ("CreateGrant", "kms:CreateGrant"),
@@ -569,6 +570,12 @@ pub async fn run(ctx: &Ctx<'_>, op: &str, input: &Input) -> Result<Value, KmsApi
                 &page,
                 |(k, v)| json!({ "TagKey": k, "TagValue": v }),
             ))
+        }
+        "UpdateKeyDescription" => {
+            let key = key_for(ctx, input, "KeyId", "UpdateKeyDescription").await?;
+            kms.update_description(acct, &key.arn, input.str("Description")?)
+                .await?;
+            Ok(json!({}))
         }
         "GetKeyPolicy" => {
             let key = key_for(ctx, input, "KeyId", "GetKeyPolicy").await?;

@@ -178,33 +178,11 @@ impl MetadataStore {
         .bind(key.created_at)
         .execute(&mut *tx)
         .await?;
-        for (k, v) in tags {
-            sqlx::query(
-                "INSERT INTO kms_key_tags (key_id, tag_key, tag_value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (key_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
-            )
-            .bind(&key.key_id)
-            .bind(k)
-            .bind(v)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(alias) = alias {
-            let added = sqlx::query(
-                "INSERT INTO kms_aliases (account_id, alias_name, key_id, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (account_id, alias_name) DO NOTHING",
-            )
-            .bind(&key.account_id)
-            .bind(alias)
-            .bind(&key.key_id)
-            .bind(key.created_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                > 0;
-            if !added {
-                return Ok(false);
-            }
+        insert_tags(&mut tx, &key.key_id, tags).await?;
+        if let Some(alias) = alias
+            && !insert_alias(&mut tx, &key.account_id, alias, &key.key_id, key.created_at).await?
+        {
+            return Ok(false);
         }
         tx.commit().await?;
         Ok(true)
@@ -406,18 +384,8 @@ impl MetadataStore {
 
     /// Create an alias; false if the account has one of that name.
     pub async fn kms_create_alias(&self, account: &str, name: &str, key_id: &str) -> Result<bool> {
-        Ok(sqlx::query(
-            "INSERT INTO kms_aliases (account_id, alias_name, key_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (account_id, alias_name) DO NOTHING",
-        )
-        .bind(account)
-        .bind(name)
-        .bind(key_id)
-        .bind(now_millis())
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            > 0)
+        let mut conn = self.pool.acquire().await?;
+        insert_alias(&mut conn, account, name, key_id, now_millis()).await
     }
 
     /// Point an existing alias at another key; false if there is no such alias.
@@ -489,17 +457,7 @@ impl MetadataStore {
     /// Add or replace tags of a key.
     pub async fn kms_tag_key(&self, key_id: &str, tags: &[(String, String)]) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        for (k, v) in tags {
-            sqlx::query(
-                "INSERT INTO kms_key_tags (key_id, tag_key, tag_value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (key_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
-            )
-            .bind(key_id)
-            .bind(k)
-            .bind(v)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_tags(&mut tx, key_id, tags).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -602,6 +560,48 @@ impl MetadataStore {
                 > 0,
         )
     }
+}
+
+/// Add or replace tags of a key.
+async fn insert_tags(
+    conn: &mut sqlx::AnyConnection,
+    key_id: &str,
+    tags: &[(String, String)],
+) -> Result<()> {
+    for (k, v) in tags {
+        sqlx::query(
+            "INSERT INTO kms_key_tags (key_id, tag_key, tag_value) VALUES ($1, $2, $3) \
+             ON CONFLICT (key_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
+        )
+        .bind(key_id)
+        .bind(k)
+        .bind(v)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Create an alias; false if the account has one of that name.
+async fn insert_alias(
+    conn: &mut sqlx::AnyConnection,
+    account: &str,
+    name: &str,
+    key_id: &str,
+    at: i64,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "INSERT INTO kms_aliases (account_id, alias_name, key_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $4) ON CONFLICT (account_id, alias_name) DO NOTHING",
+    )
+    .bind(account)
+    .bind(name)
+    .bind(key_id)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0)
 }
 
 fn material_row(r: &sqlx::any::AnyRow) -> Result<KmsMaterialRow> {

@@ -70,6 +70,8 @@ def test_create_describe_list_keys_and_paging(kms):
     assert m["AWSAccountId"] == ACCOUNT
     d = kms.describe_key(KeyId=m["Arn"])["KeyMetadata"]
     assert d["KeyId"] == m["KeyId"] and d["Description"] == "k0"
+    kms.update_key_description(KeyId=m["KeyId"], Description="renamed")
+    assert kms.describe_key(KeyId=m["KeyId"])["KeyMetadata"]["Description"] == "renamed"
     seen, marker = [], None
     while True:
         args = {"Limit": 1} | ({"Marker": marker} if marker else {})
