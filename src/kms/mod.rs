@@ -140,6 +140,14 @@ pub enum KmsError {
 impl KmsError {
     /// Whether the failure is the key's state (disabled, pending deletion,
     /// deleted, missing), as opposed to bad data or an outage.
+    /// KMS's `IncorrectKeyException`: a ciphertext of another key than the one named.
+    pub fn incorrect_key() -> KmsError {
+        KmsError::IncorrectKey(
+            "The key ID in the request does not identify a CMK that can perform this operation."
+                .into(),
+        )
+    }
+
     /// The metadata database is unreachable (nothing was changed).
     pub fn is_outage(&self) -> bool {
         matches!(self, KmsError::Meta(MetaError::Unavailable(_)))
@@ -493,10 +501,7 @@ impl KeyRing {
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, KmsError> {
         let header = ciphertext_header(blob).ok_or(KmsError::InvalidCiphertext)?;
         if header.key_id != row.key_id {
-            return Err(KmsError::IncorrectKey(
-                "The key ID in the request does not identify a CMK that can perform this operation."
-                    .into(),
-            ));
+            return Err(KmsError::incorrect_key());
         }
         let body = &blob[HEADER_LEN..];
         match blob[0] {

@@ -707,11 +707,7 @@ async fn ciphertext_key(
     if let Some(k) = given {
         let named = kms.describe(ctx.account(), k).await?;
         if named.key_id != key.key_id {
-            return Err(KmsApiError::new(
-                "IncorrectKeyException",
-                400,
-                "The key ID in the request does not identify a CMK that can perform this operation.",
-            ));
+            return Err(crate::kms::KmsError::incorrect_key().into());
         }
     }
     Ok(key)

@@ -183,11 +183,12 @@ class Berth:
 
     # ---- clients -----------------------------------------------------------
 
-    def client(self, key_id=ROOT_KEY_ID, secret=ROOT_SECRET, validate=True):
-        """An ECR client; `validate=False` turns off botocore's client-side
-        checks so that the server's own validation is exercised."""
+    def client(self, key_id=ROOT_KEY_ID, secret=ROOT_SECRET, validate=True, service="ecr"):
+        """An ECR client (or, with `service="kms"`, a KMS one: the same
+        endpoint); `validate=False` turns off botocore's client-side checks
+        so that the server's own validation is exercised."""
         return boto3.session.Session().client(
-            "ecr",
+            service,
             region_name=REGION,
             endpoint_url=self.endpoint,
             aws_access_key_id=key_id,

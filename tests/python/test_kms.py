@@ -23,14 +23,7 @@ from conftest import ACCOUNT, REGION, ROOT_KEY_ID, ROOT_SECRET, Berth, free_port
 
 
 def kms_client(berth, key_id=ROOT_KEY_ID, secret=ROOT_SECRET, validate=True):
-    return boto3.session.Session().client(
-        "kms",
-        region_name=REGION,
-        endpoint_url=berth.endpoint,
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-        config=Config(retries={"max_attempts": 1, "mode": "legacy"}, parameter_validation=validate),
-    )
+    return berth.client(key_id, secret, validate=validate, service="kms")
 
 
 def code(excinfo):
@@ -60,7 +53,7 @@ def kms(berth):
     return kms_client(berth)
 
 
-def test_create_describe_list_keys_and_paging(kms):
+def test_create_describe_list_keys_and_paging(kms, kms_raw):
     made = [kms.create_key(Description=f"k{i}", Tags=[{"TagKey": "n", "TagValue": str(i)}])["KeyMetadata"] for i in range(3)]
     m = made[0]
     assert m["KeyState"] == "Enabled" and m["Enabled"] is True
@@ -87,19 +80,14 @@ def test_create_describe_list_keys_and_paging(kms):
         kms.describe_key(KeyId=str(uuid.uuid4()))
     assert code(e) == "NotFoundException"
     with pytest.raises(ClientError) as e:
-        kms_client_raw(kms).list_keys(Limit=5000)
+        kms_raw.list_keys(Limit=5000)
     assert code(e) == "ValidationException"
 
 
-def kms_client_raw(kms):
-    return boto3.session.Session().client(
-        "kms",
-        region_name=REGION,
-        endpoint_url=kms.meta.endpoint_url,
-        aws_access_key_id=ROOT_KEY_ID,
-        aws_secret_access_key=ROOT_SECRET,
-        config=Config(retries={"max_attempts": 1, "mode": "legacy"}, parameter_validation=False),
-    )
+@pytest.fixture(scope="module")
+def kms_raw(berth):
+    """Without botocore's parameter validation, so that the server's own is exercised."""
+    return kms_client(berth, validate=False)
 
 
 def test_aliases(kms):
@@ -186,7 +174,7 @@ def test_encrypt_decrypt_context_and_data_keys(kms):
     assert kms.decrypt(CiphertextBlob=re["CiphertextBlob"])["Plaintext"] == b"secret!"
 
 
-def test_disable_enable_and_rotation_keep_old_ciphertexts(kms):
+def test_disable_enable_and_rotation_keep_old_ciphertexts(kms, kms_raw):
     k = kms.create_key()["KeyMetadata"]["KeyId"]
     old = kms.encrypt(KeyId=k, Plaintext=b"v1")["CiphertextBlob"]
     kms.disable_key(KeyId=k)
@@ -209,7 +197,7 @@ def test_disable_enable_and_rotation_keep_old_ciphertexts(kms):
     assert st["KeyRotationEnabled"] is True and st["RotationPeriodInDays"] == 90
     assert "NextRotationDate" in st
     with pytest.raises(ClientError) as e:
-        kms_client_raw(kms).enable_key_rotation(KeyId=k, RotationPeriodInDays=10)
+        kms_raw.enable_key_rotation(KeyId=k, RotationPeriodInDays=10)
     assert code(e) == "ValidationException"
     kms.rotate_key_on_demand(KeyId=k)
     kms.rotate_key_on_demand(KeyId=k)
@@ -224,11 +212,11 @@ def test_disable_enable_and_rotation_keep_old_ciphertexts(kms):
     assert kms.get_key_rotation_status(KeyId=k)["KeyRotationEnabled"] is False
 
 
-def test_schedule_and_cancel_deletion(kms):
+def test_schedule_and_cancel_deletion(kms, kms_raw):
     k = kms.create_key()["KeyMetadata"]["KeyId"]
     ct = kms.encrypt(KeyId=k, Plaintext=b"x")["CiphertextBlob"]
     with pytest.raises(ClientError) as e:
-        kms_client_raw(kms).schedule_key_deletion(KeyId=k, PendingWindowInDays=3)
+        kms_raw.schedule_key_deletion(KeyId=k, PendingWindowInDays=3)
     assert code(e) == "ValidationException"
     r = kms.schedule_key_deletion(KeyId=k, PendingWindowInDays=7)
     assert r["KeyState"] == "PendingDeletion" and r["PendingWindowInDays"] == 7
