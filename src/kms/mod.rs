@@ -278,7 +278,6 @@ impl KeyRing {
     pub async fn check(&self) -> Result<(), KmsError> {
         if let Some(t) = &self.transit {
             t.check().await?;
-            t.create_key(transit::SERVER_KEY).await?;
         }
         Ok(())
     }

@@ -110,21 +110,16 @@ impl Transit {
         KmsError::Unavailable(format!("transit {what} failed ({status}): {errors}"))
     }
 
-    /// Check that the engine answers and the token is accepted (at startup).
+    /// Check that the engine answers and the token is accepted (at
+    /// startup), by making sure the server-managed key exists: it needs no
+    /// right beyond those Berth uses anyway (no `list`).
     pub async fn check(&self) -> Result<(), KmsError> {
-        let (status, v) = self
-            .call(reqwest::Method::GET, "keys?list=true", None)
-            .await?;
-        // 404: no keys yet, which is fine.
-        if status == 200 || status == 404 {
-            Ok(())
-        } else {
-            Err(Self::failure(
-                &format!("access to mount '{}'", self.settings.mount),
-                status,
-                &v,
-            ))
-        }
+        self.create_key(SERVER_KEY).await.map_err(|e| match e {
+            KmsError::Unavailable(m) => {
+                KmsError::Unavailable(format!("{m} (mount '{}')", self.settings.mount))
+            }
+            e => e,
+        })
     }
 
     /// Create a derived AES-256-GCM key (idempotent).

@@ -455,8 +455,19 @@ def bao(tmp_path_factory):
             break
         assert time.monotonic() < deadline, r.stderr
         time.sleep(0.2)
+    # Berth's token has exactly the rights docs/operations.md lists.
+    policy = """
+path "transit/keys/berth-*" { capabilities = ["create", "update", "read", "delete"] }
+path "transit/encrypt/berth-*" { capabilities = ["update"] }
+path "transit/decrypt/berth-*" { capabilities = ["update"] }
+"""
+    r = subprocess.run([exe, "policy", "write", "berth", "-"], input=policy, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([exe, "token", "create", "-policy=berth", "-format=json"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    berth_token = json.loads(r.stdout)["auth"]["client_token"]
     try:
-        yield {"addr": addr, "token": token, "env": env, "exe": exe, "proc": proc}
+        yield {"addr": addr, "token": berth_token, "env": env, "exe": exe, "proc": proc}
     finally:
         proc.kill()
         proc.wait(timeout=10)
@@ -469,11 +480,11 @@ def transit_keys(bao):
 
 
 class TransitBerth(Berth):
-    def __init__(self, tmp, bao, reuse=None):
+    def __init__(self, tmp, bao, reuse=None, wrapper=()):
         super().__init__(tmp, extra_args=[
             "--kms-transit-url", bao["addr"],
             "--master-key-transit-key", "berth-master",
-        ], reuse=reuse)
+        ], reuse=reuse, wrapper=wrapper)
 
 
 def test_transit_custody(bao, tmp_path, monkeypatch):
@@ -530,8 +541,18 @@ def test_transit_custody(bao, tmp_path, monkeypatch):
             digest = "sha256:" + hashlib.sha256(data).hexdigest()
             url = server.client().get_download_url_for_layer(repositoryName=repo, layerDigest=digest)["downloadUrl"]
             assert requests.get(url, timeout=30).content == data
+        kms.schedule_key_deletion(KeyId=k, PendingWindowInDays=7)
     finally:
         server.stop()
+    # Eight days later the key is gone, and so is its transit key (crypto-shredding).
+    future = TransitBerth(tmp_path / "future", bao, reuse=server, wrapper=["faketime", "-f", "+8d"])
+    try:
+        out = aws(future, "describe-key", "--key-id", k, faketime="+8d")
+        assert isinstance(out, subprocess.CompletedProcess) and "NotFoundException" in out.stderr, out
+        assert f"berth-{k}" not in transit_keys(bao)
+        assert "berth-aes256" in transit_keys(bao)
+    finally:
+        future.stop()
     # A server whose transit token is refused does not start, and says why.
     bad = f"bad-token-{uuid.uuid4().hex}"
     monkeypatch.setenv("BERTH_KMS_TRANSIT_TOKEN", bad)
