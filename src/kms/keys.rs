@@ -263,9 +263,11 @@ impl KeyRing {
             .meta
             .kms_list_keys(account, marker.unwrap_or(""), limit as i64 + 1)
             .await?;
+        // Paged before deleted keys are left out, so a page of them cannot end the listing.
         let now = now_millis();
-        let rows = rows.into_iter().filter(|r| !is_deleted(r, now)).collect();
-        Ok(page(rows, limit, |r: &KmsKeyRow| r.key_id.clone()))
+        let mut p = page(rows, limit, |r: &KmsKeyRow| r.key_id.clone());
+        p.items.retain(|r| !is_deleted(r, now));
+        Ok(p)
     }
 
     pub async fn enable_key(&self, account: &str, key: &str) -> Result<(), KmsError> {
