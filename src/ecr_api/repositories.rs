@@ -317,6 +317,20 @@ pub(super) async fn delete_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
             ctx.state
                 .access
                 .forget_policy(&registry, Some(name.as_str()));
+            // As ECR does, the grant it made on the repository's key goes with it.
+            if let Some(arn) = &row.kms_key {
+                let repo_arn =
+                    crate::auth::repository_arn(&ctx.state.region, &registry, name.as_str());
+                if let Err(e) = ctx
+                    .state
+                    .registry
+                    .kms
+                    .retire_repository_grant(&registry, arn, &repo_arn)
+                    .await
+                {
+                    tracing::warn!(error = %e, key = %arn, "could not retire ECR's grant on the key");
+                }
+            }
             Ok(json!({ "repository": repository_json(ctx, &row) }))
         }
     }

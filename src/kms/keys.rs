@@ -905,6 +905,32 @@ impl KeyRing {
         .map(|_| ())
     }
 
+    /// Retire the grant [`KeyRing::grant_for_repository`] made (DeleteRepository).
+    pub async fn retire_repository_grant(
+        &self,
+        account: &str,
+        key_arn: &str,
+        repository_arn: &str,
+    ) -> Result<(), KmsError> {
+        let row = match self.describe(account, key_arn).await {
+            Ok(r) => r,
+            // A deleted key took its grants with it.
+            Err(KmsError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let name = format!("ecr:{repository_arn}");
+        for g in self
+            .meta
+            .kms_list_grants(&row.key_id, "", MAX_GRANTS_PER_PAGE_SCAN)
+            .await?
+        {
+            if g.name.as_deref() == Some(name.as_str()) {
+                self.meta.kms_delete_grant(&row.key_id, &g.grant_id).await?;
+            }
+        }
+        Ok(())
+    }
+
     // ---- encryption for API callers -----------------------------------------
 
     /// Encrypt (at most 4096 bytes) under `row` (usable), bound to `context`.

@@ -374,6 +374,13 @@ def test_ecr_repositories_with_kms_keys(berth, kms):
     assert d["encryptionConfiguration"]["kmsKey"] == k["Arn"]
     grants = kms.list_grants(KeyId=k["KeyId"])["Grants"]
     assert [g["GranteePrincipal"] for g in grants] == ["ecr.amazonaws.com"]
+    assert grants[0]["Constraints"] == {"EncryptionContextSubset": {"aws:ecr:arn": r["repository"]["repositoryArn"]}}
+    # Deleting the repository retires ECR's grant, as ECR does.
+    other = repo + "-gone"
+    ecr.create_repository(repositoryName=other, encryptionConfiguration={"encryptionType": "KMS", "kmsKey": k["KeyId"]})
+    assert len(kms.list_grants(KeyId=k["KeyId"])["Grants"]) == 2
+    ecr.delete_repository(repositoryName=other)
+    assert len(kms.list_grants(KeyId=k["KeyId"])["Grants"]) == 1
     # The default: the account's AWS-managed aws/ecr key, created on first use.
     r = ecr.create_repository(repositoryName=repo + "-d", encryptionConfiguration={"encryptionType": "KMS"})
     managed = r["repository"]["encryptionConfiguration"]["kmsKey"]
