@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import time
+import types
 import uuid
 
 import boto3
@@ -400,6 +401,16 @@ def test_ecr_repositories_with_kms_keys(berth, kms):
     kms.enable_key(KeyId=k["KeyId"])
 
 
+def without_s3(server, blobs):
+    """`server`'s stores for a server 8 days ahead: the same metadata, blobs
+    (not needed there) in a directory, since S3 refuses requests signed 8
+    days ahead."""
+    store = list(server.store_args)
+    if "--storage-url" in store:
+        store[store.index("--storage-url") + 1] = f"file://{blobs}"
+    return types.SimpleNamespace(data_dir=server.data_dir, store_args=store, s3_prefix=None, env=server.env)
+
+
 def test_deletion_after_the_waiting_period(berth, kms, tmp_path):
     """A second server on the same store, 8 days ahead (faketime): the key
     is deleted there, its material destroyed, and the real-time server
@@ -409,11 +420,7 @@ def test_deletion_after_the_waiting_period(berth, kms, tmp_path):
     kms.schedule_key_deletion(KeyId=k["KeyId"], PendingWindowInDays=7)
     port = free_port()
     log = open(tmp_path / "future.log", "wb")
-    # The same metadata store; blobs (not needed here) in a directory of
-    # its own, since an S3 server refuses requests signed 8 days ahead.
-    store = list(berth.store_args)
-    if "--storage-url" in store:
-        store[store.index("--storage-url") + 1] = f"file://{tmp_path / 'blobs'}"
+    store = without_s3(berth, tmp_path / "blobs").store_args
     future = subprocess.Popen(
         ["faketime", "-f", "+8d", berth.bin, "serve", "--listen", f"127.0.0.1:{port}", *store],
         env=berth.env, stdout=log, stderr=subprocess.STDOUT,
@@ -552,7 +559,8 @@ def test_transit_custody(bao, tmp_path, monkeypatch):
     finally:
         server.stop()
     # Eight days later the key is gone, and so is its transit key (crypto-shredding).
-    future = TransitBerth(tmp_path / "future", bao, reuse=server, wrapper=["faketime", "-f", "+8d"])
+    future = TransitBerth(tmp_path / "future", bao, reuse=without_s3(server, tmp_path / "blobs"),
+                          wrapper=["faketime", "-f", "+8d"])
     try:
         out = aws(future, "describe-key", "--key-id", k, faketime="+8d")
         assert isinstance(out, subprocess.CompletedProcess) and "NotFoundException" in out.stderr, out
