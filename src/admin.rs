@@ -171,7 +171,7 @@ pub async fn break_glass(config: &Config, cmd: BreakGlassCommand) -> anyhow::Res
 /// Run one `berth iam` command against the store; prints JSON.
 pub async fn run(config: &Config, cmd: IamCommand) -> anyhow::Result<()> {
     let meta = open_meta(config).await?;
-    let master = crate::server::master_key(config)?;
+    let master = crate::server::master_key(config).await?;
     let access = Access::open(meta.clone(), master, &config.region).await?;
     let account_must_exist = async |id: &str| -> anyhow::Result<()> {
         if !meta.account_exists(id).await? {

@@ -27,6 +27,14 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where the master key lives; `None`: `BERTH_MASTER_KEY`, else `<data_dir>/master.key`.
     pub master_key_file: Option<PathBuf>,
+    /// External key custody: KMS keys and the server-managed key in a
+    /// Vault / OpenBao transit engine (`None`: sealed with the master key).
+    pub kms_transit: Option<TransitConfig>,
+    /// A transit key that seals the master key: the master key file then
+    /// holds its transit ciphertext (created on first start).
+    pub master_key_transit_key: Option<String>,
+    /// How often KMS keys due for deletion or automatic rotation are looked for.
+    pub kms_job_interval: Duration,
     /// Upload sessions untouched for this long are removed with their bytes.
     pub upload_max_age: Duration,
     /// How often abandoned uploads are looked for.
@@ -221,6 +229,52 @@ impl Default for UploadQuotas {
     }
 }
 
+/// Where the transit engine is. The token is never printed.
+#[derive(Clone)]
+pub struct TransitConfig {
+    pub url: String,
+    pub token: String,
+    pub mount: String,
+}
+
+impl std::fmt::Debug for TransitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransitConfig")
+            .field("url", &self.url)
+            .field("token", &"***")
+            .field("mount", &self.mount)
+            .finish()
+    }
+}
+
+/// A secret setting (a token): read like a string, never printed.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Read a secret from a file that only its owner may read.
+pub fn read_private_file(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "{} is readable by others (mode {:o}); chmod 600 it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .trim()
+        .to_string())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMode {
     Ecr,
@@ -237,6 +291,9 @@ impl Default for Config {
             storage_redirects: None,
             log_format: LogFormat::Text,
             master_key_file: None,
+            kms_transit: None,
+            master_key_transit_key: None,
+            kms_job_interval: Duration::from_secs(60),
             upload_max_age: Duration::from_secs(24 * 3600),
             upload_reap_interval: Duration::from_secs(600),
             max_manifest_bytes: 8 << 20,
@@ -268,6 +325,12 @@ pub struct Overrides {
     pub storage_redirects: Option<String>,
     pub log_format: Option<String>,
     pub master_key_file: Option<PathBuf>,
+    pub kms_transit_url: Option<String>,
+    pub kms_transit_token: Option<SecretString>,
+    pub kms_transit_token_file: Option<PathBuf>,
+    pub kms_transit_mount: Option<String>,
+    pub master_key_transit_key: Option<String>,
+    pub kms_job_interval: Option<String>,
     pub upload_max_age: Option<String>,
     pub upload_reap_interval: Option<String>,
     pub max_manifest_bytes: Option<usize>,
@@ -316,6 +379,8 @@ impl Overrides {
         layer!(self, lower;
             listen, data_dir, database_url, storage_url, s3_path_style, storage_redirects,
             log_format, master_key_file,
+            kms_transit_url, kms_transit_token, kms_transit_token_file, kms_transit_mount,
+            master_key_transit_key, kms_job_interval,
             upload_max_age, upload_reap_interval,
             max_manifest_bytes, max_image_layers, gc_interval, gc_grace, lifecycle_interval,
             scan_quota_interval, auth, region, registry_host, idle_timeout, send_timeout, body_timeout,
@@ -339,6 +404,51 @@ impl Overrides {
             c.data_dir = d;
         }
         c.master_key_file = self.master_key_file;
+        c.kms_transit = match (
+            self.kms_transit_url.filter(|u| !u.is_empty()),
+            self.kms_transit_token
+                .map(|t| t.0)
+                .filter(|t| !t.is_empty()),
+            self.kms_transit_token_file,
+        ) {
+            (None, None, None) => None,
+            (None, _, _) => bail!("kms_transit_token needs kms_transit_url"),
+            (Some(_), Some(_), Some(_)) => {
+                bail!(
+                    "give the transit token as kms_transit_token or kms_transit_token_file, not both"
+                )
+            }
+            (Some(url), token, file) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    bail!("kms_transit_url: {url:?} is not an http:// or https:// URL");
+                }
+                let token = match (token, file) {
+                    (Some(t), _) => t,
+                    (None, Some(f)) => read_private_file(&f).context("kms_transit_token_file")?,
+                    (None, None) => bail!(
+                        "kms_transit_url needs a token: kms_transit_token (BERTH_KMS_TRANSIT_TOKEN) or kms_transit_token_file"
+                    ),
+                };
+                Some(TransitConfig {
+                    url,
+                    token,
+                    mount: self
+                        .kms_transit_mount
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| "transit".into()),
+                })
+            }
+        };
+        c.master_key_transit_key = self.master_key_transit_key.filter(|k| !k.is_empty());
+        if c.master_key_transit_key.is_some() && c.kms_transit.is_none() {
+            bail!("master_key_transit_key needs kms_transit_url");
+        }
+        if let Some(v) = self.kms_job_interval {
+            c.kms_job_interval = parse_duration(&v).context("kms_job_interval")?;
+            if c.kms_job_interval.is_zero() {
+                bail!("kms_job_interval must be longer than 0s");
+            }
+        }
         if let Some(u) = self.database_url.filter(|u| !u.is_empty()) {
             if !(u.starts_with("sqlite:")
                 || u.starts_with("postgres://")
@@ -650,5 +760,48 @@ mod tests {
         };
         assert!(half.resolve().is_err());
         assert_eq!(Config::default().tls, None);
+    }
+
+    #[test]
+    fn transit_settings_and_their_secrets() {
+        let file: Overrides = toml::from_str(
+            "kms_transit_url = \"http://127.0.0.1:8200\"\nkms_transit_token = \"s.sekrit\"",
+        )
+        .unwrap();
+        assert!(!format!("{file:?}").contains("s.sekrit"));
+        let c = file.resolve().unwrap();
+        let t = c.kms_transit.clone().unwrap();
+        assert_eq!(
+            (t.token.as_str(), t.mount.as_str()),
+            ("s.sekrit", "transit")
+        );
+        assert!(!format!("{c:?}").contains("s.sekrit"));
+        // A URL without a token, a token without a URL, both token sources: refused.
+        for text in [
+            "kms_transit_url = \"http://x\"",
+            "kms_transit_token = \"t\"",
+            "master_key_transit_key = \"k\"",
+            "kms_transit_url = \"ftp://x\"\nkms_transit_token = \"t\"",
+        ] {
+            let o: Overrides = toml::from_str(text).unwrap();
+            assert!(o.resolve().is_err(), "{text}");
+        }
+        // A token file must be private.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "s.fromfile\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let o = Overrides {
+            kms_transit_url: Some("http://x".into()),
+            kms_transit_token_file: Some(f.clone()),
+            ..Default::default()
+        };
+        assert!(o.clone().resolve().is_err());
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            o.resolve().unwrap().kms_transit.unwrap().token,
+            "s.fromfile"
+        );
     }
 }

@@ -259,7 +259,7 @@ pub fn iam_policy(data: &[u8]) {
     };
     let (identity, resource): (Vec<Policy>, Vec<Policy>) = match kind {
         PolicyKind::Identity => (vec![policy], vec![]),
-        PolicyKind::Resource => (vec![], vec![policy]),
+        PolicyKind::Resource | PolicyKind::Key => (vec![], vec![policy]),
     };
     let _ = crate::iam::authorize(&identity, resource.iter(), &ctx);
 }

@@ -27,6 +27,7 @@ pub mod http;
 pub mod iam;
 pub mod jobs;
 pub mod kms;
+pub mod kms_api;
 pub mod lifecycle;
 pub mod maintenance;
 pub mod metadata;

@@ -110,6 +110,26 @@ struct StoreArgs {
     /// [default: BERTH_MASTER_KEY, else <data-dir>/master.key]
     #[arg(long, env = "BERTH_MASTER_KEY_FILE", global = true)]
     master_key_file: Option<PathBuf>,
+    /// Keep KMS keys and the AES256 key in this Vault / OpenBao transit engine (e.g. http://127.0.0.1:8200) [default: sealed with the master key]
+    #[arg(long, env = "BERTH_KMS_TRANSIT_URL", global = true)]
+    kms_transit_url: Option<String>,
+    /// The transit token (prefer BERTH_KMS_TRANSIT_TOKEN or --kms-transit-token-file: flags show in `ps`)
+    #[arg(
+        long,
+        env = "BERTH_KMS_TRANSIT_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    kms_transit_token: Option<String>,
+    /// File holding the transit token (mode 0600)
+    #[arg(long, env = "BERTH_KMS_TRANSIT_TOKEN_FILE", global = true)]
+    kms_transit_token_file: Option<PathBuf>,
+    /// The transit engine's mount path [default: transit]
+    #[arg(long, env = "BERTH_KMS_TRANSIT_MOUNT", global = true)]
+    kms_transit_mount: Option<String>,
+    /// Seal the master key with this transit key; the master key file then holds its ciphertext [default: off]
+    #[arg(long, env = "BERTH_MASTER_KEY_TRANSIT_KEY", global = true)]
+    master_key_transit_key: Option<String>,
     /// Region of this registry [default: us-east-1]
     #[arg(long, env = "BERTH_REGION", global = true)]
     region: Option<String>,
@@ -218,6 +238,11 @@ impl StoreArgs {
             storage_url: self.storage_url,
             s3_path_style: self.s3_path_style.then_some(true),
             master_key_file: self.master_key_file,
+            kms_transit_url: self.kms_transit_url,
+            kms_transit_token: self.kms_transit_token.map(berth::config::SecretString),
+            kms_transit_token_file: self.kms_transit_token_file,
+            kms_transit_mount: self.kms_transit_mount,
+            master_key_transit_key: self.master_key_transit_key,
             region: self.region,
             log_format: self.log_format,
             ..extra

@@ -36,6 +36,7 @@ const RANKS: &[(&str, u32)] = &[
     // Faces.
     ("distribution", 7),
     ("ecr_api", 7),
+    ("kms_api", 7),
     // Commands.
     ("server", 8),
     ("admin", 9),
@@ -45,7 +46,7 @@ const RANKS: &[(&str, u32)] = &[
 ];
 
 /// Faces: protocol code that must not touch a store.
-const FACES: &[&str] = &["distribution", "ecr_api"];
+const FACES: &[&str] = &["distribution", "ecr_api", "kms_api"];
 const STORES: &[&str] = &["metadata", "storage"];
 
 fn rank(module: &str) -> Option<u32> {

@@ -361,8 +361,18 @@ impl Access {
         &self,
         headers: &axum::http::HeaderMap,
     ) -> Result<PendingSigV4, AuthError> {
+        self.begin_sigv4_for(headers, "ecr").await
+    }
+
+    /// [`Access::begin_sigv4`] for requests signed for another service
+    /// (`kms` for the KMS API on the same endpoint).
+    pub async fn begin_sigv4_for(
+        &self,
+        headers: &axum::http::HeaderMap,
+        service: &str,
+    ) -> Result<PendingSigV4, AuthError> {
         let parsed = sigv4::parse(headers)?;
-        sigv4::check_envelope(&parsed, headers, &self.region, "ecr", now_secs())?;
+        sigv4::check_envelope(&parsed, headers, &self.region, service, now_secs())?;
         let (caller, secret) = self.key(&parsed.credential.access_key_id).await?;
         Ok(PendingSigV4 {
             parsed,
@@ -578,6 +588,46 @@ impl Access {
             && caller.principal.account == registry
             && ROOT_POLICY_ACTIONS.contains(&action);
         Ok((matches!(decision, Decision::Allow) || root_override, oldest))
+    }
+
+    /// Decide whether `caller` may perform `action` (`kms:Name`) on a KMS key
+    /// (`key_arn` of `key_account`, whose key policy is `key_policy`), or,
+    /// without a key (`None`: CreateKey, ListKeys, ListAliases), on `*` by
+    /// identity policies alone. Nothing is cached: a key policy is read with
+    /// the key on every request.
+    pub fn authorize_kms(
+        &self,
+        caller: &Caller,
+        action: &str,
+        key: Option<(&str, &str, &str)>,
+        source_ip: Option<IpAddr>,
+    ) -> bool {
+        let extra = HashMap::new();
+        let (resource, account) = match key {
+            Some((arn, account, _)) => (arn, account),
+            None => ("*", caller.principal.account.as_str()),
+        };
+        let ctx = RequestContext {
+            principal: &caller.principal,
+            action,
+            resource,
+            resource_account: account,
+            source_ip,
+            secure_transport: false,
+            current_time_epoch: now_secs(),
+            extra: &extra,
+        };
+        let decision = match key {
+            None => iam::authorize(&caller.identity_policies, std::iter::empty(), &ctx),
+            Some((_, _, policy)) => match Policy::parse(policy, PolicyKind::Key) {
+                Ok(p) => iam::authorize_key(&caller.identity_policies, &p, &ctx),
+                Err(e) => {
+                    tracing::warn!(error = %e, key = resource, "ignoring an unparsable key policy");
+                    Decision::NotApplicable
+                }
+            },
+        };
+        matches!(decision, Decision::Allow)
     }
 
     /// Drop the cached policy of a repository (after Set/DeleteRepositoryPolicy).

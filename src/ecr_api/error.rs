@@ -1,7 +1,7 @@
 //! ECR API errors: `{"__type": "<ExceptionName>", "message": "…"}` with the
 //! `x-amzn-ErrorType` header, as botocore and the AWS SDKs parse them.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -140,13 +140,6 @@ impl IntoResponse for EcrError {
             body[k] = v;
         }
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
-        let mut r = (status, body.to_string()).into_response();
-        let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-amz-json-1.1"),
-        );
-        h.insert("x-amzn-errortype", HeaderValue::from_static(self.name));
-        r
+        crate::http::aws_json(status, body.to_string(), Some(self.name), None)
     }
 }

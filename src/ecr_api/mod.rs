@@ -214,14 +214,7 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
         .copied()
         .unwrap_or("ecr_api");
     let mut resp = match handle(&state, req).await {
-        Ok(v) => {
-            let mut r = (StatusCode::OK, v.to_string()).into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-amz-json-1.1"),
-            );
-            r
-        }
+        Ok(v) => crate::http::aws_json(StatusCode::OK, v.to_string(), None, None),
         Err(e) => {
             if let Some(limit) = e.limit {
                 state.metrics.limited(limit);

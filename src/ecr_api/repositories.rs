@@ -18,22 +18,6 @@ const MUTABILITY: &[&str] = &[
 const MAX_RESOURCE_TAGS: usize = 50;
 const MAX_POLICY_CHARS: usize = 10_240;
 
-/// The ARN of an account's AWS-managed `aws/ecr` key in `region`: stable, so
-/// every repository (and every node) reports the same one.
-pub(super) fn managed_kms_key_arn(region: &str, account: &str) -> String {
-    use sha2::Digest as _;
-    let h = sha2::Sha256::digest(format!("aws/ecr\n{region}\n{account}"));
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&h[..16]);
-    // Shaped as a version-4 UUID, as KMS key ids are.
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    format!(
-        "arn:aws:kms:{region}:{account}:key/{}",
-        uuid::Uuid::from_bytes(b).hyphenated()
-    )
-}
-
 /// The `Repository` shape.
 pub(super) fn repository_json(ctx: &Ctx<'_>, r: &RepositoryRow) -> Value {
     let host = ctx.state.registry_host_for(&r.registry_id, ctx.host);
@@ -145,12 +129,6 @@ pub(super) async fn create_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
                     ));
                 }
             }
-            // A KMS repository without a key uses the account's AWS-managed
-            // `aws/ecr` key, and says which (as ECR does).
-            let key = match key {
-                None if t != "AES256" => Some(managed_kms_key_arn(&ctx.state.region, &registry)),
-                k => k,
-            };
             (t.to_string(), key)
         }
         None => ("AES256".to_string(), None),
@@ -165,6 +143,21 @@ pub(super) async fn create_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
     }
     ctx.authorize("CreateRepository", &registry, Some(name.as_str()))
         .await?;
+    // A KMS repository names its key by ARN (the account's AWS-managed
+    // `aws/ecr` key when none is given, as ECR reports it); a missing,
+    // disabled or pending-deletion key is ECR's KmsException.
+    let kms = &ctx.state.registry.kms;
+    let kms_key = match kms
+        .repository_key(&registry, &encryption_type, kms_key.as_deref())
+        .await
+    {
+        Ok(crate::kms::KeyRef::Kms(arn)) => Some(arn),
+        Ok(crate::kms::KeyRef::ServerManaged) => None,
+        Err(e) if e.is_key_state() => {
+            return Err(EcrError::new("KmsException", 400, e.to_string()));
+        }
+        Err(e) => return Err(EcrError::from_registry(e.into(), name.as_str(), &registry)),
+    };
     let row = RepositoryRow {
         tag_mutability,
         mutability_exclusions: exclusions,
@@ -195,6 +188,13 @@ pub(super) async fn create_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
                 "The repository with name '{name}' already exists in the registry with id '{registry}'"
             ),
         ));
+    }
+    // As ECR does, a grant lets the ECR service use the key for this repository.
+    if let Some(arn) = &row.kms_key {
+        let repo_arn = crate::auth::repository_arn(&ctx.state.region, &registry, name.as_str());
+        if let Err(e) = kms.grant_for_repository(&registry, arn, &repo_arn).await {
+            tracing::warn!(error = %e, key = %arn, "could not record ECR's grant on the key");
+        }
     }
     Ok(json!({ "repository": repository_json(ctx, &row) }))
 }
@@ -317,6 +317,20 @@ pub(super) async fn delete_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
             ctx.state
                 .access
                 .forget_policy(&registry, Some(name.as_str()));
+            // As ECR does, the grant it made on the repository's key goes with it.
+            if let Some(arn) = &row.kms_key {
+                let repo_arn =
+                    crate::auth::repository_arn(&ctx.state.region, &registry, name.as_str());
+                if let Err(e) = ctx
+                    .state
+                    .registry
+                    .kms
+                    .retire_repository_grant(&registry, arn, &repo_arn)
+                    .await
+                {
+                    tracing::warn!(error = %e, key = %arn, "could not retire ECR's grant on the key");
+                }
+            }
             Ok(json!({ "repository": repository_json(ctx, &row) }))
         }
     }

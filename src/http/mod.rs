@@ -9,6 +9,32 @@ use axum::http::{HeaderMap, Uri, header};
 
 pub use client_addr::{ClientAddr, Scheme};
 
+/// An AWS JSON 1.1 response (the ECR and KMS APIs): `body` with its content
+/// type, `x-amzn-ErrorType` for an error (`error_type`), and the request's
+/// id as `x-amzn-RequestId`.
+pub fn aws_json(
+    status: axum::http::StatusCode,
+    body: String,
+    error_type: Option<&'static str>,
+    request_id: Option<&str>,
+) -> axum::response::Response {
+    use axum::http::HeaderValue;
+    use axum::response::IntoResponse;
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    if let Some(t) = error_type {
+        h.insert("x-amzn-errortype", HeaderValue::from_static(t));
+    }
+    if let Some(v) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        h.insert("x-amzn-requestid", v);
+    }
+    r
+}
+
 /// The host a request was sent to: its `Host` header, or over HTTP/2 (where
 /// clients send `:authority` and no `Host`) the authority of its URI.
 pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {

@@ -244,14 +244,14 @@ fn statement_applies(
         Some(ResourceClause::Resource(list)) => resource_hit(list),
         Some(ResourceClause::NotResource(list)) => !resource_hit(list),
         // Omitted: the resource the (resource) policy is attached to.
-        None => kind == PolicyKind::Resource,
+        None => kind != PolicyKind::Identity,
     };
     if !resource_ok {
         return None;
     }
     let grant = match kind {
         PolicyKind::Identity => Grant::Direct,
-        PolicyKind::Resource => match &st.principal {
+        PolicyKind::Resource | PolicyKind::Key => match &st.principal {
             Some(PrincipalClause::Principal(set)) => principal_match(set, ctx.principal)?,
             Some(PrincipalClause::NotPrincipal(set)) => match principal_match(set, ctx.principal) {
                 Some(_) => return None,
@@ -327,10 +327,7 @@ pub fn authorize<'p>(
     resource_policies: impl IntoIterator<Item = &'p Policy>,
     ctx: &RequestContext<'_>,
 ) -> Decision {
-    let identity = identity_policies
-        .iter()
-        .map(|p| p.outcome(ctx, PolicyKind::Identity))
-        .fold(Outcome::default(), Outcome::merge);
+    let identity = identity_outcome(identity_policies, ctx);
     let resource = resource_policies
         .into_iter()
         .map(|p| p.outcome(ctx, PolicyKind::Resource))
@@ -348,6 +345,51 @@ pub fn authorize<'p>(
         } else {
             identity_allows && resource.allow.is_some()
         }
+    };
+    if allowed {
+        Decision::Allow
+    } else {
+        Decision::NotApplicable
+    }
+}
+
+fn identity_outcome(identity_policies: &[Policy], ctx: &RequestContext<'_>) -> Outcome {
+    identity_policies
+        .iter()
+        .map(|p| p.outcome(ctx, PolicyKind::Identity))
+        .fold(Outcome::default(), Outcome::merge)
+}
+
+/// The decision for a request on a KMS key, whose key policy is the primary
+/// authority (KMS's rule, not IAM's): an explicit `Deny` in the key policy or
+/// an identity policy wins; a key policy statement that names the caller
+/// itself allows; one that names only the caller's account (the default
+/// policy's `arn:aws:iam::<account>:root`) delegates to IAM: the identity
+/// policies (or being the account's root) decide. Without such a statement
+/// identity policies alone allow nothing, even to the root.
+pub fn authorize_key(
+    identity_policies: &[Policy],
+    key_policy: &Policy,
+    ctx: &RequestContext<'_>,
+) -> Decision {
+    let identity = identity_outcome(identity_policies, ctx);
+    let key = key_policy.outcome(ctx, PolicyKind::Key);
+    if identity.deny || key.deny {
+        return Decision::ExplicitDeny;
+    }
+    let p = ctx.principal;
+    let identity_allows =
+        identity.allow.is_some() || (p.is_root() && p.account == ctx.resource_account);
+    let allowed = match key.allow {
+        Some(Grant::Direct) => true,
+        Some(Grant::Account) => {
+            if p.account == ctx.resource_account {
+                identity_allows
+            } else {
+                identity.allow.is_some() || p.is_root()
+            }
+        }
+        None => false,
     };
     if allowed {
         Decision::Allow

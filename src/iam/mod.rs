@@ -42,7 +42,7 @@ mod values;
 #[cfg(test)]
 mod tests;
 
-pub use eval::{Decision, Principal, RequestContext, authorize};
+pub use eval::{Decision, Principal, RequestContext, authorize, authorize_key};
 pub use policy::{
     ActionClause, BaseOperator, ConditionBlock, ConditionEntry, ConditionOperator, Effect, Policy,
     PolicyError, PolicyKind, PolicyVersion, PrincipalClause, PrincipalSet, ResourceClause,

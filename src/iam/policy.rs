@@ -22,6 +22,8 @@ use super::values::{parse_cidr, parse_date_millis, parse_number};
 pub enum PolicyKind {
     Identity,
     Resource,
+    /// A KMS key policy: a resource policy whose actions are `kms:` actions.
+    Key,
 }
 
 /// The policy language version. Only `2012-10-17` enables policy variables
@@ -508,7 +510,7 @@ fn parse_statement(index: usize, raw: Json, kind: PolicyKind) -> Result<Statemen
                 return Err(loc.err("missing Resource or NotResource"));
             }
         }
-        PolicyKind::Resource => {
+        PolicyKind::Resource | PolicyKind::Key => {
             if principal.is_none() {
                 return Err(
                     loc.err("missing Principal or NotPrincipal (required in a resource policy)")
@@ -582,6 +584,13 @@ fn validate_action(
     if kind == PolicyKind::Resource && !super::is_known_ecr_action(action) {
         return Err(loc.err(format!(
             "{key} \"{action}\" is not a known ECR action (ecr:<Operation>, wildcards allowed)"
+        )));
+    }
+    if kind == PolicyKind::Key
+        && !(action == "*" || action.to_ascii_lowercase().starts_with("kms:"))
+    {
+        return Err(loc.err(format!(
+            "{key} \"{action}\" is not a KMS action (kms:<Operation>, wildcards allowed)"
         )));
     }
     Ok(())

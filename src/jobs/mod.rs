@@ -44,13 +44,16 @@ pub const RESCAN: &str = "rescan";
 /// Inventory one uploaded layer ahead of its manifest (one-shot, queued when
 /// an upload commits in a repository scanned on push).
 pub const SCAN_LAYER: &str = "scan-layer";
+/// KMS keys (periodic): destroy the material of keys whose deletion waiting
+/// period is over (crypto-shredding) and run due automatic rotations.
+pub const KMS_KEYS: &str = "kms-keys";
 
 /// Re-encrypt plaintext blobs and manifests of a data directory older than
 /// encryption (periodic; a no-op once everything is sealed).
 pub const RESEAL: &str = "reseal";
 
 /// Every kind a worker runs (the metrics' label values).
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     GC,
     LIFECYCLE,
     REAP_UPLOADS,
@@ -60,6 +63,7 @@ pub const KINDS: [&str; 9] = [
     RESCAN,
     SCAN_LAYER,
     RESEAL,
+    KMS_KEYS,
 ];
 
 /// The setting that pauses garbage collection on every node (`berth gc pause`).

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    GC, GC_PAUSED_SETTING, KINDS, LIFECYCLE, LIFECYCLE_PREVIEW, LayerOf, PreviewOf, PullRecord,
-    REAP_UPLOADS, RECORD_PULL, RESCAN, RESEAL, SCAN_IMAGE, SCAN_LAYER, ScanOf,
+    GC, GC_PAUSED_SETTING, KINDS, KMS_KEYS, LIFECYCLE, LIFECYCLE_PREVIEW, LayerOf, PreviewOf,
+    PullRecord, REAP_UPLOADS, RECORD_PULL, RESCAN, RESEAL, SCAN_IMAGE, SCAN_LAYER, ScanOf,
 };
 use crate::metadata::{JobRow, MetaError, Repo, now_millis};
 use crate::registry::Registry;
@@ -34,6 +34,8 @@ pub struct Schedule {
     pub gc: crate::gc::GcSettings,
     pub lifecycle_interval: Duration,
     pub reap_every: Duration,
+    /// How often KMS keys due for deletion or rotation are looked for.
+    pub kms_every: Duration,
     pub upload_max_age: Duration,
     /// `<data_dir>/gc.pause`: pauses this node's collections (a backup of
     /// this node's disk); the `gc.paused` setting pauses every node's.
@@ -51,6 +53,8 @@ pub enum JobError {
     Registry(#[from] crate::registry::RegistryError),
     #[error(transparent)]
     Scan(#[from] crate::scanning::ScanError),
+    #[error(transparent)]
+    Kms(#[from] crate::kms::KmsError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -150,7 +154,9 @@ impl Worker {
             .await?;
         meta.ensure_periodic_job(REAP_UPLOADS, ms(self.schedule.reap_every))
             .await?;
-        meta.ensure_periodic_job(RESEAL, ms(RESEAL_EVERY)).await
+        meta.ensure_periodic_job(RESEAL, ms(RESEAL_EVERY)).await?;
+        meta.ensure_periodic_job(KMS_KEYS, ms(self.schedule.kms_every))
+            .await
     }
 
     /// Refresh the queue gauges.
@@ -339,6 +345,13 @@ impl Worker {
                 let p: LayerOf = payload(job)?;
                 let digest = payload_digest(&p.digest)?;
                 crate::scanning::prefetch_layer(registry, &digest).await?;
+                Ok(())
+            }
+            KMS_KEYS => {
+                let (deleted, rotated) = registry.kms.run_due().await?;
+                if deleted + rotated > 0 {
+                    tracing::info!(deleted, rotated, "KMS keys deleted and rotated");
+                }
                 Ok(())
             }
             RESCAN => {

@@ -15,6 +15,7 @@ mod encryption;
 mod gc;
 mod identities;
 mod jobs;
+mod kms;
 mod lifecycle;
 mod repositories;
 mod scanning;
@@ -27,6 +28,7 @@ pub use encryption::{BlobSealing, Publication, SealingProgress};
 pub use gc::{BlobClaim, BlobScanRow, GcCandidate};
 pub use identities::{AccessKeyRow, UserRow};
 pub use jobs::{JobRow, NewJob};
+pub use kms::{KmsAliasRow, KmsGrantRow, KmsKeyRow, KmsMaterialRow};
 pub use lifecycle::{ExpiryRecord, LifecyclePolicyRow, PlannedExpiry, PreviewRow, RepoImage};
 pub use repositories::RepositoryRow;
 pub use scanning::{

@@ -333,6 +333,74 @@ const MIGRATIONS: &[&[&str]] = &[
         "ALTER TABLE manifests ADD COLUMN key_ref TEXT",
         "ALTER TABLE manifests ADD COLUMN wrapped_key {BLOB}",
     ],
+    &[
+        // ---- migration 10: KMS keys (metadata/kms.rs) -----------------------------
+        // A KMS key of an account. `state` is Enabled, Disabled or
+        // PendingDeletion; a key pending deletion whose `deletion_at` has passed
+        // is deleted (its material is destroyed by the `kms-delete` job, or on
+        // first use, and `destroyed_at` set). `custody` is `local` (material
+        // rows hold it, sealed with the master key) or `transit` (the material
+        // is the transit key `berth-<key_id>`; the rows hold only versions).
+        "CREATE TABLE kms_keys (
+        key_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        arn TEXT NOT NULL,
+        description TEXT NOT NULL,
+        key_usage TEXT NOT NULL,
+        key_spec TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        manager TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        deletion_at BIGINT,
+        pending_window_days BIGINT,
+        destroyed_at BIGINT,
+        rotation_enabled BIGINT NOT NULL,
+        rotation_period_days BIGINT NOT NULL,
+        next_rotation_at BIGINT,
+        policy TEXT NOT NULL,
+        custody TEXT NOT NULL
+    )",
+        "CREATE INDEX kms_keys_by_account ON kms_keys (account_id, key_id)",
+        // Versions of a key's material: new encryptions use the newest, older
+        // ones stay to decrypt. `material` is sealed with the master key bound
+        // to (key id, version); NULL once destroyed, or under transit custody.
+        "CREATE TABLE kms_key_material (
+        key_id TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        material {BLOB},
+        rotation_type TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (key_id, version)
+    )",
+        "CREATE TABLE kms_aliases (
+        account_id TEXT NOT NULL,
+        alias_name {TEXTKEY} NOT NULL,
+        key_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (account_id, alias_name)
+    )",
+        "CREATE TABLE kms_key_tags (
+        key_id TEXT NOT NULL,
+        tag_key {TEXTKEY} NOT NULL,
+        tag_value TEXT NOT NULL,
+        PRIMARY KEY (key_id, tag_key)
+    )",
+        "CREATE TABLE kms_grants (
+        grant_id {TEXTKEY} NOT NULL,
+        key_id TEXT NOT NULL,
+        name TEXT,
+        grantee_principal TEXT NOT NULL,
+        retiring_principal TEXT,
+        issuing_account TEXT NOT NULL,
+        operations TEXT NOT NULL,
+        constraints TEXT,
+        grant_token TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (key_id, grant_id)
+    )",
+    ],
 ];
 
 fn render(stmt: &str, dialect: Dialect) -> String {

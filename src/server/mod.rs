@@ -123,11 +123,15 @@ pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Re
             (Arc::new(open(&sealed_prefix)?), Arc::new(open(prefix)?))
         }
     };
-    let kms = Arc::new(crate::kms::KeyRing::new(
-        meta.clone(),
-        master_key(config)?,
-        &config.region,
-    ));
+    let mut ring =
+        crate::kms::KeyRing::new(meta.clone(), master_key(config).await?, &config.region);
+    if let Some(t) = transit(config).await? {
+        ring = ring.with_transit(t);
+        ring.check()
+            .await
+            .context("preparing the server-managed key in transit")?;
+    }
+    let kms = Arc::new(ring);
     Ok(Registry {
         jobs_queued: Arc::new(tokio::sync::Notify::new()),
         meta,
@@ -177,12 +181,46 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// The master key of `config`: `--master-key-file`, else `BERTH_MASTER_KEY`,
-/// else `<data_dir>/master.key`.
-pub fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
+/// The transit engine of `config`, if it keeps the keys (checked: a
+/// configured transit that does not answer is an error, never a fallback).
+pub async fn transit(config: &Config) -> anyhow::Result<Option<crate::kms::transit::Transit>> {
+    let Some(t) = &config.kms_transit else {
+        return Ok(None);
+    };
+    let transit = crate::kms::transit::Transit::new(crate::kms::transit::TransitSettings {
+        url: t.url.clone(),
+        token: zeroize::Zeroizing::new(t.token.clone()),
+        mount: t.mount.clone(),
+    })?;
+    transit
+        .check()
+        .await
+        .with_context(|| format!("the key custody at {} (kms_transit_url)", t.url))?;
+    Ok(Some(transit))
+}
+
+/// The master key of `config`: sealed by transit (`master_key_transit_key`,
+/// the ciphertext in `--master-key-file` or `<data_dir>/master.key.transit`),
+/// else `--master-key-file`, else `BERTH_MASTER_KEY`, else `<data_dir>/master.key`.
+pub async fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
     let env = std::env::var("BERTH_MASTER_KEY")
         .ok()
         .filter(|v| !v.is_empty());
+    if let Some(name) = &config.master_key_transit_key {
+        if env.is_some() {
+            anyhow::bail!(
+                "give the master key either as BERTH_MASTER_KEY or sealed by transit (master_key_transit_key), not both"
+            );
+        }
+        let transit = transit(config)
+            .await?
+            .context("master_key_transit_key needs kms_transit_url")?;
+        let file = config
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("master.key.transit"));
+        return crate::kms::transit::load_master_key(&transit, name, &file).await;
+    }
     MasterKey::load(
         config.master_key_file.as_deref(),
         env.as_deref(),
@@ -192,7 +230,7 @@ pub fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", axum::routing::post(crate::ecr_api::dispatch))
+        .route("/", axum::routing::post(api_dispatch))
         .route("/v2", any(distribution::dispatch))
         .route("/v2/", any(distribution::dispatch))
         .route("/v2/{*rest}", any(distribution::dispatch))
@@ -203,6 +241,20 @@ pub fn router(state: Arc<AppState>) -> Router {
             observe_requests,
         ))
         .with_state(state)
+}
+
+/// `POST /`: the KMS API (`X-Amz-Target: TrentService.*`) or the ECR API.
+async fn api_dispatch(state: State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    let kms = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with(crate::kms_api::TARGET_PREFIX));
+    if kms {
+        crate::kms_api::dispatch(state, req).await
+    } else {
+        crate::ecr_api::dispatch(state, req).await
+    }
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -251,7 +303,13 @@ async fn observe_requests(
     let route = resp
         .extensions()
         .get::<crate::ecr_api::OperationLabel>()
-        .map_or(route, |op| op.0);
+        .map(|op| op.0)
+        .or_else(|| {
+            resp.extensions()
+                .get::<crate::kms_api::OperationLabel>()
+                .map(|op| op.0)
+        })
+        .unwrap_or(route);
     let status = resp.status().as_u16();
     let elapsed = start.elapsed();
     span.in_scope(|| {
@@ -338,7 +396,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::anyhow!(e).context("checking blob storage")),
     }
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let master = master_key(&config)?;
+    let master = master_key(&config).await?;
     let access = Access::open(registry.meta.clone(), master, &config.region).await?;
     let root_key = match (
         env("BERTH_ROOT_ACCESS_KEY_ID"),
@@ -468,6 +526,7 @@ pub fn job_schedule(config: &Config) -> crate::jobs::Schedule {
         gc: gc_settings(config),
         lifecycle_interval: config.lifecycle_interval,
         reap_every: config.upload_reap_interval,
+        kms_every: config.kms_job_interval,
         upload_max_age: config.upload_max_age,
         gc_pause_file: config.data_dir.join("gc.pause"),
     }

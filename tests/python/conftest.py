@@ -80,9 +80,11 @@ def free_port():
 class Berth:
     """A running `berth serve` in ECR mode."""
 
-    def __init__(self, tmp: Path, extra_args=()):
+    def __init__(self, tmp: Path, extra_args=(), reuse=None, wrapper=()):
         """`extra_args` go to `berth serve` after the defaults (e.g.
-        `["--gc-grace", "1s"]`); none by default."""
+        `["--gc-grace", "1s"]`); none by default. `reuse`: a stopped server
+        whose stores (data directory, database, S3 prefix) this one opens.
+        `wrapper`: a command the server runs under (e.g. `["faketime", "-f", "+8d"]`)."""
         self.bin = berth_bin()
         self.data_dir = tmp / "data"
         self.port = free_port()
@@ -112,9 +114,13 @@ class Berth:
                 AWS_SECRET_ACCESS_KEY=need_service("BERTH_TEST_S3_SECRET_KEY"),
                 AWS_REGION="us-east-1",
             )
+        if reuse is not None:
+            self.data_dir, self.store_args = reuse.data_dir, reuse.store_args
+            self.s3_prefix, self.env = reuse.s3_prefix, reuse.env
+        tmp.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [self.bin, "serve", "--listen", self.addr, *self.store_args, *extra_args],
+            [*wrapper, self.bin, "serve", "--listen", self.addr, *self.store_args, *extra_args],
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -177,11 +183,12 @@ class Berth:
 
     # ---- clients -----------------------------------------------------------
 
-    def client(self, key_id=ROOT_KEY_ID, secret=ROOT_SECRET, validate=True):
-        """An ECR client; `validate=False` turns off botocore's client-side
-        checks so that the server's own validation is exercised."""
+    def client(self, key_id=ROOT_KEY_ID, secret=ROOT_SECRET, validate=True, service="ecr"):
+        """An ECR client (or, with `service="kms"`, a KMS one: the same
+        endpoint); `validate=False` turns off botocore's client-side checks
+        so that the server's own validation is exercised."""
         return boto3.session.Session().client(
-            "ecr",
+            service,
             region_name=REGION,
             endpoint_url=self.endpoint,
             aws_access_key_id=key_id,

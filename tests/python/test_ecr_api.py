@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from unittest import mock
 
+import boto3
 import botocore.auth
 import pytest
 import requests
@@ -260,13 +261,18 @@ def test_create_repository_mutability_with_exclusions(ecr, name, mutability):
     assert d["imageTagMutabilityExclusionFilters"] == filters
 
 
-def test_create_repository_encryption(ecr, name):
+def test_create_repository_encryption(berth, ecr, name):
     a, k, k2 = name("aes"), name("kms"), name("kmsdefault")
     r = ecr.create_repository(
         repositoryName=a, encryptionConfiguration={"encryptionType": "AES256"}
     )["repository"]
     assert r["encryptionConfiguration"] == {"encryptionType": "AES256"}
-    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    # A key of the KMS service on the same endpoint (tests/python/test_kms.py).
+    kms = boto3.session.Session().client(
+        "kms", region_name=REGION, endpoint_url=berth.endpoint,
+        aws_access_key_id=ROOT_KEY_ID, aws_secret_access_key=ROOT_SECRET,
+    )
+    key = kms.create_key()["KeyMetadata"]["Arn"]
     r = ecr.create_repository(
         repositoryName=k, encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key}
     )["repository"]
