@@ -12,8 +12,6 @@
 use std::io::Write;
 use std::path::Path;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use anyhow::{Context, bail};
 
 pub use berth_seal::random_bytes;
@@ -35,7 +33,7 @@ pub fn open_with(key: &[u8; 32], sealed: &[u8], context: &str) -> Result<Vec<u8>
 /// The key that seals every stored secret. Never printed.
 #[derive(Clone)]
 pub struct MasterKey {
-    cipher: Aes256Gcm,
+    key: zeroize::Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -51,7 +49,7 @@ pub struct UnsealError;
 impl MasterKey {
     pub fn from_bytes(key: &[u8; 32]) -> MasterKey {
         MasterKey {
-            cipher: Aes256Gcm::new(key.into()),
+            key: zeroize::Zeroizing::new(*key),
         }
     }
 
@@ -110,38 +108,11 @@ impl MasterKey {
     /// Seal `plaintext`; `context` (e.g. the access key id) is bound as associated
     /// data, so a sealed value cannot be moved to another row.
     pub fn seal(&self, plaintext: &[u8], context: &str) -> Vec<u8> {
-        let mut nonce = [0u8; 12];
-        random_bytes(&mut nonce);
-        let ct = self
-            .cipher
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: context.as_bytes(),
-                },
-            )
-            .expect("AES-GCM sealing cannot fail for in-memory data");
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&ct);
-        out
+        seal_with(&self.key, plaintext, context)
     }
 
     pub fn unseal(&self, sealed: &[u8], context: &str) -> Result<Vec<u8>, UnsealError> {
-        if sealed.len() < 12 + 16 {
-            return Err(UnsealError);
-        }
-        let (nonce, ct) = sealed.split_at(12);
-        let nonce: [u8; 12] = nonce.try_into().map_err(|_| UnsealError)?;
-        self.cipher
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: ct,
-                    aad: context.as_bytes(),
-                },
-            )
-            .map_err(|_| UnsealError)
+        open_with(&self.key, sealed, context)
     }
 }
 

@@ -35,21 +35,8 @@ def kms_client(server):
 
 
 def cli(server, *args):
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID=ROOT_KEY_ID,
-        AWS_SECRET_ACCESS_KEY=ROOT_SECRET,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    )
-    out = subprocess.run(
-        ["aws", *args, "--endpoint-url", server.endpoint, "--output", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    return out
+    """The aws CLI against `server`."""
+    return aws_at(server.endpoint, *args)
 
 
 def upload(ecr, repo, data):
