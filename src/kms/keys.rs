@@ -271,40 +271,40 @@ impl KeyRing {
     }
 
     pub async fn enable_key(&self, account: &str, key: &str) -> Result<(), KmsError> {
-        let row = self.describe(account, key).await?;
-        Self::customer_managed(&row, "EnableKey")?;
-        match row.state.as_str() {
-            "Enabled" => Ok(()),
-            "Disabled" => {
-                let to = KmsKeyRow {
-                    state: "Enabled".into(),
-                    ..row.clone()
-                };
-                self.transition(&row, to).await.map(|_| ())
-            }
-            _ => Err(KmsError::InvalidState(format!(
-                "{} is pending deletion.",
-                row.arn
-            ))),
-        }
+        self.set_enabled(account, key, "EnableKey", true).await
     }
 
     pub async fn disable_key(&self, account: &str, key: &str) -> Result<(), KmsError> {
+        self.set_enabled(account, key, "DisableKey", false).await
+    }
+
+    /// EnableKey / DisableKey: move a customer-managed key between `Enabled`
+    /// and `Disabled` (nothing to do if it is there already); a key pending
+    /// deletion is refused.
+    async fn set_enabled(
+        &self,
+        account: &str,
+        key: &str,
+        what: &str,
+        enabled: bool,
+    ) -> Result<(), KmsError> {
+        let (from, to_state) = if enabled {
+            ("Disabled", "Enabled")
+        } else {
+            ("Enabled", "Disabled")
+        };
         let row = self.describe(account, key).await?;
-        Self::customer_managed(&row, "DisableKey")?;
-        match row.state.as_str() {
-            "Disabled" => Ok(()),
-            "Enabled" => {
-                let to = KmsKeyRow {
-                    state: "Disabled".into(),
-                    ..row.clone()
-                };
-                self.transition(&row, to).await.map(|_| ())
-            }
-            _ => Err(KmsError::InvalidState(format!(
-                "{} is pending deletion.",
-                row.arn
-            ))),
+        Self::customer_managed(&row, what)?;
+        if row.state == to_state {
+            Ok(())
+        } else if row.state == from {
+            let to = KmsKeyRow {
+                state: to_state.into(),
+                ..row.clone()
+            };
+            self.transition(&row, to).await.map(|_| ())
+        } else {
+            Err(Self::pending_deletion(&row))
         }
     }
 
@@ -323,12 +323,7 @@ impl KeyRing {
         }
         let row = self.describe(account, key).await?;
         Self::customer_managed(&row, "ScheduleKeyDeletion")?;
-        if row.state == "PendingDeletion" {
-            return Err(KmsError::InvalidState(format!(
-                "{} is pending deletion.",
-                row.arn
-            )));
-        }
+        Self::not_pending_deletion(&row)?;
         let to = KmsKeyRow {
             state: "PendingDeletion".into(),
             deletion_at: Some(now_millis() + days * DAY_MS),
@@ -360,11 +355,21 @@ impl KeyRing {
         match row.state.as_str() {
             "Enabled" => Ok(()),
             "Disabled" => Err(KmsError::Disabled(row.arn.clone())),
-            _ => Err(KmsError::InvalidState(format!(
-                "{} is pending deletion.",
-                row.arn
-            ))),
+            _ => Err(Self::pending_deletion(row)),
         }
+    }
+
+    /// The error for an operation a key pending deletion does not allow.
+    fn pending_deletion(row: &KmsKeyRow) -> KmsError {
+        KmsError::InvalidState(format!("{} is pending deletion.", row.arn))
+    }
+
+    /// Refuse a key pending deletion.
+    fn not_pending_deletion(row: &KmsKeyRow) -> Result<(), KmsError> {
+        if row.state == "PendingDeletion" {
+            return Err(Self::pending_deletion(row));
+        }
+        Ok(())
     }
 
     /// EnableKeyRotation (period 90..2560 days, default 365).
@@ -557,12 +562,7 @@ impl KeyRing {
             return Err(KmsError::NotFound(format!("Key '{target}' does not exist")));
         }
         Self::customer_managed(&row, "Pointing an alias at a key")?;
-        if row.state == "PendingDeletion" {
-            return Err(KmsError::InvalidState(format!(
-                "{} is pending deletion.",
-                row.arn
-            )));
-        }
+        Self::not_pending_deletion(&row)?;
         Ok(row)
     }
 
@@ -752,12 +752,7 @@ impl KeyRing {
         name: Option<&str>,
     ) -> Result<(String, String), KmsError> {
         let row = self.describe(account, key).await?;
-        if row.state == "PendingDeletion" {
-            return Err(KmsError::InvalidState(format!(
-                "{} is pending deletion.",
-                row.arn
-            )));
-        }
+        Self::not_pending_deletion(&row)?;
         if operations.is_empty() {
             return Err(KmsError::Validation(
                 "1 validation error detected: Value null at 'operations' failed to satisfy constraint: Member must not be null".into(),

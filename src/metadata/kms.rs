@@ -115,6 +115,10 @@ fn grant_row(r: &sqlx::any::AnyRow) -> Result<KmsGrantRow> {
 const GRANT_COLUMNS: &str = "grant_id, key_id, name, grantee_principal, retiring_principal, \
      issuing_account, operations, constraints, grant_token, created_at";
 
+const MATERIAL_COLUMNS: &str = "version, material, rotation_type, created_at";
+
+const ALIAS_COLUMNS: &str = "alias_name, key_id, created_at, updated_at";
+
 impl MetadataStore {
     /// Store a new key with its first material version (sealed by the
     /// caller, or `None` under transit custody), its tags and, optionally, an
@@ -247,10 +251,10 @@ impl MetadataStore {
 
     /// One version of a key's material (`None`: no such version).
     pub async fn kms_material(&self, key_id: &str, version: i64) -> Result<Option<KmsMaterialRow>> {
-        let row = sqlx::query(
-            "SELECT version, material, rotation_type, created_at FROM kms_key_material \
-             WHERE key_id = $1 AND version = $2",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {MATERIAL_COLUMNS} FROM kms_key_material \
+             WHERE key_id = $1 AND version = $2"
+        )))
         .bind(key_id)
         .bind(version)
         .fetch_optional(&self.pool)
@@ -260,10 +264,10 @@ impl MetadataStore {
 
     /// Every material version of a key, oldest first.
     pub async fn kms_materials(&self, key_id: &str) -> Result<Vec<KmsMaterialRow>> {
-        sqlx::query(
-            "SELECT version, material, rotation_type, created_at FROM kms_key_material \
-             WHERE key_id = $1 ORDER BY version",
-        )
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {MATERIAL_COLUMNS} FROM kms_key_material \
+             WHERE key_id = $1 ORDER BY version"
+        )))
         .bind(key_id)
         .fetch_all(&self.pool)
         .await?
@@ -274,10 +278,10 @@ impl MetadataStore {
 
     /// The newest material version of a key.
     pub async fn kms_latest_material(&self, key_id: &str) -> Result<Option<KmsMaterialRow>> {
-        let row = sqlx::query(
-            "SELECT version, material, rotation_type, created_at FROM kms_key_material \
-             WHERE key_id = $1 ORDER BY version DESC LIMIT 1",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {MATERIAL_COLUMNS} FROM kms_key_material \
+             WHERE key_id = $1 ORDER BY version DESC LIMIT 1"
+        )))
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await?;
@@ -354,30 +358,33 @@ impl MetadataStore {
     /// Keys pending deletion whose waiting period ended before `now` and
     /// whose material is not yet destroyed.
     pub async fn kms_keys_due_for_deletion(&self, now: i64) -> Result<Vec<String>> {
-        sqlx::query(
+        self.kms_key_ids_due(
             "SELECT key_id FROM kms_keys WHERE state = 'PendingDeletion' AND deletion_at <= $1 \
              AND destroyed_at IS NULL ORDER BY key_id LIMIT 1000",
+            now,
         )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| Ok(r.try_get(0)?))
-        .collect()
+        .await
     }
 
     /// Enabled keys with automatic rotation due before `now`.
     pub async fn kms_keys_due_for_rotation(&self, now: i64) -> Result<Vec<String>> {
-        sqlx::query(
+        self.kms_key_ids_due(
             "SELECT key_id FROM kms_keys WHERE state = 'Enabled' AND rotation_enabled = 1 \
              AND next_rotation_at <= $1 AND destroyed_at IS NULL ORDER BY key_id LIMIT 1000",
+            now,
         )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| Ok(r.try_get(0)?))
-        .collect()
+        .await
+    }
+
+    /// The key ids a `SELECT key_id …` query with `now` as `$1` returns.
+    async fn kms_key_ids_due(&self, sql: &'static str, now: i64) -> Result<Vec<String>> {
+        sqlx::query(sql)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok(r.try_get(0)?))
+            .collect()
     }
 
     // ---- aliases ----------------------------------------------------------
@@ -417,10 +424,10 @@ impl MetadataStore {
     }
 
     pub async fn kms_alias(&self, account: &str, name: &str) -> Result<Option<KmsAliasRow>> {
-        let row = sqlx::query(
-            "SELECT alias_name, key_id, created_at, updated_at FROM kms_aliases \
-             WHERE account_id = $1 AND alias_name = $2",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ALIAS_COLUMNS} FROM kms_aliases \
+             WHERE account_id = $1 AND alias_name = $2"
+        )))
         .bind(account)
         .bind(name)
         .fetch_optional(&self.pool)
@@ -436,11 +443,11 @@ impl MetadataStore {
         after: &str,
         limit: i64,
     ) -> Result<Vec<KmsAliasRow>> {
-        sqlx::query(
-            "SELECT alias_name, key_id, created_at, updated_at FROM kms_aliases \
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ALIAS_COLUMNS} FROM kms_aliases \
              WHERE account_id = $1 AND ($2 = '' OR key_id = $2) AND alias_name > $3 \
-             ORDER BY alias_name LIMIT $4",
-        )
+             ORDER BY alias_name LIMIT $4"
+        )))
         .bind(account)
         .bind(key_id.unwrap_or(""))
         .bind(after)
