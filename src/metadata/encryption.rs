@@ -47,7 +47,59 @@ pub struct SealingProgress {
     pub plaintext_manifests: u64,
 }
 
+/// What a read of a blob through a repository needs, in one query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobRead {
+    pub size: u64,
+    pub sealed: bool,
+    /// The repository's encryption settings.
+    pub encryption_type: String,
+    pub kms_key: Option<String>,
+}
+
 impl MetadataStore {
+    /// A live blob linked into `repo`: its size, whether it is sealed, and
+    /// the repository's encryption settings.
+    pub async fn blob_read(
+        &self,
+        repo: super::Repo<'_>,
+        digest: &Digest,
+    ) -> Result<Option<BlobRead>> {
+        let row = sqlx::query(
+            "SELECT b.size, b.sealed, r.encryption_type, r.kms_key FROM repository_blobs rb \
+             JOIN blobs b ON b.digest = rb.digest \
+             JOIN repositories r ON r.registry_id = rb.registry_id AND r.name = rb.repository \
+             WHERE rb.registry_id = $1 AND rb.repository = $2 AND rb.digest = $3 AND b.state = 'live'",
+        )
+        .bind(repo.registry)
+        .bind(repo.name)
+        .bind(digest.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(BlobRead {
+                size: r.try_get::<i64, _>(0)? as u64,
+                sealed: r.try_get::<i64, _>(1)? != 0,
+                encryption_type: r.try_get(2)?,
+                kms_key: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The wrap of sealed blob `digest`'s data key under `key_ref`.
+    pub async fn blob_wrap(&self, digest: &Digest, key_ref: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query("SELECT wrapped FROM blob_keys WHERE digest = $1 AND key_ref = $2")
+                .bind(digest.as_str())
+                .bind(key_ref)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?,
+        )
+    }
+
     /// How `digest` is stored, if a live row exists.
     pub async fn blob_sealing(&self, digest: &Digest) -> Result<Option<BlobSealing>> {
         let row = sqlx::query("SELECT sealed FROM blobs WHERE digest = $1 AND state = 'live'")

@@ -24,7 +24,7 @@ mod schema;
 pub mod testing;
 
 pub use content::{CreateUpload, DeleteManifest, TagFilter, Unlink, WriterClaim};
-pub use encryption::{BlobSealing, Publication, SealingProgress};
+pub use encryption::{BlobRead, BlobSealing, Publication, SealingProgress};
 pub use gc::{BlobClaim, BlobScanRow, GcCandidate};
 pub use identities::{AccessKeyRow, UserRow};
 pub use jobs::{JobRow, NewJob};

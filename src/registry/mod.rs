@@ -328,10 +328,15 @@ impl Registry {
         digest: &Digest,
         range: impl FnOnce(u64) -> Result<Option<ByteRange>>,
     ) -> Result<BlobBody> {
-        let size = self.stat_blob(repo, digest).await?;
+        // One query for the size, the sealing and the repository's key.
+        let blob = self
+            .meta
+            .blob_read(repo.key(), digest)
+            .await?
+            .ok_or(RegistryError::BlobUnknown)?;
+        let size = blob.size;
         let range = range(size)?;
-        let key = self.key_of(repo).await?;
-        let stream = self.read_blob(digest, size, range, Some(&key)).await?;
+        let stream = self.read_blob_through(repo, digest, &blob, range).await?;
         Ok(BlobBody {
             size,
             range,

@@ -91,16 +91,6 @@ impl Registry {
             .await?)
     }
 
-    /// The key-encryption key of `repo`, which must exist.
-    pub(super) async fn key_of(&self, repo: &RepoId) -> Result<KeyRef> {
-        let row = self
-            .meta
-            .get_repository(repo.key())
-            .await?
-            .ok_or_else(|| repo.not_found())?;
-        self.repository_key(&row).await
-    }
-
     /// The data key of sealed blob `digest` through `key`: its wrap under
     /// `key`, or (for a repository that holds the blob without one yet, such
     /// as after re-encryption) any usable wrap, re-wrapped under `key` — which
@@ -170,6 +160,18 @@ impl Registry {
             Some(k) => self.blob_key(digest, &sealing, k).await?,
             None => self.any_blob_key(digest, &sealing).await?,
         };
+        self.open_sealed(digest, size, range, &dek).await
+    }
+
+    /// Stream sealed blob `digest` (or `range` of its `size` bytes) opened
+    /// with `dek`; integrity failures are reported, never served.
+    async fn open_sealed(
+        &self,
+        digest: &Digest,
+        size: u64,
+        range: Option<ByteRange>,
+        dek: &DataKey,
+    ) -> Result<ByteStream> {
         let store = self.blobs.clone();
         let d = digest.clone();
         let opened = sealed::open_range(size, range, dek.bytes(), |r| async move {
@@ -273,6 +275,37 @@ impl Registry {
             Some(row) => Ok(Some(self.open_manifest(repo, row).await?)),
             None => Ok(None),
         }
+    }
+
+    /// Stream blob `digest` (or `range` of it) of `repo`, as `blob` (from
+    /// [`crate::metadata::MetadataStore::blob_read`]) describes it: through
+    /// the repository's key's wrap, found with one more query; the general
+    /// path when the wrap is missing or the blob is plaintext.
+    pub(super) async fn read_blob_through(
+        &self,
+        repo: &RepoId,
+        digest: &Digest,
+        blob: &crate::metadata::BlobRead,
+        range: Option<ByteRange>,
+    ) -> Result<ByteStream> {
+        let key = self
+            .kms
+            .repository_key(
+                &repo.registry,
+                &blob.encryption_type,
+                blob.kms_key.as_deref(),
+            )
+            .await?;
+        if blob.sealed
+            && let Some(wrapped) = self.meta.blob_wrap(digest, key.as_str()).await?
+        {
+            let dek = self
+                .kms
+                .unwrap(&key, &wrapped, &blob_context(digest))
+                .await?;
+            return self.open_sealed(digest, blob.size, range, &dek).await;
+        }
+        self.read_blob(digest, blob.size, range, Some(&key)).await
     }
 
     /// Blob `digest` whole, for the server's own use (scanning): through any
