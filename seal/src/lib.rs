@@ -67,6 +67,53 @@ impl SegmentCipher {
         out
     }
 
+    /// Seal segment `index` (`last`: the final one) where it lies: `segment`
+    /// is `NONCE` bytes of room, the plaintext, then `TAG` bytes of room;
+    /// the nonce, ciphertext and tag are written over it. No copy is made.
+    pub fn seal_in_place(&self, index: u64, last: bool, segment: &mut [u8]) {
+        assert!(
+            segment.len() >= NONCE + TAG,
+            "a segment has room for its nonce and tag"
+        );
+        let (nonce, rest) = segment.split_at_mut(NONCE);
+        random_bytes(nonce);
+        let split = rest.len() - TAG;
+        let (plain, tag_room) = rest.split_at_mut(split);
+        let nonce: [u8; NONCE] = (&*nonce).try_into().expect("NONCE bytes");
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(&Nonce::from(nonce), &segment_aad(index, last), plain)
+            .expect("AES-GCM sealing cannot fail for in-memory data");
+        tag_room.copy_from_slice(&tag);
+    }
+
+    /// Open sealed segment `index` (final exactly when `last`) where it
+    /// lies: the plaintext is decrypted over the ciphertext, and is then
+    /// `sealed[NONCE..sealed.len() - TAG]`. No copy is made.
+    pub fn open_in_place(
+        &self,
+        index: u64,
+        last: bool,
+        sealed: &mut [u8],
+    ) -> Result<(), Unauthentic> {
+        if sealed.len() < NONCE + TAG {
+            return Err(Unauthentic);
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE);
+        let split = rest.len() - TAG;
+        let (ct, tag) = rest.split_at_mut(split);
+        let nonce: [u8; NONCE] = (&*nonce).try_into().map_err(|_| Unauthentic)?;
+        let tag: [u8; TAG] = (&*tag).try_into().map_err(|_| Unauthentic)?;
+        self.cipher
+            .decrypt_in_place_detached(
+                &Nonce::from(nonce),
+                &segment_aad(index, last),
+                ct,
+                (&tag).into(),
+            )
+            .map_err(|_| Unauthentic)
+    }
+
     /// The plaintext of sealed segment `index`, which must be final exactly when `last`.
     pub fn open(&self, index: u64, last: bool, sealed: &[u8]) -> Result<Vec<u8>, Unauthentic> {
         if sealed.len() < NONCE + TAG {
@@ -144,6 +191,16 @@ mod tests {
         bad[NONCE] ^= 1;
         assert_eq!(c.open(3, false, &bad), Err(Unauthentic));
         assert_ne!(c.seal(3, false, b"hello"), s, "nonces repeat");
+        let mut room = vec![0u8; NONCE];
+        room.extend_from_slice(b"hello");
+        room.extend_from_slice(&[0u8; TAG]);
+        c.seal_in_place(3, false, &mut room);
+        assert_eq!(c.open(3, false, &room).unwrap(), b"hello");
+        let mut inplace = s.clone();
+        c.open_in_place(3, false, &mut inplace).unwrap();
+        assert_eq!(&inplace[NONCE..inplace.len() - TAG], b"hello");
+        let mut inplace = s.clone();
+        assert_eq!(c.open_in_place(2, false, &mut inplace), Err(Unauthentic));
     }
 
     #[test]

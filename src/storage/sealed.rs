@@ -85,6 +85,23 @@ impl SegmentCipher {
             .open(index, last, sealed)
             .map_err(|_| integrity(index))
     }
+
+    /// Seal segment `index` where it lies: `segment` holds `NONCE` bytes of
+    /// room then the plaintext; the tag is appended. No copy is made.
+    pub fn seal_owned(&self, index: u64, last: bool, mut segment: BytesMut) -> Bytes {
+        segment.extend_from_slice(&[0u8; berth_seal::TAG]);
+        self.0.seal_in_place(index, last, &mut segment);
+        segment.freeze()
+    }
+
+    /// Open segment `index` where it lies (no copy): its plaintext.
+    pub fn open_owned(&self, index: u64, last: bool, mut sealed: BytesMut) -> io::Result<Bytes> {
+        self.0
+            .open_in_place(index, last, &mut sealed)
+            .map_err(|_| integrity(index))?;
+        let end = sealed.len() - berth_seal::TAG;
+        Ok(sealed.freeze().slice(berth_seal::NONCE..end))
+    }
 }
 
 /// An [`UploadWriter`] that seals what it is given and hands whole segments
@@ -95,7 +112,7 @@ pub struct SealedWriter {
     cipher: SegmentCipher,
     /// Full segments already written.
     index: u64,
-    /// Plaintext of the segment being filled.
+    /// The segment being filled: `NONCE` bytes of room, then its plaintext.
     pending: BytesMut,
 }
 
@@ -117,7 +134,7 @@ pub async fn upload_writer(
     if tail.len() as u64 != plain % SEGMENT_PLAIN {
         return Err(integrity(index).into());
     }
-    let mut pending = BytesMut::with_capacity(SEGMENT_PLAIN as usize);
+    let mut pending = segment_buffer();
     pending.extend_from_slice(tail);
     let inner = store
         .upload_writer(upload_id, index * SEGMENT, staging)
@@ -130,16 +147,28 @@ pub async fn upload_writer(
     })
 }
 
+/// An empty segment buffer: room for the nonce, capacity for a full segment.
+fn segment_buffer() -> BytesMut {
+    let mut b = BytesMut::with_capacity(SEGMENT as usize);
+    b.extend_from_slice(&[0u8; berth_seal::NONCE]);
+    b
+}
+
 impl SealedWriter {
+    /// Plaintext bytes in the segment being filled.
+    fn pending_plain(&self) -> usize {
+        self.pending.len() - berth_seal::NONCE
+    }
+
     /// Append plaintext.
     pub async fn write(&mut self, mut chunk: Bytes) -> Result<(), StorageError> {
         while !chunk.is_empty() {
-            let room = SEGMENT_PLAIN as usize - self.pending.len();
+            let room = SEGMENT_PLAIN as usize - self.pending_plain();
             let take = room.min(chunk.len());
             self.pending.extend_from_slice(&chunk.split_to(take));
-            if self.pending.len() as u64 == SEGMENT_PLAIN {
-                let sealed = self.cipher.seal(self.index, false, &self.pending);
-                self.pending.clear();
+            if self.pending_plain() as u64 == SEGMENT_PLAIN {
+                let full = std::mem::replace(&mut self.pending, segment_buffer());
+                let sealed = self.cipher.seal_owned(self.index, false, full);
                 self.index += 1;
                 self.inner.write(sealed).await?;
             }
@@ -151,8 +180,10 @@ impl SealedWriter {
     /// description, with the size in plaintext bytes, and the final
     /// segment's plaintext (to record with the chunk: see [`upload_writer`]).
     pub async fn finish(mut self) -> Result<(Staged, Bytes), StorageError> {
-        let last = self.cipher.seal(self.index, true, &self.pending);
-        let plain = self.index * SEGMENT_PLAIN + self.pending.len() as u64;
+        let tail = Bytes::copy_from_slice(&self.pending[berth_seal::NONCE..]);
+        let plain = self.index * SEGMENT_PLAIN + tail.len() as u64;
+        let pending = std::mem::take(&mut self.pending);
+        let last = self.cipher.seal_owned(self.index, true, pending);
         self.inner.write(last).await?;
         let staged = self.inner.finish().await?;
         if staged.size != sealed_len(plain) {
@@ -167,7 +198,7 @@ impl SealedWriter {
                 size: plain,
                 staging: staged.staging,
             },
-            self.pending.freeze(),
+            tail,
         ))
     }
 }
@@ -258,10 +289,21 @@ impl OpenState {
             } else {
                 Some(SEGMENT as usize)
             };
-            // Fill one segment (the final one: until the stream ends).
+            // Fill one segment (the final one: until the stream ends). A
+            // chunk the store handed over whole (its reads are multiples of
+            // 64 KiB) becomes the buffer itself, without a copy.
             while want.is_none_or(|w| self.buf.len() < w) {
                 match self.inner.next().await {
-                    Some(chunk) => self.buf.extend_from_slice(&chunk?),
+                    Some(chunk) => {
+                        let chunk = chunk?;
+                        if self.buf.is_empty() {
+                            self.buf = chunk
+                                .try_into_mut()
+                                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                        } else {
+                            self.buf.extend_from_slice(&chunk);
+                        }
+                    }
                     None => break,
                 }
             }
@@ -270,13 +312,13 @@ impl OpenState {
                 return Err(integrity(self.index));
             }
             let sealed = self.buf.split_to(take);
-            let mut plain = self.cipher.open(self.index, is_final, &sealed)?;
+            let mut plain = self.cipher.open_owned(self.index, is_final, sealed)?;
             self.index += 1;
             if self.skip > 0 {
                 if self.skip > plain.len() {
                     return Err(integrity(self.index - 1));
                 }
-                plain.drain(..self.skip);
+                plain = plain.slice(self.skip..);
                 self.skip = 0;
             }
             if plain.len() as u64 > self.remaining {
@@ -287,7 +329,7 @@ impl OpenState {
                 self.done = true;
             }
             if !plain.is_empty() {
-                return Ok(Some(Bytes::from(plain)));
+                return Ok(Some(plain));
             }
         }
     }
