@@ -60,7 +60,8 @@ fn open_into(key: &LessSafeKey, aad: &[u8], buf: &mut [u8]) -> Result<(), Unauth
         return Err(Unauthentic);
     }
     let n: [u8; NONCE] = buf[..NONCE].try_into().map_err(|_| Unauthentic)?;
-    let len = buf.len();
+    // Decrypted where it lies (`0..`: the ciphertext starts the slice), so
+    // the plaintext stays after the nonce.
     key.open_within(
         Nonce::assume_unique_for_key(n),
         Aad::from(aad),
@@ -68,9 +69,6 @@ fn open_into(key: &LessSafeKey, aad: &[u8], buf: &mut [u8]) -> Result<(), Unauth
         0..,
     )
     .map_err(|_| Unauthentic)?;
-    // `open_within` moved the plaintext to the start of the slice it was
-    // given; keep the layout the callers expect (plaintext after the nonce).
-    debug_assert!(len >= NONCE + TAG);
     Ok(())
 }
 
@@ -85,14 +83,6 @@ impl SegmentCipher {
         SegmentCipher {
             key: std::sync::Arc::new(key_of(key)),
         }
-    }
-
-    /// Segment `index` (`last`: the final one) of `plain`, sealed.
-    pub fn seal(&self, index: u64, last: bool, plain: &[u8]) -> Vec<u8> {
-        let mut out = vec![0u8; NONCE + plain.len() + TAG];
-        out[NONCE..NONCE + plain.len()].copy_from_slice(plain);
-        seal_into(&self.key, &segment_aad(index, last), &mut out);
-        out
     }
 
     /// Seal segment `index` (`last`: the final one) where it lies: `segment`
@@ -112,13 +102,6 @@ impl SegmentCipher {
         sealed: &mut [u8],
     ) -> Result<(), Unauthentic> {
         open_into(&self.key, &segment_aad(index, last), sealed)
-    }
-
-    /// The plaintext of sealed segment `index`, which must be final exactly when `last`.
-    pub fn open(&self, index: u64, last: bool, sealed: &[u8]) -> Result<Vec<u8>, Unauthentic> {
-        let mut buf = sealed.to_vec();
-        self.open_in_place(index, last, &mut buf)?;
-        Ok(buf[NONCE..buf.len() - TAG].to_vec())
     }
 }
 
@@ -142,31 +125,38 @@ pub fn open(key: &[u8; 32], sealed: &[u8], context: &str) -> Result<Vec<u8>, Una
 mod tests {
     use super::*;
 
+    /// `plain` sealed as segment `index` (through the in-place API).
+    fn sealed(c: &SegmentCipher, index: u64, last: bool, plain: &[u8]) -> Vec<u8> {
+        let mut room = vec![0u8; NONCE];
+        room.extend_from_slice(plain);
+        room.extend_from_slice(&[0u8; TAG]);
+        c.seal_in_place(index, last, &mut room);
+        room
+    }
+
+    /// The plaintext of sealed segment `index`, opened on a copy.
+    fn opened(c: &SegmentCipher, index: u64, last: bool, s: &[u8]) -> Result<Vec<u8>, Unauthentic> {
+        let mut buf = s.to_vec();
+        c.open_in_place(index, last, &mut buf)?;
+        Ok(buf[NONCE..buf.len() - TAG].to_vec())
+    }
+
     #[test]
     fn segments_bind_index_and_finality() {
         let c = SegmentCipher::new(&[1; 32]);
-        let s = c.seal(3, false, b"hello");
-        assert_eq!(c.open(3, false, &s).unwrap(), b"hello");
-        assert_eq!(c.open(4, false, &s), Err(Unauthentic));
-        assert_eq!(c.open(3, true, &s), Err(Unauthentic));
+        let s = sealed(&c, 3, false, b"hello");
+        assert_eq!(opened(&c, 3, false, &s).unwrap(), b"hello");
+        assert_eq!(opened(&c, 4, false, &s), Err(Unauthentic));
+        assert_eq!(opened(&c, 3, true, &s), Err(Unauthentic));
         assert_eq!(
-            SegmentCipher::new(&[2; 32]).open(3, false, &s),
+            opened(&SegmentCipher::new(&[2; 32]), 3, false, &s),
             Err(Unauthentic)
         );
         let mut bad = s.clone();
         bad[NONCE] ^= 1;
-        assert_eq!(c.open(3, false, &bad), Err(Unauthentic));
-        assert_ne!(c.seal(3, false, b"hello"), s, "nonces repeat");
-        let mut room = vec![0u8; NONCE];
-        room.extend_from_slice(b"hello");
-        room.extend_from_slice(&[0u8; TAG]);
-        c.seal_in_place(3, false, &mut room);
-        assert_eq!(c.open(3, false, &room).unwrap(), b"hello");
-        let mut inplace = s.clone();
-        c.open_in_place(3, false, &mut inplace).unwrap();
-        assert_eq!(&inplace[NONCE..inplace.len() - TAG], b"hello");
-        let mut inplace = s.clone();
-        assert_eq!(c.open_in_place(2, false, &mut inplace), Err(Unauthentic));
+        assert_eq!(opened(&c, 3, false, &bad), Err(Unauthentic));
+        assert_ne!(sealed(&c, 3, false, b"hello"), s, "nonces repeat");
+        assert!(!s.windows(5).any(|w| w == b"hello"));
     }
 
     #[test]

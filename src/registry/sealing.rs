@@ -51,6 +51,16 @@ pub(super) fn upload_context(id: &str) -> String {
     format!("upload:{id}")
 }
 
+/// What [`Registry::replace_with_staged`] did.
+enum Replaced {
+    /// The staged copy is the blob now.
+    Done,
+    /// Someone changed the blob's sealing first: look again.
+    Changed,
+    /// The staged bytes are not the digest (verified): nothing published.
+    Mismatch(Digest),
+}
+
 /// A sealed upload ready to be published.
 #[derive(Clone, Copy)]
 pub(super) struct SealedUpload<'a> {
@@ -70,6 +80,13 @@ impl From<KmsError> for RegistryError {
             other => RegistryError::Kms(other),
         }
     }
+}
+
+/// A blob the metadata store has and the storage lacks: logged, and unknown
+/// to the client.
+fn missing_bytes(digest: &Digest) -> RegistryError {
+    tracing::error!(%digest, "blob is in the metadata store but missing from blob storage");
+    RegistryError::BlobUnknown
 }
 
 /// A sealed-segment read that failed authentication: reported, never served.
@@ -149,10 +166,7 @@ impl Registry {
         if !sealing.sealed {
             return match self.legacy_blobs.read(digest, range).await {
                 Ok(s) => Ok(s),
-                Err(StorageError::NotFound) => {
-                    tracing::error!(%digest, "blob is in the metadata store but missing from blob storage");
-                    Err(RegistryError::BlobUnknown)
-                }
+                Err(StorageError::NotFound) => Err(missing_bytes(digest)),
                 Err(e) => Err(e.into()),
             };
         }
@@ -191,10 +205,7 @@ impl Registry {
                     })
                 })))
             }
-            Err(StorageError::NotFound) => {
-                tracing::error!(%digest, "blob is in the metadata store but missing from blob storage");
-                Err(RegistryError::BlobUnknown)
-            }
+            Err(StorageError::NotFound) => Err(missing_bytes(digest)),
             Err(StorageError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                 self.metrics.integrity_failures.inc();
                 Err(integrity_error(digest, e))
@@ -335,13 +346,15 @@ impl Registry {
         for _ in 0..5 {
             let current = self.meta.blob_sealing(digest).await?.unwrap_or_default();
             if current.sealed {
-                if current.wrap_for(key.as_str()).is_none() {
-                    match self.any_blob_key(digest, &current).await {
+                let joined = match current.wrap_for(key.as_str()) {
+                    Some(_) => true,
+                    None => match self.any_blob_key(digest, &current).await {
                         Ok(existing) => {
                             let wrapped = self.kms.wrap(key, &existing, &ctx).await?;
                             self.meta
                                 .add_blob_wrap(digest, key.as_str(), &wrapped)
                                 .await?;
+                            true
                         }
                         // No key that could open the stored copy is usable
                         // (disabled, pending deletion, deleted): the staged
@@ -349,35 +362,24 @@ impl Registry {
                         // other repositories lose nothing: each re-wraps this
                         // copy's key for itself on its next read, which needs
                         // its own key to be usable, as before.
-                        Err(RegistryError::Kms(e)) if e.is_key_state() => {
-                            if self
-                                .replace_with_staged(upload, digest, verify, &current)
-                                .await?
-                            {
-                                return Ok(Ok(()));
-                            }
-                            continue;
-                        }
+                        Err(RegistryError::Kms(e)) if e.is_key_state() => false,
                         Err(e) => return Err(e),
+                    },
+                };
+                if joined {
+                    if let Err(e) = self.blobs.abort_upload(id).await {
+                        tracing::warn!(upload_id = id, error = %e, "could not remove a staged copy");
                     }
+                    return Ok(Ok(()));
                 }
-                if let Err(e) = self.blobs.abort_upload(id).await {
-                    tracing::warn!(upload_id = id, error = %e, "could not remove a staged copy");
-                }
-                return Ok(Ok(()));
             }
             match self
                 .replace_with_staged(upload, digest, verify, &current)
-                .await
+                .await?
             {
-                Ok(true) => return Ok(Ok(())),
-                Ok(false) => continue,
-                Err(RegistryError::DigestInvalid(actual)) => {
-                    return Ok(Err(actual.parse().map_err(|_| {
-                        RegistryError::UploadInvalid("digest mismatch".into())
-                    })?));
-                }
-                Err(e) => return Err(e),
+                Replaced::Done => return Ok(Ok(())),
+                Replaced::Changed => continue,
+                Replaced::Mismatch(actual) => return Ok(Err(actual)),
             }
         }
         Err(RegistryError::Unavailable(format!(
@@ -386,14 +388,14 @@ impl Registry {
     }
 
     /// Under the blob's row lock, and if its sealing is still `seen`, make
-    /// the staged copy the blob. False when someone else changed it first.
+    /// the staged copy the blob.
     async fn replace_with_staged(
         &self,
         upload: &SealedUpload<'_>,
         digest: &Digest,
         verify: bool,
         seen: &BlobSealing,
-    ) -> Result<bool> {
+    ) -> Result<Replaced> {
         let SealedUpload {
             id,
             staging,
@@ -404,7 +406,7 @@ impl Registry {
         let wrapped = self.kms.wrap(key, dek, &blob_context(digest)).await?;
         let publication = self.meta.begin_publication(digest).await?;
         if publication.current != *seen {
-            return Ok(false);
+            return Ok(Replaced::Changed);
         }
         self.blobs
             .commit_upload(id, sealed::sealed_len(size), staging, digest, false)
@@ -416,7 +418,7 @@ impl Registry {
                 if let Err(e) = self.blobs.delete(digest).await {
                     tracing::warn!(%digest, error = %e, "could not remove a copy that failed verification");
                 }
-                return Err(RegistryError::DigestInvalid(actual.to_string()));
+                return Ok(Replaced::Mismatch(actual));
             }
         }
         publication
@@ -428,24 +430,13 @@ impl Registry {
                 tracing::warn!(%digest, error = %e, "could not remove a superseded plaintext copy");
             }
         }
-        Ok(true)
+        Ok(Replaced::Done)
     }
 
     /// The digest of what the sealed object `digest` holds.
     async fn hash_sealed(&self, digest: &Digest, size: u64, dek: &DataKey) -> Result<Digest> {
         use futures_util::StreamExt;
-        let store = self.blobs.clone();
-        let d = digest.clone();
-        let mut s = sealed::open_range(size, None, dek.bytes(), |r| async move {
-            store.read(&d, Some(r)).await
-        })
-        .await
-        .map_err(|e| match e {
-            StorageError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                integrity_error(digest, e)
-            }
-            other => other.into(),
-        })?;
+        let mut s = self.open_sealed(digest, size, None, dek).await?;
         let mut h = crate::digest::Hasher::new(digest.algorithm());
         while let Some(chunk) = s.next().await {
             let chunk = chunk.map_err(|e| integrity_error(digest, e))?;

@@ -69,23 +69,6 @@ impl SegmentCipher {
         SegmentCipher(berth_seal::SegmentCipher::new(key))
     }
 
-    /// Seal segment `index` (`last`: the final, short one).
-    pub fn seal(&self, index: u64, last: bool, plain: &[u8]) -> Bytes {
-        debug_assert!(if last {
-            (plain.len() as u64) < SEGMENT_PLAIN
-        } else {
-            plain.len() as u64 == SEGMENT_PLAIN
-        });
-        Bytes::from(self.0.seal(index, last, plain))
-    }
-
-    /// Open segment `index`, which must be final exactly when `last`.
-    pub fn open(&self, index: u64, last: bool, sealed: &[u8]) -> io::Result<Vec<u8>> {
-        self.0
-            .open(index, last, sealed)
-            .map_err(|_| integrity(index))
-    }
-
     /// Seal segment `index` where it lies: `segment` holds `NONCE` bytes of
     /// room then the plaintext; the tag is appended. No copy is made.
     pub fn seal_owned(&self, index: u64, last: bool, mut segment: BytesMut) -> Bytes {

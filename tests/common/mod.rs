@@ -480,20 +480,30 @@ impl Server {
     /// The stored bytes of blob `digest`, straight from the storage: sealed
     /// (ciphertext), or plaintext for a blob from before encryption.
     pub fn stored_blob(&self, digest: &str) -> Option<Vec<u8>> {
+        self.stored_blob_in(true, digest)
+            .or_else(|| self.stored_blob_in(false, digest))
+    }
+
+    /// The bytes of blob `digest` in the sealed store, or (`sealed` false)
+    /// in the plaintext store of data from before encryption.
+    fn stored_blob_in(&self, sealed: bool, digest: &str) -> Option<Vec<u8>> {
         let (alg, hex) = digest.split_once(':').unwrap();
+        let sub = if sealed { "sealed/blobs" } else { "blobs" };
         match &self.deployment.s3_prefix {
-            None => ["storage/sealed/blobs", "storage/blobs"]
-                .iter()
-                .find_map(|root| {
-                    std::fs::read(self.data_dir.join(root).join(alg).join(&hex[..2]).join(hex)).ok()
-                }),
-            Some(prefix) => [format!("{prefix}/sealed/blobs"), format!("{prefix}/blobs")]
-                .into_iter()
-                .find_map(|dir| {
-                    let s3 = self.deployment.s3();
-                    let key = format!("{dir}/{alg}/{}/{hex}", &hex[..2]);
-                    block_on(async move { s3.get_bytes(&key).await.ok().map(|b| b.to_vec()) })
-                }),
+            None => std::fs::read(
+                self.data_dir
+                    .join("storage")
+                    .join(sub)
+                    .join(alg)
+                    .join(&hex[..2])
+                    .join(hex),
+            )
+            .ok(),
+            Some(prefix) => {
+                let s3 = self.deployment.s3();
+                let key = format!("{prefix}/{sub}/{alg}/{}/{hex}", &hex[..2]);
+                block_on(async move { s3.get_bytes(&key).await.ok().map(|b| b.to_vec()) })
+            }
         }
     }
 
@@ -521,24 +531,7 @@ impl Server {
     /// garbage for GC).
     pub fn open_stored_blob(&self, digest: &str) -> Option<Vec<u8>> {
         let raw = self.stored_blob(digest)?;
-        let legacy = {
-            let (alg, hex) = digest.split_once(':').unwrap();
-            match &self.deployment.s3_prefix {
-                None => std::fs::read(
-                    self.data_dir
-                        .join("storage/blobs")
-                        .join(alg)
-                        .join(&hex[..2])
-                        .join(hex),
-                )
-                .ok(),
-                Some(prefix) => {
-                    let s3 = self.deployment.s3();
-                    let key = format!("{prefix}/blobs/{alg}/{}/{hex}", &hex[..2]);
-                    block_on(async move { s3.get_bytes(&key).await.ok().map(|b| b.to_vec()) })
-                }
-            }
-        };
+        let legacy = self.stored_blob_in(false, digest);
         let url = match self
             .deployment
             .args
