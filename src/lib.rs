@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod aws_query;
 pub mod config;
 pub mod digest;
 pub mod distribution;

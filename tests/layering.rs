@@ -17,6 +17,7 @@ const RANKS: &[(&str, u32)] = &[
     ("http", 1),
     ("iam", 1),
     ("secrets", 1),
+    ("aws_query", 1),
     // State.
     ("metadata", 2),
     ("storage", 2),
