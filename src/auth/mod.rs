@@ -602,11 +602,10 @@ impl Access {
         key: Option<(&str, &str, &str)>,
         source_ip: Option<IpAddr>,
     ) -> bool {
-        let extra = HashMap::new();
-        let (resource, account) = match key {
-            Some((arn, account, _)) => (arn, account),
-            None => ("*", caller.principal.account.as_str()),
+        let Some((resource, account, policy)) = key else {
+            return self.authorize_identity(caller, action, "*", None, source_ip);
         };
+        let extra = HashMap::new();
         let ctx = RequestContext {
             principal: &caller.principal,
             action,
@@ -617,16 +616,42 @@ impl Access {
             current_time_epoch: now_secs(),
             extra: &extra,
         };
-        let decision = match key {
-            None => iam::authorize(&caller.identity_policies, std::iter::empty(), &ctx),
-            Some((_, _, policy)) => match Policy::parse(policy, PolicyKind::Key) {
-                Ok(p) => iam::authorize_key(&caller.identity_policies, &p, &ctx),
-                Err(e) => {
-                    tracing::warn!(error = %e, key = resource, "ignoring an unparsable key policy");
-                    Decision::NotApplicable
-                }
-            },
+        let decision = match Policy::parse(policy, PolicyKind::Key) {
+            Ok(p) => iam::authorize_key(&caller.identity_policies, &p, &ctx),
+            Err(e) => {
+                tracing::warn!(error = %e, key = resource, "ignoring an unparsable key policy");
+                Decision::NotApplicable
+            }
         };
+        matches!(decision, Decision::Allow)
+    }
+
+    /// Decide whether `caller` may perform `action` on `resource` (an ARN,
+    /// or `*`) of `account` (default: the caller's) by its identity policies
+    /// alone (being the account's root allows everything in it): the rule of
+    /// services without resource policies (CloudFormation stacks, SSM
+    /// parameters, KMS calls that name no key).
+    pub fn authorize_identity(
+        &self,
+        caller: &Caller,
+        action: &str,
+        resource: &str,
+        account: Option<&str>,
+        source_ip: Option<IpAddr>,
+    ) -> bool {
+        let extra = HashMap::new();
+        let account = account.unwrap_or(caller.principal.account.as_str());
+        let ctx = RequestContext {
+            principal: &caller.principal,
+            action,
+            resource,
+            resource_account: account,
+            source_ip,
+            secure_transport: false,
+            current_time_epoch: now_secs(),
+            extra: &extra,
+        };
+        let decision = iam::authorize(&caller.identity_policies, std::iter::empty(), &ctx);
         matches!(decision, Decision::Allow)
     }
 
