@@ -5,10 +5,12 @@
 //! Layers, top to bottom (`docs/architecture.md` has the map; `tests/layering.rs`
 //! checks that no module uses one above it):
 //! - commands: [`admin`], [`maintenance`], [`server`] (process wiring, router);
-//! - faces: [`distribution`] (`/v2/`), [`ecr_api`] (ECR's JSON API);
+//! - faces: [`distribution`] (`/v2/`), [`ecr_api`] (ECR's JSON API), [`kms_api`],
+//!   [`ssm_api`] (SSM's GetParameter(s), for the CDK's bootstrap version);
 //! - [`app`] (what handlers extract) and [`jobs::worker`] (runs background jobs);
 //! - services: [`lifecycle`], [`gc`], [`scanning`], [`registry`] (the registry's rules), [`auth`];
-//! - [`jobs`]: the job vocabulary any service enqueues;
+//! - [`jobs`]: the job vocabulary any service enqueues; [`parameters`]: the SSM
+//!   parameters Berth answers;
 //! - state: [`metadata`] (SQL) and [`storage`] (blob bytes);
 //! - values and plumbing: [`iam`], [`http`], [`reference`], [`sigv4`], [`digest`],
 //!   [`config`], [`metrics`].
@@ -33,10 +35,12 @@ pub mod lifecycle;
 pub mod maintenance;
 pub mod metadata;
 pub mod metrics;
+pub mod parameters;
 pub mod reference;
 pub mod registry;
 pub mod scanning;
 pub mod secrets;
 pub mod server;
 pub mod sigv4;
+pub mod ssm_api;
 pub mod storage;

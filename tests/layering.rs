@@ -25,6 +25,9 @@ const RANKS: &[(&str, u32)] = &[
     ("jobs", 3),
     // Key-encryption keys (the KMS-compatible key store and its custody).
     ("kms", 3),
+    // The SSM parameters Berth answers (pure values; the SSM face and the
+    // CloudFormation engine read them).
+    ("parameters", 3),
     // Services.
     ("registry", 4),
     ("auth", 4),
@@ -38,6 +41,7 @@ const RANKS: &[(&str, u32)] = &[
     ("distribution", 7),
     ("ecr_api", 7),
     ("kms_api", 7),
+    ("ssm_api", 7),
     // Commands.
     ("server", 8),
     ("admin", 9),
@@ -47,7 +51,7 @@ const RANKS: &[(&str, u32)] = &[
 ];
 
 /// Faces: protocol code that must not touch a store.
-const FACES: &[&str] = &["distribution", "ecr_api", "kms_api"];
+const FACES: &[&str] = &["distribution", "ecr_api", "kms_api", "ssm_api"];
 const STORES: &[&str] = &["metadata", "storage"];
 
 fn rank(module: &str) -> Option<u32> {

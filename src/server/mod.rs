@@ -243,17 +243,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// `POST /`: the KMS API (`X-Amz-Target: TrentService.*`) or the ECR API.
+/// `POST /`: the KMS API (`X-Amz-Target: TrentService.*`), the SSM API
+/// (`AmazonSSM.*`) or the ECR API.
 async fn api_dispatch(state: State<Arc<AppState>>, req: axum::extract::Request) -> Response {
-    let kms = req
+    let target = req
         .headers()
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with(crate::kms_api::TARGET_PREFIX));
-    if kms {
-        crate::kms_api::dispatch(state, req).await
-    } else {
-        crate::ecr_api::dispatch(state, req).await
+        .unwrap_or("")
+        .to_owned();
+    match target.as_str() {
+        t if t.starts_with(crate::kms_api::TARGET_PREFIX) => {
+            crate::kms_api::dispatch(state, req).await
+        }
+        t if t.starts_with(crate::ssm_api::TARGET_PREFIX) => {
+            crate::ssm_api::dispatch(state, req).await
+        }
+        _ => crate::ecr_api::dispatch(state, req).await,
     }
 }
 

@@ -236,10 +236,17 @@ class Berth:
             )
         return json.loads(out.stdout)
 
-    def user_with_policy(self, policy=None, account=ACCOUNT):
+    def user_with_policy(self, policy=None, account=ACCOUNT, service="ecr"):
         """A fresh IAM user (optionally with an inline policy) and a client
-        signed with a fresh key of it. The key is created after the policy,
-        so the server's per-key cache cannot hold a stale view."""
+        (of `service`) signed with a fresh key of it."""
+        name, arn, key_id, secret = self.user_key(policy, account)
+        return name, arn, self.client(key_id, secret, service=service)
+
+    def user_key(self, policy=None, account=ACCOUNT):
+        """A fresh IAM user (optionally with an inline policy) and a fresh
+        access key of it: (name, arn, key id, secret). The key is created
+        after the policy, so the server's per-key cache cannot hold a stale
+        view."""
         name = f"user-{uuid.uuid4().hex[:10]}"
         self.iam("create-user", "--account-id", account, "--user-name", name)
         if policy is not None:
@@ -252,7 +259,7 @@ class Berth:
             )
         key = self.iam("create-access-key", "--account-id", account, "--user-name", name)["AccessKey"]
         arn = f"arn:aws:iam::{account}:user/{name}"
-        return name, arn, self.client(key["AccessKeyId"], key["SecretAccessKey"])
+        return name, arn, key["AccessKeyId"], key["SecretAccessKey"]
 
 
 @pytest.fixture(scope="module")
