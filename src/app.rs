@@ -2,11 +2,17 @@
 //! the services (registry, access) and the settings a handler needs, and the
 //! answers that depend on which host a request addressed (the account it
 //! selects, the host name to give back to clients). Faces (`distribution`,
-//! `ecr_api`) take it from axum's state; `server` builds it.
+//! `ecr_api`) take it from axum's state; `server` builds it. Also the
+//! acceptance of a SigV4-signed AWS JSON request that the smaller JSON faces
+//! (`kms_api`, `ssm_api`) share ([`AppState::accept_json_request`]).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::auth::Access;
+use axum::extract::Request;
+use serde_json::{Map, Value};
+
+use crate::auth::{Access, AuthError, Caller};
 use crate::config::HttpLimits;
 use crate::http::budget::BodyBudget;
 use crate::metrics::Metrics;
@@ -120,6 +126,129 @@ fn ecr_registry_domain(host: &str) -> Option<String> {
         Some(p) => format!("dkr.ecr.{region}{suffix}:{p}"),
         None => format!("dkr.ecr.{region}{suffix}"),
     })
+}
+
+/// An AWS JSON 1.1 request (`POST /` with an `X-Amz-Target`) accepted: its
+/// signature checked, its body read and parsed.
+pub struct JsonRequest {
+    /// The operation: the `X-Amz-Target` after the face's prefix.
+    pub op: String,
+    pub caller: Arc<Caller>,
+    /// The body's members.
+    pub input: Map<String, Value>,
+    pub source_ip: Option<IpAddr>,
+}
+
+/// Why an AWS JSON request was refused before its operation ran.
+#[derive(Debug)]
+pub enum JsonRequestError {
+    Auth(AuthError),
+    /// The body is larger than the face's cap (or could not be read).
+    TooLarge(usize),
+    /// The body did not arrive within `api_body_timeout`.
+    TimedOut,
+    /// The body is not a JSON object.
+    NotAnObject,
+}
+
+impl JsonRequestError {
+    /// The AWS JSON exception for this error: (name, HTTP status, message).
+    /// `internal` is the face's own exception for a failure of the store
+    /// behind authentication (`KMSInternalException`, `InternalServerError`).
+    pub fn exception(&self, internal: &'static str) -> (&'static str, u16, String) {
+        match self {
+            JsonRequestError::Auth(AuthError::SigV4(s)) => {
+                (s.aws_error_name(), s.http_status(), s.to_string())
+            }
+            JsonRequestError::Auth(AuthError::Meta(m)) => {
+                tracing::error!(error = %m, "metadata error while authenticating a request");
+                let status = match m {
+                    crate::registry::MetaError::Unavailable(_) => 503,
+                    _ => 500,
+                };
+                (internal, status, "An internal error occurred.".into())
+            }
+            JsonRequestError::Auth(_) => (
+                "UnrecognizedClientException",
+                400,
+                "The security token included in the request is invalid.".into(),
+            ),
+            JsonRequestError::TooLarge(cap) => (
+                "RequestEntityTooLargeException",
+                413,
+                format!("The request body could not be read, or is larger than {cap} bytes"),
+            ),
+            JsonRequestError::TimedOut => (
+                "RequestTimeoutException",
+                408,
+                "The request body did not arrive in time".into(),
+            ),
+            JsonRequestError::NotAnObject => (
+                "SerializationException",
+                400,
+                "the request body must be a JSON object".into(),
+            ),
+        }
+    }
+}
+
+impl AppState {
+    /// Accept an AWS JSON request signed with SigV4 for `service`, whose
+    /// target starts with `target_prefix`: the signature's envelope and the
+    /// access key are checked before a byte of the body is read, then the
+    /// body (at most `cap` bytes, within `api_body_timeout`), then the
+    /// signature over it.
+    pub async fn accept_json_request(
+        &self,
+        req: Request,
+        service: &str,
+        target_prefix: &str,
+        cap: usize,
+    ) -> Result<JsonRequest, JsonRequestError> {
+        let (parts, body) = req.into_parts();
+        let pending = self
+            .access
+            .begin_sigv4_for(&parts.headers, service)
+            .await
+            .map_err(JsonRequestError::Auth)?;
+        let op = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.strip_prefix(target_prefix))
+            .map(str::to_string)
+            .unwrap_or_default();
+        let read = axum::body::to_bytes(body, cap);
+        let body = match tokio::time::timeout(self.http.api_body_timeout, read).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => return Err(JsonRequestError::TooLarge(cap)),
+            Err(_) => return Err(JsonRequestError::TimedOut),
+        };
+        let caller = self
+            .access
+            .finish_sigv4(
+                pending,
+                parts.method.as_str(),
+                &parts.uri,
+                &parts.headers,
+                &body,
+            )
+            .map_err(JsonRequestError::Auth)?;
+        let input = if body.is_empty() {
+            Map::new()
+        } else {
+            match serde_json::from_slice(&body) {
+                Ok(Value::Object(m)) => m,
+                _ => return Err(JsonRequestError::NotAnObject),
+            }
+        };
+        Ok(JsonRequest {
+            op,
+            caller,
+            input,
+            source_ip: crate::http::client_ip(&parts),
+        })
+    }
 }
 
 #[cfg(test)]

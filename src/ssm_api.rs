@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::app::AppState;
-use crate::auth::{AuthError, Caller};
+use crate::auth::Caller;
 use crate::parameters::{self, Parameter};
 
 pub const TARGET_PREFIX: &str = "AmazonSSM.";
@@ -77,89 +77,23 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
     }
 }
 
-fn auth_error(e: AuthError) -> SsmApiError {
-    match e {
-        AuthError::SigV4(s) => SsmApiError::new(s.aws_error_name(), s.http_status(), s.to_string()),
-        AuthError::Meta(m) => {
-            tracing::error!(error = %m, "metadata error in the SSM API");
-            let status = match m {
-                crate::registry::MetaError::Unavailable(_) => 503,
-                _ => 500,
-            };
-            SsmApiError::new("InternalServerError", status, "An internal error occurred.")
-        }
-        _ => SsmApiError::new(
-            "UnrecognizedClientException",
-            400,
-            "The security token included in the request is invalid.",
-        ),
-    }
-}
-
 async fn handle(state: &AppState, req: Request) -> Result<Value, SsmApiError> {
-    let (parts, body) = req.into_parts();
-    let pending = state
-        .access
-        .begin_sigv4_for(&parts.headers, "ssm")
+    let r = state
+        .accept_json_request(req, "ssm", TARGET_PREFIX, BODY_CAP)
         .await
-        .map_err(auth_error)?;
-    let op = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
-        .map(str::to_string)
-        .unwrap_or_default();
-    let read = axum::body::to_bytes(axum::body::Body::new(body), BODY_CAP);
-    let body = match tokio::time::timeout(state.http.api_body_timeout, read).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
-            return Err(SsmApiError::new(
-                "RequestEntityTooLargeException",
-                413,
-                format!("The request body could not be read, or is larger than {BODY_CAP} bytes"),
-            ));
-        }
-        Err(_) => {
-            return Err(SsmApiError::new(
-                "RequestTimeoutException",
-                408,
-                "The request body did not arrive in time",
-            ));
-        }
-    };
-    let caller = state
-        .access
-        .finish_sigv4(
-            pending,
-            parts.method.as_str(),
-            &parts.uri,
-            &parts.headers,
-            &body,
-        )
-        .map_err(auth_error)?;
-    let input: Map<String, Value> = if body.is_empty() {
-        Map::new()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(Value::Object(m)) => m,
-            _ => {
-                return Err(SsmApiError::new(
-                    "SerializationException",
-                    400,
-                    "the request body must be a JSON object",
-                ));
-            }
-        }
-    };
+        .map_err(|e| {
+            let (name, status, message) = e.exception("InternalServerError");
+            SsmApiError::new(name, status, message)
+        })?;
+    let (op, input) = (r.op.as_str(), &r.input);
     let ctx = Ctx {
         state,
-        caller: &caller,
-        source_ip: crate::http::client_ip(&parts),
+        caller: &r.caller,
+        source_ip: r.source_ip,
     };
-    match op.as_str() {
-        "GetParameter" => get_parameter(&ctx, &input),
-        "GetParameters" => get_parameters(&ctx, &input),
+    match op {
+        "GetParameter" => get_parameter(&ctx, input),
+        "GetParameters" => get_parameters(&ctx, input),
         _ => Err(SsmApiError::new(
             "UnknownOperationException",
             400,

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::app::AppState;
-use crate::auth::{AuthError, Caller};
+use crate::auth::Caller;
 use crate::kms::KmsError;
 
 pub const TARGET_PREFIX: &str = "TrentService.";
@@ -168,79 +168,18 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
     resp
 }
 
-fn auth_error(e: AuthError) -> KmsApiError {
-    match e {
-        AuthError::SigV4(s) => KmsApiError::new(s.aws_error_name(), s.http_status(), s.to_string()),
-        AuthError::Meta(m) => KmsApiError::from(KmsError::Meta(m)),
-        _ => KmsApiError::new(
-            "UnrecognizedClientException",
-            400,
-            "The security token included in the request is invalid.",
-        ),
-    }
-}
-
 async fn handle(state: &AppState, req: Request) -> Result<Value, KmsApiError> {
-    let (parts, body) = req.into_parts();
-    let pending = state
-        .access
-        .begin_sigv4_for(&parts.headers, "kms")
+    let r = state
+        .accept_json_request(req, "kms", TARGET_PREFIX, BODY_CAP)
         .await
-        .map_err(auth_error)?;
-    let op = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
-        .map(str::to_string)
-        .unwrap_or_default();
-    let read = axum::body::to_bytes(axum::body::Body::new(body), BODY_CAP);
-    let body = match tokio::time::timeout(state.http.api_body_timeout, read).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
-            return Err(KmsApiError::new(
-                "RequestEntityTooLargeException",
-                413,
-                format!("The request body could not be read, or is larger than {BODY_CAP} bytes"),
-            ));
-        }
-        Err(_) => {
-            return Err(KmsApiError::new(
-                "RequestTimeoutException",
-                408,
-                "The request body did not arrive in time",
-            ));
-        }
-    };
-    let caller = state
-        .access
-        .finish_sigv4(
-            pending,
-            parts.method.as_str(),
-            &parts.uri,
-            &parts.headers,
-            &body,
-        )
-        .map_err(auth_error)?;
-    let input: Map<String, Value> = if body.is_empty() {
-        Map::new()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(Value::Object(m)) => m,
-            _ => {
-                return Err(KmsApiError::new(
-                    "SerializationException",
-                    400,
-                    "the request body must be a JSON object",
-                ));
-            }
-        }
-    };
-    drop(body);
+        .map_err(|e| {
+            let (name, status, message) = e.exception("KMSInternalException");
+            KmsApiError::new(name, status, message)
+        })?;
     let ctx = Ctx {
         state,
-        caller: &caller,
-        source_ip: crate::http::client_ip(&parts),
+        caller: &r.caller,
+        source_ip: r.source_ip,
     };
-    ops::run(&ctx, &op, &ops::Input(input)).await
+    ops::run(&ctx, &r.op, &ops::Input(r.input)).await
 }

@@ -33,25 +33,19 @@ class EcrStack(cdk.Stack):
     def __init__(self, scope: Construct, construct_id: str, *, variant: str = "guide", **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         if variant == "guide":
-            repo = ecr.Repository(
-                self,
-                "TodoServiceRepo",
-                repository_name=REPOSITORY_NAME,
-                image_tag_mutability=ecr.TagMutability.MUTABLE,
-            )
+            changes = {"image_tag_mutability": ecr.TagMutability.MUTABLE}
         elif variant == "update":
-            repo = ecr.Repository(
-                self,
-                "TodoServiceRepo",
-                repository_name=REPOSITORY_NAME,
-                image_tag_mutability=ecr.TagMutability.IMMUTABLE,
-                lifecycle_rules=[ecr.LifecycleRule(description="keep 5", max_image_count=5)],
-                removal_policy=cdk.RemovalPolicy.DESTROY,
-                empty_on_delete=True,
-            )
-            cdk.Tags.of(repo).add("team", "platform")
+            changes = {
+                "image_tag_mutability": ecr.TagMutability.IMMUTABLE,
+                "lifecycle_rules": [ecr.LifecycleRule(description="keep 5", max_image_count=5)],
+                "removal_policy": cdk.RemovalPolicy.DESTROY,
+                "empty_on_delete": True,
+            }
         else:
             raise SystemExit(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
+        repo = ecr.Repository(self, "TodoServiceRepo", repository_name=REPOSITORY_NAME, **changes)
+        if variant == "update":
+            cdk.Tags.of(repo).add("team", "platform")
         cdk.CfnOutput(self, "RepositoryUri", value=repo.repository_uri)
         cdk.CfnOutput(self, "RepositoryArn", value=repo.repository_arn)
 

@@ -201,6 +201,27 @@ class Berth:
             ),
         )
 
+    def aws(self, service, *args, key=ROOT_KEY_ID, secret=ROOT_SECRET, timeout=600):
+        """`aws <service> <args> --endpoint-url <this server> --output json`
+        with only the given key in its environment (no profile, no other
+        `AWS_*` variable); the CompletedProcess."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(
+            AWS_ACCESS_KEY_ID=key,
+            AWS_SECRET_ACCESS_KEY=secret,
+            AWS_DEFAULT_REGION=REGION,
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+            AWS_PAGER="",
+        )
+        return subprocess.run(
+            ["aws", service, *args, "--endpoint-url", self.endpoint, "--output", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     # ---- berth iam ---------------------------------------------------------
 
     def iam(self, *args):

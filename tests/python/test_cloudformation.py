@@ -17,7 +17,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 
-from conftest import ACCOUNT, REGION, REPO_ROOT, ROOT_KEY_ID, ROOT_SECRET
+from conftest import ACCOUNT, REGION, REPO_ROOT
 from test_ecr_api import new_image, put
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -41,25 +41,9 @@ def unique(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def aws(berth, *args, key=ROOT_KEY_ID, secret=ROOT_SECRET, timeout=600):
-    """`aws cloudformation <args>` against the server, with a clean
-    environment; the CompletedProcess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ACCESS_KEY_ID=key,
-        AWS_SECRET_ACCESS_KEY=secret,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_PAGER="",
-    )
-    return subprocess.run(
-        ["aws", "cloudformation", *args, "--endpoint-url", berth.endpoint, "--output", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def aws(berth, *args, **kw):
+    """`aws cloudformation <args>` against the server; the CompletedProcess."""
+    return berth.aws("cloudformation", *args, **kw)
 
 
 def ok(out):
@@ -199,7 +183,33 @@ STACK_ARN_PREFIX = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/"
 
 # ---- the guides' template --------------------------------------------------------------------------
 
-GUIDE = """\
+# The guides' template, in pieces so that the update can leave one out.
+GUIDE_POLICY = """\
+      RepositoryPolicyText:
+        Version: '2012-10-17'
+        Statement:
+          - Sid: AllowPull
+            Effect: Allow
+            Principal:
+              AWS: !Sub 'arn:aws:iam::${AWS::AccountId}:root'
+            Action:
+              - ecr:BatchGetImage
+              - ecr:GetDownloadUrlForLayer
+"""
+GUIDE_TAGS = """\
+      Tags:
+        - Key: team
+          Value: !Ref Team
+"""
+GUIDE_OUTPUTS = """\
+Outputs:
+  RepositoryUri:
+    Description: Where to push
+    Value: !GetAtt Repo.RepositoryUri
+  Arn:
+    Value: !GetAtt Repo.Arn
+"""
+GUIDE_HEAD = """\
 AWSTemplateFormatVersion: '2010-09-09'
 Description: The todo service's container repository
 Parameters:
@@ -228,54 +238,18 @@ Resources:
         ScanOnPush: true
       LifecyclePolicy:
         LifecyclePolicyText: !Sub '{"rules":[{"rulePriority":1,"description":"keep ${KeepImages}","selection":{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":${KeepImages}},"action":{"type":"expire"}}]}'
-      RepositoryPolicyText:
-        Version: '2012-10-17'
-        Statement:
-          - Sid: AllowPull
-            Effect: Allow
-            Principal:
-              AWS: !Sub 'arn:aws:iam::${AWS::AccountId}:root'
-            Action:
-              - ecr:BatchGetImage
-              - ecr:GetDownloadUrlForLayer
-      Tags:
-        - Key: team
-          Value: !Ref Team
-Outputs:
-  RepositoryUri:
-    Description: Where to push
-    Value: !GetAtt Repo.RepositoryUri
-  Arn:
-    Value: !GetAtt Repo.Arn
 """
+GUIDE = GUIDE_HEAD + GUIDE_POLICY + GUIDE_TAGS + GUIDE_OUTPUTS
 
 # The guide's repository changed by hand-editing the template: no repository
 # policy, other tags.
-GUIDE_EDITED = (
-    GUIDE.replace(
-        """      RepositoryPolicyText:
-        Version: '2012-10-17'
-        Statement:
-          - Sid: AllowPull
-            Effect: Allow
-            Principal:
-              AWS: !Sub 'arn:aws:iam::${AWS::AccountId}:root'
-            Action:
-              - ecr:BatchGetImage
-              - ecr:GetDownloadUrlForLayer
-""",
-        "",
-    ).replace(
-        """        - Key: team
-          Value: !Ref Team
-""",
-        """        - Key: owner
+GUIDE_EDITED = GUIDE_HEAD + """\
+      Tags:
+        - Key: owner
           Value: !Sub '${Team}-owners'
         - Key: stack
           Value: !Ref AWS::StackName
-""",
-    )
-)
+""" + GUIDE_OUTPUTS
 
 
 def test_guide_template_create_update_no_change_and_delete_with_retain(berth, cfn, ecr, tmp_path):

@@ -4,8 +4,6 @@ version parameters that a bootstrapped environment holds, SSM's exceptions
 for other names, selectors and ARNs, and IAM on the parameter ARNs."""
 
 import json
-import os
-import subprocess
 
 import pytest
 import requests
@@ -39,20 +37,8 @@ def ssm_raw(berth):
     return berth.client(service="ssm", validate=False)
 
 
-def aws(berth, *args, key=ROOT_KEY_ID, secret=ROOT_SECRET):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ACCESS_KEY_ID=key,
-        AWS_SECRET_ACCESS_KEY=secret,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_PAGER="",
-    )
-    return subprocess.run(
-        ["aws", "ssm", *args, "--endpoint-url", berth.endpoint, "--output", "json"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )
+def aws(berth, *args):
+    return berth.aws("ssm", *args)
 
 
 def test_get_parameter_answers_the_bootstrap_version(ssm):
