@@ -11,7 +11,6 @@ import hashlib
 import json
 import re
 import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -1936,22 +1935,7 @@ def test_registry_policy_round_trip(ecr):
 
 
 def aws(berth, *args, key=ROOT_KEY_ID, secret=ROOT_SECRET, tmp=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ACCESS_KEY_ID=key,
-        AWS_SECRET_ACCESS_KEY=secret,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_PAGER="",
-    )
-    return subprocess.run(
-        ["aws", "ecr", *args, "--endpoint-url", berth.endpoint, "--output", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return berth.aws("ecr", *args, key=key, secret=secret, timeout=120)
 
 
 def test_aws_cli(berth, ecr, name):
