@@ -922,7 +922,9 @@ def test_replacement_on_an_immutable_property(berth, cfn, ecr, tmp_path):
     assert resources(cfn, stack)["Repo"]["PhysicalResourceId"] == new
     assert repo(ecr, new) is not None and repo(ecr, old) is None
     ev = [(e["LogicalResourceId"], e["ResourceStatus"], e.get("PhysicalResourceId")) for e in events(cfn, stack)]
-    assert ev.index(("Repo", "CREATE_COMPLETE", new)) < ev.index(("Repo", "DELETE_COMPLETE", old))
+    # A replacement is an update that makes a new physical resource; the old
+    # one is deleted in the cleanup after it.
+    assert ev.index(("Repo", "UPDATE_COMPLETE", new)) < ev.index(("Repo", "DELETE_COMPLETE", old))
     assert (stack, "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", s["StackId"]) in ev
     delete(cfn, stack)
     assert repo(ecr, new) is None
