@@ -1,7 +1,8 @@
 """The users' guides' CDK app: one ECR repository, `todo-service`, in a stack
-named EcrStack, synthesized with the default synthesizer (what `cdk synth`
-writes), so its template carries the BootstrapVersion SSM parameter and the
-CheckBootstrapVersion rule.
+named EcrStack, synthesized as `cdk synth` does it: the default synthesizer
+(so the template carries the BootstrapVersion SSM parameter and the
+CheckBootstrapVersion rule) and analytics reporting on (the AWS::CDK::Metadata
+resource, under a condition on the region).
 
     CDK_OUTDIR=cdk.out python3 tests/cdk/ecr_stack.py            # the guide's stack
     CDK_OUTDIR=/tmp/out python3 tests/cdk/ecr_stack.py guide update
@@ -52,7 +53,8 @@ class EcrStack(cdk.Stack):
 
 def synth(variant: str, outdir: str) -> str:
     """Synthesize `variant` into `outdir`; the template's path."""
-    app = cdk.App(outdir=outdir)
+    # As `cdk synth` does by default: with the AWS::CDK::Metadata resource.
+    app = cdk.App(outdir=outdir, analytics_reporting=True)
     EcrStack(app, "EcrStack", variant=variant)
     assembly = app.synth()
     return os.path.join(assembly.directory, assembly.get_stack_by_name("EcrStack").template_file)

@@ -389,14 +389,24 @@ def cdk_templates(tmp_path_factory):
     return {v: out / v / "EcrStack.template.json" for v in ("guide", "update")}
 
 
+def repository_of(template):
+    """The logical id of a synthesized template's one repository."""
+    [logical] = [k for k, r in template["Resources"].items() if r["Type"] == "AWS::ECR::Repository"]
+    return logical
+
+
 def test_cdk_synthesized_stack_deploys_updates_and_deletes(berth, cfn, ecr, cdk_templates, tmp_path):
     guide = json.loads(cdk_templates["guide"].read_text())
     # What the default synthesizer emits, as the CLI would deploy it.
     assert guide["Parameters"]["BootstrapVersion"]["Type"] == "AWS::SSM::Parameter::Value<String>"
     assert guide["Parameters"]["BootstrapVersion"]["Default"] == "/cdk-bootstrap/hnb659fds/version"
     assert "CheckBootstrapVersion" in guide["Rules"]
-    [(logical, resource)] = guide["Resources"].items()
-    assert resource["Type"] == "AWS::ECR::Repository" and resource["DeletionPolicy"] == "Retain"
+    logical = repository_of(guide)
+    resource = guide["Resources"][logical]
+    assert resource["DeletionPolicy"] == "Retain"
+    # `cdk synth` adds its metadata resource, under a condition on the region.
+    assert guide["Resources"]["CDKMetadata"]["Type"] == "AWS::CDK::Metadata"
+    assert guide["Resources"]["CDKMetadata"]["Condition"] == "CDKMetadataAvailable"
     name = resource["Properties"]["RepositoryName"]
     assert name == "todo-service"
 
@@ -412,7 +422,10 @@ def test_cdk_synthesized_stack_deploys_updates_and_deletes(berth, cfn, ecr, cdk_
         "RepositoryUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{name}",
         "RepositoryArn": repo_arn(name),
     }
-    assert resources(cfn, stack)[logical]["PhysicalResourceId"] == name
+    res = resources(cfn, stack)
+    assert res[logical]["PhysicalResourceId"] == name
+    assert res["CDKMetadata"]["ResourceType"] == "AWS::CDK::Metadata"
+    assert res["CDKMetadata"]["ResourceStatus"] == "CREATE_COMPLETE"
     assert repo(ecr, name)["imageTagMutability"] == "MUTABLE"
     assert lifecycle(ecr, name) is None
 
@@ -445,7 +458,7 @@ def test_cdk_bootstrap_rule_and_ssm_parameters(cfn, ecr, cdk_templates):
     parameter that does not exist refuses it too. Nothing is created."""
     t = json.loads(cdk_templates["guide"].read_text())
     name = unique("cdk-rule")
-    [logical] = t["Resources"]
+    logical = repository_of(t)
     t["Resources"][logical]["Properties"]["RepositoryName"] = name
     assertion = t["Rules"]["CheckBootstrapVersion"]["Assertions"][0]
     # As a synthesizer requiring version 33 would write it.
