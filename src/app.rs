@@ -16,6 +16,8 @@ use crate::registry::Registry;
 /// and settings only; no registry state lives here.
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// CloudFormation stacks.
+    pub stacks: Arc<crate::stacks::Stacks>,
     pub metrics: Arc<Metrics>,
     pub access: Arc<Access>,
     /// The account whose registry the bare host (no `<account>.` prefix) serves.

@@ -194,33 +194,23 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, KmsApiError> {
         .and_then(|t| t.strip_prefix(TARGET_PREFIX))
         .map(str::to_string)
         .unwrap_or_default();
-    let read = axum::body::to_bytes(axum::body::Body::new(body), BODY_CAP);
-    let body = match tokio::time::timeout(state.http.api_body_timeout, read).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
-            return Err(KmsApiError::new(
-                "RequestEntityTooLargeException",
-                413,
-                format!("The request body could not be read, or is larger than {BODY_CAP} bytes"),
-            ));
+    let body = crate::http::read_capped(
+        axum::body::Body::new(body),
+        BODY_CAP,
+        state.http.api_body_timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::http::BodyRefused::TooLarge(_) => {
+            KmsApiError::new("RequestEntityTooLargeException", 413, e.to_string())
         }
-        Err(_) => {
-            return Err(KmsApiError::new(
-                "RequestTimeoutException",
-                408,
-                "The request body did not arrive in time",
-            ));
+        crate::http::BodyRefused::Timeout => {
+            KmsApiError::new("RequestTimeoutException", 408, e.to_string())
         }
-    };
+    })?;
     let caller = state
         .access
-        .finish_sigv4(
-            pending,
-            parts.method.as_str(),
-            &parts.uri,
-            &parts.headers,
-            &body,
-        )
+        .finish_sigv4_request(pending, &parts, &body)
         .map_err(auth_error)?;
     let input: Map<String, Value> = if body.is_empty() {
         Map::new()

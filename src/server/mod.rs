@@ -243,7 +243,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// `POST /`: the KMS API (`X-Amz-Target: TrentService.*`) or the ECR API.
+/// The parameter-store values templates may name (`AWS::SSM::Parameter::Value<…>`).
+fn cdk_bootstrap_version(_account: &str, name: &str) -> Option<String> {
+    let qualifier = name
+        .strip_prefix("/cdk-bootstrap/")?
+        .strip_suffix("/version")?;
+    (!qualifier.is_empty() && !qualifier.contains('/')).then(|| "21".to_string())
+}
+
+/// The SigV4 service a request is signed for (`Credential=KEY/DATE/REGION/SERVICE/aws4_request`).
+fn signed_service(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let cred = auth.split("Credential=").nth(1)?;
+    cred.split(['/', ',']).nth(3)
+}
+
+/// `POST /`: the KMS API (`X-Amz-Target: TrentService.*`), the
+/// CloudFormation API (form-encoded, signed for `cloudformation`) or the ECR API.
 async fn api_dispatch(state: State<Arc<AppState>>, req: axum::extract::Request) -> Response {
     let kms = req
         .headers()
@@ -251,10 +267,17 @@ async fn api_dispatch(state: State<Arc<AppState>>, req: axum::extract::Request) 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with(crate::kms_api::TARGET_PREFIX));
     if kms {
-        crate::kms_api::dispatch(state, req).await
-    } else {
-        crate::ecr_api::dispatch(state, req).await
+        return crate::kms_api::dispatch(state, req).await;
     }
+    let form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    if form && signed_service(req.headers()) == Some("cloudformation") {
+        return crate::cloudformation_api::dispatch(state, req).await;
+    }
+    crate::ecr_api::dispatch(state, req).await
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -307,6 +330,11 @@ async fn observe_requests(
         .or_else(|| {
             resp.extensions()
                 .get::<crate::kms_api::OperationLabel>()
+                .map(|op| op.0)
+        })
+        .or_else(|| {
+            resp.extensions()
+                .get::<crate::cloudformation_api::OperationLabel>()
                 .map(|op| op.0)
         })
         .unwrap_or(route);
@@ -426,8 +454,14 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         }
     }
     let primary_account = access.primary_account().await?;
+    let stacks = crate::stacks::Stacks::new(
+        registry.meta.clone(),
+        config.region.clone(),
+        Arc::new(cdk_bootstrap_version),
+    );
     let state = Arc::new(AppState {
         registry: registry.clone(),
+        stacks,
         metrics: metrics.clone(),
         access: Arc::new(access),
         primary_account,
