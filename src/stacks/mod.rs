@@ -1022,3 +1022,6 @@ fn new_stack_row(
     };
     (row, vec![event])
 }
+
+#[cfg(test)]
+mod tests;
