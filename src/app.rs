@@ -22,6 +22,8 @@ use crate::registry::Registry;
 /// and settings only; no registry state lives here.
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// CloudFormation stacks.
+    pub stacks: Arc<crate::stacks::Stacks>,
     pub metrics: Arc<Metrics>,
     pub access: Arc<Access>,
     /// The account whose registry the bare host (no `<account>.` prefix) serves.
@@ -143,10 +145,9 @@ pub struct JsonRequest {
 #[derive(Debug)]
 pub enum JsonRequestError {
     Auth(AuthError),
-    /// The body is larger than the face's cap (or could not be read).
-    TooLarge(usize),
-    /// The body did not arrive within `api_body_timeout`.
-    TimedOut,
+    /// The body is larger than the face's cap, could not be read, or did not
+    /// arrive within `api_body_timeout`.
+    Body(crate::http::BodyRefused),
     /// The body is not a JSON object.
     NotAnObject,
 }
@@ -173,16 +174,12 @@ impl JsonRequestError {
                 400,
                 "The security token included in the request is invalid.".into(),
             ),
-            JsonRequestError::TooLarge(cap) => (
-                "RequestEntityTooLargeException",
-                413,
-                format!("The request body could not be read, or is larger than {cap} bytes"),
-            ),
-            JsonRequestError::TimedOut => (
-                "RequestTimeoutException",
-                408,
-                "The request body did not arrive in time".into(),
-            ),
+            JsonRequestError::Body(e @ crate::http::BodyRefused::TooLarge(_)) => {
+                ("RequestEntityTooLargeException", 413, e.to_string())
+            }
+            JsonRequestError::Body(e @ crate::http::BodyRefused::Timeout) => {
+                ("RequestTimeoutException", 408, e.to_string())
+            }
             JsonRequestError::NotAnObject => (
                 "SerializationException",
                 400,
@@ -218,21 +215,12 @@ impl AppState {
             .and_then(|t| t.strip_prefix(target_prefix))
             .map(str::to_string)
             .unwrap_or_default();
-        let read = axum::body::to_bytes(body, cap);
-        let body = match tokio::time::timeout(self.http.api_body_timeout, read).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(_)) => return Err(JsonRequestError::TooLarge(cap)),
-            Err(_) => return Err(JsonRequestError::TimedOut),
-        };
+        let body = crate::http::read_capped(body, cap, self.http.api_body_timeout)
+            .await
+            .map_err(JsonRequestError::Body)?;
         let caller = self
             .access
-            .finish_sigv4(
-                pending,
-                parts.method.as_str(),
-                &parts.uri,
-                &parts.headers,
-                &body,
-            )
+            .finish_sigv4_request(pending, &parts, &body)
             .map_err(JsonRequestError::Auth)?;
         let input = if body.is_empty() {
             Map::new()

@@ -194,7 +194,12 @@ pub fn opt_elem(out: &mut String, name: &str, text: Option<&str>) {
 }
 
 /// Append `<name><member>…</member>…</name>` with each item's XML.
-pub fn members<T>(out: &mut String, name: &str, items: &[T], mut each: impl FnMut(&mut String, &T)) {
+pub fn members<T>(
+    out: &mut String,
+    name: &str,
+    items: &[T],
+    mut each: impl FnMut(&mut String, &T),
+) {
     let _ = write!(out, "<{name}>");
     for item in items {
         out.push_str("<member>");

@@ -352,13 +352,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
     .await?;
     let caller = state
         .access
-        .finish_sigv4(
-            pending,
-            parts.method.as_str(),
-            &parts.uri,
-            &parts.headers,
-            &body,
-        )
+        .finish_sigv4_request(pending, &parts, &body)
         .map_err(auth_error)?;
     // The body is given up as soon as it is parsed. An UploadLayerPart's
     // part (up to 27 MiB of base64) is decoded where it lies in the body's
@@ -379,53 +373,92 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
         source_ip: crate::http::client_ip(&parts),
         scheme: crate::http::scheme(&parts),
     };
-    match op.as_str() {
-        "GetAuthorizationToken" => get_authorization_token(&ctx, &input).await,
-        "CreateRepository" => repositories::create_repository(&ctx, &input).await,
-        "DescribeRepositories" => repositories::describe_repositories(&ctx, &input).await,
-        "DeleteRepository" => repositories::delete_repository(&ctx, &input).await,
-        "TagResource" => repositories::tag_resource(&ctx, &input).await,
-        "UntagResource" => repositories::untag_resource(&ctx, &input).await,
-        "ListTagsForResource" => repositories::list_tags_for_resource(&ctx, &input).await,
-        "PutImageTagMutability" => repositories::put_image_tag_mutability(&ctx, &input).await,
-        "SetRepositoryPolicy" => repositories::set_repository_policy(&ctx, &input).await,
-        "GetRepositoryPolicy" => repositories::get_repository_policy(&ctx, &input).await,
-        "DeleteRepositoryPolicy" => repositories::delete_repository_policy(&ctx, &input).await,
-        "PutRegistryPolicy" => repositories::put_registry_policy(&ctx, &input).await,
-        "GetRegistryPolicy" => repositories::get_registry_policy(&ctx, &input).await,
-        "DeleteRegistryPolicy" => repositories::delete_registry_policy(&ctx, &input).await,
-        "DescribeRegistry" => repositories::describe_registry(&ctx, &input).await,
-        "ListImages" => images::list_images(&ctx, &input).await,
-        "DescribeImages" => images::describe_images(&ctx, &input).await,
-        "BatchGetImage" => images::batch_get_image(&ctx, &input).await,
-        "BatchDeleteImage" => images::batch_delete_image(&ctx, &input).await,
-        "PutImage" => images::put_image(&ctx, &input).await,
-        "BatchCheckLayerAvailability" => layers::batch_check_layer_availability(&ctx, &input).await,
-        "InitiateLayerUpload" => layers::initiate_layer_upload(&ctx, &input).await,
-        "UploadLayerPart" => layers::upload_layer_part(&ctx, &input, part).await,
-        "CompleteLayerUpload" => layers::complete_layer_upload(&ctx, &input).await,
-        "GetDownloadUrlForLayer" => layers::get_download_url_for_layer(&ctx, &input).await,
-        "PutLifecyclePolicy" => lifecycle::put_lifecycle_policy(&ctx, &input).await,
-        "GetLifecyclePolicy" => lifecycle::get_lifecycle_policy(&ctx, &input).await,
-        "DeleteLifecyclePolicy" => lifecycle::delete_lifecycle_policy(&ctx, &input).await,
+    operation(&ctx, &op, &input, part).await
+}
+
+/// Where the ECR API is called from inside Berth: CloudFormation's
+/// resource providers (a stack does what its caller could do with the aws
+/// CLI, with the same rules, authorization and errors). `host` and
+/// `scheme` are those of the request that started it (for the URIs the
+/// answers carry).
+pub struct InProcess<'a> {
+    pub state: &'a AppState,
+    pub caller: &'a Caller,
+    pub host: Option<&'a str>,
+    pub scheme: crate::http::Scheme,
+    pub source_ip: Option<std::net::IpAddr>,
+}
+
+/// Run ECR operation `op` with the JSON `input`, in process.
+pub async fn call(from: &InProcess<'_>, op: &str, input: Value) -> Result<Value, EcrError> {
+    if !input.is_object() {
+        return Err(EcrError::serialization("the input must be a JSON object"));
+    }
+    let headers = axum::http::HeaderMap::new();
+    let ctx = Ctx {
+        state: from.state,
+        caller: from.caller,
+        headers: &headers,
+        host: from.host,
+        source_ip: from.source_ip,
+        scheme: from.scheme,
+    };
+    operation(&ctx, op, &Input::new(input), layers::PartBlob::Absent).await
+}
+
+async fn operation(
+    ctx: &Ctx<'_>,
+    op: &str,
+    input: &Input,
+    part: layers::PartBlob,
+) -> Result<Value, EcrError> {
+    match op {
+        "GetAuthorizationToken" => get_authorization_token(ctx, input).await,
+        "CreateRepository" => repositories::create_repository(ctx, input).await,
+        "DescribeRepositories" => repositories::describe_repositories(ctx, input).await,
+        "DeleteRepository" => repositories::delete_repository(ctx, input).await,
+        "TagResource" => repositories::tag_resource(ctx, input).await,
+        "UntagResource" => repositories::untag_resource(ctx, input).await,
+        "ListTagsForResource" => repositories::list_tags_for_resource(ctx, input).await,
+        "PutImageTagMutability" => repositories::put_image_tag_mutability(ctx, input).await,
+        "SetRepositoryPolicy" => repositories::set_repository_policy(ctx, input).await,
+        "GetRepositoryPolicy" => repositories::get_repository_policy(ctx, input).await,
+        "DeleteRepositoryPolicy" => repositories::delete_repository_policy(ctx, input).await,
+        "PutRegistryPolicy" => repositories::put_registry_policy(ctx, input).await,
+        "GetRegistryPolicy" => repositories::get_registry_policy(ctx, input).await,
+        "DeleteRegistryPolicy" => repositories::delete_registry_policy(ctx, input).await,
+        "DescribeRegistry" => repositories::describe_registry(ctx, input).await,
+        "ListImages" => images::list_images(ctx, input).await,
+        "DescribeImages" => images::describe_images(ctx, input).await,
+        "BatchGetImage" => images::batch_get_image(ctx, input).await,
+        "BatchDeleteImage" => images::batch_delete_image(ctx, input).await,
+        "PutImage" => images::put_image(ctx, input).await,
+        "BatchCheckLayerAvailability" => layers::batch_check_layer_availability(ctx, input).await,
+        "InitiateLayerUpload" => layers::initiate_layer_upload(ctx, input).await,
+        "UploadLayerPart" => layers::upload_layer_part(ctx, input, part).await,
+        "CompleteLayerUpload" => layers::complete_layer_upload(ctx, input).await,
+        "GetDownloadUrlForLayer" => layers::get_download_url_for_layer(ctx, input).await,
+        "PutLifecyclePolicy" => lifecycle::put_lifecycle_policy(ctx, input).await,
+        "GetLifecyclePolicy" => lifecycle::get_lifecycle_policy(ctx, input).await,
+        "DeleteLifecyclePolicy" => lifecycle::delete_lifecycle_policy(ctx, input).await,
         "StartLifecyclePolicyPreview" => {
-            lifecycle::start_lifecycle_policy_preview(&ctx, &input).await
+            lifecycle::start_lifecycle_policy_preview(ctx, input).await
         }
-        "GetLifecyclePolicyPreview" => lifecycle::get_lifecycle_policy_preview(&ctx, &input).await,
+        "GetLifecyclePolicyPreview" => lifecycle::get_lifecycle_policy_preview(ctx, input).await,
         "PutImageScanningConfiguration" => {
-            scanning::put_image_scanning_configuration(&ctx, &input).await
+            scanning::put_image_scanning_configuration(ctx, input).await
         }
         "PutRegistryScanningConfiguration" => {
-            scanning::put_registry_scanning_configuration(&ctx, &input).await
+            scanning::put_registry_scanning_configuration(ctx, input).await
         }
         "GetRegistryScanningConfiguration" => {
-            scanning::get_registry_scanning_configuration(&ctx, &input).await
+            scanning::get_registry_scanning_configuration(ctx, input).await
         }
         "BatchGetRepositoryScanningConfiguration" => {
-            scanning::batch_get_repository_scanning_configuration(&ctx, &input).await
+            scanning::batch_get_repository_scanning_configuration(ctx, input).await
         }
-        "StartImageScan" => scanning::start_image_scan(&ctx, &input).await,
-        "DescribeImageScanFindings" => scanning::describe_image_scan_findings(&ctx, &input).await,
+        "StartImageScan" => scanning::start_image_scan(ctx, input).await,
+        "DescribeImageScanFindings" => scanning::describe_image_scan_findings(ctx, input).await,
         other if is_modeled(other) => Err(EcrError::new(
             "UnsupportedOperationException",
             400,

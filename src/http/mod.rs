@@ -111,3 +111,37 @@ mod tests {
         assert_eq!(RequestId::for_request(&h).0.len(), 36);
     }
 }
+
+/// Why a request body read whole was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRefused {
+    /// Larger than the cap, or it could not be read.
+    TooLarge(usize),
+    /// It did not arrive within the deadline.
+    Timeout,
+}
+
+impl std::fmt::Display for BodyRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyRefused::TooLarge(cap) => write!(
+                f,
+                "The request body could not be read, or is larger than {cap} bytes"
+            ),
+            BodyRefused::Timeout => f.write_str("The request body did not arrive in time"),
+        }
+    }
+}
+
+/// Read a small API request body whole: at most `cap` bytes, within `deadline`.
+pub async fn read_capped(
+    body: axum::body::Body,
+    cap: usize,
+    deadline: std::time::Duration,
+) -> Result<bytes::Bytes, BodyRefused> {
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, cap)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(BodyRefused::TooLarge(cap)),
+        Err(_) => Err(BodyRefused::Timeout),
+    }
+}

@@ -20,6 +20,7 @@ mod lifecycle;
 mod repositories;
 mod scanning;
 mod schema;
+mod stacks;
 #[doc(hidden)]
 pub mod testing;
 
@@ -35,6 +36,7 @@ pub use scanning::{
     Rematch, ScanRequest, ScanRequested, ScanResult, ScanRow, VULNDB_GENERATION, VulnDbStatus,
     VulnImport, VulnRecord,
 };
+pub use stacks::{ChangeSetRow, StackEventRow, StackRow};
 
 use std::path::Path;
 use std::str::FromStr;

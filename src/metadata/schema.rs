@@ -401,6 +401,56 @@ const MIGRATIONS: &[&[&str]] = &[
         PRIMARY KEY (key_id, grant_id)
     )",
     ],
+    &[
+        // ---- migration 11: CloudFormation stacks (metadata/stacks.rs) -----------
+        // A stack and its document (template, parameters, resources, outputs:
+        // JSON the stacks service owns). Deleted stacks stay (DELETE_COMPLETE,
+        // `deleted_at`) and give their name up: `stack_names` holds the live
+        // stack of each name.
+        "CREATE TABLE stacks (
+        stack_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_reason TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT,
+        deleted_at BIGINT,
+        lease_until BIGINT,
+        doc TEXT NOT NULL
+    )",
+        "CREATE INDEX stacks_by_account ON stacks (account_id, created_at)",
+        "CREATE TABLE stack_names (
+        account_id TEXT NOT NULL,
+        name {TEXTKEY} NOT NULL,
+        stack_id TEXT NOT NULL,
+        PRIMARY KEY (account_id, name)
+    )",
+        "CREATE TABLE stack_events (
+        stack_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        event_id TEXT NOT NULL,
+        logical_id TEXT NOT NULL,
+        physical_id TEXT,
+        resource_type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        timestamp BIGINT NOT NULL,
+        properties TEXT,
+        PRIMARY KEY (stack_id, seq)
+    )",
+        "CREATE TABLE change_sets (
+        change_set_id TEXT PRIMARY KEY,
+        stack_id TEXT NOT NULL,
+        name {TEXTKEY} NOT NULL,
+        status TEXT NOT NULL,
+        execution_status TEXT NOT NULL,
+        status_reason TEXT,
+        created_at BIGINT NOT NULL,
+        doc TEXT NOT NULL,
+        UNIQUE (stack_id, name)
+    )",
+    ],
 ];
 
 fn render(stmt: &str, dialect: Dialect) -> String {

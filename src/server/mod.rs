@@ -243,24 +243,41 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The SigV4 service a request is signed for (`Credential=KEY/DATE/REGION/SERVICE/aws4_request`).
+fn signed_service(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let cred = auth.split("Credential=").nth(1)?;
+    cred.split(['/', ',']).nth(3)
+}
+
 /// `POST /`: the KMS API (`X-Amz-Target: TrentService.*`), the SSM API
-/// (`AmazonSSM.*`) or the ECR API.
+/// (`AmazonSSM.*`), the CloudFormation API (form-encoded, signed for
+/// `cloudformation`) or the ECR API.
 async fn api_dispatch(state: State<Arc<AppState>>, req: axum::extract::Request) -> Response {
     let target = req
         .headers()
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    match target.as_str() {
-        t if t.starts_with(crate::kms_api::TARGET_PREFIX) => {
-            crate::kms_api::dispatch(state, req).await
-        }
-        t if t.starts_with(crate::ssm_api::TARGET_PREFIX) => {
-            crate::ssm_api::dispatch(state, req).await
-        }
-        _ => crate::ecr_api::dispatch(state, req).await,
+        .unwrap_or("");
+    let (kms, ssm) = (
+        target.starts_with(crate::kms_api::TARGET_PREFIX),
+        target.starts_with(crate::ssm_api::TARGET_PREFIX),
+    );
+    if kms {
+        return crate::kms_api::dispatch(state, req).await;
     }
+    if ssm {
+        return crate::ssm_api::dispatch(state, req).await;
+    }
+    let form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    if form && signed_service(req.headers()) == Some("cloudformation") {
+        return crate::cloudformation_api::dispatch(state, req).await;
+    }
+    crate::ecr_api::dispatch(state, req).await
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -313,6 +330,11 @@ async fn observe_requests(
         .or_else(|| {
             resp.extensions()
                 .get::<crate::kms_api::OperationLabel>()
+                .map(|op| op.0)
+        })
+        .or_else(|| {
+            resp.extensions()
+                .get::<crate::cloudformation_api::OperationLabel>()
                 .map(|op| op.0)
         })
         .unwrap_or(route);
@@ -432,8 +454,17 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         }
     }
     let primary_account = access.primary_account().await?;
+    let parameters_region = config.region.clone();
+    let stacks = crate::stacks::Stacks::new(
+        registry.meta.clone(),
+        config.region.clone(),
+        Arc::new(move |account: &str, name: &str| {
+            crate::parameters::lookup(account, &parameters_region, name).map(|p| p.value)
+        }),
+    );
     let state = Arc::new(AppState {
         registry: registry.clone(),
+        stacks,
         metrics: metrics.clone(),
         access: Arc::new(access),
         primary_account,
