@@ -32,6 +32,8 @@ const ACTIONS: &[(&str, &str)] = &[
     ("ListChangeSets", "cloudformation:ListChangeSets"),
     ("ExecuteChangeSet", "cloudformation:ExecuteChangeSet"),
     ("DeleteChangeSet", "cloudformation:DeleteChangeSet"),
+    ("ListExports", "cloudformation:ListExports"),
+    ("ListImports", "cloudformation:ListImports"),
 ];
 
 /// Events per DescribeStackEvents page.
@@ -70,6 +72,8 @@ pub async fn run(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<String, Quer
         "ListChangeSets" => list_change_sets(ctx, p).await,
         "ExecuteChangeSet" => execute_change_set(ctx, p).await,
         "DeleteChangeSet" => delete_change_set(ctx, p).await,
+        "ListExports" => list_exports(ctx).await,
+        "ListImports" => list_imports(ctx, p).await,
         _ => Err(QueryError::new(
             "InvalidAction",
             400,
@@ -686,4 +690,36 @@ async fn delete_change_set(ctx: &Ctx<'_>, p: &Params) -> Result<String, QueryErr
         .delete_change_set(ctx.account(), &cs.row.change_set_id, None)
         .await?;
     Ok(String::new())
+}
+
+async fn list_exports(ctx: &Ctx<'_>) -> Result<String, QueryError> {
+    ctx.authorize("ListExports", "*")?;
+    let exports = ctx.state.stacks.list_exports(ctx.account()).await?;
+    let mut out = String::new();
+    members(&mut out, "Exports", &exports, |o, (stack, name, value)| {
+        elem(o, "ExportingStackId", stack);
+        elem(o, "Name", name);
+        elem(o, "Value", value);
+    });
+    Ok(out)
+}
+
+async fn list_imports(ctx: &Ctx<'_>, p: &Params) -> Result<String, QueryError> {
+    ctx.authorize("ListImports", "*")?;
+    let name = p.required("ExportName")?.to_string();
+    let users = ctx
+        .state
+        .stacks
+        .importers(ctx.account(), std::slice::from_ref(&name), None)
+        .await?;
+    if users.is_empty() {
+        return Err(QueryError::validation(format!(
+            "Export '{name}' is not imported by any stack."
+        )));
+    }
+    let mut out = String::new();
+    members(&mut out, "Imports", &users, |o, (_, stack)| {
+        o.push_str(&escape(stack))
+    });
+    Ok(out)
 }
