@@ -34,6 +34,10 @@ const ACTIONS: &[(&str, &str)] = &[
     ("DeleteChangeSet", "cloudformation:DeleteChangeSet"),
     ("ListExports", "cloudformation:ListExports"),
     ("ListImports", "cloudformation:ListImports"),
+    (
+        "UpdateTerminationProtection",
+        "cloudformation:UpdateTerminationProtection",
+    ),
 ];
 
 /// Events per DescribeStackEvents page.
@@ -74,6 +78,7 @@ pub async fn run(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<String, Quer
         "DeleteChangeSet" => delete_change_set(ctx, p).await,
         "ListExports" => list_exports(ctx).await,
         "ListImports" => list_imports(ctx, p).await,
+        "UpdateTerminationProtection" => update_termination_protection(ctx, p).await,
         _ => Err(QueryError::new(
             "InvalidAction",
             400,
@@ -157,6 +162,7 @@ fn stack_input(p: &Params) -> Result<StackInput, QueryError> {
         on_failure,
         disable_rollback,
         description: p.opt("Description").map(str::to_string),
+        termination_protection: p.bool("EnableTerminationProtection")?.unwrap_or(false),
     })
 }
 
@@ -722,4 +728,20 @@ async fn list_imports(ctx: &Ctx<'_>, p: &Params) -> Result<String, QueryError> {
         o.push_str(&escape(stack))
     });
     Ok(out)
+}
+
+async fn update_termination_protection(ctx: &Ctx<'_>, p: &Params) -> Result<String, QueryError> {
+    let name = stack_name(p)?;
+    let enabled = p.bool("EnableTerminationProtection")?.ok_or_else(|| {
+        QueryError::validation(
+            "1 validation error detected: Value null at 'enableTerminationProtection' failed to satisfy constraint: Member must not be null",
+        )
+    })?;
+    ctx.authorize("UpdateTerminationProtection", &ctx.stack_resource(&name))?;
+    let id = ctx
+        .state
+        .stacks
+        .set_termination_protection(ctx.account(), &name, enabled)
+        .await?;
+    Ok(format!("<StackId>{}</StackId>", escape(&id)))
 }

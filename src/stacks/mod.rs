@@ -212,6 +212,8 @@ pub struct StackInput {
     pub on_failure: Option<String>,
     pub disable_rollback: Option<bool>,
     pub description: Option<String>,
+    /// CreateStack's `EnableTerminationProtection`.
+    pub termination_protection: bool,
 }
 
 /// A template's declared parameters and what it needs, for
@@ -701,6 +703,7 @@ impl Stacks {
             tags: input.tags.clone().unwrap_or_default(),
             capabilities: input.capabilities.clone(),
             disable_rollback,
+            termination_protection: input.termination_protection,
             ..StackDoc::default()
         };
         let (row, events) = new_stack_row(&account, name, &stack_id, "CREATE_IN_PROGRESS", doc);
@@ -841,6 +844,33 @@ impl Stacks {
             .ok_or_else(|| busy(&view))?;
         self.finish(run.delete(retain)).await;
         Ok(())
+    }
+
+    /// UpdateTerminationProtection: whether DeleteStack is refused.
+    pub async fn set_termination_protection(
+        &self,
+        account: &str,
+        name_or_id: &str,
+        enabled: bool,
+    ) -> Result<String> {
+        let view = self.stack(account, name_or_id).await?;
+        if view.row.status == "DELETE_COMPLETE" {
+            return Err(StackError::Validation(format!(
+                "Stack with id {name_or_id} does not exist"
+            )));
+        }
+        let mut doc = view.doc.clone();
+        doc.termination_protection = enabled;
+        let mut row = view.row.clone();
+        row.doc = serde_json::to_string(&doc).unwrap_or_default();
+        if !self
+            .meta
+            .stack_write(&row, &[view.row.status.as_str()], &[])
+            .await?
+        {
+            return Err(busy(&view));
+        }
+        Ok(view.row.stack_id)
     }
 
     /// CreateChangeSet: plan a change to a stack (a new one, in
