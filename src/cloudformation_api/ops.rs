@@ -32,6 +32,12 @@ const ACTIONS: &[(&str, &str)] = &[
     ("ListChangeSets", "cloudformation:ListChangeSets"),
     ("ExecuteChangeSet", "cloudformation:ExecuteChangeSet"),
     ("DeleteChangeSet", "cloudformation:DeleteChangeSet"),
+    ("ListExports", "cloudformation:ListExports"),
+    ("ListImports", "cloudformation:ListImports"),
+    (
+        "UpdateTerminationProtection",
+        "cloudformation:UpdateTerminationProtection",
+    ),
 ];
 
 /// Events per DescribeStackEvents page.
@@ -70,6 +76,9 @@ pub async fn run(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<String, Quer
         "ListChangeSets" => list_change_sets(ctx, p).await,
         "ExecuteChangeSet" => execute_change_set(ctx, p).await,
         "DeleteChangeSet" => delete_change_set(ctx, p).await,
+        "ListExports" => list_exports(ctx).await,
+        "ListImports" => list_imports(ctx, p).await,
+        "UpdateTerminationProtection" => update_termination_protection(ctx, p).await,
         _ => Err(QueryError::new(
             "InvalidAction",
             400,
@@ -153,6 +162,7 @@ fn stack_input(p: &Params) -> Result<StackInput, QueryError> {
         on_failure,
         disable_rollback,
         description: p.opt("Description").map(str::to_string),
+        termination_protection: p.bool("EnableTerminationProtection")?.unwrap_or(false),
     })
 }
 
@@ -686,4 +696,52 @@ async fn delete_change_set(ctx: &Ctx<'_>, p: &Params) -> Result<String, QueryErr
         .delete_change_set(ctx.account(), &cs.row.change_set_id, None)
         .await?;
     Ok(String::new())
+}
+
+async fn list_exports(ctx: &Ctx<'_>) -> Result<String, QueryError> {
+    ctx.authorize("ListExports", "*")?;
+    let exports = ctx.state.stacks.list_exports(ctx.account()).await?;
+    let mut out = String::new();
+    members(&mut out, "Exports", &exports, |o, (stack, name, value)| {
+        elem(o, "ExportingStackId", stack);
+        elem(o, "Name", name);
+        elem(o, "Value", value);
+    });
+    Ok(out)
+}
+
+async fn list_imports(ctx: &Ctx<'_>, p: &Params) -> Result<String, QueryError> {
+    ctx.authorize("ListImports", "*")?;
+    let name = p.required("ExportName")?.to_string();
+    let users = ctx
+        .state
+        .stacks
+        .importers(ctx.account(), std::slice::from_ref(&name), None)
+        .await?;
+    if users.is_empty() {
+        return Err(QueryError::validation(format!(
+            "Export '{name}' is not imported by any stack."
+        )));
+    }
+    let mut out = String::new();
+    members(&mut out, "Imports", &users, |o, (_, stack)| {
+        o.push_str(&escape(stack))
+    });
+    Ok(out)
+}
+
+async fn update_termination_protection(ctx: &Ctx<'_>, p: &Params) -> Result<String, QueryError> {
+    let name = stack_name(p)?;
+    let enabled = p.bool("EnableTerminationProtection")?.ok_or_else(|| {
+        QueryError::validation(
+            "1 validation error detected: Value null at 'enableTerminationProtection' failed to satisfy constraint: Member must not be null",
+        )
+    })?;
+    ctx.authorize("UpdateTerminationProtection", &ctx.stack_resource(&name))?;
+    let id = ctx
+        .state
+        .stacks
+        .set_termination_protection(ctx.account(), &name, enabled)
+        .await?;
+    Ok(format!("<StackId>{}</StackId>", escape(&id)))
 }

@@ -423,6 +423,13 @@ impl Run {
                 Some(n) => Some(text(scope.eval(n).map_err(|e| e.0)?)?),
                 None => None,
             };
+            if let Some(n) = &export_name
+                && let Some((_, by)) = prepared.exports.get(n)
+            {
+                return Err(format!(
+                    "Export with name {n} is already exported by stack {by}. Rename the export and try again."
+                ));
+            }
             out.push(OutputRecord {
                 key: key.clone(),
                 value,
@@ -513,6 +520,7 @@ impl Run {
         self.doc.template = prepared.body.clone();
         self.doc.parameters = prepared.records.clone();
         self.doc.description = prepared.template.description().map(str::to_string);
+        self.doc.imports = prepared.imports.clone();
         let mut done = Vec::new();
         let failed = match self.apply(&prepared, &mut done).await {
             Ok(()) => match self.outputs(&prepared) {
@@ -576,6 +584,7 @@ impl Run {
         self.doc.description = prepared.template.description().map(str::to_string);
         self.doc.tags = tags;
         self.doc.capabilities = capabilities;
+        self.doc.imports = prepared.imports.clone();
         let mut done = Vec::new();
         let failed = match self.apply(&prepared, &mut done).await {
             Ok(()) => match self.outputs(&prepared) {
@@ -682,6 +691,7 @@ impl Run {
         self.doc.outputs = previous.outputs.clone();
         self.doc.tags = previous.tags.clone();
         self.doc.capabilities = previous.capabilities.clone();
+        self.doc.imports = previous.imports.clone();
         self.status("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", None)
             .await;
         for (logical, new) in replaced_new {

@@ -37,9 +37,14 @@ pub struct Scope<'a> {
     pub conditions: &'a BTreeMap<String, bool>,
     pub mappings: Option<&'a Map<String, Value>>,
     pub resources: &'a BTreeMap<String, Known>,
+    /// What `Fn::ImportValue` finds: export name → (value, exporting stack's name).
+    pub exports: &'a Exports,
     /// Planning: a resource not in `resources` gives [`UNKNOWN`] instead of an error.
     pub planning: bool,
 }
+
+/// The exports of an account's other stacks: name → (value, stack name).
+pub type Exports = BTreeMap<String, (String, String)>;
 
 fn err(msg: impl std::fmt::Display) -> TemplateError {
     TemplateError(format!("Template error: {msg}"))
@@ -303,12 +308,14 @@ fn condition_value(
     }
     visiting.pop();
     let conditions = done.clone();
+    let exports = Exports::new();
     let scope = Scope {
         pseudo,
         params,
         conditions: &conditions,
         mappings,
         resources,
+        exports: &exports,
         planning: false,
     };
     let v = scope.condition(expr)?;
@@ -346,12 +353,14 @@ pub fn check_rules(
     };
     let conditions = BTreeMap::new();
     let resources = BTreeMap::new();
+    let exports = Exports::new();
     let scope = Scope {
         pseudo,
         params,
         conditions: &conditions,
         mappings: template.section("Mappings"),
         resources: &resources,
+        exports: &exports,
         planning: false,
     };
     for (name, rule) in rules {
@@ -589,6 +598,13 @@ impl Scope<'_> {
                     .map(Some)
                     .ok_or_else(|| err(format!("Unable to get mapping for {map}::{top}::{second}")))
             }
+            "Fn::ImportValue" => {
+                let name = self.string(arg, "Fn::ImportValue")?;
+                match self.exports.get(&name) {
+                    Some((value, _)) => s(value.clone()),
+                    None => Err(TemplateError(format!("No export named {name} found."))),
+                }
+            }
             "Fn::Base64" => {
                 use base64::Engine;
                 let text = self.string(arg, "Fn::Base64")?;
@@ -692,7 +708,7 @@ impl Scope<'_> {
                 )))
             }
             other => Err(err(format!(
-                "{other} is not supported by Berth (no AWS-specific parameter types, exports or CIDR arithmetic)"
+                "{other} is not supported by Berth (no AWS-specific parameter types or CIDR arithmetic)"
             ))),
         }
     }
@@ -739,6 +755,25 @@ impl Scope<'_> {
     }
 }
 
+impl Scope<'_> {
+    /// The export names `v` imports (each `Fn::ImportValue` argument that
+    /// evaluates without the stack's resources).
+    pub fn imports(&self, v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) if m.len() == 1 && m.contains_key("Fn::ImportValue") => {
+                if let Ok(name) = self.string(&m["Fn::ImportValue"], "Fn::ImportValue")
+                    && !out.contains(&name)
+                {
+                    out.push(name);
+                }
+            }
+            Value::Object(m) => m.values().for_each(|x| self.imports(x, out)),
+            Value::Array(a) => a.iter().for_each(|x| self.imports(x, out)),
+            _ => {}
+        }
+    }
+}
+
 /// A value compared as text (`5` equals `"5"`, as in CloudFormation).
 fn loose_text(v: &Value) -> String {
     match v {
@@ -777,12 +812,17 @@ mod tests {
                 attributes: BTreeMap::from([("Arn".to_string(), json!("arn:repo"))]),
             },
         )]);
+        let exports = Exports::from([(
+            "net-vpc".to_string(),
+            ("vpc-1".to_string(), "network".to_string()),
+        )]);
         let scope = Scope {
             pseudo: &p,
             params: &params,
             conditions: &conditions,
             mappings: mappings.as_object(),
             resources: &resources,
+            exports: &exports,
             planning: false,
         };
         let e = |v: Value| scope.eval(&v).unwrap();
@@ -817,6 +857,17 @@ mod tests {
             Some(json!(false))
         );
         assert_eq!(e(json!({"Fn::Base64": "hi"})), Some(json!("aGk=")));
+        assert_eq!(
+            e(json!({"Fn::ImportValue": {"Fn::Sub": "net-vpc"}})),
+            Some(json!("vpc-1"))
+        );
+        assert_eq!(
+            scope
+                .eval(&json!({"Fn::ImportValue": "nope"}))
+                .unwrap_err()
+                .0,
+            "No export named nope found."
+        );
         assert!(
             scope
                 .eval(&json!({"Fn::GetAtt": ["Repo", "Nope"]}))

@@ -165,6 +165,9 @@ pub struct StackDoc {
     pub disable_rollback: bool,
     pub termination_protection: bool,
     pub resources: BTreeMap<String, ResourceRecord>,
+    /// The export names the stack imports (`Fn::ImportValue`).
+    #[serde(default)]
+    pub imports: Vec<String>,
     /// The next event's sequence number.
     pub next_event: i64,
 }
@@ -209,6 +212,8 @@ pub struct StackInput {
     pub on_failure: Option<String>,
     pub disable_rollback: Option<bool>,
     pub description: Option<String>,
+    /// CreateStack's `EnableTerminationProtection`.
+    pub termination_protection: bool,
 }
 
 /// A template's declared parameters and what it needs, for
@@ -252,6 +257,10 @@ pub struct Prepared {
     pub records: Vec<ParamRecord>,
     pub conditions: BTreeMap<String, bool>,
     pub pseudo: eval::Pseudo,
+    /// The exports of the account's other stacks.
+    pub exports: eval::Exports,
+    /// The export names the template imports.
+    pub imports: Vec<String>,
 }
 
 impl Prepared {
@@ -268,8 +277,31 @@ impl Prepared {
             conditions: &self.conditions,
             mappings: self.template.section("Mappings"),
             resources: known,
+            exports: &self.exports,
             planning,
         }
+    }
+
+    /// The export names the template's outputs declare, where they can be
+    /// known before deployment.
+    pub fn export_names(&self) -> Vec<String> {
+        let known = BTreeMap::new();
+        let scope = self.scope(&known, true);
+        self.template
+            .section("Outputs")
+            .into_iter()
+            .flatten()
+            .filter(|(_, o)| {
+                o.get("Condition")
+                    .and_then(Value::as_str)
+                    .is_none_or(|c| self.conditions.get(c).copied().unwrap_or(false))
+            })
+            .filter_map(|(_, o)| o.get("Export")?.get("Name"))
+            .filter_map(|n| match scope.eval(n) {
+                Ok(Some(Value::String(s))) if !s.contains(eval::UNKNOWN) => Some(s),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -329,7 +361,7 @@ impl Stacks {
     /// Check a template and its parameters for a stack, and plan it against
     /// the stack's current resources (which catches what evaluation can
     /// find before anything is created).
-    pub fn prepare(
+    pub async fn prepare(
         &self,
         account: &str,
         stack_name: &str,
@@ -339,6 +371,7 @@ impl Stacks {
         previous: &[ParamRecord],
     ) -> Result<Prepared> {
         let template = self.parse(body)?;
+        let exports = self.exports(account, Some(stack_id)).await?;
         let previous: BTreeMap<String, String> = previous
             .iter()
             .map(|p| (p.key.clone(), p.value.clone()))
@@ -372,14 +405,109 @@ impl Stacks {
                 })
             })
             .collect();
-        Ok(Prepared {
+        let mut prepared = Prepared {
             template,
             body: body.to_string(),
             params,
             records,
             conditions,
             pseudo,
-        })
+            exports,
+            imports: Vec::new(),
+        };
+        let known = BTreeMap::new();
+        let mut imports = Vec::new();
+        let scope = prepared.scope(&known, true);
+        for section in ["Resources", "Outputs"] {
+            if let Some(v) = prepared.template.root.get(section) {
+                scope.imports(v, &mut imports);
+            }
+        }
+        prepared.imports = imports;
+        Ok(prepared)
+    }
+
+    /// The exports of the account's stacks (but `except`): name → (value,
+    /// stack name).
+    pub async fn exports(&self, account: &str, except: Option<&str>) -> Result<eval::Exports> {
+        let mut out = eval::Exports::new();
+        for row in self.meta.stacks_of(account, false, 0).await? {
+            if Some(row.stack_id.as_str()) == except {
+                continue;
+            }
+            for o in parse_doc(&row.doc).outputs {
+                if let Some(n) = o.export_name {
+                    out.insert(n, (o.value, row.name.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// ListExports: every export of the account, with the stack that makes it.
+    pub async fn list_exports(&self, account: &str) -> Result<Vec<(String, String, String)>> {
+        let mut out = Vec::new();
+        for row in self.meta.stacks_of(account, false, 0).await? {
+            for o in parse_doc(&row.doc).outputs {
+                if let Some(n) = o.export_name {
+                    out.push((row.stack_id.clone(), n, o.value));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(out)
+    }
+
+    /// The live stacks (other than `except`) importing any of `names`: (export, stack name).
+    pub async fn importers(
+        &self,
+        account: &str,
+        names: &[String],
+        except: Option<&str>,
+    ) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for row in self.meta.stacks_of(account, false, 0).await? {
+            if Some(row.stack_id.as_str()) == except {
+                continue;
+            }
+            for i in parse_doc(&row.doc).imports {
+                if names.contains(&i) {
+                    out.push((i, row.name.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Refuse a change that drops an export another stack imports.
+    async fn check_exports_kept(
+        &self,
+        view: &StackView,
+        kept: &[String],
+        deleting: bool,
+    ) -> Result<()> {
+        let dropped: Vec<String> = view
+            .doc
+            .outputs
+            .iter()
+            .filter_map(|o| o.export_name.clone())
+            .filter(|n| !kept.contains(n))
+            .collect();
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        let users = self
+            .importers(&view.row.account_id, &dropped, Some(&view.row.stack_id))
+            .await?;
+        match users.first() {
+            None => Ok(()),
+            Some((name, by)) if deleting => Err(StackError::Validation(format!(
+                "Export {name} cannot be deleted as it is in use by {by}"
+            ))),
+            Some((name, by)) => Err(StackError::Validation(format!(
+                "Cannot delete export {name} as it is in use by {by}."
+            ))),
+        }
     }
 
     /// ValidateTemplate / GetTemplateSummary of a template body.
@@ -559,7 +687,9 @@ impl Stacks {
             ));
         };
         let stack_id = self.stack_arn(&account, name, &uuid::Uuid::new_v4().to_string());
-        let prepared = self.prepare(&account, name, &stack_id, body, &input.parameters, &[])?;
+        let prepared = self
+            .prepare(&account, name, &stack_id, body, &input.parameters, &[])
+            .await?;
         plan::changes(&BTreeMap::new(), &prepared)?;
         let disable_rollback = match input.on_failure.as_deref() {
             Some("DO_NOTHING") => true,
@@ -573,6 +703,7 @@ impl Stacks {
             tags: input.tags.clone().unwrap_or_default(),
             capabilities: input.capabilities.clone(),
             disable_rollback,
+            termination_protection: input.termination_protection,
             ..StackDoc::default()
         };
         let (row, events) = new_stack_row(&account, name, &stack_id, "CREATE_IN_PROGRESS", doc);
@@ -629,15 +760,19 @@ impl Stacks {
         let view = self.stack(&account, &input.stack_name).await?;
         Self::check_updatable(&view)?;
         let body = self.update_body(&input, &view.doc)?.to_string();
-        let prepared = self.prepare(
-            &account,
-            &view.row.name,
-            &view.row.stack_id,
-            &body,
-            &input.parameters,
-            &view.doc.parameters,
-        )?;
+        let prepared = self
+            .prepare(
+                &account,
+                &view.row.name,
+                &view.row.stack_id,
+                &body,
+                &input.parameters,
+                &view.doc.parameters,
+            )
+            .await?;
         let changes = plan::changes(&view.doc.resources, &prepared)?;
+        self.check_exports_kept(&view, &prepared.export_names(), false)
+            .await?;
         let tags = input.tags.clone().unwrap_or_else(|| view.doc.tags.clone());
         if changes.is_empty()
             && body == view.doc.template
@@ -692,6 +827,7 @@ impl Stacks {
             }
             return Err(busy(&view));
         }
+        self.check_exports_kept(&view, &[], true).await?;
         if !retain.is_empty() && view.row.status != "DELETE_FAILED" {
             return Err(StackError::Validation(format!(
                 "Invalid operation on stack [{}]: RetainResources can only be specified when the stack is in the DELETE_FAILED state",
@@ -708,6 +844,33 @@ impl Stacks {
             .ok_or_else(|| busy(&view))?;
         self.finish(run.delete(retain)).await;
         Ok(())
+    }
+
+    /// UpdateTerminationProtection: whether DeleteStack is refused.
+    pub async fn set_termination_protection(
+        &self,
+        account: &str,
+        name_or_id: &str,
+        enabled: bool,
+    ) -> Result<String> {
+        let view = self.stack(account, name_or_id).await?;
+        if view.row.status == "DELETE_COMPLETE" {
+            return Err(StackError::Validation(format!(
+                "Stack with id {name_or_id} does not exist"
+            )));
+        }
+        let mut doc = view.doc.clone();
+        doc.termination_protection = enabled;
+        let mut row = view.row.clone();
+        row.doc = serde_json::to_string(&doc).unwrap_or_default();
+        if !self
+            .meta
+            .stack_write(&row, &[view.row.status.as_str()], &[])
+            .await?
+        {
+            return Err(busy(&view));
+        }
+        Ok(view.row.stack_id)
     }
 
     /// CreateChangeSet: plan a change to a stack (a new one, in
@@ -757,14 +920,16 @@ impl Stacks {
         } else {
             self.update_body(&input, current)?.to_string()
         };
-        let prepared = self.prepare(
-            account,
-            stack_name,
-            &stack_id,
-            &body,
-            &input.parameters,
-            &current.parameters,
-        )?;
+        let prepared = self
+            .prepare(
+                account,
+                stack_name,
+                &stack_id,
+                &body,
+                &input.parameters,
+                &current.parameters,
+            )
+            .await?;
         let changes = plan::changes(&current.resources, &prepared)?;
         let tags = input.tags.clone().unwrap_or_else(|| current.tags.clone());
         let unchanged = change_set_type != "CREATE"
@@ -916,22 +1081,24 @@ impl Stacks {
             )));
         }
         let view = self.stack(&account, &cs.row.stack_id).await?;
-        let prepared = self.prepare(
-            &account,
-            &view.row.name,
-            &view.row.stack_id,
-            &cs.doc.template,
-            &cs.doc
-                .parameters
-                .iter()
-                .map(|p| GivenParameter {
-                    key: p.key.clone(),
-                    value: Some(p.value.clone()),
-                    use_previous: false,
-                })
-                .collect::<Vec<_>>(),
-            &view.doc.parameters,
-        )?;
+        let prepared = self
+            .prepare(
+                &account,
+                &view.row.name,
+                &view.row.stack_id,
+                &cs.doc.template,
+                &cs.doc
+                    .parameters
+                    .iter()
+                    .map(|p| GivenParameter {
+                        key: p.key.clone(),
+                        value: Some(p.value.clone()),
+                        use_previous: false,
+                    })
+                    .collect::<Vec<_>>(),
+                &view.doc.parameters,
+            )
+            .await?;
         let mut row = view.row.clone();
         let before = row.status.clone();
         let creating = cs.doc.change_set_type == "CREATE";
@@ -943,6 +1110,8 @@ impl Stacks {
         }
         if !creating {
             Self::check_updatable(&view)?;
+            self.check_exports_kept(&view, &prepared.export_names(), false)
+                .await?;
         }
         row.status = if creating {
             "CREATE_IN_PROGRESS"
