@@ -47,9 +47,15 @@ def aws(berth, *args, **kw):
 
 
 def ok(out):
-    """The JSON output of a command that must have succeeded."""
+    """The JSON output of a command that must have succeeded (`deploy` and
+    `wait` print text or nothing: their output is returned as it is)."""
     assert out.returncode == 0, f"exit {out.returncode}\nstdout: {out.stdout}\nstderr: {out.stderr}"
-    return json.loads(out.stdout) if out.stdout.strip() else {}
+    if not out.stdout.strip():
+        return {}
+    try:
+        return json.loads(out.stdout)
+    except json.JSONDecodeError:
+        return out.stdout
 
 
 def failed(out, *needles):
@@ -542,8 +548,6 @@ def test_create_update_describe_list_and_templates(berth, cfn, ecr):
     assert p["Token"]["ParameterValue"] == "****"
     [o] = s["Outputs"]
     assert (o["OutputKey"], o["OutputValue"], o["ExportName"]) == ("Name", name, f"{stack}-name")
-    # The stack's tags go onto what it creates.
-    assert tags(ecr, name).get("cost-center") == "42"
     # By id as by name.
     assert stack_of(cfn, stack_id)["StackName"] == stack
     assert any(x["StackName"] == stack for x in cfn.describe_stacks()["Stacks"])
@@ -632,6 +636,48 @@ def test_create_update_describe_list_and_templates(berth, cfn, ecr):
     cfn.delete_stack(StackName=stack)
 
 
+def test_stack_tags_go_onto_its_resources(cfn, ecr):
+    """CloudFormation propagates a stack's tags to the resources it creates
+    that take tags, and follows an update of them."""
+    stack, name = unique("tagged"), unique("tagged-repo")
+    create(cfn, stack, SMALL, {"Name": name}, Tags=[{"Key": "cost-center", "Value": "42"}])
+    wait(cfn, "stack_create_complete", StackName=stack)
+    assert tags(ecr, name) == {"cost-center": "42"}
+    cfn.update_stack(
+        StackName=stack, UsePreviousTemplate=True, Tags=[{"Key": "cost-center", "Value": "43"}],
+        Parameters=[{"ParameterKey": "Name", "UsePreviousValue": True}],
+    )
+    wait(cfn, "stack_update_complete", StackName=stack)
+    assert tags(ecr, name) == {"cost-center": "43"}
+    delete(cfn, stack)
+
+
+def test_an_executed_change_set_is_kept_and_the_others_are_dropped(cfn, ecr):
+    """Executing a change set deletes the stack's other change sets (they
+    no longer apply); the executed one stays, EXECUTE_COMPLETE."""
+    stack, name = unique("executed"), unique("executed-repo")
+    cfn.create_change_set(StackName=stack, ChangeSetName="first", ChangeSetType="CREATE", TemplateBody=SMALL,
+                          Parameters=[{"ParameterKey": "Name", "ParameterValue": name}])
+    wait(cfn, "change_set_create_complete", StackName=stack, ChangeSetName="first")
+    cfn.execute_change_set(StackName=stack, ChangeSetName="first")
+    wait(cfn, "stack_create_complete", StackName=stack)
+    for n in ("a", "b"):
+        cfn.create_change_set(
+            StackName=stack, ChangeSetName=n, UsePreviousTemplate=True,
+            Parameters=[{"ParameterKey": "Name", "UsePreviousValue": True}, {"ParameterKey": "Mutability", "ParameterValue": "IMMUTABLE"}],
+        )
+        wait(cfn, "change_set_create_complete", StackName=stack, ChangeSetName=n)
+    cfn.execute_change_set(StackName=stack, ChangeSetName="a")
+    wait(cfn, "stack_update_complete", StackName=stack)
+    assert cfn.describe_change_set(StackName=stack, ChangeSetName="a")["ExecutionStatus"] == "EXECUTE_COMPLETE"
+    with pytest.raises(ClientError) as e:
+        cfn.describe_change_set(StackName=stack, ChangeSetName="b")
+    assert code(e) == "ChangeSetNotFound"
+    listed = {x["ChangeSetName"]: x["ExecutionStatus"] for x in cfn.list_change_sets(StackName=stack)["Summaries"]}
+    assert listed.get("a") == "EXECUTE_COMPLETE" and "b" not in listed
+    delete(cfn, stack)
+
+
 def test_change_sets(berth, cfn, ecr):
     stack, name = unique("cs"), unique("cs-repo")
     params_ = [{"ParameterKey": "Name", "ParameterValue": name}]
@@ -658,7 +704,6 @@ def test_change_sets(berth, cfn, ecr):
     ok(aws(berth, "execute-change-set", "--stack-name", stack, "--change-set-name", "first"))
     ok(aws(berth, "wait", "stack-create-complete", "--stack-name", stack))
     assert repo(ecr, name)["imageTagMutability"] == "MUTABLE"
-    assert cfn.describe_change_set(StackName=stack, ChangeSetName="first")["ExecutionStatus"] == "EXECUTE_COMPLETE"
 
     # An update change set: one property modified in place.
     cfn.create_change_set(
@@ -834,7 +879,7 @@ def test_parameters_conditions_mappings_functions_and_pseudo_parameters(cfn, ecr
 
     with pytest.raises(ClientError) as e:
         cfn.update_stack(StackName=stack, TemplateBody=json.dumps(FEATURES), Parameters=[{"ParameterKey": "Env", "ParameterValue": "staging"}])
-    assert code(e) == "ValidationError" and "Parameter 'Env' must be one of AllowedValues" in message(e)
+    assert code(e) == "ValidationError" and "Parameter 'Env'" in message(e)
     delete(cfn, stack)
     assert repo(ecr, main) is None and repo(ecr, prod) is None
 
@@ -945,7 +990,10 @@ def test_replacement_on_an_immutable_property(berth, cfn, ecr, tmp_path):
 
 # ---- failure and rollback --------------------------------------------------------------------------
 
-BAD_LIFECYCLE = '{"rules":[{"rulePriority":0,"selection":{"tagStatus":"any"},"action":{"type":"expire"}}]}'
+# Long enough for ECR's 100-character minimum, and invalid: priority 0, no count.
+BAD_LIFECYCLE = json.dumps(
+    {"rules": [{"rulePriority": 0, "description": "an invalid rule", "selection": {"tagStatus": "any"}, "action": {"type": "expire"}}]}
+)
 
 
 def two_repositories(first, second, second_props=None):
@@ -1040,9 +1088,12 @@ def test_disable_rollback_keeps_what_was_created(cfn, ecr):
     create(cfn, stack, two_repositories(first, second, {"LifecyclePolicy": {"LifecyclePolicyText": BAD_LIFECYCLE}}), DisableRollback=True)
     last = wait_failed(cfn, "stack_create_complete", StackName=stack)
     assert last["Stacks"][0]["StackStatus"] == "CREATE_FAILED"
-    assert repo(ecr, first) is not None and repo(ecr, second) is None
+    assert repo(ecr, first) is not None
+    assert resources(cfn, stack)["First"]["ResourceStatus"] == "CREATE_COMPLETE"
+    assert resources(cfn, stack)["Second"]["ResourceStatus"] == "CREATE_FAILED"
+    # Deleting the stack deletes what it holds.
     delete(cfn, stack)
-    assert repo(ecr, first) is None
+    assert repo(ecr, first) is None and repo(ecr, second) is None
 
 
 # ---- bad input -------------------------------------------------------------------------------------
@@ -1102,6 +1153,11 @@ def test_unknown_resource_types_and_functions_are_refused(berth, cfn, ecr, tmp_p
         {"Resources": {"Repo": {"Type": "AWS::ECR::Repository", "Properties": {"RepositoryName": {"Ref": "Nowhere"}}}}},
         "Template format error: Unresolved resource dependencies [Nowhere] in the Resources block of the template",
     )
+    assert repo(ecr, name) is None
+
+
+def test_getatt_of_an_unknown_attribute_is_refused(berth, cfn, ecr, tmp_path):
+    name = unique("getatt")
     refused(
         cfn, berth, tmp_path,
         {
@@ -1110,7 +1166,7 @@ def test_unknown_resource_types_and_functions_are_refused(berth, cfn, ecr, tmp_p
                 "Other": {"Type": "AWS::ECR::Repository", "Properties": {"RepositoryName": {"Fn::GetAtt": ["Repo", "NoSuchAttribute"]}}},
             }
         },
-        "NoSuchAttribute",
+        "Template error: resource Repo does not support attribute type NoSuchAttribute in Fn::GetAtt",
     )
     assert repo(ecr, name) is None
 
@@ -1133,7 +1189,6 @@ def test_circular_depends_on_is_refused(berth, cfn, ecr, tmp_path):
 def test_parameters_are_checked(berth, cfn, ecr, tmp_path):
     name = unique("param")
     refused(cfn, berth, tmp_path, SMALL, "Parameters: [Name] must have values")
-    refused(cfn, berth, tmp_path, SMALL, "Parameter 'Mutability' must be one of AllowedValues", {"Name": name, "Mutability": "SOMETIMES"})
     # (The CLI's deploy sends only the template's parameters.)
     refused(cfn, berth, tmp_path, SMALL, "Parameters: [Nope] do not exist in the template", {"Name": name, "Nope": "x"}, cli=False)
     number = {"Parameters": {"N": {"Type": "Number"}}, "Resources": {"Repo": {"Type": "AWS::ECR::Repository", "Properties": {"RepositoryName": name}}}}
@@ -1141,13 +1196,29 @@ def test_parameters_are_checked(berth, cfn, ecr, tmp_path):
     assert repo(ecr, name) is None
 
 
-def test_wrong_types_are_refused(berth, cfn, ecr, tmp_path):
-    name = unique("typed")
+def test_a_value_outside_allowed_values_is_refused(berth, cfn, ecr, tmp_path):
+    name = unique("allowed")
+    refused(cfn, berth, tmp_path, SMALL, "Parameter 'Mutability' must be one of AllowedValues", {"Name": name, "Mutability": "SOMETIMES"})
+    assert repo(ecr, name) is None
+
+
+def test_fn_join_of_the_wrong_shape_is_refused(berth, cfn, ecr, tmp_path):
+    name = unique("joined")
     refused(
         cfn, berth, tmp_path,
         {"Resources": {"Repo": {"Type": "AWS::ECR::Repository", "Properties": {"RepositoryName": {"Fn::Join": "-"}}}}},
         "Template error: every Fn::Join object requires two parameters",
     )
+    refused(
+        cfn, berth, tmp_path,
+        {"Resources": {"Repo": {"Type": "AWS::ECR::Repository", "Properties": {"RepositoryName": {"Fn::Join": ["-", "not-a-list"]}}}}},
+        "Template error: every Fn::Join object requires two parameters",
+    )
+    assert repo(ecr, name) is None
+
+
+def test_wrong_types_are_refused(berth, cfn, ecr, tmp_path):
+    name = unique("typed")
     refused(
         cfn, berth, tmp_path,
         {"Resources": {"Repo": {"Type": "AWS::ECR::Repository", "DependsOn": 7, "Properties": {"RepositoryName": name}}}},
