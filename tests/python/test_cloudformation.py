@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -74,10 +75,29 @@ def write(tmp_path, text, suffix=".yaml"):
     return path
 
 
+# When each stack's last `deploy` ended (epoch seconds, whole).
+_last_deploy = {}
+
+
+def cli_deploy(berth, path, stack, *extra, **kw):
+    """`aws cloudformation deploy --template-file PATH --stack-name STACK`.
+    The CLI names its change set `awscli-cloudformation-package-deploy-<epoch
+    second>`, and CloudFormation keeps failed (empty) and executed change
+    sets, so a second deploy of the same stack within the same second would
+    collide with the first one's: such a deploy starts in the next second."""
+    last = _last_deploy.get(stack)
+    if last is not None and time.time() < last + 1:
+        time.sleep(last + 1 - time.time())
+    try:
+        return aws(berth, "deploy", "--template-file", str(path), "--stack-name", stack, *extra, **kw)
+    finally:
+        _last_deploy[stack] = int(time.time())
+
+
 def deploy(berth, tmp_path, stack, template, *extra, **kw):
     """`aws cloudformation deploy` of `template` (text, or a dict written as JSON)."""
     path = write(tmp_path, template, ".json" if isinstance(template, dict) else ".yaml")
-    return aws(berth, "deploy", "--template-file", str(path), "--stack-name", stack, *extra, **kw)
+    return cli_deploy(berth, path, stack, *extra, **kw)
 
 
 def stack_of(cfn, name):
@@ -417,7 +437,7 @@ def test_cdk_synthesized_stack_deploys_updates_and_deletes(berth, cfn, ecr, cdk_
     assert name == "todo-service"
 
     stack = unique("EcrStack")
-    ok(aws(berth, "deploy", "--template-file", str(cdk_templates["guide"]), "--stack-name", stack))
+    ok(cli_deploy(berth, cdk_templates["guide"], stack))
     s = stack_of(cfn, stack)
     assert s["StackStatus"] == "CREATE_COMPLETE"
     bootstrap = params(s)["BootstrapVersion"]
@@ -436,7 +456,7 @@ def test_cdk_synthesized_stack_deploys_updates_and_deletes(berth, cfn, ecr, cdk_
     assert lifecycle(ecr, name) is None
 
     # The second synth: immutable tags, a lifecycle rule, a tag, DESTROY.
-    ok(aws(berth, "deploy", "--template-file", str(cdk_templates["update"]), "--stack-name", stack))
+    ok(cli_deploy(berth, cdk_templates["update"], stack))
     assert stack_of(cfn, stack)["StackStatus"] == "UPDATE_COMPLETE"
     assert repo(ecr, name)["imageTagMutability"] == "IMMUTABLE"
     assert lifecycle(ecr, name) == {
@@ -450,7 +470,7 @@ def test_cdk_synthesized_stack_deploys_updates_and_deletes(berth, cfn, ecr, cdk_
         ]
     }
     assert tags(ecr, name) == {"team": "platform"}
-    failed(aws(berth, "deploy", "--template-file", str(cdk_templates["update"]), "--stack-name", stack), "No changes to deploy")
+    failed(cli_deploy(berth, cdk_templates["update"], stack), "No changes to deploy")
 
     # RemovalPolicy.DESTROY with empty_on_delete: the stack's deletion takes the images too.
     put(ecr, name, new_image(ecr, name), tag="v1")
