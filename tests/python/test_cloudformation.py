@@ -730,7 +730,7 @@ def test_change_sets(berth, cfn, ecr):
         StackName=stack, ChangeSetName="immutable", ChangeSetType="UPDATE", UsePreviousTemplate=True,
         Parameters=[{"ParameterKey": "Name", "UsePreviousValue": True}, {"ParameterKey": "Mutability", "ParameterValue": "IMMUTABLE"}],
     )
-    wait(cfn, "change_set_create_complete", StackName=stack, ChangeSetName="immutable")
+    ok(aws(berth, "wait", "change-set-create-complete", "--stack-name", stack, "--change-set-name", "immutable"))
     [change] = cfn.describe_change_set(StackName=stack, ChangeSetName="immutable")["Changes"]
     rc = change["ResourceChange"]
     assert (rc["Action"], rc["LogicalResourceId"], rc["PhysicalResourceId"], rc["Replacement"]) == ("Modify", "Repo", name, "False")
@@ -750,7 +750,7 @@ def test_change_sets(berth, cfn, ecr):
     assert repo(ecr, name + "-renamed") is None
 
     cfn.execute_change_set(StackName=stack, ChangeSetName="immutable")
-    wait(cfn, "stack_update_complete", StackName=stack)
+    ok(aws(berth, "wait", "stack-update-complete", "--stack-name", stack))
     assert repo(ecr, name)["imageTagMutability"] == "IMMUTABLE"
 
     # A change set without changes fails with the reason the CLI looks for.
@@ -1006,6 +1006,92 @@ def test_replacement_on_an_immutable_property(berth, cfn, ecr, tmp_path):
     assert (stack, "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", s["StackId"]) in ev
     delete(cfn, stack)
     assert repo(ecr, new) is None
+
+
+def test_update_replace_policy_retain_keeps_the_replaced_repository(cfn, ecr):
+    stack, old, new = unique("replace-retain"), unique("old-kept"), unique("new-kept")
+    t = {
+        "Parameters": {"Name": {"Type": "String"}},
+        "Resources": {
+            "Repo": {
+                "Type": "AWS::ECR::Repository",
+                "UpdateReplacePolicy": "Retain",
+                "Properties": {"RepositoryName": {"Ref": "Name"}},
+            }
+        },
+    }
+    create(cfn, stack, t, {"Name": old})
+    wait(cfn, "stack_create_complete", StackName=stack)
+    cfn.update_stack(StackName=stack, TemplateBody=json.dumps(t), Parameters=[{"ParameterKey": "Name", "ParameterValue": new}])
+    wait(cfn, "stack_update_complete", StackName=stack)
+    assert resources(cfn, stack)["Repo"]["PhysicalResourceId"] == new
+    assert repo(ecr, new) is not None and repo(ecr, old) is not None
+    delete(cfn, stack)
+    # DeletionPolicy is Delete (the default): the stack's repository goes, the replaced one stays.
+    assert repo(ecr, new) is None and repo(ecr, old) is not None
+    ecr.delete_repository(repositoryName=old)
+
+
+def test_every_repository_property(berth, cfn, ecr):
+    """Encryption with a KMS key of the same endpoint, tag mutability with
+    exclusion filters, scanning, EmptyOnDelete; a change of a create-only
+    property of a custom-named repository cannot be made in place."""
+    kms = berth.client(service="kms")
+    key = kms.create_key(Description="cfn repository key")["KeyMetadata"]["Arn"]
+    stack, name = unique("props"), unique("props-repo")
+    t = {
+        "Parameters": {"Key": {"Type": "String"}, "Name": {"Type": "String"}, "Encryption": {"Type": "String", "Default": "KMS"}},
+        "Conditions": {"WithKey": {"Fn::Equals": [{"Ref": "Encryption"}, "KMS"]}},
+        "Resources": {
+            "Repo": {
+                "Type": "AWS::ECR::Repository",
+                "Properties": {
+                    "RepositoryName": {"Ref": "Name"},
+                    "EncryptionConfiguration": {
+                        "EncryptionType": {"Ref": "Encryption"},
+                        "KmsKey": {"Fn::If": ["WithKey", {"Ref": "Key"}, {"Ref": "AWS::NoValue"}]},
+                    },
+                    "ImageTagMutability": "IMMUTABLE_WITH_EXCLUSION",
+                    "ImageTagMutabilityExclusionFilters": [
+                        {"ImageTagMutabilityExclusionFilterType": "WILDCARD", "ImageTagMutabilityExclusionFilterValue": "latest"},
+                        {"ImageTagMutabilityExclusionFilterType": "WILDCARD", "ImageTagMutabilityExclusionFilterValue": "dev-*"},
+                    ],
+                    "ImageScanningConfiguration": {"ScanOnPush": False},
+                    "EmptyOnDelete": True,
+                },
+            }
+        },
+        "Outputs": {"Uri": {"Value": {"Fn::GetAtt": ["Repo", "RepositoryUri"]}}},
+    }
+    create(cfn, stack, t, {"Key": key, "Name": name})
+    wait(cfn, "stack_create_complete", StackName=stack)
+    r = repo(ecr, name)
+    assert r["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": key}
+    assert r["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
+    assert r["imageTagMutabilityExclusionFilters"] == [
+        {"filterType": "WILDCARD", "filter": "latest"},
+        {"filterType": "WILDCARD", "filter": "dev-*"},
+    ]
+    assert r["imageScanningConfiguration"] == {"scanOnPush": False}
+    assert outputs(stack_of(cfn, stack)) == {"Uri": r["repositoryUri"]}
+    # The key is used: pushing works, and the image is readable back.
+    put(ecr, name, new_image(ecr, name), tag="latest")
+    assert ecr.describe_images(repositoryName=name)["imageDetails"][0]["imageTags"] == ["latest"]
+
+    # Encryption is create-only: the repository would be replaced, which a
+    # custom name forbids. The update fails and rolls back; nothing changes.
+    cfn.update_stack(
+        StackName=stack, TemplateBody=json.dumps(t),
+        Parameters=[{"ParameterKey": "Key", "UsePreviousValue": True}, {"ParameterKey": "Name", "UsePreviousValue": True},
+                    {"ParameterKey": "Encryption", "ParameterValue": "AES256"}],
+    )
+    wait(cfn, "stack_rollback_complete", StackName=stack)
+    [fail] = [e for e in events(cfn, stack) if e["LogicalResourceId"] == "Repo" and e["ResourceStatus"] == "UPDATE_FAILED"]
+    assert "CloudFormation cannot update a stack when a custom-named resource requires replacing" in fail["ResourceStatusReason"]
+    assert repo(ecr, name)["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": key}
+    # EmptyOnDelete: the stack's deletion takes the image with it.
+    delete(cfn, stack)
+    assert repo(ecr, name) is None
 
 
 # ---- failure and rollback --------------------------------------------------------------------------
