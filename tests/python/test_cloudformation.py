@@ -698,6 +698,53 @@ def test_an_executed_change_set_is_kept_and_the_others_are_dropped(cfn, ecr):
     delete(cfn, stack)
 
 
+def test_exports_and_imports(cfn, ecr):
+    exporter, importer = unique("exporter"), unique("importer")
+    name = unique("exported")
+    create(cfn, exporter, SMALL, {"Name": name})
+    wait(cfn, "stack_create_complete", StackName=exporter)
+    export = f"{exporter}-name"
+    listed = {e["Name"]: e for e in cfn.list_exports()["Exports"]}
+    assert listed[export]["Value"] == name
+    assert listed[export]["ExportingStackId"] == stack_of(cfn, exporter)["StackId"]
+    t = {
+        "Resources": {
+            "Repo": {
+                "Type": "AWS::ECR::Repository",
+                "Properties": {
+                    "RepositoryName": {"Fn::Sub": ["${Base}-consumer", {"Base": {"Fn::ImportValue": export}}]},
+                    "Tags": [{"Key": "imported", "Value": {"Fn::ImportValue": {"Fn::Sub": "${Exporter}-name"}}}],
+                },
+            }
+        },
+        "Parameters": {"Exporter": {"Type": "String"}},
+    }
+    create(cfn, importer, t, {"Exporter": exporter})
+    wait(cfn, "stack_create_complete", StackName=importer)
+    assert tags(ecr, f"{name}-consumer") == {"imported": name}
+    assert cfn.list_imports(ExportName=export)["Imports"] == [importer]
+    delete(cfn, importer)
+    delete(cfn, exporter)
+    assert repo(ecr, name) is None and repo(ecr, f"{name}-consumer") is None
+    assert export not in {e["Name"] for e in cfn.list_exports()["Exports"]}
+
+
+def test_termination_protection(cfn, ecr):
+    stack, name = unique("protected"), unique("protected-repo")
+    create(cfn, stack, SMALL, {"Name": name}, EnableTerminationProtection=True)
+    wait(cfn, "stack_create_complete", StackName=stack)
+    assert stack_of(cfn, stack)["EnableTerminationProtection"] is True
+    with pytest.raises(ClientError) as e:
+        cfn.delete_stack(StackName=stack)
+    assert code(e) == "ValidationError"
+    assert message(e) == f"Stack [{stack}] cannot be deleted while TerminationProtection is enabled"
+    assert stack_of(cfn, stack)["StackStatus"] == "CREATE_COMPLETE" and repo(ecr, name) is not None
+    cfn.update_termination_protection(StackName=stack, EnableTerminationProtection=False)
+    assert stack_of(cfn, stack)["EnableTerminationProtection"] is False
+    delete(cfn, stack)
+    assert repo(ecr, name) is None
+
+
 def test_change_sets(berth, cfn, ecr):
     stack, name = unique("cs"), unique("cs-repo")
     params_ = [{"ParameterKey": "Name", "ParameterValue": name}]
