@@ -14,7 +14,9 @@ which is where the time goes). The variants:
   removal policy (Retain);
 - `update`: the same repository changed: IMMUTABLE tags, a lifecycle rule
   keeping 5 images, a `team` tag, and `RemovalPolicy.DESTROY` with
-  `empty_on_delete=True`, so deleting the stack deletes it, images and all.
+  `empty_on_delete=True`, so deleting the stack deletes it, images and all;
+- `legacy`: the guide's stack with `LegacyStackSynthesizer`, whose template
+  has no BootstrapVersion parameter and no rule.
 
 Needs `pip install aws-cdk-lib constructs` and Node.js; no CDK CLI.
 """
@@ -26,14 +28,14 @@ import aws_cdk as cdk
 from aws_cdk import aws_ecr as ecr
 from constructs import Construct
 
-VARIANTS = ("guide", "update")
+VARIANTS = ("guide", "update", "legacy")
 REPOSITORY_NAME = os.environ.get("ECR_STACK_REPOSITORY_NAME", "todo-service")
 
 
 class EcrStack(cdk.Stack):
     def __init__(self, scope: Construct, construct_id: str, *, variant: str = "guide", **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        if variant == "guide":
+        if variant in ("guide", "legacy"):
             changes = {"image_tag_mutability": ecr.TagMutability.MUTABLE}
         elif variant == "update":
             changes = {
@@ -55,7 +57,8 @@ def synth(variant: str, outdir: str) -> str:
     """Synthesize `variant` into `outdir`; the template's path."""
     # As `cdk synth` does by default: with the AWS::CDK::Metadata resource.
     app = cdk.App(outdir=outdir, analytics_reporting=True)
-    EcrStack(app, "EcrStack", variant=variant)
+    synthesizer = cdk.LegacyStackSynthesizer() if variant == "legacy" else None
+    EcrStack(app, "EcrStack", variant=variant, synthesizer=synthesizer)
     assembly = app.synth()
     return os.path.join(assembly.directory, assembly.get_stack_by_name("EcrStack").template_file)
 

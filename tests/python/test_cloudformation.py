@@ -408,11 +408,11 @@ def cdk_templates(tmp_path_factory):
     out = tmp_path_factory.mktemp("cdk.out")
     env = dict(os.environ, CDK_OUTDIR=str(out))
     r = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tests" / "cdk" / "ecr_stack.py"), "guide", "update"],
+        [sys.executable, str(REPO_ROOT / "tests" / "cdk" / "ecr_stack.py"), "guide", "update", "legacy"],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert r.returncode == 0, f"synth failed (pip install aws-cdk-lib constructs; needs Node.js):\n{r.stderr}"
-    return {v: out / v / "EcrStack.template.json" for v in ("guide", "update")}
+    return {v: out / v / "EcrStack.template.json" for v in ("guide", "update", "legacy")}
 
 
 def repository_of(template):
@@ -521,6 +521,22 @@ def test_cdk_bootstrap_rule_and_ssm_parameters(cfn, ecr, cdk_templates):
     # CDK's default removal policy is Retain.
     assert repo(ecr, name) is not None
     ecr.delete_repository(repositoryName=name, force=True)
+
+
+def test_cdk_legacy_synthesizer_template_deploys(berth, cfn, ecr, cdk_templates, tmp_path):
+    """LegacyStackSynthesizer: no bootstrap parameter or rule, the same repository."""
+    t = json.loads(cdk_templates["legacy"].read_text())
+    assert "BootstrapVersion" not in t.get("Parameters", {}) and "Rules" not in t
+    logical = repository_of(t)
+    name = unique("cdk-legacy")
+    t["Resources"][logical]["Properties"]["RepositoryName"] = name
+    stack = unique("EcrStackLegacy")
+    ok(deploy(berth, tmp_path, stack, t))
+    assert outputs(stack_of(cfn, stack))["RepositoryUri"] == f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{name}"
+    assert repo(ecr, name)["imageTagMutability"] == "MUTABLE"
+    delete(cfn, stack)
+    assert repo(ecr, name) is not None
+    ecr.delete_repository(repositoryName=name)
 
 
 # ---- the stack API ---------------------------------------------------------------------------------
