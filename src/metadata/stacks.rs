@@ -382,12 +382,22 @@ impl MetadataStore {
         )
     }
 
-    /// Remove every change set of a stack (once one of them is executed).
-    pub async fn change_sets_clear(&self, stack_id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM change_sets WHERE stack_id = $1")
+    /// A change set was executed: it is kept as `EXECUTE_COMPLETE` and every
+    /// other change set of its stack is removed.
+    pub async fn change_set_executed(&self, stack_id: &str, change_set_id: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM change_sets WHERE stack_id = $1 AND change_set_id <> $2")
             .bind(stack_id)
-            .execute(&self.pool)
+            .bind(change_set_id)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "UPDATE change_sets SET execution_status = 'EXECUTE_COMPLETE' WHERE change_set_id = $1",
+        )
+        .bind(change_set_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -193,11 +193,8 @@ fn check_constraints(
     }
     if let Some(allowed) = decl.get("AllowedValues").and_then(Value::as_array) {
         let allowed: Vec<String> = allowed.iter().map(scalar_text).collect();
-        if let Some(bad) = items.iter().find(|i| !allowed.iter().any(|a| a == *i)) {
-            return Err(described(format!(
-                "failed to satisfy constraint: Value '{bad}' is not one of the allowed values [{}]",
-                allowed.join(", ")
-            )));
+        if items.iter().any(|i| !allowed.iter().any(|a| a == i)) {
+            return Err(described("must be one of AllowedValues".to_string()));
         }
     }
     let number = |k: &str| decl.get(k).and_then(|v| scalar_text(v).parse::<f64>().ok());
@@ -501,7 +498,7 @@ impl Scope<'_> {
         match self.resources.get(name) {
             Some(r) => r.attributes.get(attr).cloned().ok_or_else(|| {
                 err(format!(
-                    "Template error: resource {name} does not support attribute type {attr} in Fn::GetAtt"
+                    "resource {name} does not support attribute type {attr} in Fn::GetAtt"
                 ))
             }),
             None if self.planning => Ok(Value::String(UNKNOWN.into())),
@@ -544,7 +541,15 @@ impl Scope<'_> {
                 Ok(Some(self.attribute(&name, &attr)?))
             }
             "Fn::Join" => {
-                let a = self.args(arg, f, 2)?;
+                let join_shape = || {
+                    err(
+                        "every Fn::Join object requires two parameters, (1) a string delimiter and (2) a list of strings to be joined or a function that returns a list of strings (such as Fn::GetAZs) to be joined.",
+                    )
+                };
+                let a = self.args(arg, f, 2).map_err(|_| join_shape())?;
+                if !(a[1].is_array() || a[1].is_object()) {
+                    return Err(join_shape());
+                }
                 let delim = self.string(&a[0], "Fn::Join delimiter")?;
                 let items = self.list(&a[1], "Fn::Join list")?;
                 let mut parts = Vec::with_capacity(items.len());
@@ -908,7 +913,10 @@ mod tests {
         assert!(e(&[("N", "10"), ("Name", "a")]).contains("less than or equal to 9"));
         assert!(e(&[("N", "x"), ("Name", "a")]).contains("must be a number"));
         assert!(e(&[("N", "1"), ("Name", "A")]).contains("must match pattern"));
-        assert!(e(&[("N", "1"), ("Name", "a"), ("Env", "qa")]).contains("allowed values"));
+        assert_eq!(
+            e(&[("N", "1"), ("Name", "a"), ("Env", "qa")]),
+            "Parameter 'Env' must be one of AllowedValues"
+        );
         assert!(e(&[("N", "1"), ("Name", "a"), ("X", "1")]).contains("[X] do not exist"));
         let missing_ssm = |_: &str| None;
         assert!(

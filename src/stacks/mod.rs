@@ -261,6 +261,8 @@ pub struct Prepared {
     pub exports: eval::Exports,
     /// The export names the template imports.
     pub imports: Vec<String>,
+    /// The stack's tags, which its taggable resources get too.
+    pub stack_tags: Vec<(String, String)>,
 }
 
 impl Prepared {
@@ -348,6 +350,20 @@ impl Stacks {
 
     fn parse(&self, body: &str) -> Result<Template> {
         let t = Template::parse(body, providers::supported)?;
+        let mut reads = Vec::new();
+        for section in ["Resources", "Outputs"] {
+            if let Some(v) = t.root.get(section) {
+                template::collect_getatts(v, &mut reads);
+            }
+        }
+        for (name, attr) in reads {
+            let ty = t.resources()[&name]["Type"].as_str().unwrap_or_default();
+            if !providers::attributes(ty).contains(&attr.as_str()) {
+                return Err(StackError::Validation(format!(
+                    "Template error: resource {name} does not support attribute type {attr} in Fn::GetAtt"
+                )));
+            }
+        }
         for (logical, r) in t.resources() {
             let ty = r["Type"].as_str().unwrap_or_default();
             if let Some(p) = r.get("Properties") {
@@ -414,6 +430,7 @@ impl Stacks {
             pseudo,
             exports,
             imports: Vec::new(),
+            stack_tags: Vec::new(),
         };
         let known = BTreeMap::new();
         let mut imports = Vec::new();
@@ -687,9 +704,10 @@ impl Stacks {
             ));
         };
         let stack_id = self.stack_arn(&account, name, &uuid::Uuid::new_v4().to_string());
-        let prepared = self
+        let mut prepared = self
             .prepare(&account, name, &stack_id, body, &input.parameters, &[])
             .await?;
+        prepared.stack_tags = input.tags.clone().unwrap_or_default();
         plan::changes(&BTreeMap::new(), &prepared)?;
         let disable_rollback = match input.on_failure.as_deref() {
             Some("DO_NOTHING") => true,
@@ -760,7 +778,7 @@ impl Stacks {
         let view = self.stack(&account, &input.stack_name).await?;
         Self::check_updatable(&view)?;
         let body = self.update_body(&input, &view.doc)?.to_string();
-        let prepared = self
+        let mut prepared = self
             .prepare(
                 &account,
                 &view.row.name,
@@ -770,10 +788,11 @@ impl Stacks {
                 &view.doc.parameters,
             )
             .await?;
+        let tags = input.tags.clone().unwrap_or_else(|| view.doc.tags.clone());
+        prepared.stack_tags = tags.clone();
         let changes = plan::changes(&view.doc.resources, &prepared)?;
         self.check_exports_kept(&view, &prepared.export_names(), false)
             .await?;
-        let tags = input.tags.clone().unwrap_or_else(|| view.doc.tags.clone());
         if changes.is_empty()
             && body == view.doc.template
             && prepared.records == view.doc.parameters
@@ -920,7 +939,7 @@ impl Stacks {
         } else {
             self.update_body(&input, current)?.to_string()
         };
-        let prepared = self
+        let mut prepared = self
             .prepare(
                 account,
                 stack_name,
@@ -930,8 +949,9 @@ impl Stacks {
                 &current.parameters,
             )
             .await?;
-        let changes = plan::changes(&current.resources, &prepared)?;
         let tags = input.tags.clone().unwrap_or_else(|| current.tags.clone());
+        prepared.stack_tags = tags.clone();
+        let changes = plan::changes(&current.resources, &prepared)?;
         let unchanged = change_set_type != "CREATE"
             && changes.is_empty()
             && body == current.template
@@ -1063,8 +1083,9 @@ impl Stacks {
         Ok(())
     }
 
-    /// ExecuteChangeSet: apply a change set to its stack (every change set
-    /// of the stack is then gone, as in CloudFormation).
+    /// ExecuteChangeSet: apply a change set to its stack (it stays, as
+    /// EXECUTE_COMPLETE; every other change set of the stack is then gone, as
+    /// in CloudFormation).
     pub async fn execute_change_set(
         self: &Arc<Self>,
         prov: Arc<dyn Provisioner>,
@@ -1081,7 +1102,7 @@ impl Stacks {
             )));
         }
         let view = self.stack(&account, &cs.row.stack_id).await?;
-        let prepared = self
+        let mut prepared = self
             .prepare(
                 &account,
                 &view.row.name,
@@ -1099,6 +1120,7 @@ impl Stacks {
                 &view.doc.parameters,
             )
             .await?;
+        prepared.stack_tags = cs.doc.tags.clone();
         let mut row = view.row.clone();
         let before = row.status.clone();
         let creating = cs.doc.change_set_type == "CREATE";
@@ -1125,7 +1147,9 @@ impl Stacks {
         let run = engine::Run::claim(self.clone(), prov, row, &before)
             .await?
             .ok_or_else(|| busy(&view))?;
-        self.meta.change_sets_clear(&view.row.stack_id).await?;
+        self.meta
+            .change_set_executed(&view.row.stack_id, &cs.row.change_set_id)
+            .await?;
         if creating {
             let mut run = run;
             run.doc.tags = cs.doc.tags.clone();

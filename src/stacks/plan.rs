@@ -68,6 +68,7 @@ pub fn evaluate_properties(
             .unwrap_or(Value::Object(Default::default())),
         None => Value::Object(Default::default()),
     };
+    let props = providers::with_stack_tags(ty, props, &prepared.stack_tags);
     providers::check_properties(logical, ty, &props, planning)
 }
 

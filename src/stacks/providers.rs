@@ -103,6 +103,15 @@ pub const TYPES: &[&str] = &[
     CDK_METADATA_TYPE,
 ];
 
+/// The attributes `Fn::GetAtt` can read of a type.
+pub fn attributes(ty: &str) -> &'static [&'static str] {
+    match ty {
+        REPOSITORY_TYPE => &["Arn", "RepositoryUri"],
+        REGISTRY_POLICY_TYPE | REGISTRY_SCANNING_TYPE => &["RegistryId"],
+        _ => &[],
+    }
+}
+
 pub fn supported(ty: &str) -> bool {
     TYPES.contains(&ty)
 }
@@ -222,6 +231,34 @@ fn check_value(v: &Value, ty: &Ty, at: &str, lenient: bool) -> Result<Value, Str
             Ok(Value::Object(out))
         }
     }
+}
+
+/// A resource's properties with the stack's tags added, for the types that
+/// take tags (CloudFormation propagates them; the resource's own tag of
+/// the same key wins).
+pub fn with_stack_tags(ty: &str, mut props: Value, stack_tags: &[(String, String)]) -> Value {
+    if ty != REPOSITORY_TYPE || stack_tags.is_empty() {
+        return props;
+    }
+    let Some(m) = props.as_object_mut() else {
+        return props;
+    };
+    let own: Vec<Value> = match m.get("Tags") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(_) => return props, // not a list: the schema check says so
+        None => Vec::new(),
+    };
+    let mut tags: Vec<Value> = stack_tags
+        .iter()
+        .filter(|(k, _)| {
+            !own.iter()
+                .any(|t| t.get("Key").and_then(Value::as_str) == Some(k))
+        })
+        .map(|(k, v)| json!({ "Key": k, "Value": v }))
+        .collect();
+    tags.extend(own);
+    m.insert("Tags".into(), Value::Array(tags));
+    props
 }
 
 /// Whether changing a resource from `old` to `new` properties needs a new

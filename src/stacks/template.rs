@@ -529,6 +529,52 @@ pub fn collect_refs(v: &Value, out: &mut Vec<(String, bool)>) {
     }
 }
 
+/// The (resource, attribute) pairs `v` reads with `Fn::GetAtt` (literal
+/// ones) and `Fn::Sub`'s `${Resource.Attribute}`.
+pub fn collect_getatts(v: &Value, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(m) if m.len() == 1 => {
+            let (k, arg) = m.iter().next().expect("one entry");
+            match (k.as_str(), arg) {
+                ("Fn::GetAtt", Value::String(s)) => {
+                    if let Some((r, a)) = s.split_once('.') {
+                        out.push((r.to_string(), a.to_string()));
+                    }
+                }
+                ("Fn::GetAtt", Value::Array(a)) => {
+                    if let (Some(Value::String(r)), Some(Value::String(at))) = (a.first(), a.get(1))
+                    {
+                        out.push((r.clone(), at.clone()));
+                    }
+                }
+                ("Fn::Sub", x) => {
+                    let (text, vars) = match x {
+                        Value::String(t) => (Some(t.as_str()), None),
+                        Value::Array(a) => (a.first().and_then(Value::as_str), a.get(1)),
+                        _ => (None, None),
+                    };
+                    for var in text.map(sub_variables).unwrap_or_default() {
+                        let local = vars.and_then(|m| m.get(&var)).is_some();
+                        if let Some((r, a)) = var.split_once('.')
+                            && !local
+                            && !var.starts_with("AWS::")
+                        {
+                            out.push((r.to_string(), a.to_string()));
+                        }
+                    }
+                    if let Some(m) = vars {
+                        collect_getatts(m, out);
+                    }
+                }
+                _ => collect_getatts(arg, out),
+            }
+        }
+        Value::Object(m) => m.values().for_each(|x| collect_getatts(x, out)),
+        Value::Array(a) => a.iter().for_each(|x| collect_getatts(x, out)),
+        _ => {}
+    }
+}
+
 /// The `${Name}` and `${Name.Attr}` variables of a `Fn::Sub` string.
 fn sub_refs(s: &str, vars: &BTreeSet<String>, out: &mut Vec<(String, bool)>) {
     for var in sub_variables(s) {
