@@ -967,6 +967,93 @@ def test_parameters_conditions_mappings_functions_and_pseudo_parameters(cfn, ecr
     assert repo(ecr, main) is None and repo(ecr, prod) is None
 
 
+# Every short-form tag, and what YAML would read otherwise: an unquoted date
+# as the format version and a policy's Version, a parameter's "true" for a
+# Boolean property.
+SHORT_FORMS = """\
+AWSTemplateFormatVersion: 2010-09-09
+Parameters:
+  Env:
+    Type: String
+    Default: dev
+  Scan:
+    Type: String
+    Default: 'true'
+Mappings:
+  Settings:
+    dev: {Mutability: MUTABLE}
+    prod: {Mutability: IMMUTABLE}
+Conditions:
+  IsProd: !Equals [!Ref Env, prod]
+  IsDev: !Not [!Condition IsProd]
+  Both: !And [!Condition IsDev, !Equals [!Ref 'AWS::Region', us-east-1]]
+  Either: !Or [!Condition IsProd, !Condition Both]
+Resources:
+  Repo:
+    Type: AWS::ECR::Repository
+    Properties:
+      RepositoryName: !Join ['-', [!Ref 'AWS::StackName', repo]]
+      ImageTagMutability: !FindInMap [Settings, !Ref Env, Mutability]
+      ImageScanningConfiguration:
+        ScanOnPush: !Ref Scan
+      RepositoryPolicyText:
+        Version: 2012-10-17
+        Statement:
+          - Sid: !Sub 'Pull${Env}'
+            Effect: Allow
+            Principal: {AWS: !Sub 'arn:${AWS::Partition}:iam::${AWS::AccountId}:root'}
+            Action: ecr:BatchGetImage
+      Tags:
+        - Key: parts
+          Value: !Select [2, !Split [',', 'a,b,c']]
+        - Key: encoded
+          Value: !Base64 abc
+        - Key: branch
+          Value: !If [Either, 'yes', 'no']
+        - Key: zone
+          Value: !Select [0, !GetAZs '']
+Outputs:
+  Arn:
+    Value: !GetAtt Repo.Arn
+  ArnList:
+    Value: !GetAtt [Repo, Arn]
+  Name:
+    Value: !Ref Repo
+  Literal:
+    Value: !Sub '${!Literal}-${AWS::Region}'
+  Joined:
+    # (YAML gives a node one tag: `!Base64 !Sub …` is not YAML, the long form is.)
+    Value: !Join [':', [!Ref Env, !Base64 {'Fn::Sub': '${Env}x'}]]
+"""
+
+
+def test_yaml_short_forms(cfn, ecr):
+    stack = unique("short")
+    create(cfn, stack, SHORT_FORMS)
+    wait(cfn, "stack_create_complete", StackName=stack)
+    name = f"{stack}-repo"
+    assert outputs(stack_of(cfn, stack)) == {
+        "Arn": repo_arn(name),
+        "ArnList": repo_arn(name),
+        "Name": name,
+        "Literal": f"${{Literal}}-{REGION}",
+        "Joined": "dev:ZGV2eA==",
+    }
+    r = repo(ecr, name)
+    assert r["imageTagMutability"] == "MUTABLE" and r["imageScanningConfiguration"] == {"scanOnPush": True}
+    policy = repo_policy(ecr, name)
+    assert policy["Version"] == "2012-10-17"
+    assert policy["Statement"][0]["Sid"] == "Pulldev"
+    assert policy["Statement"][0]["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
+    t = tags(ecr, name)
+    assert (t["parts"], t["encoded"], t["branch"]) == ("c", "YWJj", "yes")
+    assert t["zone"].startswith(REGION)
+    # The template comes back as it was sent.
+    assert cfn.get_template(StackName=stack)["TemplateBody"] == SHORT_FORMS
+    delete(cfn, stack)
+    assert repo(ecr, name) is None
+
+
 def test_get_azs_gives_the_regions_zones(cfn, ecr):
     stack = unique("azs")
     t = {
