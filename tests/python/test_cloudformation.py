@@ -1244,6 +1244,41 @@ def test_every_repository_property(berth, cfn, ecr):
     assert repo(ecr, name) is None
 
 
+def test_generated_names_and_replacement_by_encryption(cfn, ecr):
+    """Without RepositoryName CloudFormation names the repository after the
+    stack and the logical id; a change of encryption (create-only) then
+    replaces it under a new generated name."""
+    stack = unique("Generated")
+    t = {
+        "Parameters": {"Encryption": {"Type": "String", "Default": "AES256"}},
+        "Resources": {"Images": {"Type": "AWS::ECR::Repository", "Properties": {"EncryptionConfiguration": {"EncryptionType": {"Ref": "Encryption"}}}}},
+        "Outputs": {"Name": {"Value": {"Ref": "Images"}}},
+    }
+    create(cfn, stack, t)
+    wait(cfn, "stack_create_complete", StackName=stack)
+    first = outputs(stack_of(cfn, stack))["Name"]
+    assert first.startswith(f"{stack.lower()}-images-"), first
+    assert repo(ecr, first)["encryptionConfiguration"] == {"encryptionType": "AES256"}
+    cfn.update_stack(StackName=stack, TemplateBody=json.dumps(t), Parameters=[{"ParameterKey": "Encryption", "ParameterValue": "KMS"}])
+    wait(cfn, "stack_update_complete", StackName=stack)
+    second = outputs(stack_of(cfn, stack))["Name"]
+    assert second != first and second.startswith(f"{stack.lower()}-images-")
+    assert repo(ecr, second)["encryptionConfiguration"]["encryptionType"] == "KMS"
+    assert repo(ecr, first) is None
+    delete(cfn, stack)
+    assert repo(ecr, second) is None
+
+
+def test_a_repository_deleted_behind_the_stacks_back_does_not_stop_its_deletion(cfn, ecr):
+    stack, name = unique("out-of-band"), unique("gone-already")
+    stack_id = create(cfn, stack, SMALL, {"Name": name})
+    wait(cfn, "stack_create_complete", StackName=stack)
+    ecr.delete_repository(repositoryName=name)
+    delete(cfn, stack)
+    assert stack_of(cfn, stack_id)["StackStatus"] == "DELETE_COMPLETE"
+    assert ("Repo", "DELETE_COMPLETE") in [(e["LogicalResourceId"], e["ResourceStatus"]) for e in events(cfn, stack_id)]
+
+
 # ---- failure and rollback --------------------------------------------------------------------------
 
 # Long enough for ECR's 100-character minimum, and invalid: priority 0, no count.
@@ -1337,6 +1372,19 @@ def test_a_failing_update_rolls_back_to_the_previous_state(berth, cfn, ecr, tmp_
     assert repo(ecr, first)["imageTagMutability"] == "IMMUTABLE"
     delete(cfn, stack)
     assert repo(ecr, first) is None
+
+
+def test_on_failure_delete_and_do_nothing(cfn, ecr):
+    for on_failure, final in [("DELETE", "DELETE_COMPLETE"), ("DO_NOTHING", "CREATE_FAILED")]:
+        stack, first, second = unique("on-failure"), unique("first"), unique("second")
+        t = two_repositories(first, second, {"LifecyclePolicy": {"LifecyclePolicyText": BAD_LIFECYCLE}})
+        stack_id = create(cfn, stack, t, OnFailure=on_failure)
+        wait_failed(cfn, "stack_create_complete", StackName=stack_id)
+        assert stack_of(cfn, stack_id)["StackStatus"] == final
+        assert (repo(ecr, first) is None) == (on_failure == "DELETE")
+        if on_failure == "DO_NOTHING":
+            delete(cfn, stack)
+        assert repo(ecr, first) is None
 
 
 def test_disable_rollback_keeps_what_was_created(cfn, ecr):
@@ -1557,3 +1605,42 @@ def test_the_stack_acts_as_its_caller(berth, cfn, ecr):
     wait(cfn, "stack_create_complete", StackName=root_stack)
     assert repo(ecr, name) is not None
     delete(cfn, root_stack)
+
+
+def test_stack_permissions_by_stack_arn(berth, cfn, ecr):
+    """Stack actions are authorized on the stack's ARN
+    (arn:aws:cloudformation:REGION:ACCOUNT:stack/NAME/ID)."""
+    prefix = unique("team-a")
+    _, _, mine = berth.user_with_policy(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "cloudformation:*", "Resource": f"{STACK_ARN_PREFIX}{prefix}-*/*"},
+                {"Effect": "Allow", "Action": "ecr:*", "Resource": "*"},
+            ],
+        },
+        service="cloudformation",
+    )
+    ours, theirs = f"{prefix}-app", unique("team-b")
+    name = unique("team-a-repo")
+    create(mine, ours, SMALL, {"Name": name})
+    wait(mine, "stack_create_complete", StackName=ours)
+    assert repo(ecr, name) is not None
+    with pytest.raises(ClientError) as e:
+        create(mine, theirs, SMALL, {"Name": unique("team-b-repo")})
+    assert code(e) == "AccessDenied" and f"{STACK_ARN_PREFIX}{theirs}/" in message(e)
+    create(cfn, theirs, SMALL, {"Name": unique("team-b-repo")})
+    wait(cfn, "stack_create_complete", StackName=theirs)
+    with pytest.raises(ClientError) as e:
+        mine.describe_stacks(StackName=theirs)
+    assert code(e) == "AccessDenied"
+    with pytest.raises(ClientError) as e:
+        mine.delete_stack(StackName=theirs)
+    assert code(e) == "AccessDenied"
+    # ValidateTemplate names no stack: it needs `*`.
+    with pytest.raises(ClientError) as e:
+        mine.validate_template(TemplateBody=SMALL)
+    assert code(e) == "AccessDenied"
+    delete(mine, ours)
+    delete(cfn, theirs)
+    assert repo(ecr, name) is None
