@@ -299,17 +299,11 @@ async fn observe_requests(
     // request id); a span's level only decides whether it is recorded.
     let span = tracing::error_span!("request", id = %id.0, method, route);
     let mut resp = next.run(req).instrument(span.clone()).await;
-    // An ECR call is labelled with its operation (set by the ECR face).
+    // An API call is labelled with its operation (set by its face).
     let route = resp
         .extensions()
-        .get::<crate::ecr_api::OperationLabel>()
-        .map(|op| op.0)
-        .or_else(|| {
-            resp.extensions()
-                .get::<crate::kms_api::OperationLabel>()
-                .map(|op| op.0)
-        })
-        .unwrap_or(route);
+        .get::<crate::http::OperationLabel>()
+        .map_or(route, |op| op.0);
     let status = resp.status().as_u16();
     let elapsed = start.elapsed();
     span.in_scope(|| {
