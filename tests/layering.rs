@@ -38,6 +38,7 @@ const RANKS: &[(&str, u32)] = &[
     ("distribution", 7),
     ("ecr_api", 7),
     ("kms_api", 7),
+    ("sts_api", 7),
     // Commands.
     ("server", 8),
     ("admin", 9),
@@ -47,7 +48,7 @@ const RANKS: &[(&str, u32)] = &[
 ];
 
 /// Faces: protocol code that must not touch a store.
-const FACES: &[&str] = &["distribution", "ecr_api", "kms_api"];
+const FACES: &[&str] = &["distribution", "ecr_api", "kms_api", "sts_api"];
 const STORES: &[&str] = &["metadata", "storage"];
 
 fn rank(module: &str) -> Option<u32> {

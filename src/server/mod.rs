@@ -2,7 +2,7 @@
 //! jobs and shuts down gracefully on SIGTERM or SIGINT.
 //!
 //! Routes: `/v2/` and everything below it go to `distribution::dispatch`;
-//! `POST /` to `ecr_api::dispatch`; `/healthz` and `/metrics` are answered
+//! `POST /` to the ECR, KMS or STS face (`api_face` picks by the headers); `/healthz` and `/metrics` are answered
 //! here. A middleware gives every request its id (in its log lines and its
 //! response) and counts it by route, method and status.
 //!
@@ -243,17 +243,54 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// `POST /`: the KMS API (`X-Amz-Target: TrentService.*`) or the ECR API.
-async fn api_dispatch(state: State<Arc<AppState>>, req: axum::extract::Request) -> Response {
-    let kms = req
-        .headers()
-        .get("x-amz-target")
+/// The API a `POST /` is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ApiFace {
+    Ecr,
+    Kms,
+    Sts,
+}
+
+/// Which face answers a `POST /`, from its headers alone (the body is the
+/// face's to read, within its own limits): an AWS JSON request by the prefix
+/// of its `X-Amz-Target`, a Query-protocol request (form-encoded) by the
+/// service its SigV4 credential scope names. Anything else goes to the ECR
+/// API, which answers it with the errors an ECR client expects.
+fn api_face(headers: &axum::http::HeaderMap) -> ApiFace {
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        return match target {
+            t if t.starts_with(crate::kms_api::TARGET_PREFIX) => ApiFace::Kms,
+            _ => ApiFace::Ecr,
+        };
+    }
+    if is_form_encoded(headers) {
+        return match crate::sigv4::scope_service(headers) {
+            Some(crate::sts_api::SERVICE) => ApiFace::Sts,
+            _ => ApiFace::Ecr,
+        };
+    }
+    ApiFace::Ecr
+}
+
+/// Whether a request's body is `application/x-www-form-urlencoded` (the
+/// Query protocol's), whatever its parameters (`; charset=utf-8`).
+fn is_form_encoded(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with(crate::kms_api::TARGET_PREFIX));
-    if kms {
-        crate::kms_api::dispatch(state, req).await
-    } else {
-        crate::ecr_api::dispatch(state, req).await
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// `POST /`: the face [`api_face`] picks.
+async fn api_dispatch(state: State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    match api_face(req.headers()) {
+        ApiFace::Ecr => crate::ecr_api::dispatch(state, req).await,
+        ApiFace::Kms => crate::kms_api::dispatch(state, req).await,
+        ApiFace::Sts => crate::sts_api::dispatch(state, req).await,
     }
 }
 
@@ -543,4 +580,94 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> axum::http::HeaderMap {
+        let mut h = axum::http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn signed_for(service: &str) -> String {
+        format!(
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/{service}/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=00"
+        )
+    }
+
+    #[test]
+    fn post_requests_go_to_the_face_their_headers_name() {
+        let form = "application/x-www-form-urlencoded; charset=utf-8";
+        let json = "application/x-amz-json-1.1";
+        for (pairs, face) in [
+            (
+                vec![
+                    ("content-type", json),
+                    (
+                        "x-amz-target",
+                        "AmazonEC2ContainerRegistry_V20150921.ListImages",
+                    ),
+                ],
+                ApiFace::Ecr,
+            ),
+            (
+                vec![
+                    ("content-type", json),
+                    ("x-amz-target", "TrentService.Encrypt"),
+                ],
+                ApiFace::Kms,
+            ),
+            (
+                vec![
+                    ("content-type", form),
+                    ("authorization", signed_for("sts").as_str()),
+                ],
+                ApiFace::Sts,
+            ),
+            (
+                vec![
+                    ("content-type", "Application/X-WWW-Form-URLEncoded"),
+                    ("authorization", signed_for("sts").as_str()),
+                ],
+                ApiFace::Sts,
+            ),
+            // A target wins over the scope; a JSON body is never a Query request.
+            (
+                vec![
+                    ("content-type", form),
+                    ("x-amz-target", "TrentService.Encrypt"),
+                    ("authorization", signed_for("sts").as_str()),
+                ],
+                ApiFace::Kms,
+            ),
+            (
+                vec![
+                    ("content-type", json),
+                    ("authorization", signed_for("sts").as_str()),
+                ],
+                ApiFace::Ecr,
+            ),
+            // A form for a service Berth does not answer, or unsigned: the ECR
+            // face refuses it (wrong scope, or no signature).
+            (
+                vec![
+                    ("content-type", form),
+                    ("authorization", signed_for("sqs").as_str()),
+                ],
+                ApiFace::Ecr,
+            ),
+            (vec![("content-type", form)], ApiFace::Ecr),
+            (vec![], ApiFace::Ecr),
+        ] {
+            assert_eq!(api_face(&headers(&pairs)), face, "{pairs:?}");
+        }
+    }
 }
