@@ -9,8 +9,10 @@
 //! - images (ListImages, DescribeImages, BatchGetImage, BatchDeleteImage, PutImage): [`images`]
 //! - layers (BatchCheckLayerAvailability, Initiate/UploadLayerPart/Complete, GetDownloadUrlForLayer): [`layers`]
 //! - scanning (configuration, StartImageScan, DescribeImageScanFindings): [`scanning`]
+//! - GetAccountSetting, PutAccountSetting: [`account_settings`]
 //! - GetAuthorizationToken: here.
 
+mod account_settings;
 mod error;
 mod images;
 mod input;
@@ -342,6 +344,8 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
         "GetRegistryPolicy" => repositories::get_registry_policy(&ctx, &input).await,
         "DeleteRegistryPolicy" => repositories::delete_registry_policy(&ctx, &input).await,
         "DescribeRegistry" => repositories::describe_registry(&ctx, &input).await,
+        "GetAccountSetting" => account_settings::get_account_setting(&ctx, &input).await,
+        "PutAccountSetting" => account_settings::put_account_setting(&ctx, &input).await,
         "ListImages" => images::list_images(&ctx, &input).await,
         "DescribeImages" => images::describe_images(&ctx, &input).await,
         "BatchGetImage" => images::batch_get_image(&ctx, &input).await,
