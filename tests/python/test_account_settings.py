@@ -10,13 +10,11 @@ import base64
 import hashlib
 import json
 import os
-import subprocess
 
 import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from conftest import ACCOUNT, REGION, ROOT_KEY_ID, ROOT_SECRET
 
 SECOND_ACCOUNT = "222222222222"
 
@@ -157,23 +155,10 @@ def test_settings_are_per_registry(berth, ecr):
 
 
 def test_the_aws_cli(berth):
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID=ROOT_KEY_ID,
-        AWS_SECRET_ACCESS_KEY=ROOT_SECRET,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    )
-
-    def aws(*args):
-        return subprocess.run(["aws", "ecr", *args, "--endpoint-url", berth.endpoint, "--output", "json"],
-                              env=env, capture_output=True, text=True, timeout=60)
-
-    out = aws("put-account-setting", "--name", "REGISTRY_POLICY_SCOPE", "--value", "V2")
+    out = berth.aws("ecr", "put-account-setting", "--name", "REGISTRY_POLICY_SCOPE", "--value", "V2")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"name": "REGISTRY_POLICY_SCOPE", "value": "V2"}
-    out = aws("get-account-setting", "--name", "BASIC_SCAN_TYPE_VERSION")
+    out = berth.aws("ecr", "get-account-setting", "--name", "BASIC_SCAN_TYPE_VERSION")
     assert json.loads(out.stdout) == {"name": "BASIC_SCAN_TYPE_VERSION", "value": "AWS_NATIVE"}
-    out = aws("put-account-setting", "--name", "REGISTRY_POLICY_SCOPE", "--value", "V1")
+    out = berth.aws("ecr", "put-account-setting", "--name", "REGISTRY_POLICY_SCOPE", "--value", "V1")
     assert out.returncode != 0 and "ValidationException" in out.stderr, out.stderr

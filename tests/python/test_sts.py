@@ -4,8 +4,7 @@ STS's error codes, and the routing beside the ECR and KMS APIs.
 """
 
 import json
-import os
-import subprocess
+import time
 
 import requests
 from botocore.auth import SigV4Auth
@@ -54,18 +53,7 @@ def test_a_user_without_any_policy_learns_who_it_is(berth):
 
 
 def test_the_aws_cli(berth):
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID=ROOT_KEY_ID,
-        AWS_SECRET_ACCESS_KEY=ROOT_SECRET,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    )
-    out = subprocess.run(
-        ["aws", "sts", "get-caller-identity", "--endpoint-url", berth.endpoint, "--output", "json"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )
+    out = berth.aws("sts", "get-caller-identity")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"UserId": ACCOUNT, "Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:root"}
 
@@ -104,7 +92,6 @@ def test_a_deactivated_key_is_refused(berth):
     client.get_caller_identity()
     berth.iam("deactivate-access-key", "--access-key-id", key["AccessKeyId"])
     # The per-node key cache holds the old view for at most 5 s.
-    import time
     deadline = time.monotonic() + 15
     while True:
         try:
