@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 
-use crate::auth::Access;
+use crate::auth::{Access, AuthError, Caller};
 use crate::config::HttpLimits;
-use crate::http::budget::BodyBudget;
+use crate::http::BodyError;
+use crate::http::budget::{BodyBudget, BudgetError, Reservation};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
@@ -33,6 +34,31 @@ pub struct AppState {
     pub http: HttpLimits,
 }
 
+/// A SigV4-signed API request taken in ([`AppState::take_signed`]): who
+/// signed it, its body, and the body's room in the memory budget (released
+/// when this is dropped).
+pub struct SignedRequest {
+    pub caller: Arc<Caller>,
+    pub body: Vec<u8>,
+    pub reservation: Reservation,
+}
+
+/// Why a signed API request was not taken in; each face answers it in its
+/// protocol's words.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// `Content-Length` says more than the operation accepts: refused unread.
+    #[error("the request body is {declared} bytes; at most {cap} are accepted")]
+    Declared { declared: usize, cap: usize },
+    /// No room in the body memory budget (for this client, or at all).
+    #[error("{0}")]
+    Budget(#[from] BudgetError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+}
+
 /// The account id when `host` starts with `<12 digits>.`, and the rest.
 fn split_account(host: &str) -> Option<(&str, &str)> {
     match host.split_once('.') {
@@ -44,6 +70,45 @@ fn split_account(host: &str) -> Option<(&str, &str)> {
 }
 
 impl AppState {
+    /// Take in a SigV4-signed API request for `service` (`ecr`, `kms`,
+    /// `sts`, …): the signature's envelope and key are checked before a byte
+    /// of the body is read ([`Access::begin_sigv4_for`]); a declared length
+    /// over `cap` is refused unread; the body is then read within its room in
+    /// the body memory budget, at most `cap` bytes within `api_body_timeout`;
+    /// last, the signature over it is verified.
+    pub async fn take_signed(
+        &self,
+        parts: &axum::http::request::Parts,
+        body: axum::body::Body,
+        service: &str,
+        cap: usize,
+    ) -> Result<SignedRequest, IntakeError> {
+        let pending = self.access.begin_sigv4_for(&parts.headers, service).await?;
+        let declared = crate::http::content_length(&parts.headers);
+        if let Some(n) = declared.filter(|n| *n > cap) {
+            return Err(IntakeError::Declared { declared: n, cap });
+        }
+        let client_ip = crate::http::client_ip(parts)
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let reservation = self
+            .body_budget
+            .reserve(client_ip, declared.unwrap_or(cap))
+            .await?;
+        let body = crate::http::read_body(body, declared, cap, self.http.api_body_timeout).await?;
+        let caller = self.access.finish_sigv4(
+            pending,
+            parts.method.as_str(),
+            &parts.uri,
+            &parts.headers,
+            &body,
+        )?;
+        Ok(SignedRequest {
+            caller,
+            body,
+            reservation,
+        })
+    }
+
     /// The registry (account) a request to `host` addresses: `<account>.<host>`
     /// selects that account, as ECR's host names do; the bare host is the
     /// primary account.

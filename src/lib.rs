@@ -5,7 +5,8 @@
 //! Layers, top to bottom (`docs/architecture.md` has the map; `tests/layering.rs`
 //! checks that no module uses one above it):
 //! - commands: [`admin`], [`maintenance`], [`server`] (process wiring, router);
-//! - faces: [`distribution`] (`/v2/`), [`ecr_api`] (ECR's JSON API);
+//! - faces: [`distribution`] (`/v2/`), [`ecr_api`] (ECR's JSON API), [`kms_api`]
+//!   (KMS's JSON API), [`sts_api`] (STS's Query API: GetCallerIdentity);
 //! - [`app`] (what handlers extract) and [`jobs::worker`] (runs background jobs);
 //! - services: [`lifecycle`], [`gc`], [`scanning`], [`registry`] (the registry's rules), [`auth`];
 //! - [`jobs`]: the job vocabulary any service enqueues;
@@ -42,3 +43,4 @@ pub mod server;
 pub mod sigv4;
 pub mod stacks;
 pub mod storage;
+pub mod sts_api;

@@ -39,6 +39,7 @@ const RANKS: &[(&str, u32)] = &[
     ("distribution", 7),
     ("ecr_api", 7),
     ("kms_api", 7),
+    ("sts_api", 7),
     // A face over a face: CloudFormation's resource providers call the ECR
     // API in process, as the caller (a stack does what its caller could).
     ("cloudformation_api", 8),
@@ -51,7 +52,13 @@ const RANKS: &[(&str, u32)] = &[
 ];
 
 /// Faces: protocol code that must not touch a store.
-const FACES: &[&str] = &["distribution", "ecr_api", "kms_api", "cloudformation_api"];
+const FACES: &[&str] = &[
+    "distribution",
+    "ecr_api",
+    "kms_api",
+    "sts_api",
+    "cloudformation_api",
+];
 const STORES: &[&str] = &["metadata", "storage"];
 
 fn rank(module: &str) -> Option<u32> {

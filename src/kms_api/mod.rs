@@ -15,8 +15,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::app::AppState;
+use crate::app::{AppState, IntakeError};
 use crate::auth::{AuthError, Caller};
+use crate::http::BodyError;
 use crate::kms::KmsError;
 
 pub const TARGET_PREFIX: &str = "TrentService.";
@@ -137,9 +138,8 @@ impl Ctx<'_> {
     }
 }
 
-/// The operation label for metrics.
-#[derive(Clone, Copy, Debug)]
-pub struct OperationLabel(pub &'static str);
+/// The operation label for metrics: `kms:<Operation>`, or `kms_api`.
+pub use crate::http::OperationLabel;
 
 /// Entry point for `POST /` with a `TrentService.*` target.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
@@ -180,13 +180,40 @@ fn auth_error(e: AuthError) -> KmsApiError {
     }
 }
 
+/// A request not taken in ([`AppState::take_signed`]), in KMS's words.
+fn intake_error(state: &AppState, e: IntakeError) -> KmsApiError {
+    let (limit, error) = match e {
+        IntakeError::Auth(a) => return auth_error(a),
+        IntakeError::Declared { .. } | IntakeError::Body(BodyError::TooLarge(_)) => (
+            "body_size",
+            KmsApiError::new(
+                "RequestEntityTooLargeException",
+                413,
+                format!("The request body is larger than {BODY_CAP} bytes"),
+            ),
+        ),
+        IntakeError::Body(BodyError::TimedOut(_)) => (
+            "api_body_timeout",
+            KmsApiError::new(
+                "RequestTimeoutException",
+                408,
+                "The request body did not arrive in time",
+            ),
+        ),
+        IntakeError::Budget(b) => (
+            "body_memory",
+            KmsApiError::new("ThrottlingException", 400, format!("Rate exceeded: {b}")),
+        ),
+        IntakeError::Body(b @ BodyError::Broken(_)) => {
+            return KmsApiError::new("SerializationException", 400, b.to_string());
+        }
+    };
+    state.metrics.limited(limit);
+    error
+}
+
 async fn handle(state: &AppState, req: Request) -> Result<Value, KmsApiError> {
     let (parts, body) = req.into_parts();
-    let pending = state
-        .access
-        .begin_sigv4_for(&parts.headers, "kms")
-        .await
-        .map_err(auth_error)?;
     let op = parts
         .headers
         .get("x-amz-target")
@@ -194,24 +221,11 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, KmsApiError> {
         .and_then(|t| t.strip_prefix(TARGET_PREFIX))
         .map(str::to_string)
         .unwrap_or_default();
-    let body = crate::http::read_capped(
-        axum::body::Body::new(body),
-        BODY_CAP,
-        state.http.api_body_timeout,
-    )
-    .await
-    .map_err(|e| match e {
-        crate::http::BodyRefused::TooLarge(_) => {
-            KmsApiError::new("RequestEntityTooLargeException", 413, e.to_string())
-        }
-        crate::http::BodyRefused::Timeout => {
-            KmsApiError::new("RequestTimeoutException", 408, e.to_string())
-        }
-    })?;
-    let caller = state
-        .access
-        .finish_sigv4_request(pending, &parts, &body)
-        .map_err(auth_error)?;
+    let signed = state
+        .take_signed(&parts, axum::body::Body::new(body), "kms", BODY_CAP)
+        .await
+        .map_err(|e| intake_error(state, e))?;
+    let (caller, body) = (signed.caller, signed.body);
     let input: Map<String, Value> = if body.is_empty() {
         Map::new()
     } else {

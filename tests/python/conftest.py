@@ -71,6 +71,25 @@ def fresh_postgres_database():
     return server.rsplit("/", 1)[0] + "/" + name
 
 
+def aws_cli(endpoint, *args, faketime=None, key_id=ROOT_KEY_ID, secret=ROOT_SECRET):
+    """`aws ARGS --endpoint-url ENDPOINT --output json` signed with `key_id`
+    (nothing from the user's own AWS config), optionally under
+    `faketime -f FAKETIME`; the CompletedProcess."""
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=key_id,
+        AWS_SECRET_ACCESS_KEY=secret,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_PAGER="",
+    )
+    argv = ["aws", *args, "--endpoint-url", endpoint, "--output", "json"]
+    if faketime:
+        argv = ["faketime", "-f", faketime, *argv]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -200,6 +219,10 @@ class Berth:
                 read_timeout=60,
             ),
         )
+
+    def aws(self, *args, **kw):
+        """The aws CLI against this server (see `aws_cli`)."""
+        return aws_cli(self.endpoint, *args, **kw)
 
     # ---- berth iam ---------------------------------------------------------
 
