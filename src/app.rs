@@ -2,19 +2,14 @@
 //! the services (registry, access) and the settings a handler needs, and the
 //! answers that depend on which host a request addressed (the account it
 //! selects, the host name to give back to clients). Faces (`distribution`,
-//! `ecr_api`) take it from axum's state; `server` builds it. Also the
-//! acceptance of a SigV4-signed AWS JSON request that the smaller JSON faces
-//! (`kms_api`, `ssm_api`) share ([`AppState::accept_json_request`]).
+//! `ecr_api`) take it from axum's state; `server` builds it.
 
-use std::net::IpAddr;
 use std::sync::Arc;
-
-use axum::extract::Request;
-use serde_json::{Map, Value};
 
 use crate::auth::{Access, AuthError, Caller};
 use crate::config::HttpLimits;
-use crate::http::budget::BodyBudget;
+use crate::http::BodyError;
+use crate::http::budget::{BodyBudget, BudgetError, Reservation};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
@@ -39,6 +34,31 @@ pub struct AppState {
     pub http: HttpLimits,
 }
 
+/// A SigV4-signed API request taken in ([`AppState::take_signed`]): who
+/// signed it, its body, and the body's room in the memory budget (released
+/// when this is dropped).
+pub struct SignedRequest {
+    pub caller: Arc<Caller>,
+    pub body: Vec<u8>,
+    pub reservation: Reservation,
+}
+
+/// Why a signed API request was not taken in; each face answers it in its
+/// protocol's words.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// `Content-Length` says more than the operation accepts: refused unread.
+    #[error("the request body is {declared} bytes; at most {cap} are accepted")]
+    Declared { declared: usize, cap: usize },
+    /// No room in the body memory budget (for this client, or at all).
+    #[error("{0}")]
+    Budget(#[from] BudgetError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+}
+
 /// The account id when `host` starts with `<12 digits>.`, and the rest.
 fn split_account(host: &str) -> Option<(&str, &str)> {
     match host.split_once('.') {
@@ -50,6 +70,45 @@ fn split_account(host: &str) -> Option<(&str, &str)> {
 }
 
 impl AppState {
+    /// Take in a SigV4-signed API request for `service` (`ecr`, `kms`,
+    /// `sts`, …): the signature's envelope and key are checked before a byte
+    /// of the body is read ([`Access::begin_sigv4_for`]); a declared length
+    /// over `cap` is refused unread; the body is then read within its room in
+    /// the body memory budget, at most `cap` bytes within `api_body_timeout`;
+    /// last, the signature over it is verified.
+    pub async fn take_signed(
+        &self,
+        parts: &axum::http::request::Parts,
+        body: axum::body::Body,
+        service: &str,
+        cap: usize,
+    ) -> Result<SignedRequest, IntakeError> {
+        let pending = self.access.begin_sigv4_for(&parts.headers, service).await?;
+        let declared = crate::http::content_length(&parts.headers);
+        if let Some(n) = declared.filter(|n| *n > cap) {
+            return Err(IntakeError::Declared { declared: n, cap });
+        }
+        let client_ip = crate::http::client_ip(parts)
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let reservation = self
+            .body_budget
+            .reserve(client_ip, declared.unwrap_or(cap))
+            .await?;
+        let body = crate::http::read_body(body, declared, cap, self.http.api_body_timeout).await?;
+        let caller = self.access.finish_sigv4(
+            pending,
+            parts.method.as_str(),
+            &parts.uri,
+            &parts.headers,
+            &body,
+        )?;
+        Ok(SignedRequest {
+            caller,
+            body,
+            reservation,
+        })
+    }
+
     /// The registry (account) a request to `host` addresses: `<account>.<host>`
     /// selects that account, as ECR's host names do; the bare host is the
     /// primary account.
@@ -128,115 +187,6 @@ fn ecr_registry_domain(host: &str) -> Option<String> {
         Some(p) => format!("dkr.ecr.{region}{suffix}:{p}"),
         None => format!("dkr.ecr.{region}{suffix}"),
     })
-}
-
-/// An AWS JSON 1.1 request (`POST /` with an `X-Amz-Target`) accepted: its
-/// signature checked, its body read and parsed.
-pub struct JsonRequest {
-    /// The operation: the `X-Amz-Target` after the face's prefix.
-    pub op: String,
-    pub caller: Arc<Caller>,
-    /// The body's members.
-    pub input: Map<String, Value>,
-    pub source_ip: Option<IpAddr>,
-}
-
-/// Why an AWS JSON request was refused before its operation ran.
-#[derive(Debug)]
-pub enum JsonRequestError {
-    Auth(AuthError),
-    /// The body is larger than the face's cap, could not be read, or did not
-    /// arrive within `api_body_timeout`.
-    Body(crate::http::BodyRefused),
-    /// The body is not a JSON object.
-    NotAnObject,
-}
-
-impl JsonRequestError {
-    /// The AWS JSON exception for this error: (name, HTTP status, message).
-    /// `internal` is the face's own exception for a failure of the store
-    /// behind authentication (`KMSInternalException`, `InternalServerError`).
-    pub fn exception(&self, internal: &'static str) -> (&'static str, u16, String) {
-        match self {
-            JsonRequestError::Auth(AuthError::SigV4(s)) => {
-                (s.aws_error_name(), s.http_status(), s.to_string())
-            }
-            JsonRequestError::Auth(AuthError::Meta(m)) => {
-                tracing::error!(error = %m, "metadata error while authenticating a request");
-                let status = match m {
-                    crate::registry::MetaError::Unavailable(_) => 503,
-                    _ => 500,
-                };
-                (internal, status, "An internal error occurred.".into())
-            }
-            JsonRequestError::Auth(_) => (
-                "UnrecognizedClientException",
-                400,
-                "The security token included in the request is invalid.".into(),
-            ),
-            JsonRequestError::Body(e @ crate::http::BodyRefused::TooLarge(_)) => {
-                ("RequestEntityTooLargeException", 413, e.to_string())
-            }
-            JsonRequestError::Body(e @ crate::http::BodyRefused::Timeout) => {
-                ("RequestTimeoutException", 408, e.to_string())
-            }
-            JsonRequestError::NotAnObject => (
-                "SerializationException",
-                400,
-                "the request body must be a JSON object".into(),
-            ),
-        }
-    }
-}
-
-impl AppState {
-    /// Accept an AWS JSON request signed with SigV4 for `service`, whose
-    /// target starts with `target_prefix`: the signature's envelope and the
-    /// access key are checked before a byte of the body is read, then the
-    /// body (at most `cap` bytes, within `api_body_timeout`), then the
-    /// signature over it.
-    pub async fn accept_json_request(
-        &self,
-        req: Request,
-        service: &str,
-        target_prefix: &str,
-        cap: usize,
-    ) -> Result<JsonRequest, JsonRequestError> {
-        let (parts, body) = req.into_parts();
-        let pending = self
-            .access
-            .begin_sigv4_for(&parts.headers, service)
-            .await
-            .map_err(JsonRequestError::Auth)?;
-        let op = parts
-            .headers
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|t| t.strip_prefix(target_prefix))
-            .map(str::to_string)
-            .unwrap_or_default();
-        let body = crate::http::read_capped(body, cap, self.http.api_body_timeout)
-            .await
-            .map_err(JsonRequestError::Body)?;
-        let caller = self
-            .access
-            .finish_sigv4_request(pending, &parts, &body)
-            .map_err(JsonRequestError::Auth)?;
-        let input = if body.is_empty() {
-            Map::new()
-        } else {
-            match serde_json::from_slice(&body) {
-                Ok(Value::Object(m)) => m,
-                _ => return Err(JsonRequestError::NotAnObject),
-            }
-        };
-        Ok(JsonRequest {
-            op,
-            caller,
-            input,
-            source_ip: crate::http::client_ip(&parts),
-        })
-    }
 }
 
 #[cfg(test)]

@@ -235,6 +235,27 @@ fn xml_response(status: StatusCode, body: String, request_id: &str) -> Response 
     r
 }
 
+/// A SigV4 failure in the Query protocol's words: the codes STS and
+/// CloudFormation answer (`InvalidClientTokenId` for an unknown key,
+/// `SignatureDoesNotMatch` for a wrong, expired or mis-scoped signature, …)
+/// where the JSON services say `UnrecognizedClientException`,
+/// `InvalidSignatureException`, ….
+pub fn sigv4_error(e: &crate::sigv4::SigV4Error) -> QueryError {
+    use crate::sigv4::SigV4Error as E;
+    let (code, status) = match e {
+        E::MissingAuthenticationToken => ("MissingAuthenticationToken", 403),
+        E::IncompleteSignature(_) => ("IncompleteSignature", 400),
+        E::UnrecognizedClient => ("InvalidClientTokenId", 403),
+        E::SignatureDoesNotMatch
+        | E::SignatureExpired { .. }
+        | E::SignatureNotYetCurrent { .. }
+        | E::InvalidScope(_)
+        | E::HostNotSigned
+        | E::HeaderNotSigned(_) => ("SignatureDoesNotMatch", 403),
+    };
+    QueryError::new(code, status, e.to_string())
+}
+
 /// Epoch milliseconds as an ISO 8601 UTC timestamp (`2026-12-01T22:43:58.123Z`).
 pub fn timestamp(ms: i64) -> String {
     let secs = ms.div_euclid(1000);

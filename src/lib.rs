@@ -5,8 +5,9 @@
 //! Layers, top to bottom (`docs/architecture.md` has the map; `tests/layering.rs`
 //! checks that no module uses one above it):
 //! - commands: [`admin`], [`maintenance`], [`server`] (process wiring, router);
-//! - faces: [`distribution`] (`/v2/`), [`ecr_api`] (ECR's JSON API), [`kms_api`],
-//!   [`ssm_api`] (SSM's GetParameter(s), for the CDK's bootstrap version);
+//! - faces: [`distribution`] (`/v2/`), [`ecr_api`] (ECR's JSON API), [`kms_api`]
+//!   (KMS's JSON API), [`ssm_api`] (SSM's GetParameter(s), for the CDK's bootstrap
+//!   version), [`sts_api`] (STS's Query API: GetCallerIdentity);
 //! - [`app`] (what handlers extract) and [`jobs::worker`] (runs background jobs);
 //! - services: [`lifecycle`], [`gc`], [`scanning`], [`registry`] (the registry's rules), [`auth`];
 //! - [`jobs`]: the job vocabulary any service enqueues; [`parameters`]: the SSM
@@ -46,3 +47,4 @@ pub mod sigv4;
 pub mod ssm_api;
 pub mod stacks;
 pub mod storage;
+pub mod sts_api;

@@ -275,6 +275,22 @@ pub fn is_access_key_id(id: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
+/// The service a request's credential scope names (`…/region/SERVICE/aws4_request`
+/// in the `Authorization` header's `Credential=`), for routing a request to the
+/// API it is signed for. Nothing is verified here: [`parse`] and
+/// [`check_envelope`] still decide whether the request is well signed.
+#[must_use]
+pub fn scope_service(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let credential = value
+        .split([',', ' '])
+        .find_map(|part| part.trim().strip_prefix("Credential="))?;
+    let mut elements = credential.rsplit('/');
+    let terminator = elements.next()?;
+    let service = elements.next()?;
+    (terminator == TERMINATOR).then_some(service)
+}
+
 /// `AKID/yyyymmdd/region/service/aws4_request`.
 fn parse_credential(credential: &str) -> Result<Credential, SigV4Error> {
     let elements: Vec<&str> = credential.split('/').collect();
@@ -2041,5 +2057,21 @@ mod tests {
         ] {
             assert_eq!(canonical_query(query), want, "{query:?}");
         }
+    }
+
+    #[test]
+    fn the_scope_names_the_service_a_request_is_for() {
+        let auth = |v: &str| header_map(&[("authorization", v)]);
+        let signed = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/sts/aws4_request, SignedHeaders=host;x-amz-date, Signature=00";
+        assert_eq!(scope_service(&auth(signed)), Some("sts"));
+        let tight = signed.replace(", ", ",");
+        assert_eq!(scope_service(&auth(&tight)), Some("sts"));
+        let ecr = signed.replace("/sts/", "/ecr/");
+        assert_eq!(scope_service(&auth(&ecr)), Some("ecr"));
+        // No header, no Credential, or not a SigV4 scope: no service.
+        assert_eq!(scope_service(&HeaderMap::new()), None);
+        assert_eq!(scope_service(&auth("AWS4-HMAC-SHA256 Signature=00")), None);
+        let unterminated = signed.replace("/aws4_request", "/aws5_request");
+        assert_eq!(scope_service(&auth(&unterminated)), None);
     }
 }

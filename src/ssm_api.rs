@@ -16,8 +16,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::app::AppState;
-use crate::auth::Caller;
+use crate::app::{AppState, IntakeError};
+use crate::auth::{AuthError, Caller};
+use crate::http::BodyError;
 use crate::parameters::{self, Parameter};
 
 pub const TARGET_PREFIX: &str = "AmazonSSM.";
@@ -77,23 +78,90 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
     }
 }
 
+/// A request not taken in ([`AppState::take_signed`]), in SSM's words.
+fn intake_error(state: &AppState, e: IntakeError) -> SsmApiError {
+    let (limit, error) = match e {
+        IntakeError::Auth(AuthError::SigV4(s)) => {
+            return SsmApiError::new(s.aws_error_name(), s.http_status(), s.to_string());
+        }
+        IntakeError::Auth(AuthError::Meta(m)) => {
+            tracing::error!(error = %m, "metadata error in the SSM API");
+            let status = match m {
+                crate::registry::MetaError::Unavailable(_) => 503,
+                _ => 500,
+            };
+            return SsmApiError::new("InternalServerError", status, "An internal error occurred.");
+        }
+        IntakeError::Auth(_) => {
+            return SsmApiError::new(
+                "UnrecognizedClientException",
+                400,
+                "The security token included in the request is invalid.",
+            );
+        }
+        IntakeError::Declared { .. } | IntakeError::Body(BodyError::TooLarge(_)) => (
+            "body_size",
+            SsmApiError::new(
+                "RequestEntityTooLargeException",
+                413,
+                format!("The request body is larger than {BODY_CAP} bytes"),
+            ),
+        ),
+        IntakeError::Body(BodyError::TimedOut(_)) => (
+            "api_body_timeout",
+            SsmApiError::new(
+                "RequestTimeoutException",
+                408,
+                "The request body did not arrive in time",
+            ),
+        ),
+        IntakeError::Budget(b) => (
+            "body_memory",
+            SsmApiError::new("ThrottlingException", 400, format!("Rate exceeded: {b}")),
+        ),
+        IntakeError::Body(b @ BodyError::Broken(_)) => {
+            return SsmApiError::new("SerializationException", 400, b.to_string());
+        }
+    };
+    state.metrics.limited(limit);
+    error
+}
+
 async fn handle(state: &AppState, req: Request) -> Result<Value, SsmApiError> {
-    let r = state
-        .accept_json_request(req, "ssm", TARGET_PREFIX, BODY_CAP)
+    let (parts, body) = req.into_parts();
+    let op = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+        .unwrap_or_default()
+        .to_string();
+    let signed = state
+        .take_signed(&parts, axum::body::Body::new(body), "ssm", BODY_CAP)
         .await
-        .map_err(|e| {
-            let (name, status, message) = e.exception("InternalServerError");
-            SsmApiError::new(name, status, message)
-        })?;
-    let (op, input) = (r.op.as_str(), &r.input);
+        .map_err(|e| intake_error(state, e))?;
+    let input = if signed.body.is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_slice(&signed.body) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                return Err(SsmApiError::new(
+                    "SerializationException",
+                    400,
+                    "the request body must be a JSON object",
+                ));
+            }
+        }
+    };
     let ctx = Ctx {
         state,
-        caller: &r.caller,
-        source_ip: r.source_ip,
+        caller: &signed.caller,
+        source_ip: crate::http::client_ip(&parts),
     };
-    match op {
-        "GetParameter" => get_parameter(&ctx, input),
-        "GetParameters" => get_parameters(&ctx, input),
+    match op.as_str() {
+        "GetParameter" => get_parameter(&ctx, &input),
+        "GetParameters" => get_parameters(&ctx, &input),
         _ => Err(SsmApiError::new(
             "UnknownOperationException",
             400,

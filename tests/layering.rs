@@ -43,6 +43,7 @@ const RANKS: &[(&str, u32)] = &[
     ("ecr_api", 7),
     ("kms_api", 7),
     ("ssm_api", 7),
+    ("sts_api", 7),
     // A face over a face: CloudFormation's resource providers call the ECR
     // API in process, as the caller (a stack does what its caller could).
     ("cloudformation_api", 8),
@@ -60,6 +61,7 @@ const FACES: &[&str] = &[
     "ecr_api",
     "kms_api",
     "ssm_api",
+    "sts_api",
     "cloudformation_api",
 ];
 const STORES: &[&str] = &["metadata", "storage"];

@@ -394,22 +394,6 @@ impl Access {
         Ok(pending.caller)
     }
 
-    /// [`Access::finish_sigv4`] for a request's parts.
-    pub fn finish_sigv4_request(
-        &self,
-        pending: PendingSigV4,
-        parts: &axum::http::request::Parts,
-        body: &[u8],
-    ) -> Result<Arc<Caller>, AuthError> {
-        self.finish_sigv4(
-            pending,
-            parts.method.as_str(),
-            &parts.uri,
-            &parts.headers,
-            body,
-        )
-    }
-
     /// A registry token for `caller`, and its expiry (epoch seconds).
     pub fn issue_token(&self, caller: &Caller) -> (String, i64) {
         self.issue_token_for(caller, TOKEN_LIFETIME_SECS)

@@ -19,7 +19,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use crate::app::AppState;
-use crate::auth::{AuthError, Caller};
+use crate::auth::Caller;
 use crate::aws_query::{Params, QueryError};
 use crate::stacks::{ApiFault, Provisioner, StackError};
 
@@ -29,14 +29,11 @@ pub const XMLNS: &str = "http://cloudformation.amazonaws.com/doc/2010-05-15/";
 /// up to three), with parameters and tags.
 const BODY_CAP: usize = 256 << 10;
 
-/// The operation label for metrics.
-#[derive(Clone, Copy, Debug)]
-pub struct OperationLabel(pub &'static str);
+pub use crate::http::OperationLabel;
 
 impl From<StackError> for QueryError {
     fn from(e: StackError) -> QueryError {
         let message = e.to_string();
-        let e_outage = e.is_outage();
         match e {
             StackError::Validation(_) | StackError::InProgress(_) => {
                 QueryError::validation(message)
@@ -46,11 +43,7 @@ impl From<StackError> for QueryError {
             StackError::InvalidChangeSetStatus(_) => {
                 QueryError::new("InvalidChangeSetStatus", 400, message)
             }
-            StackError::Meta(m) => {
-                tracing::error!(error = %m, "metadata error in the CloudFormation API");
-                let status = if e_outage { 503 } else { 500 };
-                QueryError::new("InternalFailure", status, "An internal error occurred.")
-            }
+            StackError::Meta(m) => crate::sts_api::meta_error(m),
         }
     }
 }
@@ -151,25 +144,6 @@ impl Provisioner for EcrProvisioner {
     }
 }
 
-fn auth_error(e: AuthError) -> QueryError {
-    match e {
-        AuthError::SigV4(s) => {
-            let code = match s.aws_error_name() {
-                "UnrecognizedClientException" => "InvalidClientTokenId",
-                "InvalidSignatureException" => "SignatureDoesNotMatch",
-                other => other,
-            };
-            QueryError::new(code, s.http_status(), s.to_string())
-        }
-        AuthError::Meta(m) => QueryError::from(StackError::Meta(m)),
-        _ => QueryError::new(
-            "InvalidClientTokenId",
-            403,
-            "The security token included in the request is invalid.",
-        ),
-    }
-}
-
 /// Entry point for `POST /` with a request signed for `cloudformation`.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let request_id = req
@@ -193,27 +167,16 @@ async fn handle(
     label: &mut &'static str,
 ) -> Result<Response, QueryError> {
     let (parts, body) = req.into_parts();
-    let pending = state
-        .access
-        .begin_sigv4_for(&parts.headers, "cloudformation")
+    let signed = state
+        .take_signed(
+            &parts,
+            axum::body::Body::new(body),
+            "cloudformation",
+            BODY_CAP,
+        )
         .await
-        .map_err(auth_error)?;
-    let body = crate::http::read_capped(
-        axum::body::Body::new(body),
-        BODY_CAP,
-        state.http.api_body_timeout,
-    )
-    .await
-    .map_err(|e| match e {
-        crate::http::BodyRefused::TooLarge(_) => {
-            QueryError::new("RequestEntityTooLarge", 413, e.to_string())
-        }
-        crate::http::BodyRefused::Timeout => QueryError::new("RequestTimeout", 408, e.to_string()),
-    })?;
-    let caller = state
-        .access
-        .finish_sigv4_request(pending, &parts, &body)
-        .map_err(auth_error)?;
+        .map_err(|e| crate::sts_api::intake_error(state, e))?;
+    let (caller, body) = (signed.caller, signed.body);
     let params = Params::parse(&body);
     drop(body);
     let action = params.get("Action").unwrap_or_default().to_string();

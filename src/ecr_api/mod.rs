@@ -9,8 +9,10 @@
 //! - images (ListImages, DescribeImages, BatchGetImage, BatchDeleteImage, PutImage): [`images`]
 //! - layers (BatchCheckLayerAvailability, Initiate/UploadLayerPart/Complete, GetDownloadUrlForLayer): [`layers`]
 //! - scanning (configuration, StartImageScan, DescribeImageScanFindings): [`scanning`]
+//! - GetAccountSetting, PutAccountSetting: [`account_settings`]
 //! - GetAuthorizationToken: here.
 
+mod account_settings;
 mod error;
 mod images;
 mod input;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
@@ -37,10 +39,9 @@ use crate::registry::RepoId;
 
 const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
 
-/// The metrics label of an ECR call (`ecr:<Operation>`, or `ecr_api` for an
-/// unknown one), put on the response for the request counter.
-#[derive(Clone, Copy, Debug)]
-pub struct OperationLabel(pub &'static str);
+/// The metrics label of an ECR call: `ecr:<Operation>`, or `ecr_api` for an
+/// unknown one.
+pub use crate::http::OperationLabel;
 
 /// Largest request body each operation may send. The model's own limits set
 /// them: an UploadLayerPart carries at most 20 MiB, base64-encoded (×4/3); a
@@ -247,68 +248,55 @@ fn auth_error(e: AuthError) -> EcrError {
     }
 }
 
-/// Read a request body of at most `cap` bytes within `deadline`, into a
-/// buffer sized once from `Content-Length`.
-async fn read_body(
-    body: Body,
-    declared: Option<usize>,
-    cap: usize,
-    deadline: std::time::Duration,
-    op: &str,
-) -> Result<Vec<u8>, EcrError> {
-    use http_body_util::BodyExt;
-    let too_large = || {
-        EcrError::new(
+/// A request not taken in ([`AppState::take_signed`]), in ECR's words.
+fn intake_error(e: crate::app::IntakeError, op: &str) -> EcrError {
+    use crate::app::IntakeError;
+    use crate::http::BodyError;
+    match e {
+        IntakeError::Auth(a) => auth_error(a),
+        IntakeError::Declared { declared, cap } => EcrError::new(
+            "RequestEntityTooLargeException",
+            413,
+            format!("The request body is {declared} bytes; {op} accepts at most {cap}"),
+        )
+        .limited("body_size"),
+        IntakeError::Budget(b) => {
+            EcrError::new("ThrottlingException", 400, format!("Rate exceeded: {b}"))
+                .limited("body_memory")
+        }
+        IntakeError::Body(BodyError::TooLarge(cap)) => EcrError::new(
             "RequestEntityTooLargeException",
             413,
             format!("The request body is larger than {cap} bytes, the most {op} accepts"),
         )
-        .limited("body_size")
-    };
-    let read = async {
-        let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(cap));
-        let mut body = body;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                EcrError::serialization(format!("the request body could not be read: {e}"))
-            })?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > cap {
-                    return Err(too_large());
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(buf)
-    };
-    match tokio::time::timeout(deadline, read).await {
-        Ok(r) => r,
-        Err(_) => Err(EcrError::new(
+        .limited("body_size"),
+        IntakeError::Body(BodyError::TimedOut(d)) => EcrError::new(
             "RequestTimeoutException",
             408,
-            format!("The request body did not arrive within {deadline:?}"),
+            format!("The request body did not arrive within {d:?}"),
         )
-        .limited("api_body_timeout")),
+        .limited("api_body_timeout"),
+        IntakeError::Body(b @ BodyError::Broken(_)) => EcrError::serialization(b.to_string()),
     }
 }
 
 async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
     let (parts, body) = req.into_parts();
-    // Authentication first, before a byte of the body is read: the
-    // Authorization header must be well-formed, signed for this region and
-    // service, with X-Amz-Target signed, by an active key.
-    let pending = state
-        .access
-        .begin_sigv4(&parts.headers)
-        .await
-        .map_err(auth_error)?;
-    let Some(op) = parts
+    let op = parts
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .and_then(|t| t.strip_prefix(TARGET_PREFIX))
-        .map(str::to_string)
-    else {
+        .map(str::to_string);
+    // Authentication first, before a byte of the body is read: the
+    // Authorization header must be well-formed, signed for this region and
+    // service, with X-Amz-Target signed, by an active key.
+    let Some(op) = op else {
+        state
+            .access
+            .begin_sigv4(&parts.headers)
+            .await
+            .map_err(auth_error)?;
         return Err(EcrError::new(
             "UnknownOperationException",
             400,
@@ -316,44 +304,11 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
         ));
     };
     let cap = body_cap(&op, state.registry.limits.max_manifest_bytes);
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    if declared.is_some_and(|n| n > cap) {
-        return Err(EcrError::new(
-            "RequestEntityTooLargeException",
-            413,
-            format!(
-                "The request body is {} bytes; {op} accepts at most {cap}",
-                declared.unwrap_or(0)
-            ),
-        )
-        .limited("body_size"));
-    }
-    let client_ip = crate::http::client_ip(&parts)
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    let _reservation = state
-        .body_budget
-        .reserve(client_ip, declared.unwrap_or(cap))
+    let signed = state
+        .take_signed(&parts, Body::new(body), "ecr", cap)
         .await
-        .map_err(|e| {
-            EcrError::new("ThrottlingException", 400, format!("Rate exceeded: {e}"))
-                .limited("body_memory")
-        })?;
-    let body = read_body(
-        Body::new(body),
-        declared,
-        cap,
-        state.http.api_body_timeout,
-        &op,
-    )
-    .await?;
-    let caller = state
-        .access
-        .finish_sigv4_request(pending, &parts, &body)
-        .map_err(auth_error)?;
+        .map_err(|e| intake_error(e, &op))?;
+    let (caller, body) = (signed.caller, signed.body);
     // The body is given up as soon as it is parsed. An UploadLayerPart's
     // part (up to 27 MiB of base64) is decoded where it lies in the body's
     // buffer, so the request holds no more than the body it reserved.
@@ -428,6 +383,8 @@ async fn operation(
         "GetRegistryPolicy" => repositories::get_registry_policy(ctx, input).await,
         "DeleteRegistryPolicy" => repositories::delete_registry_policy(ctx, input).await,
         "DescribeRegistry" => repositories::describe_registry(ctx, input).await,
+        "GetAccountSetting" => account_settings::get_account_setting(ctx, input).await,
+        "PutAccountSetting" => account_settings::put_account_setting(ctx, input).await,
         "ListImages" => images::list_images(ctx, input).await,
         "DescribeImages" => images::describe_images(ctx, input).await,
         "BatchGetImage" => images::batch_get_image(ctx, input).await,

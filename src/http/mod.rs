@@ -35,6 +35,59 @@ pub fn aws_json(
     r
 }
 
+/// The metrics label of an API call (`ecr:DescribeImages`, `kms:Encrypt`,
+/// `sts:GetCallerIdentity`, or the face's own name for an operation it does
+/// not know), put on the response by the face for the request counter.
+#[derive(Clone, Copy, Debug)]
+pub struct OperationLabel(pub &'static str);
+
+/// Why a request body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the request body did not arrive within {0:?}")]
+    TimedOut(std::time::Duration),
+    #[error("the request body could not be read: {0}")]
+    Broken(String),
+}
+
+/// The `Content-Length` a request declares, if any.
+pub fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+}
+
+/// Read a request body of at most `cap` bytes within `deadline`, into a
+/// buffer sized once from the declared length (`declared`, itself capped).
+pub async fn read_body(
+    body: axum::body::Body,
+    declared: Option<usize>,
+    cap: usize,
+    deadline: std::time::Duration,
+) -> Result<Vec<u8>, BodyError> {
+    use http_body_util::BodyExt;
+    let read = async {
+        let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(cap));
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BodyError::Broken(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > cap {
+                    return Err(BodyError::TooLarge(cap));
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf)
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or(Err(BodyError::TimedOut(deadline)))
+}
+
 /// The host a request was sent to: its `Host` header, or over HTTP/2 (where
 /// clients send `:authority` and no `Host`) the authority of its URI.
 pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
@@ -109,39 +162,5 @@ mod tests {
         assert_eq!(RequestId::for_request(&h).0.len(), 36);
         h.insert(REQUEST_ID_HEADER, "x".repeat(65).parse().unwrap());
         assert_eq!(RequestId::for_request(&h).0.len(), 36);
-    }
-}
-
-/// Why a request body read whole was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyRefused {
-    /// Larger than the cap, or it could not be read.
-    TooLarge(usize),
-    /// It did not arrive within the deadline.
-    Timeout,
-}
-
-impl std::fmt::Display for BodyRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BodyRefused::TooLarge(cap) => write!(
-                f,
-                "The request body could not be read, or is larger than {cap} bytes"
-            ),
-            BodyRefused::Timeout => f.write_str("The request body did not arrive in time"),
-        }
-    }
-}
-
-/// Read a small API request body whole: at most `cap` bytes, within `deadline`.
-pub async fn read_capped(
-    body: axum::body::Body,
-    cap: usize,
-    deadline: std::time::Duration,
-) -> Result<bytes::Bytes, BodyRefused> {
-    match tokio::time::timeout(deadline, axum::body::to_bytes(body, cap)).await {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(_)) => Err(BodyRefused::TooLarge(cap)),
-        Err(_) => Err(BodyRefused::Timeout),
     }
 }

@@ -13,10 +13,11 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use crate::app::AppState;
-use crate::auth::Caller;
+use crate::app::{AppState, IntakeError};
+use crate::auth::{AuthError, Caller};
+use crate::http::BodyError;
 use crate::kms::KmsError;
 
 pub const TARGET_PREFIX: &str = "TrentService.";
@@ -137,9 +138,8 @@ impl Ctx<'_> {
     }
 }
 
-/// The operation label for metrics.
-#[derive(Clone, Copy, Debug)]
-pub struct OperationLabel(pub &'static str);
+/// The operation label for metrics: `kms:<Operation>`, or `kms_api`.
+pub use crate::http::OperationLabel;
 
 /// Entry point for `POST /` with a `TrentService.*` target.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
@@ -168,18 +168,83 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
     resp
 }
 
+fn auth_error(e: AuthError) -> KmsApiError {
+    match e {
+        AuthError::SigV4(s) => KmsApiError::new(s.aws_error_name(), s.http_status(), s.to_string()),
+        AuthError::Meta(m) => KmsApiError::from(KmsError::Meta(m)),
+        _ => KmsApiError::new(
+            "UnrecognizedClientException",
+            400,
+            "The security token included in the request is invalid.",
+        ),
+    }
+}
+
+/// A request not taken in ([`AppState::take_signed`]), in KMS's words.
+fn intake_error(state: &AppState, e: IntakeError) -> KmsApiError {
+    let (limit, error) = match e {
+        IntakeError::Auth(a) => return auth_error(a),
+        IntakeError::Declared { .. } | IntakeError::Body(BodyError::TooLarge(_)) => (
+            "body_size",
+            KmsApiError::new(
+                "RequestEntityTooLargeException",
+                413,
+                format!("The request body is larger than {BODY_CAP} bytes"),
+            ),
+        ),
+        IntakeError::Body(BodyError::TimedOut(_)) => (
+            "api_body_timeout",
+            KmsApiError::new(
+                "RequestTimeoutException",
+                408,
+                "The request body did not arrive in time",
+            ),
+        ),
+        IntakeError::Budget(b) => (
+            "body_memory",
+            KmsApiError::new("ThrottlingException", 400, format!("Rate exceeded: {b}")),
+        ),
+        IntakeError::Body(b @ BodyError::Broken(_)) => {
+            return KmsApiError::new("SerializationException", 400, b.to_string());
+        }
+    };
+    state.metrics.limited(limit);
+    error
+}
+
 async fn handle(state: &AppState, req: Request) -> Result<Value, KmsApiError> {
-    let r = state
-        .accept_json_request(req, "kms", TARGET_PREFIX, BODY_CAP)
+    let (parts, body) = req.into_parts();
+    let op = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+        .map(str::to_string)
+        .unwrap_or_default();
+    let signed = state
+        .take_signed(&parts, axum::body::Body::new(body), "kms", BODY_CAP)
         .await
-        .map_err(|e| {
-            let (name, status, message) = e.exception("KMSInternalException");
-            KmsApiError::new(name, status, message)
-        })?;
+        .map_err(|e| intake_error(state, e))?;
+    let (caller, body) = (signed.caller, signed.body);
+    let input: Map<String, Value> = if body.is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                return Err(KmsApiError::new(
+                    "SerializationException",
+                    400,
+                    "the request body must be a JSON object",
+                ));
+            }
+        }
+    };
+    drop(body);
     let ctx = Ctx {
         state,
-        caller: &r.caller,
-        source_ip: r.source_ip,
+        caller: &caller,
+        source_ip: crate::http::client_ip(&parts),
     };
-    ops::run(&ctx, &r.op, &ops::Input(r.input)).await
+    ops::run(&ctx, &op, &ops::Input(input)).await
 }

@@ -1,6 +1,6 @@
 //! Queries about repositories as resources: their settings (tag mutability,
-//! scanning, encryption), resource tags, repository policies and the
-//! registry policy.
+//! scanning, encryption), resource tags, repository policies, and the
+//! registry's own: its policy and its account settings.
 
 use sqlx::Row;
 
@@ -353,5 +353,31 @@ impl MetadataStore {
         }
         tx.commit().await?;
         Ok(existed)
+    }
+
+    /// The value `registry` put for account setting `name`, if it put one.
+    pub async fn account_setting(&self, registry: &str, name: &str) -> Result<Option<String>> {
+        let row =
+            sqlx::query("SELECT value FROM account_settings WHERE registry_id = $1 AND name = $2")
+                .bind(registry)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Store `registry`'s value of account setting `name`.
+    pub async fn put_account_setting(&self, registry: &str, name: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO account_settings (registry_id, name, value, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (registry_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(registry)
+        .bind(name)
+        .bind(value)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

@@ -451,6 +451,19 @@ const MIGRATIONS: &[&[&str]] = &[
         UNIQUE (stack_id, name)
     )",
     ],
+    &[
+        // ---- migration 12: ECR account settings (metadata/repositories.rs) --------
+        // The value of each account setting a registry has put
+        // (PutAccountSetting); one never put has the default the service
+        // answers (registry/account_settings.rs).
+        "CREATE TABLE account_settings (
+        registry_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (registry_id, name)
+    )",
+    ],
 ];
 
 fn render(stmt: &str, dialect: Dialect) -> String {

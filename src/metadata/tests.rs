@@ -1091,7 +1091,41 @@ crate::metadata::testing::on_both_engines!(
     one_writer_per_upload_across_nodes,
     jobs_are_leased_to_one_node_retried_and_rescheduled,
     concurrent_claims_hand_each_job_to_one_node,
+    account_settings_are_kept_per_registry,
 );
+
+/// An account setting is kept per registry and name; a second put replaces
+/// the value, and survives reopening the store.
+async fn account_settings_are_kept_per_registry(engine: Engine) {
+    let (dir, s) = store(engine).await;
+    let other = "222222222222";
+    assert_eq!(s.account_setting(A, "BLOB_MOUNTING").await.unwrap(), None);
+    s.put_account_setting(A, "BLOB_MOUNTING", "DISABLED")
+        .await
+        .unwrap();
+    s.put_account_setting(A, "REGISTRY_POLICY_SCOPE", "V2")
+        .await
+        .unwrap();
+    s.put_account_setting(other, "BLOB_MOUNTING", "ENABLED")
+        .await
+        .unwrap();
+    s.put_account_setting(A, "BLOB_MOUNTING", "ENABLED")
+        .await
+        .unwrap();
+    drop(s);
+    let s = dir.open().await;
+    let get = |r: &'static str, n: &'static str| {
+        let s = &s;
+        async move { s.account_setting(r, n).await.unwrap() }
+    };
+    assert_eq!(get(A, "BLOB_MOUNTING").await.as_deref(), Some("ENABLED"));
+    assert_eq!(get(A, "REGISTRY_POLICY_SCOPE").await.as_deref(), Some("V2"));
+    assert_eq!(
+        get(other, "BLOB_MOUNTING").await.as_deref(),
+        Some("ENABLED")
+    );
+    assert_eq!(get(other, "REGISTRY_POLICY_SCOPE").await, None);
+}
 
 /// The writer's lease: one request appends to a session at a time, a lease
 /// left behind by a dead node expires and marks the session contended, and a

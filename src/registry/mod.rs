@@ -7,6 +7,7 @@
 //! It owns no state of its own: everything lives in the [`MetadataStore`] and
 //! the [`BlobStore`], so any number of nodes can serve the same registry.
 
+pub mod account_settings;
 mod catalog;
 pub mod manifest;
 pub mod scan_config;
@@ -367,10 +368,14 @@ impl Registry {
     /// Make a blob of repository `from` visible in `repo` without copying it.
     /// Returns false when `from` does not hold it (the caller then starts an upload).
     ///
-    /// As in ECR, a mount between repositories needs the same encryption
-    /// settings (type and key): otherwise it is refused and the client uploads.
+    /// As in ECR, a mount needs the registry's `BLOB_MOUNTING` setting on
+    /// (`account_settings`) and the same encryption settings (type and key)
+    /// in both repositories: otherwise it is refused and the client uploads.
     pub async fn mount_blob(&self, repo: &RepoId, from: &RepoId, digest: &Digest) -> Result<bool> {
         let target = self.writable_repository(repo).await?;
+        if !self.blob_mounting(&repo.registry).await? {
+            return Ok(false);
+        }
         let Some(source) = self.meta.get_repository(from.key()).await? else {
             return Ok(false);
         };

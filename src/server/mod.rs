@@ -2,7 +2,7 @@
 //! jobs and shuts down gracefully on SIGTERM or SIGINT.
 //!
 //! Routes: `/v2/` and everything below it go to `distribution::dispatch`;
-//! `POST /` to `ecr_api::dispatch`; `/healthz` and `/metrics` are answered
+//! `POST /` to the ECR, KMS, SSM, STS or CloudFormation face (`api_face` picks by the headers); `/healthz` and `/metrics` are answered
 //! here. A middleware gives every request its id (in its log lines and its
 //! response) and counts it by route, method and status.
 //!
@@ -243,41 +243,61 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The SigV4 service a request is signed for (`Credential=KEY/DATE/REGION/SERVICE/aws4_request`).
-fn signed_service(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let cred = auth.split("Credential=").nth(1)?;
-    cred.split(['/', ',']).nth(3)
+/// The API a `POST /` is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ApiFace {
+    Ecr,
+    Kms,
+    Ssm,
+    Sts,
+    CloudFormation,
 }
 
-/// `POST /`: the KMS API (`X-Amz-Target: TrentService.*`), the SSM API
-/// (`AmazonSSM.*`), the CloudFormation API (form-encoded, signed for
-/// `cloudformation`) or the ECR API.
-async fn api_dispatch(state: State<Arc<AppState>>, req: axum::extract::Request) -> Response {
-    let target = req
-        .headers()
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let (kms, ssm) = (
-        target.starts_with(crate::kms_api::TARGET_PREFIX),
-        target.starts_with(crate::ssm_api::TARGET_PREFIX),
-    );
-    if kms {
-        return crate::kms_api::dispatch(state, req).await;
+/// Which face answers a `POST /`, from its headers alone (the body is the
+/// face's to read, within its own limits): an AWS JSON request by the prefix
+/// of its `X-Amz-Target`, a Query-protocol request (form-encoded) by the
+/// service its SigV4 credential scope names. Anything else goes to the ECR
+/// API, which answers it with the errors an ECR client expects.
+fn api_face(headers: &axum::http::HeaderMap) -> ApiFace {
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        return match target {
+            t if t.starts_with(crate::kms_api::TARGET_PREFIX) => ApiFace::Kms,
+            t if t.starts_with(crate::ssm_api::TARGET_PREFIX) => ApiFace::Ssm,
+            _ => ApiFace::Ecr,
+        };
     }
-    if ssm {
-        return crate::ssm_api::dispatch(state, req).await;
+    if is_form_encoded(headers) {
+        return match crate::sigv4::scope_service(headers) {
+            Some(crate::sts_api::SERVICE) => ApiFace::Sts,
+            Some("cloudformation") => ApiFace::CloudFormation,
+            _ => ApiFace::Ecr,
+        };
     }
-    let form = req
-        .headers()
+    ApiFace::Ecr
+}
+
+/// Whether a request's body is `application/x-www-form-urlencoded` (the
+/// Query protocol's), whatever its parameters (`; charset=utf-8`).
+fn is_form_encoded(headers: &axum::http::HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
-    if form && signed_service(req.headers()) == Some("cloudformation") {
-        return crate::cloudformation_api::dispatch(state, req).await;
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// `POST /`: the face [`api_face`] picks.
+async fn api_dispatch(state: State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    match api_face(req.headers()) {
+        ApiFace::Ecr => crate::ecr_api::dispatch(state, req).await,
+        ApiFace::Kms => crate::kms_api::dispatch(state, req).await,
+        ApiFace::Ssm => crate::ssm_api::dispatch(state, req).await,
+        ApiFace::Sts => crate::sts_api::dispatch(state, req).await,
+        ApiFace::CloudFormation => crate::cloudformation_api::dispatch(state, req).await,
     }
-    crate::ecr_api::dispatch(state, req).await
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -322,22 +342,11 @@ async fn observe_requests(
     // request id); a span's level only decides whether it is recorded.
     let span = tracing::error_span!("request", id = %id.0, method, route);
     let mut resp = next.run(req).instrument(span.clone()).await;
-    // An ECR call is labelled with its operation (set by the ECR face).
+    // An API call is labelled with its operation (set by its face).
     let route = resp
         .extensions()
-        .get::<crate::ecr_api::OperationLabel>()
-        .map(|op| op.0)
-        .or_else(|| {
-            resp.extensions()
-                .get::<crate::kms_api::OperationLabel>()
-                .map(|op| op.0)
-        })
-        .or_else(|| {
-            resp.extensions()
-                .get::<crate::cloudformation_api::OperationLabel>()
-                .map(|op| op.0)
-        })
-        .unwrap_or(route);
+        .get::<crate::http::OperationLabel>()
+        .map_or(route, |op| op.0);
     let status = resp.status().as_u16();
     let elapsed = start.elapsed();
     span.in_scope(|| {
@@ -586,4 +595,101 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> axum::http::HeaderMap {
+        let mut h = axum::http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn signed_for(service: &str) -> String {
+        format!(
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/{service}/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=00"
+        )
+    }
+
+    #[test]
+    fn post_requests_go_to_the_face_their_headers_name() {
+        let form = "application/x-www-form-urlencoded; charset=utf-8";
+        let json = "application/x-amz-json-1.1";
+        for (pairs, face) in [
+            (
+                vec![
+                    ("content-type", json),
+                    (
+                        "x-amz-target",
+                        "AmazonEC2ContainerRegistry_V20150921.ListImages",
+                    ),
+                ],
+                ApiFace::Ecr,
+            ),
+            (
+                vec![
+                    ("content-type", json),
+                    ("x-amz-target", "TrentService.Encrypt"),
+                ],
+                ApiFace::Kms,
+            ),
+            (
+                vec![
+                    ("content-type", json),
+                    ("x-amz-target", "AmazonSSM.GetParameter"),
+                ],
+                ApiFace::Ssm,
+            ),
+            (
+                vec![
+                    ("content-type", form),
+                    ("authorization", signed_for("sts").as_str()),
+                ],
+                ApiFace::Sts,
+            ),
+            (
+                vec![
+                    ("content-type", "Application/X-WWW-Form-URLEncoded"),
+                    ("authorization", signed_for("sts").as_str()),
+                ],
+                ApiFace::Sts,
+            ),
+            // A target wins over the scope; a JSON body is never a Query request.
+            (
+                vec![
+                    ("content-type", form),
+                    ("x-amz-target", "TrentService.Encrypt"),
+                    ("authorization", signed_for("sts").as_str()),
+                ],
+                ApiFace::Kms,
+            ),
+            (
+                vec![
+                    ("content-type", json),
+                    ("authorization", signed_for("sts").as_str()),
+                ],
+                ApiFace::Ecr,
+            ),
+            // A form for a service Berth does not answer, or unsigned: the ECR
+            // face refuses it (wrong scope, or no signature).
+            (
+                vec![
+                    ("content-type", form),
+                    ("authorization", signed_for("sqs").as_str()),
+                ],
+                ApiFace::Ecr,
+            ),
+            (vec![("content-type", form)], ApiFace::Ecr),
+            (vec![], ApiFace::Ecr),
+        ] {
+            assert_eq!(api_face(&headers(&pairs)), face, "{pairs:?}");
+        }
+    }
 }

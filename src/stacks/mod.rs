@@ -105,13 +105,6 @@ pub enum StackError {
     Meta(#[from] MetaError),
 }
 
-impl StackError {
-    /// The metadata store is unreachable (a 503, worth retrying).
-    pub fn is_outage(&self) -> bool {
-        matches!(self, StackError::Meta(MetaError::Unavailable(_)))
-    }
-}
-
 impl From<template::TemplateError> for StackError {
     fn from(e: template::TemplateError) -> StackError {
         StackError::Validation(e.0)

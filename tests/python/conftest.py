@@ -71,6 +71,25 @@ def fresh_postgres_database():
     return server.rsplit("/", 1)[0] + "/" + name
 
 
+def aws_cli(endpoint, *args, faketime=None, key_id=ROOT_KEY_ID, secret=ROOT_SECRET, timeout=60):
+    """`aws ARGS --endpoint-url ENDPOINT --output json` signed with `key_id`
+    (nothing from the user's own AWS config or `AWS_*` variables), optionally
+    under `faketime -f FAKETIME`; the CompletedProcess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID=key_id,
+        AWS_SECRET_ACCESS_KEY=secret,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_PAGER="",
+    )
+    argv = ["aws", *args, "--endpoint-url", endpoint, "--output", "json"]
+    if faketime:
+        argv = ["faketime", "-f", faketime, *argv]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -201,26 +220,9 @@ class Berth:
             ),
         )
 
-    def aws(self, service, *args, key=ROOT_KEY_ID, secret=ROOT_SECRET, timeout=600):
-        """`aws <service> <args> --endpoint-url <this server> --output json`
-        with only the given key in its environment (no profile, no other
-        `AWS_*` variable); the CompletedProcess."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(
-            AWS_ACCESS_KEY_ID=key,
-            AWS_SECRET_ACCESS_KEY=secret,
-            AWS_DEFAULT_REGION=REGION,
-            AWS_CONFIG_FILE=os.devnull,
-            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-            AWS_PAGER="",
-        )
-        return subprocess.run(
-            ["aws", service, *args, "--endpoint-url", self.endpoint, "--output", "json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+    def aws(self, *args, **kw):
+        """The aws CLI against this server (see `aws_cli`)."""
+        return aws_cli(self.endpoint, *args, **kw)
 
     # ---- berth iam ---------------------------------------------------------
 

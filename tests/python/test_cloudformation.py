@@ -43,8 +43,9 @@ def unique(prefix):
 
 
 def aws(berth, *args, **kw):
-    """`aws cloudformation <args>` against the server; the CompletedProcess."""
-    return berth.aws("cloudformation", *args, **kw)
+    """`aws cloudformation <args>` against the server; the CompletedProcess
+    (`deploy` and the waiters poll: they may take a while)."""
+    return berth.aws("cloudformation", *args, **{"timeout": 600, **kw})
 
 
 def ok(out):
@@ -1573,7 +1574,7 @@ def test_a_caller_without_cloudformation_permissions_is_denied(berth, ecr):
         cfn_user.describe_stacks()
     assert code(e) == "AccessDenied" and "cloudformation:DescribeStacks" in message(e)
     _, _, key, secret = berth.user_key({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecr:*", "Resource": "*"}]})
-    failed(aws(berth, "list-stacks", key=key, secret=secret), "AccessDenied", "cloudformation:ListStacks")
+    failed(aws(berth, "list-stacks", key_id=key, secret=secret), "AccessDenied", "cloudformation:ListStacks")
 
 
 def test_the_stack_acts_as_its_caller(berth, cfn, ecr):

@@ -1935,7 +1935,7 @@ def test_registry_policy_round_trip(ecr):
 
 
 def aws(berth, *args, key=ROOT_KEY_ID, secret=ROOT_SECRET, tmp=None):
-    return berth.aws("ecr", *args, key=key, secret=secret, timeout=120)
+    return berth.aws("ecr", *args, key_id=key, secret=secret, timeout=120)
 
 
 def test_aws_cli(berth, ecr, name):

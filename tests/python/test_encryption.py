@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import types
 import uuid
 
@@ -19,7 +18,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from conftest import ACCOUNT, REGION, ROOT_KEY_ID, ROOT_SECRET, Berth
+from conftest import ACCOUNT, Berth, aws_cli
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -232,19 +231,7 @@ def test_mounts_need_the_same_encryption(berth, ecr, kms, name):
 def aws_at(endpoint, *args, faketime=None):
     """The aws CLI against `endpoint`, optionally under faketime (a server
     running days ahead refuses signatures made at the real time)."""
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID=ROOT_KEY_ID,
-        AWS_SECRET_ACCESS_KEY=ROOT_SECRET,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-        AWS_PAGER="",
-    )
-    argv = ["aws", *args, "--endpoint-url", endpoint, "--output", "json"]
-    if faketime:
-        argv = ["faketime", "-f", faketime, *argv]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    return aws_cli(endpoint, *args, faketime=faketime)
 
 
 def local_blobs(server, blobs):

@@ -20,7 +20,7 @@ import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import ACCOUNT, REGION, ROOT_KEY_ID, ROOT_SECRET, Berth, free_port
+from conftest import ACCOUNT, REGION, ROOT_KEY_ID, ROOT_SECRET, Berth, aws_cli, free_port
 
 
 def kms_client(berth, key_id=ROOT_KEY_ID, secret=ROOT_SECRET, validate=True):
@@ -33,17 +33,7 @@ def code(excinfo):
 
 def aws(berth, *args, faketime=None, endpoint=None):
     """`aws kms …` against the server; its JSON output (or the failed process)."""
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID=ROOT_KEY_ID,
-        AWS_SECRET_ACCESS_KEY=ROOT_SECRET,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_PAGER="",
-    )
-    argv = ["aws", "kms", *args, "--endpoint-url", endpoint or berth.endpoint, "--output", "json"]
-    if faketime:
-        argv = ["faketime", "-f", faketime, *argv]
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    out = aws_cli(endpoint or berth.endpoint, "kms", *args, faketime=faketime)
     if out.returncode != 0:
         return out
     return json.loads(out.stdout) if out.stdout.strip() else {}
