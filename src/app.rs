@@ -59,6 +59,54 @@ pub enum IntakeError {
     Body(#[from] BodyError),
 }
 
+/// How an AWS JSON 1.1 face (KMS, SSM) answers a request body it did not
+/// take in: the exception's name, HTTP status and message, and the limit it
+/// hit (for `berth_limited_total`), if any.
+pub struct JsonRefusal {
+    pub name: &'static str,
+    pub status: u16,
+    pub message: String,
+    pub limit: Option<&'static str>,
+}
+
+impl IntakeError {
+    /// The refusal of a body over `cap`, late, torn or without room in the
+    /// memory budget, in AWS JSON's words; an authentication failure is
+    /// handed back for the face to word.
+    pub fn json_refusal(self, cap: usize) -> Result<JsonRefusal, AuthError> {
+        let r = |name, status, message: String, limit| JsonRefusal {
+            name,
+            status,
+            message,
+            limit,
+        };
+        Ok(match self {
+            IntakeError::Auth(a) => return Err(a),
+            IntakeError::Declared { .. } | IntakeError::Body(BodyError::TooLarge(_)) => r(
+                "RequestEntityTooLargeException",
+                413,
+                format!("The request body is larger than {cap} bytes"),
+                Some("body_size"),
+            ),
+            IntakeError::Body(BodyError::TimedOut(_)) => r(
+                "RequestTimeoutException",
+                408,
+                "The request body did not arrive in time".into(),
+                Some("api_body_timeout"),
+            ),
+            IntakeError::Budget(b) => r(
+                "ThrottlingException",
+                400,
+                format!("Rate exceeded: {b}"),
+                Some("body_memory"),
+            ),
+            IntakeError::Body(b @ BodyError::Broken(_)) => {
+                r("SerializationException", 400, b.to_string(), None)
+            }
+        })
+    }
+}
+
 /// The account id when `host` starts with `<12 digits>.`, and the rest.
 fn split_account(host: &str) -> Option<(&str, &str)> {
     match host.split_once('.') {

@@ -18,7 +18,6 @@ use serde_json::{Map, Value, json};
 
 use crate::app::{AppState, IntakeError};
 use crate::auth::{AuthError, Caller};
-use crate::http::BodyError;
 use crate::parameters::{self, Parameter};
 
 pub const TARGET_PREFIX: &str = "AmazonSSM.";
@@ -80,51 +79,30 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
 
 /// A request not taken in ([`AppState::take_signed`]), in SSM's words.
 fn intake_error(state: &AppState, e: IntakeError) -> SsmApiError {
-    let (limit, error) = match e {
-        IntakeError::Auth(AuthError::SigV4(s)) => {
-            return SsmApiError::new(s.aws_error_name(), s.http_status(), s.to_string());
+    match e.json_refusal(BODY_CAP) {
+        Ok(r) => {
+            if let Some(limit) = r.limit {
+                state.metrics.limited(limit);
+            }
+            SsmApiError::new(r.name, r.status, r.message)
         }
-        IntakeError::Auth(AuthError::Meta(m)) => {
+        Err(AuthError::SigV4(s)) => {
+            SsmApiError::new(s.aws_error_name(), s.http_status(), s.to_string())
+        }
+        Err(AuthError::Meta(m)) => {
             tracing::error!(error = %m, "metadata error in the SSM API");
             let status = match m {
                 crate::registry::MetaError::Unavailable(_) => 503,
                 _ => 500,
             };
-            return SsmApiError::new("InternalServerError", status, "An internal error occurred.");
+            SsmApiError::new("InternalServerError", status, "An internal error occurred.")
         }
-        IntakeError::Auth(_) => {
-            return SsmApiError::new(
-                "UnrecognizedClientException",
-                400,
-                "The security token included in the request is invalid.",
-            );
-        }
-        IntakeError::Declared { .. } | IntakeError::Body(BodyError::TooLarge(_)) => (
-            "body_size",
-            SsmApiError::new(
-                "RequestEntityTooLargeException",
-                413,
-                format!("The request body is larger than {BODY_CAP} bytes"),
-            ),
+        Err(_) => SsmApiError::new(
+            "UnrecognizedClientException",
+            400,
+            "The security token included in the request is invalid.",
         ),
-        IntakeError::Body(BodyError::TimedOut(_)) => (
-            "api_body_timeout",
-            SsmApiError::new(
-                "RequestTimeoutException",
-                408,
-                "The request body did not arrive in time",
-            ),
-        ),
-        IntakeError::Budget(b) => (
-            "body_memory",
-            SsmApiError::new("ThrottlingException", 400, format!("Rate exceeded: {b}")),
-        ),
-        IntakeError::Body(b @ BodyError::Broken(_)) => {
-            return SsmApiError::new("SerializationException", 400, b.to_string());
-        }
-    };
-    state.metrics.limited(limit);
-    error
+    }
 }
 
 async fn handle(state: &AppState, req: Request) -> Result<Value, SsmApiError> {

@@ -17,7 +17,6 @@ use serde_json::{Map, Value, json};
 
 use crate::app::{AppState, IntakeError};
 use crate::auth::{AuthError, Caller};
-use crate::http::BodyError;
 use crate::kms::KmsError;
 
 pub const TARGET_PREFIX: &str = "TrentService.";
@@ -182,34 +181,15 @@ fn auth_error(e: AuthError) -> KmsApiError {
 
 /// A request not taken in ([`AppState::take_signed`]), in KMS's words.
 fn intake_error(state: &AppState, e: IntakeError) -> KmsApiError {
-    let (limit, error) = match e {
-        IntakeError::Auth(a) => return auth_error(a),
-        IntakeError::Declared { .. } | IntakeError::Body(BodyError::TooLarge(_)) => (
-            "body_size",
-            KmsApiError::new(
-                "RequestEntityTooLargeException",
-                413,
-                format!("The request body is larger than {BODY_CAP} bytes"),
-            ),
-        ),
-        IntakeError::Body(BodyError::TimedOut(_)) => (
-            "api_body_timeout",
-            KmsApiError::new(
-                "RequestTimeoutException",
-                408,
-                "The request body did not arrive in time",
-            ),
-        ),
-        IntakeError::Budget(b) => (
-            "body_memory",
-            KmsApiError::new("ThrottlingException", 400, format!("Rate exceeded: {b}")),
-        ),
-        IntakeError::Body(b @ BodyError::Broken(_)) => {
-            return KmsApiError::new("SerializationException", 400, b.to_string());
+    match e.json_refusal(BODY_CAP) {
+        Ok(r) => {
+            if let Some(limit) = r.limit {
+                state.metrics.limited(limit);
+            }
+            KmsApiError::new(r.name, r.status, r.message)
         }
-    };
-    state.metrics.limited(limit);
-    error
+        Err(a) => auth_error(a),
+    }
 }
 
 async fn handle(state: &AppState, req: Request) -> Result<Value, KmsApiError> {
