@@ -1645,3 +1645,32 @@ def test_stack_permissions_by_stack_arn(berth, cfn, ecr):
     delete(mine, ours)
     delete(cfn, theirs)
     assert repo(ecr, name) is None
+
+
+def test_ssm_typed_parameters_are_read_as_the_caller(berth, ecr, cdk_templates):
+    """Resolving an AWS::SSM::Parameter::Value<String> parameter reads the
+    parameter store as the caller: without ssm:GetParameters on the
+    parameter, the stack is refused; with it, the CDK template deploys."""
+    t = json.loads(cdk_templates["guide"].read_text())
+    name = unique("ssm-caller")
+    t["Resources"][repository_of(t)]["Properties"]["RepositoryName"] = name
+    base = [
+        {"Effect": "Allow", "Action": "cloudformation:*", "Resource": "*"},
+        {"Effect": "Allow", "Action": "ecr:*", "Resource": "*"},
+    ]
+    _, _, no_ssm = berth.user_with_policy({"Version": "2012-10-17", "Statement": base}, service="cloudformation")
+    stack = unique("ssm-caller")
+    with pytest.raises(ClientError) as e:
+        create(no_ssm, stack, t)
+    assert "ssm:GetParameters" in message(e)
+    assert "arn:aws:ssm:us-east-1:123456789012:parameter/cdk-bootstrap/hnb659fds/version" in message(e)
+    assert repo(ecr, name) is None
+    allowed = base + [
+        {"Effect": "Allow", "Action": "ssm:GetParameters", "Resource": f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/cdk-bootstrap/*"}
+    ]
+    _, _, with_ssm = berth.user_with_policy({"Version": "2012-10-17", "Statement": allowed}, service="cloudformation")
+    create(with_ssm, stack, t)
+    wait(with_ssm, "stack_create_complete", StackName=stack)
+    assert params(stack_of(with_ssm, stack))["BootstrapVersion"]["ResolvedValue"] == "32"
+    delete(with_ssm, stack)
+    ecr.delete_repository(repositoryName=name)
