@@ -5,16 +5,19 @@
 //! Layers, top to bottom (`docs/architecture.md` has the map; `tests/layering.rs`
 //! checks that no module uses one above it):
 //! - commands: [`admin`], [`maintenance`], [`server`] (process wiring, router);
+//! - a face over a face: [`cloudformation_api`] (CloudFormation's Query API,
+//!   whose resource providers call the ECR face in process as the caller);
 //! - faces: [`distribution`] (`/v2/`), [`ecr_api`] (ECR's JSON API), [`kms_api`]
 //!   (KMS's JSON API), [`ssm_api`] (SSM's GetParameter(s), for the CDK's bootstrap
 //!   version), [`sts_api`] (STS's Query API: GetCallerIdentity);
 //! - [`app`] (what handlers extract) and [`jobs::worker`] (runs background jobs);
-//! - services: [`lifecycle`], [`gc`], [`scanning`], [`registry`] (the registry's rules), [`auth`];
+//! - services: [`lifecycle`], [`gc`], [`scanning`], [`stacks`] (CloudFormation stacks),
+//!   [`registry`] (the registry's rules), [`auth`];
 //! - [`jobs`]: the job vocabulary any service enqueues; [`parameters`]: the SSM
 //!   parameters Berth answers;
 //! - state: [`metadata`] (SQL) and [`storage`] (blob bytes);
-//! - values and plumbing: [`iam`], [`http`], [`reference`], [`sigv4`], [`digest`],
-//!   [`config`], [`metrics`].
+//! - values and plumbing: [`iam`], [`http`], [`aws_query`] (the Query protocol's
+//!   wire shapes), [`reference`], [`sigv4`], [`digest`], [`config`], [`metrics`].
 
 pub mod admin;
 pub mod app;
