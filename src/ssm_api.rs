@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::{AppState, IntakeError};
 use crate::auth::{AuthError, Caller};
+use crate::http::OperationLabel;
 use crate::parameters::{self, Parameter};
 
 pub const TARGET_PREFIX: &str = "AmazonSSM.";
@@ -25,6 +26,12 @@ pub const TARGET_PREFIX: &str = "AmazonSSM.";
 /// Largest request body: ten names of at most 2048 characters, JSON-escaped,
 /// with room to spare.
 const BODY_CAP: usize = 64 << 10;
+
+/// The operations Berth answers, with their metrics label.
+const OPERATIONS: &[(&str, &str)] = &[
+    ("GetParameter", "ssm:GetParameter"),
+    ("GetParameters", "ssm:GetParameters"),
+];
 
 /// The most names one `GetParameters` call may ask for.
 const MAX_NAMES: usize = 10;
@@ -65,7 +72,14 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
         .extensions()
         .get::<crate::http::RequestId>()
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.0.clone());
-    match handle(&state, req).await {
+    let label = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+        .and_then(|op| OPERATIONS.iter().find(|(name, _)| *name == op))
+        .map_or("ssm_api", |(_, label)| *label);
+    let mut resp = match handle(&state, req).await {
         Ok(v) => crate::http::aws_json(StatusCode::OK, v.to_string(), None, Some(&request_id)),
         Err(e) => {
             let mut r = e.into_response();
@@ -74,7 +88,9 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
             }
             r
         }
-    }
+    };
+    resp.extensions_mut().insert(OperationLabel(label));
+    resp
 }
 
 /// A request not taken in ([`AppState::take_signed`]), in SSM's words.

@@ -237,3 +237,12 @@ def test_aws_cli(berth):
     out = aws(berth, "get-parameter", "--name", "/missing")
     # 255 from the aws CLI v1 (254 from v2) for a service error.
     assert out.returncode in (254, 255) and "ParameterNotFound" in out.stderr, (out.returncode, out.stderr)
+
+
+def test_calls_are_counted_by_operation(berth, ssm):
+    ssm.get_parameters(Names=[DEFAULT])
+    with pytest.raises(ClientError):
+        ssm.get_parameter(Name="/nope")
+    lines = requests.get(berth.endpoint + "/metrics", timeout=10).text.splitlines()
+    assert any('route="ssm:GetParameters"' in line and 'status="200"' in line for line in lines)
+    assert any('route="ssm:GetParameter"' in line and 'status="400"' in line for line in lines)
