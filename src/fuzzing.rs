@@ -427,11 +427,7 @@ async fn ecr_harness(dir: &std::path::Path) -> axum::Router {
         .bootstrap(Some("123456789012"), Some((FUZZ_KEY, FUZZ_SECRET)))
         .await
         .expect("bootstrap");
-    let stacks = crate::stacks::Stacks::new(
-        registry.meta.clone(),
-        "us-east-1".into(),
-        Arc::new(|_: &str, _: &str| None),
-    );
+    let stacks = crate::stacks::Stacks::new(registry.meta.clone(), "us-east-1".into());
     let state = Arc::new(crate::app::AppState {
         primary_account: access.primary_account().await.expect("an account"),
         registry,

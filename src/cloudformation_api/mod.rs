@@ -142,6 +142,26 @@ impl Provisioner for EcrProvisioner {
     fn account(&self) -> &str {
         &self.caller.principal.account
     }
+
+    fn parameter(&self, name: &str) -> Result<Option<String>, String> {
+        let account = self.account();
+        let region = &self.state.region;
+        let resource = crate::parameters::arn(account, region, name);
+        let action = "ssm:GetParameters";
+        if !self.state.access.authorize_identity(
+            &self.caller,
+            action,
+            &resource,
+            Some(account),
+            self.source_ip,
+        ) {
+            return Err(format!(
+                "User: {} is not authorized to perform: {action} on resource: {resource} because no identity-based policy allows the {action} action",
+                self.caller.principal.arn
+            ));
+        }
+        Ok(crate::parameters::lookup(account, region, name).map(|p| p.value))
+    }
 }
 
 /// Entry point for `POST /` with a request signed for `cloudformation`.

@@ -580,7 +580,7 @@ async fn create_change_set(ctx: &Ctx<'_>, p: &Params) -> Result<String, QueryErr
     let (id, stack_id) = ctx
         .state
         .stacks
-        .create_change_set(ctx.account(), &name, ty, input)
+        .create_change_set(ctx.provisioner().as_ref(), &name, ty, input)
         .await?;
     let mut out = String::new();
     elem(&mut out, "Id", &id);

@@ -463,14 +463,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         }
     }
     let primary_account = access.primary_account().await?;
-    let parameters_region = config.region.clone();
-    let stacks = crate::stacks::Stacks::new(
-        registry.meta.clone(),
-        config.region.clone(),
-        Arc::new(move |account: &str, name: &str| {
-            crate::parameters::lookup(account, &parameters_region, name).map(|p| p.value)
-        }),
-    );
+    let stacks = crate::stacks::Stacks::new(registry.meta.clone(), config.region.clone());
     let state = Arc::new(AppState {
         registry: registry.clone(),
         stacks,

@@ -70,7 +70,7 @@ pub fn resolve_parameters(
     template: &Template,
     given: &[GivenParameter],
     previous: &BTreeMap<String, String>,
-    lookup_ssm: &dyn Fn(&str) -> Option<String>,
+    lookup_ssm: &dyn Fn(&str) -> Result<Option<String>, String>,
 ) -> Result<Resolved, TemplateError> {
     let declared = template.parameters();
     let unknown: Vec<&str> = given
@@ -113,7 +113,7 @@ pub fn resolve_parameters(
             .strip_prefix("AWS::SSM::Parameter::Value<")
             .and_then(|t| t.strip_suffix('>'))
         {
-            match lookup_ssm(&raw) {
+            match lookup_ssm(&raw).map_err(TemplateError)? {
                 Some(v) if inner.starts_with("List<") || inner == "CommaDelimitedList" => {
                     Value::Array(split_list(&v))
                 }
@@ -897,7 +897,7 @@ mod tests {
                 })
                 .collect()
         };
-        let ssm = |n: &str| (n == "/cdk-bootstrap/x/version").then(|| "21".to_string());
+        let ssm = |n: &str| Ok((n == "/cdk-bootstrap/x/version").then(|| "21".to_string()));
         let none = BTreeMap::new();
         let (v, raw) =
             resolve_parameters(&t, &given(&[("N", "3"), ("Name", "ab-1")]), &none, &ssm).unwrap();
@@ -918,7 +918,7 @@ mod tests {
             "Parameter 'Env' must be one of AllowedValues"
         );
         assert!(e(&[("N", "1"), ("Name", "a"), ("X", "1")]).contains("[X] do not exist"));
-        let missing_ssm = |_: &str| None;
+        let missing_ssm = |_: &str| Ok(None);
         assert!(
             resolve_parameters(
                 &t,

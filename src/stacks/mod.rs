@@ -81,6 +81,11 @@ pub trait Provisioner: Send + Sync {
     async fn call(&self, operation: &str, input: Value) -> std::result::Result<Value, ApiFault>;
     /// The caller's account: stacks, and the resources they make, are its.
     fn account(&self) -> &str;
+    /// The value of the parameter-store parameter `name` an
+    /// `AWS::SSM::Parameter::Value<…>` template parameter names, read as
+    /// the caller (`ssm:GetParameters`): `Ok(None)` when there is none, the
+    /// error when the caller may not read it.
+    fn parameter(&self, name: &str) -> std::result::Result<Option<String>, String>;
 }
 
 /// Why a stack operation is refused, each with CloudFormation's error code.
@@ -235,12 +240,7 @@ pub struct ParameterSummary {
 pub struct Stacks {
     meta: MetadataStore,
     region: String,
-    /// Answers `AWS::SSM::Parameter::Value<…>` parameters: (account, name) → value.
-    parameters: ParameterStore,
 }
-
-/// Answers `AWS::SSM::Parameter::Value<…>` parameters: (account, name) → value.
-pub type ParameterStore = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
 
 /// A template and its parameters, checked and evaluated for one stack.
 pub struct Prepared {
@@ -322,12 +322,8 @@ const UPDATABLE: &[&str] = &[
 ];
 
 impl Stacks {
-    pub fn new(meta: MetadataStore, region: String, parameters: ParameterStore) -> Arc<Stacks> {
-        Arc::new(Stacks {
-            meta,
-            region,
-            parameters,
-        })
+    pub fn new(meta: MetadataStore, region: String) -> Arc<Stacks> {
+        Arc::new(Stacks { meta, region })
     }
 
     pub fn region(&self) -> &str {
@@ -372,20 +368,21 @@ impl Stacks {
     /// find before anything is created).
     pub async fn prepare(
         &self,
-        account: &str,
+        prov: &dyn Provisioner,
         stack_name: &str,
         stack_id: &str,
         body: &str,
         given: &[GivenParameter],
         previous: &[ParamRecord],
     ) -> Result<Prepared> {
+        let account = prov.account();
         let template = self.parse(body)?;
         let exports = self.exports(account, Some(stack_id)).await?;
         let previous: BTreeMap<String, String> = previous
             .iter()
             .map(|p| (p.key.clone(), p.value.clone()))
             .collect();
-        let lookup = |name: &str| (self.parameters)(account, name);
+        let lookup = |name: &str| prov.parameter(name);
         let (params, raw) = eval::resolve_parameters(&template, given, &previous, &lookup)?;
         let pseudo = eval::Pseudo {
             account: account.to_string(),
@@ -698,7 +695,7 @@ impl Stacks {
         };
         let stack_id = self.stack_arn(&account, name, &uuid::Uuid::new_v4().to_string());
         let mut prepared = self
-            .prepare(&account, name, &stack_id, body, &input.parameters, &[])
+            .prepare(prov.as_ref(), name, &stack_id, body, &input.parameters, &[])
             .await?;
         prepared.stack_tags = input.tags.clone().unwrap_or_default();
         plan::changes(&BTreeMap::new(), &prepared)?;
@@ -773,7 +770,7 @@ impl Stacks {
         let body = self.update_body(&input, &view.doc)?.to_string();
         let mut prepared = self
             .prepare(
-                &account,
+                prov.as_ref(),
                 &view.row.name,
                 &view.row.stack_id,
                 &body,
@@ -889,11 +886,12 @@ impl Stacks {
     /// REVIEW_IN_PROGRESS, for `CREATE`) and store it.
     pub async fn create_change_set(
         &self,
-        account: &str,
+        prov: &dyn Provisioner,
         name: &str,
         change_set_type: &str,
         input: StackInput,
     ) -> Result<(String, String)> {
+        let account = prov.account();
         let stack_name = &input.stack_name;
         let existing = match self.stack(account, stack_name).await {
             Ok(v) => Some(v),
@@ -934,7 +932,7 @@ impl Stacks {
         };
         let mut prepared = self
             .prepare(
-                account,
+                prov,
                 stack_name,
                 &stack_id,
                 &body,
@@ -1097,7 +1095,7 @@ impl Stacks {
         let view = self.stack(&account, &cs.row.stack_id).await?;
         let mut prepared = self
             .prepare(
-                &account,
+                prov.as_ref(),
                 &view.row.name,
                 &view.row.stack_id,
                 &cs.doc.template,

@@ -65,12 +65,16 @@ impl Provisioner for FakeEcr {
     fn account(&self) -> &str {
         "123456789012"
     }
+
+    fn parameter(&self, _name: &str) -> std::result::Result<Option<String>, String> {
+        Ok(None)
+    }
 }
 
 async fn service() -> (Arc<Stacks>, Fixture) {
     let fx = Fixture::new(Engine::Sqlite).await;
     let meta = fx.open().await;
-    let stacks = Stacks::new(meta, "us-east-1".into(), Arc::new(|_: &str, _: &str| None));
+    let stacks = Stacks::new(meta, "us-east-1".into());
     (stacks, fx)
 }
 
