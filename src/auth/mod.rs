@@ -602,28 +602,12 @@ impl Access {
         key: Option<(&str, &str, &str)>,
         source_ip: Option<IpAddr>,
     ) -> bool {
-        let Some((resource, account, policy)) = key else {
-            return self.authorize_identity(caller, action, "*", None, source_ip);
-        };
-        let extra = HashMap::new();
-        let ctx = RequestContext {
-            principal: &caller.principal,
-            action,
-            resource,
-            resource_account: account,
-            source_ip,
-            secure_transport: false,
-            current_time_epoch: now_secs(),
-            extra: &extra,
-        };
-        let decision = match Policy::parse(policy, PolicyKind::Key) {
-            Ok(p) => iam::authorize_key(&caller.identity_policies, &p, &ctx),
-            Err(e) => {
-                tracing::warn!(error = %e, key = resource, "ignoring an unparsable key policy");
-                Decision::NotApplicable
+        match key {
+            Some((resource, account, policy)) => {
+                decide(caller, action, resource, account, source_ip, Some(policy))
             }
-        };
-        matches!(decision, Decision::Allow)
+            None => self.authorize_identity(caller, action, "*", None, source_ip),
+        }
     }
 
     /// Decide whether `caller` may perform `action` on `resource` (an ARN,
@@ -639,20 +623,8 @@ impl Access {
         account: Option<&str>,
         source_ip: Option<IpAddr>,
     ) -> bool {
-        let extra = HashMap::new();
         let account = account.unwrap_or(caller.principal.account.as_str());
-        let ctx = RequestContext {
-            principal: &caller.principal,
-            action,
-            resource,
-            resource_account: account,
-            source_ip,
-            secure_transport: false,
-            current_time_epoch: now_secs(),
-            extra: &extra,
-        };
-        let decision = iam::authorize(&caller.identity_policies, std::iter::empty(), &ctx);
-        matches!(decision, Decision::Allow)
+        decide(caller, action, resource, account, source_ip, None)
     }
 
     /// Drop the cached policy of a repository (after Set/DeleteRepositoryPolicy).
@@ -672,6 +644,38 @@ impl Access {
         self.policies
             .insert(format!("repo/{registry}/{repo}"), policy);
     }
+}
+
+/// An uncached decision: identity policies alone, or with a KMS key policy
+/// as the primary authority.
+fn decide(
+    caller: &Caller,
+    action: &str,
+    resource: &str,
+    account: &str,
+    source_ip: Option<IpAddr>,
+    key_policy: Option<&str>,
+) -> bool {
+    let extra = HashMap::new();
+    let ctx = RequestContext {
+        principal: &caller.principal,
+        action,
+        resource,
+        resource_account: account,
+        source_ip,
+        secure_transport: false,
+        current_time_epoch: now_secs(),
+        extra: &extra,
+    };
+    let decision = match key_policy.map(|p| Policy::parse(p, PolicyKind::Key)) {
+        None => iam::authorize(&caller.identity_policies, std::iter::empty(), &ctx),
+        Some(Ok(p)) => iam::authorize_key(&caller.identity_policies, &p, &ctx),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, key = resource, "ignoring an unparsable key policy");
+            Decision::NotApplicable
+        }
+    };
+    matches!(decision, Decision::Allow)
 }
 
 pub fn repository_arn(region: &str, registry: &str, name: &str) -> String {
