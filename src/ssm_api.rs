@@ -18,7 +18,6 @@ use serde_json::{Map, Value, json};
 
 use crate::app::{AppState, IntakeError};
 use crate::auth::{AuthError, Caller};
-use crate::http::OperationLabel;
 use crate::parameters::{self, Parameter};
 
 pub const TARGET_PREFIX: &str = "AmazonSSM.";
@@ -68,29 +67,15 @@ impl IntoResponse for SsmApiError {
 
 /// Entry point for `POST /` with an `AmazonSSM.*` target.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let request_id = req
-        .extensions()
-        .get::<crate::http::RequestId>()
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.0.clone());
-    let label = req
-        .headers()
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+    let request_id = crate::http::RequestId::of_api_request(&req);
+    let label = crate::http::target_operation(req.headers(), TARGET_PREFIX)
         .and_then(|op| OPERATIONS.iter().find(|(name, _)| *name == op))
         .map_or("ssm_api", |(_, label)| *label);
-    let mut resp = match handle(&state, req).await {
-        Ok(v) => crate::http::aws_json(StatusCode::OK, v.to_string(), None, Some(&request_id)),
-        Err(e) => {
-            let mut r = e.into_response();
-            if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
-                r.headers_mut().insert("x-amzn-requestid", v);
-            }
-            r
-        }
+    let resp = match handle(&state, req).await {
+        Ok(v) => crate::http::aws_json(StatusCode::OK, v.to_string(), None, None),
+        Err(e) => e.into_response(),
     };
-    resp.extensions_mut().insert(OperationLabel(label));
-    resp
+    crate::http::finish_api_response(resp, &request_id, label)
 }
 
 /// A request not taken in ([`AppState::take_signed`]), in SSM's words.
@@ -123,11 +108,7 @@ fn intake_error(state: &AppState, e: IntakeError) -> SsmApiError {
 
 async fn handle(state: &AppState, req: Request) -> Result<Value, SsmApiError> {
     let (parts, body) = req.into_parts();
-    let op = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+    let op = crate::http::target_operation(&parts.headers, TARGET_PREFIX)
         .unwrap_or_default()
         .to_string();
     let signed = state

@@ -18,7 +18,7 @@ use axum::response::Response;
 use crate::app::{AppState, IntakeError};
 use crate::auth::{AuthError, Caller};
 use crate::aws_query::{self, Params, QueryError};
-use crate::http::{BodyError, OperationLabel};
+use crate::http::BodyError;
 use crate::registry::MetaError;
 
 /// The SigV4 service STS requests are signed for (and routed by).
@@ -45,17 +45,13 @@ const OPERATIONS: &[(&str, &str, Operation)] = &[(
 
 /// Entry point for a form-encoded `POST /` signed for service `sts`.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let request_id = req
-        .extensions()
-        .get::<crate::http::RequestId>()
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.0.clone());
+    let request_id = crate::http::RequestId::of_api_request(&req);
     let mut label = FACE_LABEL;
-    let mut resp = match handle(&state, req, &mut label).await {
+    let resp = match handle(&state, req, &mut label).await {
         Ok((action, result)) => aws_query::success(action, XMLNS, &result, &request_id),
         Err(e) => e.to_response(&request_id),
     };
-    resp.extensions_mut().insert(OperationLabel(label));
-    resp
+    crate::http::finish_api_response(resp, &request_id, label)
 }
 
 /// An authentication failure in the Query protocol's words (STS's and

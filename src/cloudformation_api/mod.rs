@@ -29,8 +29,6 @@ pub const XMLNS: &str = "http://cloudformation.amazonaws.com/doc/2010-05-15/";
 /// up to three), with parameters and tags.
 const BODY_CAP: usize = 256 << 10;
 
-pub use crate::http::OperationLabel;
-
 impl From<StackError> for QueryError {
     fn from(e: StackError) -> QueryError {
         let message = e.to_string();
@@ -166,18 +164,13 @@ impl Provisioner for EcrProvisioner {
 
 /// Entry point for `POST /` with a request signed for `cloudformation`.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let request_id = req
-        .extensions()
-        .get::<crate::http::RequestId>()
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.0.clone());
+    let request_id = crate::http::RequestId::of_api_request(&req);
     let mut label = "cloudformation_api";
     let resp = match handle(&state, req, &request_id, &mut label).await {
         Ok(r) => r,
         Err(e) => e.to_response(&request_id),
     };
-    let mut resp = resp;
-    resp.extensions_mut().insert(OperationLabel(label));
-    resp
+    crate::http::finish_api_response(resp, &request_id, label)
 }
 
 async fn handle(

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
@@ -38,10 +38,6 @@ use crate::auth::{AuthError, Caller};
 use crate::registry::RepoId;
 
 const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
-
-/// The metrics label of an ECR call: `ecr:<Operation>`, or `ecr_api` for an
-/// unknown one.
-pub use crate::http::OperationLabel;
 
 /// Largest request body each operation may send. The model's own limits set
 /// them: an UploadLayerPart carries at most 20 MiB, base64-encoded (×4/3); a
@@ -198,15 +194,8 @@ pub fn timestamp(ms: i64) -> Value {
 /// Entry point for `POST /`.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
     // The id the server gave the request (also its x-request-id), as ECR's own.
-    let request_id = req
-        .extensions()
-        .get::<crate::http::RequestId>()
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.0.clone());
-    let label = req
-        .headers()
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+    let request_id = crate::http::RequestId::of_api_request(&req);
+    let label = crate::http::target_operation(req.headers(), TARGET_PREFIX)
         .and_then(|op| {
             crate::iam::ECR_ACTIONS
                 .iter()
@@ -214,7 +203,7 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
         })
         .copied()
         .unwrap_or("ecr_api");
-    let mut resp = match handle(&state, req).await {
+    let resp = match handle(&state, req).await {
         Ok(v) => crate::http::aws_json(StatusCode::OK, v.to_string(), None, None),
         Err(e) => {
             if let Some(limit) = e.limit {
@@ -223,11 +212,7 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
             e.into_response()
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-amzn-requestid", v);
-    }
-    resp.extensions_mut().insert(OperationLabel(label));
-    resp
+    crate::http::finish_api_response(resp, &request_id, label)
 }
 
 fn auth_error(e: AuthError) -> EcrError {
@@ -282,12 +267,7 @@ fn intake_error(e: crate::app::IntakeError, op: &str) -> EcrError {
 
 async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
     let (parts, body) = req.into_parts();
-    let op = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
-        .map(str::to_string);
+    let op = crate::http::target_operation(&parts.headers, TARGET_PREFIX).map(str::to_string);
     // Authentication first, before a byte of the body is read: the
     // Authorization header must be well-formed, signed for this region and
     // service, with X-Amz-Target signed, by an active key.

@@ -146,6 +146,36 @@ impl RequestId {
     pub fn of(parts: &axum::http::request::Parts) -> Option<&str> {
         parts.extensions.get::<RequestId>().map(|r| r.0.as_str())
     }
+
+    /// The id of an API request, as its answer's `x-amzn-RequestId`: the
+    /// server's, or a fresh one when it was called without the middleware.
+    pub fn of_api_request(req: &axum::extract::Request) -> String {
+        req.extensions()
+            .get::<RequestId>()
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.0.clone())
+    }
+}
+
+/// The operation an AWS JSON request names: its `X-Amz-Target` after `prefix`.
+pub fn target_operation<'a>(headers: &'a HeaderMap, prefix: &str) -> Option<&'a str> {
+    headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix(prefix))
+}
+
+/// An API face's answer as it leaves: `x-amzn-RequestId`, and the metrics
+/// label of the operation it ran.
+pub fn finish_api_response(
+    mut resp: axum::response::Response,
+    request_id: &str,
+    label: &'static str,
+) -> axum::response::Response {
+    if let Ok(v) = axum::http::HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp.extensions_mut().insert(OperationLabel(label));
+    resp
 }
 
 #[cfg(test)]

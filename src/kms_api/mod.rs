@@ -137,34 +137,17 @@ impl Ctx<'_> {
     }
 }
 
-/// The operation label for metrics: `kms:<Operation>`, or `kms_api`.
-pub use crate::http::OperationLabel;
-
 /// Entry point for `POST /` with a `TrentService.*` target.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let request_id = req
-        .extensions()
-        .get::<crate::http::RequestId>()
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.0.clone());
-    let label = req
-        .headers()
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+    let request_id = crate::http::RequestId::of_api_request(&req);
+    let label = crate::http::target_operation(req.headers(), TARGET_PREFIX)
         .and_then(|op| ops::OPERATIONS.iter().find(|(name, _)| *name == op))
         .map_or("kms_api", |(_, label)| *label);
-    let mut resp = match handle(&state, req).await {
-        Ok(v) => crate::http::aws_json(StatusCode::OK, v.to_string(), None, Some(&request_id)),
-        Err(e) => {
-            let mut r = e.into_response();
-            if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
-                r.headers_mut().insert("x-amzn-requestid", v);
-            }
-            r
-        }
+    let resp = match handle(&state, req).await {
+        Ok(v) => crate::http::aws_json(StatusCode::OK, v.to_string(), None, None),
+        Err(e) => e.into_response(),
     };
-    resp.extensions_mut().insert(OperationLabel(label));
-    resp
+    crate::http::finish_api_response(resp, &request_id, label)
 }
 
 fn auth_error(e: AuthError) -> KmsApiError {
@@ -194,11 +177,7 @@ fn intake_error(state: &AppState, e: IntakeError) -> KmsApiError {
 
 async fn handle(state: &AppState, req: Request) -> Result<Value, KmsApiError> {
     let (parts, body) = req.into_parts();
-    let op = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+    let op = crate::http::target_operation(&parts.headers, TARGET_PREFIX)
         .map(str::to_string)
         .unwrap_or_default();
     let signed = state
