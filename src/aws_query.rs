@@ -84,6 +84,19 @@ impl Params {
         self.0.get(name).map(String::as_str)
     }
 
+    /// Whether `name` was given a value: itself not empty, or a member or
+    /// field under it (`name.member.1`, `name.Field`).
+    pub fn given(&self, name: &str) -> bool {
+        if self.opt(name).is_some() {
+            return true;
+        }
+        let prefix = format!("{name}.");
+        self.0
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .any(|(_, v)| !v.is_empty())
+    }
+
     /// The value of `name`, if given and not empty.
     pub fn opt(&self, name: &str) -> Option<&str> {
         self.get(name).filter(|v| !v.is_empty())
@@ -287,6 +300,8 @@ mod tests {
         assert_eq!(tags[1].get("Key"), Some("k2"));
         assert_eq!(tags[1].get("Value"), Some(""));
         assert!(p.list("Empty").is_empty());
+        assert!(p.given("Capabilities") && p.given("Tags") && !p.given("Empty"));
+        assert!(!p.given("Absent"));
         assert_eq!(p.get("Empty"), Some(""));
         assert_eq!(p.opt("Empty"), None);
         assert!(p.required("StackName").is_err());

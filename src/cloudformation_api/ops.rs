@@ -108,7 +108,50 @@ fn template_body(p: &Params) -> Result<Option<String>, QueryError> {
     Ok(p.opt("TemplateBody").map(str::to_string))
 }
 
+/// Parameters of CreateStack, UpdateStack, CreateChangeSet, DeleteStack and
+/// ExecuteChangeSet that Berth does not act on: refused by name when given
+/// (an empty list counts as not given), so that nobody believes a role,
+/// a timeout or a stack policy is in force.
+const NOT_SUPPORTED: &[&str] = &[
+    "RoleARN",
+    "NotificationARNs",
+    "TimeoutInMinutes",
+    "StackPolicyBody",
+    "StackPolicyURL",
+    "StackPolicyDuringUpdateBody",
+    "StackPolicyDuringUpdateURL",
+    "RollbackConfiguration",
+    "ResourceTypes",
+    "ResourcesToImport",
+    "ClientRequestToken",
+    "RetainExceptOnCreate",
+    "ImportExistingResources",
+    "OnStackFailure",
+];
+
+fn refuse_unsupported(p: &Params) -> Result<(), QueryError> {
+    for name in NOT_SUPPORTED {
+        if p.given(name) {
+            return Err(QueryError::validation(format!(
+                "{name} is not supported by Berth's CloudFormation API (see docs/api-compatibility.md); leave it out"
+            )));
+        }
+    }
+    if p.opt("DeletionMode").is_some_and(|m| m != "STANDARD") {
+        return Err(QueryError::validation(
+            "DeletionMode FORCE_DELETE_STACK is not supported by Berth's CloudFormation API",
+        ));
+    }
+    if p.bool("IncludeNestedStacks")? == Some(true) {
+        return Err(QueryError::validation(
+            "IncludeNestedStacks is not supported: Berth has no nested stacks",
+        ));
+    }
+    Ok(())
+}
+
 fn stack_input(p: &Params) -> Result<StackInput, QueryError> {
+    refuse_unsupported(p)?;
     let parameters = p
         .structs("Parameters")
         .into_iter()
@@ -189,6 +232,7 @@ async fn update_stack(ctx: &Ctx<'_>, p: &Params) -> Result<String, QueryError> {
 }
 
 async fn delete_stack(ctx: &Ctx<'_>, p: &Params) -> Result<String, QueryError> {
+    refuse_unsupported(p)?;
     let name = stack_name(p)?;
     ctx.authorize("DeleteStack", &ctx.stack_resource(&name))?;
     ctx.state
@@ -676,6 +720,7 @@ async fn list_change_sets(ctx: &Ctx<'_>, p: &Params) -> Result<String, QueryErro
 }
 
 async fn execute_change_set(ctx: &Ctx<'_>, p: &Params) -> Result<String, QueryError> {
+    refuse_unsupported(p)?;
     let cs = named_change_set(ctx, p, "ExecuteChangeSet").await?;
     ctx.state
         .stacks

@@ -1674,3 +1674,28 @@ def test_ssm_typed_parameters_are_read_as_the_caller(berth, ecr, cdk_templates):
     assert params(stack_of(with_ssm, stack))["BootstrapVersion"]["ResolvedValue"] == "32"
     delete(with_ssm, stack)
     ecr.delete_repository(repositoryName=name)
+
+
+def test_parameters_berth_does_not_act_on_are_refused_by_name(berth, cfn, ecr, tmp_path):
+    """A role, notifications, a timeout or a stack policy that Berth would
+    ignore is refused, naming it, and nothing is made."""
+    stack = unique("refused")
+    name = unique("refused-repo")
+    template = f"Resources:\n  Repo:\n    Type: AWS::ECR::Repository\n    Properties: {{RepositoryName: {name}}}\n"
+    path = write(tmp_path, template)
+    failed(
+        cli_deploy(berth, path, stack, "--role-arn", f"arn:aws:iam::{ACCOUNT}:role/deployer"),
+        "ValidationError",
+        "RoleARN is not supported",
+    )
+    for extra in (
+        {"TimeoutInMinutes": 5},
+        {"NotificationARNs": [f"arn:aws:sns:{REGION}:{ACCOUNT}:topic"]},
+        {"StackPolicyBody": '{"Statement": []}'},
+    ):
+        with pytest.raises(ClientError) as e:
+            cfn.create_stack(StackName=stack, TemplateBody=template, **extra)
+        assert code(e) == "ValidationError" and f"{next(iter(extra))} is not supported" in message(e)
+    with pytest.raises(ClientError):
+        ecr.describe_repositories(repositoryNames=[name])
+    failed(aws(berth, "describe-stacks", "--stack-name", stack), "does not exist")
