@@ -19,6 +19,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// CloudFormation stacks.
     pub stacks: Arc<crate::stacks::Stacks>,
+    /// Replication's deliveries (the regions it reaches).
+    pub replicator: Arc<crate::replication::Replicator>,
     pub metrics: Arc<Metrics>,
     pub access: Arc<Access>,
     /// The account whose registry the bare host (no `<account>.` prefix) serves.

@@ -68,6 +68,115 @@ pub struct Config {
     pub uploads: UploadQuotas,
     /// Serve HTTPS with this certificate and key instead of plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Deployments that serve other regions (`[[peers]]`): where
+    /// replication to those regions goes.
+    pub peers: Vec<PeerConfig>,
+}
+
+/// Another deployment, serving `region` at `endpoint`, and the identity
+/// this one uses there (its access key; the secret given inline, in a file
+/// only its owner may read, or in an environment variable).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub region: String,
+    /// `http://host:port` or `https://host:port` of its API and `/v2/`.
+    pub endpoint: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `[[peers]]` table as written in the config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    pub region: String,
+    pub endpoint: String,
+    pub access_key_id: String,
+    pub secret_access_key: Option<SecretString>,
+    pub secret_access_key_file: Option<PathBuf>,
+    /// The name of an environment variable holding the secret.
+    pub secret_access_key_env: Option<String>,
+}
+
+impl PeerEntry {
+    fn resolve(self, own_region: &str) -> anyhow::Result<PeerConfig> {
+        let what = format!("peers (region {:?})", self.region);
+        check_region(&self.region).with_context(|| what.clone())?;
+        if self.region == own_region {
+            bail!("{what}: this deployment serves {own_region} itself");
+        }
+        let endpoint = self.endpoint.trim_end_matches('/').to_string();
+        let host = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"));
+        if host.is_none_or(|h| h.is_empty() || h.contains('/')) {
+            bail!(
+                "{what}: endpoint {:?} must be http://host[:port] or https://host[:port]",
+                self.endpoint
+            );
+        }
+        let key_ok = (16..=128).contains(&self.access_key_id.len())
+            && self
+                .access_key_id
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        if !key_ok {
+            bail!(
+                "{what}: access_key_id {:?} is not an access key id",
+                self.access_key_id
+            );
+        }
+        let secret = match (
+            self.secret_access_key.map(|s| s.0),
+            self.secret_access_key_file,
+            self.secret_access_key_env,
+        ) {
+            (Some(s), None, None) => s,
+            (None, Some(f), None) => {
+                read_private_file(&f).with_context(|| format!("{what}: secret_access_key_file"))?
+            }
+            (None, None, Some(var)) => std::env::var(&var).map_err(|_| {
+                anyhow::anyhow!(
+                    "{what}: the environment variable {var} (secret_access_key_env) is not set"
+                )
+            })?,
+            (None, None, None) => bail!(
+                "{what}: give the secret as secret_access_key, secret_access_key_file or secret_access_key_env"
+            ),
+            _ => bail!(
+                "{what}: give only one of secret_access_key, secret_access_key_file, secret_access_key_env"
+            ),
+        };
+        if secret.is_empty() {
+            bail!("{what}: the secret access key is empty");
+        }
+        Ok(PeerConfig {
+            region: self.region,
+            endpoint,
+            access_key_id: self.access_key_id,
+            secret_access_key: secret,
+        })
+    }
+}
+
+fn check_region(r: &str) -> anyhow::Result<()> {
+    let ok = !r.is_empty()
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok {
+        bail!("region: {r:?} is not a region name like us-east-1");
+    }
+    Ok(())
 }
 
 /// The PEM files of `tls_cert` and `tls_key`: the certificate chain (the
@@ -308,6 +417,7 @@ impl Default for Config {
             http: HttpLimits::default(),
             uploads: UploadQuotas::default(),
             tls: None,
+            peers: Vec::new(),
         }
     }
 }
@@ -357,6 +467,8 @@ pub struct Overrides {
     pub max_uploads_per_repository: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Config file only.
+    pub peers: Option<Vec<PeerEntry>>,
 }
 
 /// `a.or(b)` for every field: the fields of `$hi` win over those of `$lo`.
@@ -388,7 +500,7 @@ impl Overrides {
             body_memory, body_memory_per_ip, trusted_proxy, forwarded_header,
             max_uploads_per_caller,
             max_uploads_per_repository,
-            tls_cert, tls_key,
+            tls_cert, tls_key, peers,
         )
     }
 
@@ -610,13 +722,15 @@ impl Overrides {
             };
         }
         if let Some(r) = self.region {
-            let ok = !r.is_empty()
-                && r.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !ok {
-                bail!("region: {r:?} is not a region name like us-east-1");
-            }
+            check_region(&r)?;
             c.region = r;
+        }
+        for p in self.peers.unwrap_or_default() {
+            let peer = p.resolve(&c.region)?;
+            if c.peers.iter().any(|q| q.region == peer.region) {
+                bail!("peers: region {} is given twice", peer.region);
+            }
+            c.peers.push(peer);
         }
         c.registry_host = self.registry_host.filter(|h| !h.is_empty());
         let nonempty = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());

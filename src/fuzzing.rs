@@ -428,12 +428,20 @@ async fn ecr_harness(dir: &std::path::Path) -> axum::Router {
         .await
         .expect("bootstrap");
     let stacks = crate::stacks::Stacks::new(registry.meta.clone(), "us-east-1".into());
+    let access = Arc::new(access);
+    let replicator = Arc::new(crate::replication::Replicator::new(
+        registry.clone(),
+        access.clone(),
+        "us-east-1",
+        &[],
+    ));
     let state = Arc::new(crate::app::AppState {
         primary_account: access.primary_account().await.expect("an account"),
         registry,
         stacks,
+        replicator,
         metrics,
-        access: Arc::new(access),
+        access,
         auth_required: true,
         region: "us-east-1".into(),
         registry_host: None,

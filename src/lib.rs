@@ -12,6 +12,7 @@
 //!   version), [`sts_api`] (STS's Query API: GetCallerIdentity);
 //! - [`app`] (what handlers extract) and [`jobs::worker`] (runs background jobs);
 //! - services: [`lifecycle`], [`gc`], [`scanning`], [`stacks`] (CloudFormation stacks),
+//!   [`replication`] (delivering pushes to other registries and regions),
 //!   [`registry`] (the registry's rules), [`auth`];
 //! - [`jobs`]: the job vocabulary any service enqueues; [`parameters`]: the SSM
 //!   parameters Berth answers;
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod parameters;
 pub mod reference;
 pub mod registry;
+pub mod replication;
 pub mod scanning;
 pub mod secrets;
 pub mod server;

@@ -48,6 +48,46 @@ pub struct JobMetrics {
     pub queued: Family<JobStateLabels, Gauge>,
 }
 
+impl Metrics {
+    /// One replication delivery to `destination`: its outcome, how long it
+    /// took, and (delivered) how long after its push.
+    pub fn replication_delivered(
+        &self,
+        destination: &str,
+        outcome: &'static str,
+        seconds: f64,
+        lag_seconds: f64,
+    ) {
+        let r = &self.replication;
+        let d = DestinationLabels {
+            destination: destination.to_string(),
+        };
+        r.deliveries
+            .get_or_create(&DeliveryLabels {
+                destination: destination.to_string(),
+                outcome,
+            })
+            .inc();
+        r.delivery_seconds.get_or_create(&d).observe(seconds);
+        if outcome == "ok" {
+            r.delivered_lag_seconds
+                .get_or_create(&d)
+                .observe(lag_seconds);
+        }
+    }
+
+    /// A destination's backlog as just counted.
+    pub fn replication_backlog(&self, destination: &str, pending: i64, failed: i64, lag: f64) {
+        let r = &self.replication;
+        let d = DestinationLabels {
+            destination: destination.to_string(),
+        };
+        r.pending.get_or_create(&d).set(pending);
+        r.failed.get_or_create(&d).set(failed);
+        r.lag_seconds.get_or_create(&d).set(lag);
+    }
+}
+
 impl JobMetrics {
     pub fn ran(&self, kind: &'static str, outcome: &'static str) {
         self.runs.get_or_create(&JobLabels { kind, outcome }).inc();
@@ -64,6 +104,32 @@ impl JobMetrics {
             .get_or_create(&JobStateLabels { kind, state })
             .set(n);
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabels {
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub destination: String,
+    pub outcome: &'static str,
+}
+
+/// Replication (see `replication`), per destination (`region/registry`).
+pub struct ReplicationMetrics {
+    /// Deliveries by outcome (`ok`, or the failure code).
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    /// Time one delivery took.
+    pub delivery_seconds: Family<DestinationLabels, Histogram>,
+    /// From push to delivered, per delivered image.
+    pub delivered_lag_seconds: Family<DestinationLabels, Histogram>,
+    /// Age of the oldest undelivered push (0: caught up), as last counted.
+    pub lag_seconds: Family<DestinationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Entries not yet delivered, and given up, as last counted.
+    pub pending: Family<DestinationLabels, Gauge>,
+    pub failed: Family<DestinationLabels, Gauge>,
 }
 
 pub struct Metrics {
@@ -95,6 +161,7 @@ pub struct Metrics {
     pub lifecycle_images_expired: Counter,
     pub jobs: JobMetrics,
     pub scans: ScanMetrics,
+    pub replication: ReplicationMetrics,
 }
 
 /// Image scanning (see `scanning`); durations and queue depth are the
@@ -347,7 +414,48 @@ impl Metrics {
             "Jobs in the queue by kind and state (queued, running, failed)",
             jobs.queued.clone(),
         );
+        let seconds = || Histogram::new(exponential_buckets(0.01, 4.0, 10));
+        let replication = ReplicationMetrics {
+            deliveries: Family::default(),
+            delivery_seconds: Family::new_with_constructor(seconds),
+            delivered_lag_seconds: Family::new_with_constructor(seconds),
+            lag_seconds: Family::default(),
+            pending: Family::default(),
+            failed: Family::default(),
+        };
+        let rp = registry.sub_registry_with_prefix("replication");
+        rp.register(
+            "deliveries",
+            "Replication deliveries by destination and outcome (ok, or the failure code)",
+            replication.deliveries.clone(),
+        );
+        rp.register(
+            "delivery_duration_seconds",
+            "Time one replication delivery took, by destination",
+            replication.delivery_seconds.clone(),
+        );
+        rp.register(
+            "delivered_lag_seconds",
+            "From push acknowledged to delivered at the destination, per image",
+            replication.delivered_lag_seconds.clone(),
+        );
+        rp.register(
+            "lag_seconds",
+            "Age of the oldest push not yet delivered to the destination (0: caught up)",
+            replication.lag_seconds.clone(),
+        );
+        rp.register(
+            "pending",
+            "Images waiting to be delivered to the destination",
+            replication.pending.clone(),
+        );
+        rp.register(
+            "failed",
+            "Images given up for the destination (retried for 24 h)",
+            replication.failed.clone(),
+        );
         Metrics {
+            replication,
             jobs,
             scans,
             gc,

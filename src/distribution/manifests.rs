@@ -139,9 +139,13 @@ pub(super) async fn put(
             ));
         }
     };
-    let pushed = reg
-        .put_manifest(repo, &r, content_type.as_deref(), &bytes)
-        .await?;
+    let pushed = if super::is_replication(headers) {
+        reg.put_replicated_manifest(repo, &r, content_type.as_deref(), &bytes)
+            .await?
+    } else {
+        reg.put_manifest(repo, &r, content_type.as_deref(), &bytes)
+            .await?
+    };
     let mut resp = empty(StatusCode::CREATED);
     let h = resp.headers_mut();
     set(

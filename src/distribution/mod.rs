@@ -30,6 +30,7 @@ use crate::app::AppState;
 use crate::auth::{AuthError, Caller};
 use crate::digest::Digest;
 use crate::reference::{Reference, RepoName};
+use crate::registry::creation_templates::AppliedFor;
 use crate::registry::{RegistryError, RepoId};
 use errors::OciError;
 
@@ -219,7 +220,37 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
     resp
 }
 
+/// Whether a request is part of a replication delivery: its writes are
+/// authorized as `ecr:ReplicateImage`, a missing repository is created from
+/// a `REPLICATION` creation template (given `ecr:CreateRepository`), and
+/// what it stores is not replicated further.
+fn is_replication(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key(crate::http::REPLICATION_HEADER)
+}
+
 impl Route {
+    /// Whether the request writes to its repository (a push).
+    fn is_write(&self, method: &Method) -> bool {
+        match self {
+            Route::Manifest(..) => method == Method::PUT,
+            Route::StartUpload(_) | Route::Upload(..) => true,
+            _ => false,
+        }
+    }
+
+    /// The repository the request names, if any.
+    fn repository(&self) -> Option<&str> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::Tags(n)
+            | Route::Referrers(n, _)
+            | Route::Manifest(n, _)
+            | Route::Blob(n, _)
+            | Route::StartUpload(n)
+            | Route::Upload(n, _) => Some(n),
+        }
+    }
+
     /// The ECR action a request needs, and the repository it acts on.
     /// `None` for the base endpoint, which only needs authentication.
     fn ecr_action(&self, method: &Method) -> Option<(&'static str, Option<&str>)> {
@@ -388,12 +419,41 @@ async fn route_request(
     if state.auth_required {
         let caller = authenticate(state, &route, method, &parts, &registry).await?;
         caller_seen = Some(caller.clone());
+        let replicating = is_replication(&parts.headers);
         if let Some((action, name)) = route.ecr_action(method) {
             if let Some(n) = name {
                 repo(n)?;
             }
+            // A delivery's writes, and its existence checks, are one action.
+            let action = match replicating
+                && (route.is_write(method)
+                    || matches!(route, Route::Blob(..)) && method == Method::HEAD)
+            {
+                true => "ecr:ReplicateImage",
+                false => action,
+            };
             if !authorize(state, &parts, &caller, action, &registry, name).await? {
                 return Err(denied(state, &caller, action, &registry, name));
+            }
+        }
+        // A push that would create its repository (a delivery, or a
+        // CREATE_ON_PUSH template) also needs ecr:CreateRepository, as in ECR.
+        let starts_a_push = matches!(route, Route::StartUpload(_))
+            || matches!(route, Route::Manifest(..)) && method == Method::PUT;
+        if let Some(n) = route.repository().filter(|_| starts_a_push) {
+            let target = repo(n)?;
+            let what = match replicating {
+                true => AppliedFor::Replication,
+                false => AppliedFor::CreateOnPush,
+            };
+            if reg.would_create(&target, what).await? {
+                let action = "ecr:CreateRepository";
+                if !authorize(state, &parts, &caller, action, &registry, Some(n)).await? {
+                    return Err(denied(state, &caller, action, &registry, Some(n)));
+                }
+                if replicating {
+                    reg.create_repository_for(&target, what).await?;
+                }
             }
         }
         if let Route::StartUpload(_) = &route {

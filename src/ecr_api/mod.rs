@@ -18,6 +18,7 @@ mod images;
 mod input;
 mod layers;
 mod lifecycle;
+mod replication;
 mod repositories;
 mod scanning;
 
@@ -362,7 +363,25 @@ async fn operation(
         "PutRegistryPolicy" => repositories::put_registry_policy(ctx, input).await,
         "GetRegistryPolicy" => repositories::get_registry_policy(ctx, input).await,
         "DeleteRegistryPolicy" => repositories::delete_registry_policy(ctx, input).await,
-        "DescribeRegistry" => repositories::describe_registry(ctx, input).await,
+        "DescribeRegistry" => replication::describe_registry(ctx, input).await,
+        "PutReplicationConfiguration" => {
+            replication::put_replication_configuration(ctx, input).await
+        }
+        "DescribeImageReplicationStatus" => {
+            replication::describe_image_replication_status(ctx, input).await
+        }
+        "CreateRepositoryCreationTemplate" => {
+            replication::create_repository_creation_template(ctx, input).await
+        }
+        "UpdateRepositoryCreationTemplate" => {
+            replication::update_repository_creation_template(ctx, input).await
+        }
+        "DeleteRepositoryCreationTemplate" => {
+            replication::delete_repository_creation_template(ctx, input).await
+        }
+        "DescribeRepositoryCreationTemplates" => {
+            replication::describe_repository_creation_templates(ctx, input).await
+        }
         "GetAccountSetting" => account_settings::get_account_setting(ctx, input).await,
         "PutAccountSetting" => account_settings::put_account_setting(ctx, input).await,
         "ListImages" => images::list_images(ctx, input).await,

@@ -50,7 +50,7 @@ fn exclusion_json(filters: &[String]) -> Value {
 }
 
 /// `imageTagMutability` and its exclusion filters, validated together.
-fn mutability(input: &Input, required: bool) -> Result<(String, Vec<String>), EcrError> {
+pub(super) fn mutability(input: &Input, required: bool) -> Result<(String, Vec<String>), EcrError> {
     let m = match input.opt_str("imageTagMutability")? {
         Some(m) => {
             input::check_enum("imageTagMutability", m, MUTABILITY)?;
@@ -641,10 +641,4 @@ pub(super) async fn delete_registry_policy(
         .map_err(EcrError::meta)?;
     ctx.state.access.forget_policy(&registry, None);
     Ok(json!({ "registryId": registry, "policyText": p }))
-}
-
-pub(super) async fn describe_registry(ctx: &Ctx<'_>, _input: &Input) -> Result<Value, EcrError> {
-    let registry = ctx.caller.principal.account.clone();
-    ctx.authorize("DescribeRegistry", &registry, None).await?;
-    Ok(json!({ "registryId": registry, "replicationConfiguration": { "rules": [] } }))
 }

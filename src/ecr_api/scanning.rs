@@ -225,7 +225,7 @@ pub(super) async fn batch_get_repository_scanning_configuration(
     Ok(json!({ "scanningConfigurations": configs, "failures": failures }))
 }
 
-fn image_id_input(input: &Input) -> Result<ImageId, EcrError> {
+pub(super) fn image_id_input(input: &Input) -> Result<ImageId, EcrError> {
     input
         .opt_object("imageId")?
         .ok_or_else(|| EcrError::invalid("Missing required parameter: imageId"))?;
@@ -233,7 +233,11 @@ fn image_id_input(input: &Input) -> Result<ImageId, EcrError> {
 }
 
 /// The image an operation names, resolved to its digest.
-async fn resolved(ctx: &Ctx<'_>, repo: &RepoId, id: &ImageId) -> Result<(Digest, Value), EcrError> {
+pub(super) async fn resolved(
+    ctx: &Ctx<'_>,
+    repo: &RepoId,
+    id: &ImageId,
+) -> Result<(Digest, Value), EcrError> {
     let digest = match resolve(ctx, repo, id).await? {
         Ok(d) => d,
         Err(failure) => {

@@ -5,6 +5,10 @@
 pub mod budget;
 pub mod client_addr;
 
+/// The header a Berth replicating to another sends with each `/v2/` request
+/// of a delivery (its value: the source registry).
+pub const REPLICATION_HEADER: &str = "x-berth-replication";
+
 use axum::http::{HeaderMap, Uri, header};
 
 pub use client_addr::{ClientAddr, Scheme};

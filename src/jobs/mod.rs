@@ -52,8 +52,16 @@ pub const KMS_KEYS: &str = "kms-keys";
 /// encryption (periodic; a no-op once everything is sealed).
 pub const RESEAL: &str = "reseal";
 
+/// Deliver the due entries of one replication destination's log (one-shot,
+/// one per destination: queued by the push that appends to it).
+pub const REPLICATE: &str = "replicate";
+/// Queue [`REPLICATE`] for every destination with due entries (retries
+/// after a backoff, a wake-up lost to a running job) and refresh the
+/// replication gauges (periodic).
+pub const REPLICATION: &str = "replication";
+
 /// Every kind a worker runs (the metrics' label values).
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 12] = [
     GC,
     LIFECYCLE,
     REAP_UPLOADS,
@@ -64,6 +72,8 @@ pub const KINDS: [&str; 10] = [
     SCAN_LAYER,
     RESEAL,
     KMS_KEYS,
+    REPLICATE,
+    REPLICATION,
 ];
 
 /// The setting that pauses garbage collection on every node (`berth gc pause`).
@@ -169,6 +179,27 @@ pub fn scan_layer(digest: &str) -> NewJob {
         dedupe: digest.into(),
         payload: serde_json::to_string(&LayerOf {
             digest: digest.into(),
+        })
+        .expect("serialises"),
+        run_at: now_millis(),
+    }
+}
+
+/// The payload of a [`REPLICATE`] job: the destination whose log it works through.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ReplicateTo {
+    pub(crate) region: String,
+    pub(crate) registry: String,
+}
+
+/// The job that delivers what is due for `destination`.
+pub fn replicate(destination: &crate::metadata::DestinationKey) -> NewJob {
+    NewJob {
+        kind: REPLICATE.into(),
+        dedupe: format!("{}/{}", destination.region, destination.registry),
+        payload: serde_json::to_string(&ReplicateTo {
+            region: destination.region.clone(),
+            registry: destination.registry.clone(),
         })
         .expect("serialises"),
         run_at: now_millis(),

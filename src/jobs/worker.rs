@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::{
     GC, GC_PAUSED_SETTING, KINDS, KMS_KEYS, LIFECYCLE, LIFECYCLE_PREVIEW, LayerOf, PreviewOf,
-    PullRecord, REAP_UPLOADS, RECORD_PULL, RESCAN, RESEAL, SCAN_IMAGE, SCAN_LAYER, ScanOf,
+    PullRecord, REAP_UPLOADS, RECORD_PULL, REPLICATE, REPLICATION, RESCAN, RESEAL, ReplicateTo,
+    SCAN_IMAGE, SCAN_LAYER, ScanOf,
 };
 use crate::metadata::{JobRow, MetaError, Repo, now_millis};
 use crate::registry::Registry;
@@ -26,6 +27,8 @@ const RESEAL_EVERY: Duration = Duration::from_secs(60);
 const RESEAL_PER_RUN: u64 = 1000;
 /// One-shot jobs give up after this many attempts.
 const MAX_ATTEMPTS: i64 = 6;
+/// How often destinations with due replication entries are looked for.
+const REPLICATION_SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 /// What the periodic jobs are and how often they run.
 #[derive(Clone, Debug)]
@@ -67,6 +70,9 @@ pub struct Worker {
     schedule: Schedule,
     /// This node's name in leases: host, process and a random part.
     owner: String,
+    /// Delivers replication log entries (`None`: replication jobs wait for
+    /// a node that has one).
+    replicator: Option<Arc<crate::replication::Replicator>>,
 }
 
 impl Worker {
@@ -84,7 +90,14 @@ impl Worker {
             registry,
             schedule,
             owner,
+            replicator: None,
         }
+    }
+
+    /// Deliver replication with `replicator`.
+    pub fn with_replicator(mut self, replicator: Arc<crate::replication::Replicator>) -> Worker {
+        self.replicator = Some(replicator);
+        self
     }
 
     /// Register the periodic jobs (their periods are this node's settings:
@@ -155,6 +168,8 @@ impl Worker {
         meta.ensure_periodic_job(REAP_UPLOADS, ms(self.schedule.reap_every))
             .await?;
         meta.ensure_periodic_job(RESEAL, ms(RESEAL_EVERY)).await?;
+        meta.ensure_periodic_job(REPLICATION, ms(REPLICATION_SWEEP_EVERY))
+            .await?;
         meta.ensure_periodic_job(KMS_KEYS, ms(self.schedule.kms_every))
             .await
     }
@@ -373,6 +388,27 @@ impl Worker {
                         skipped = r.skipped,
                         "re-encrypted content stored in plaintext by an older version"
                     );
+                }
+                Ok(())
+            }
+            REPLICATE | REPLICATION => {
+                let Some(r) = &self.replicator else {
+                    return Err(JobError::Invalid(
+                        "this node does not replicate (no replicator)".into(),
+                    ));
+                };
+                if kind == REPLICATION {
+                    return Ok(r.sweep().await?);
+                }
+                let p = payload::<ReplicateTo>(job)?;
+                let destination = crate::metadata::DestinationKey {
+                    region: p.region,
+                    registry: p.registry,
+                };
+                let n = r.deliver_due(&destination).await?;
+                if n > 0 {
+                    tracing::debug!(delivered = n, region = %destination.region,
+                        registry = %destination.registry, "replicated");
                 }
                 Ok(())
             }

@@ -606,6 +606,14 @@ impl MetadataStore {
                 super::jobs::insert_job(&mut tx, job, 0).await?;
             }
         }
+        if (new_manifest || tag_changed) && !m.replicate.is_empty() {
+            let destinations: Vec<_> = m.replicate.iter().map(|(d, _)| d.clone()).collect();
+            super::replication::append(&mut tx, repo, m.digest.as_str(), &destinations, now)
+                .await?;
+            for (_, job) in m.replicate {
+                super::jobs::insert_job(&mut tx, job, 0).await?;
+            }
+        }
         tx.commit().await?;
         Ok(PutManifestOutcome::Stored {
             new_manifest,

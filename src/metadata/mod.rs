@@ -17,6 +17,7 @@ mod identities;
 mod jobs;
 mod kms;
 mod lifecycle;
+mod replication;
 mod repositories;
 mod scanning;
 mod schema;
@@ -31,6 +32,7 @@ pub use identities::{AccessKeyRow, UserRow};
 pub use jobs::{JobRow, NewJob};
 pub use kms::{KmsAliasRow, KmsGrantRow, KmsKeyRow, KmsMaterialRow};
 pub use lifecycle::{ExpiryRecord, LifecyclePolicyRow, PlannedExpiry, PreviewRow, RepoImage};
+pub use replication::{CreationTemplateRow, DestinationBacklog, DestinationKey, ReplicationEntry};
 pub use repositories::RepositoryRow;
 pub use scanning::{
     Rematch, ScanRequest, ScanRequested, ScanResult, ScanRow, VULNDB_GENERATION, VulnDbStatus,
@@ -195,6 +197,9 @@ pub struct NewManifest<'a> {
     /// Scan the manifest when it is new (scan on push): its scan type and
     /// the job, queued in the push's transaction.
     pub scan: Option<(&'a str, &'a NewJob)>,
+    /// Replicate the push (a new manifest, or a tag it now has) to these
+    /// destinations: their log entries and jobs, in the push's transaction.
+    pub replicate: &'a [(DestinationKey, NewJob)],
 }
 
 /// A descriptor of a manifest that refers to a subject (for the referrers API).

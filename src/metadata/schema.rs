@@ -464,6 +464,49 @@ const MIGRATIONS: &[&[&str]] = &[
         PRIMARY KEY (registry_id, name)
     )",
     ],
+    &[
+        // ---- migration 13: replication and repository creation templates ---------
+        // (metadata/replication.rs)
+        // A registry's replication configuration (PutReplicationConfiguration),
+        // as the JSON document the service validated.
+        "CREATE TABLE replication_configs (
+        registry_id TEXT NOT NULL PRIMARY KEY,
+        document TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+    )",
+        // The replication log: one entry per pushed image and destination,
+        // written in the push's transaction; each destination works through
+        // its own entries in push order. `state`: `pending` (to be sent, due
+        // at `next_at`; `failure_code` says why the last attempt failed),
+        // `complete`, or `failed` (given up).
+        "CREATE TABLE replication_log (
+        registry_id TEXT NOT NULL,
+        repository {TEXTKEY} NOT NULL,
+        digest TEXT NOT NULL,
+        destination_region TEXT NOT NULL,
+        destination_registry TEXT NOT NULL,
+        state TEXT NOT NULL,
+        failure_code TEXT,
+        failure_reason TEXT,
+        attempts BIGINT NOT NULL,
+        pushed_at BIGINT NOT NULL,
+        next_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (registry_id, repository, digest, destination_region, destination_registry)
+    )",
+        "CREATE INDEX replication_log_due ON replication_log \
+         (destination_region, destination_registry, state, next_at)",
+        // Repository creation templates: the settings of repositories that
+        // replication, the pull-through cache or a push creates.
+        "CREATE TABLE creation_templates (
+        registry_id TEXT NOT NULL,
+        prefix {TEXTKEY} NOT NULL,
+        document TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (registry_id, prefix)
+    )",
+    ],
 ];
 
 fn render(stmt: &str, dialect: Dialect) -> String {

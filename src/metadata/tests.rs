@@ -149,6 +149,7 @@ async fn manifests_tags_immutability_referrers_and_images(engine: Engine) {
         tag: Some("v1"),
         tag_immutable: false,
         scan: None,
+        replicate: &[],
     };
     assert_eq!(
         s.put_manifest(&base).await.unwrap(),
@@ -307,6 +308,7 @@ async fn repositories_settings_tags_and_force_delete(engine: Engine) {
         tag: None,
         tag_immutable: false,
         scan: None,
+        replicate: &[],
     })
     .await
     .unwrap();
@@ -379,6 +381,7 @@ fn image<'a>(digest: &'a Digest, blobs: &'a [Descriptor]) -> NewManifest<'a> {
         tag: None,
         tag_immutable: false,
         scan: None,
+        replicate: &[],
     }
 }
 

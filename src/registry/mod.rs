@@ -9,7 +9,9 @@
 
 pub mod account_settings;
 mod catalog;
+pub mod creation_templates;
 pub mod manifest;
+pub mod replication;
 pub mod scan_config;
 mod sealing;
 pub mod uploads;
@@ -262,10 +264,17 @@ impl Registry {
     // ---- repositories -------------------------------------------------------
 
     /// The repository a push goes to: it must exist, unless repositories are
-    /// created on push (then it is created with default settings).
+    /// created on push: by a `CREATE_ON_PUSH` creation template that covers
+    /// its name (created with the template's settings, as in ECR), or on an
+    /// open registry (`auth = none`: default settings).
     pub async fn writable_repository(&self, repo: &RepoId) -> Result<RepositoryRow> {
         if let Some(row) = self.meta.get_repository(repo.key()).await? {
             return Ok(row);
+        }
+        let templates = self.creation_templates(&repo.registry).await?;
+        let on_push = creation_templates::AppliedFor::CreateOnPush;
+        if creation_templates::choose(&templates, repo.name.as_str(), on_push).is_some() {
+            return self.create_repository_for(repo, on_push).await;
         }
         if !self.limits.create_on_push {
             return Err(repo.not_found());
@@ -401,13 +410,40 @@ impl Registry {
 
     // ---- manifests ----------------------------------------------------------
 
-    /// Validate and store a manifest under `reference` (a tag or its digest).
+    /// Validate and store a manifest under `reference` (a tag or its digest),
+    /// replicated as the registry's replication configuration says.
     pub async fn put_manifest(
         &self,
         repo: &RepoId,
         reference: &Reference,
         content_type: Option<&str>,
         bytes: &[u8],
+    ) -> Result<PushedManifest> {
+        self.store_manifest(repo, reference, content_type, bytes, true)
+            .await
+    }
+
+    /// Store a manifest that replication brought: as a push, except that it
+    /// is not replicated further (ECR replicates a push once, never through
+    /// a second hop).
+    pub async fn put_replicated_manifest(
+        &self,
+        repo: &RepoId,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<PushedManifest> {
+        self.store_manifest(repo, reference, content_type, bytes, false)
+            .await
+    }
+
+    async fn store_manifest(
+        &self,
+        repo: &RepoId,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: &[u8],
+        replicate: bool,
     ) -> Result<PushedManifest> {
         if bytes.len() > self.limits.max_manifest_bytes {
             return Err(RegistryError::ManifestInvalid(format!(
@@ -455,6 +491,19 @@ impl Registry {
             None
         };
         let scan_job = crate::jobs::scan_image(repo.key(), digest.as_str());
+        let replicate_to: Vec<_> = if replicate {
+            self.replication_configuration(&repo.registry)
+                .await?
+                .destinations_for(repo.name.as_str())
+                .into_iter()
+                .map(|d| {
+                    let job = crate::jobs::replicate(&d);
+                    (d, job)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Sealed at rest like blobs, under a data key of its own wrapped by
         // the repository's key (a push to a repository whose key is
         // disabled fails here).
@@ -485,6 +534,7 @@ impl Registry {
                 tag,
                 tag_immutable: tag.is_some_and(|t| tag_is_immutable(&settings, t)),
                 scan: scanning.map(|t| (t.as_str(), &scan_job)),
+                replicate: &replicate_to,
             })
             .await?;
         match outcome {
@@ -492,7 +542,9 @@ impl Registry {
                 new_manifest,
                 tag_changed,
             } => {
-                if new_manifest && scanning.is_some() {
+                if (new_manifest && scanning.is_some())
+                    || ((new_manifest || tag_changed) && !replicate_to.is_empty())
+                {
                     self.jobs_queued.notify_one();
                 }
                 Ok(PushedManifest {

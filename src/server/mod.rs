@@ -464,11 +464,19 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     }
     let primary_account = access.primary_account().await?;
     let stacks = crate::stacks::Stacks::new(registry.meta.clone(), config.region.clone());
+    let access = Arc::new(access);
+    let replicator = Arc::new(crate::replication::Replicator::new(
+        registry.clone(),
+        access.clone(),
+        &config.region,
+        &config.peers,
+    ));
     let state = Arc::new(AppState {
         registry: registry.clone(),
         stacks,
+        replicator: replicator.clone(),
         metrics: metrics.clone(),
-        access: Arc::new(access),
+        access,
         primary_account,
         auth_required: config.auth == AuthMode::Ecr,
         region: config.region.clone(),
@@ -495,7 +503,11 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
-    let jobs = tokio::spawn(crate::jobs::Worker::new(registry, job_schedule(&config)).run());
+    let jobs = tokio::spawn(
+        crate::jobs::Worker::new(registry, job_schedule(&config))
+            .with_replicator(replicator)
+            .run(),
+    );
     let ctx = listener::ListenerContext {
         router: router(state),
         limits: config.http.clone(),

@@ -6,6 +6,7 @@ The binary comes from $BERTH_BIN (default target/debug/berth, relative to the
 repository root).
 """
 
+import hashlib
 import itertools
 import json
 import os
@@ -90,6 +91,24 @@ def aws_cli(endpoint, *args, faketime=None, key_id=ROOT_KEY_ID, secret=ROOT_SECR
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def sha256(b: bytes) -> str:
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def upload_blob(ecr, repo, data: bytes):
+    """Upload `data` to `repo` through the ECR API (in one part), unless it
+    is there already; its digest."""
+    have = ecr.batch_check_layer_availability(repositoryName=repo, layerDigests=[sha256(data)])
+    if have["layers"] and have["layers"][0].get("layerAvailability") == "AVAILABLE":
+        return sha256(data)
+    up = ecr.initiate_layer_upload(repositoryName=repo)
+    ecr.upload_layer_part(
+        repositoryName=repo, uploadId=up["uploadId"], partFirstByte=0, partLastByte=len(data) - 1, layerPartBlob=data
+    )
+    ecr.complete_layer_upload(repositoryName=repo, uploadId=up["uploadId"], layerDigests=[sha256(data)])
+    return sha256(data)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -99,14 +118,15 @@ def free_port():
 class Berth:
     """A running `berth serve` in ECR mode."""
 
-    def __init__(self, tmp: Path, extra_args=(), reuse=None, wrapper=()):
+    def __init__(self, tmp: Path, extra_args=(), reuse=None, wrapper=(), port=None):
         """`extra_args` go to `berth serve` after the defaults (e.g.
         `["--gc-grace", "1s"]`); none by default. `reuse`: a stopped server
         whose stores (data directory, database, S3 prefix) this one opens.
-        `wrapper`: a command the server runs under (e.g. `["faketime", "-f", "+8d"]`)."""
+        `wrapper`: a command the server runs under (e.g. `["faketime", "-f", "+8d"]`).
+        `port`: listen on this port (a restarted server where others expect it)."""
         self.bin = berth_bin()
         self.data_dir = tmp / "data"
-        self.port = free_port()
+        self.port = port or free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.endpoint = f"http://{self.addr}"
         self.log_path = tmp / "berth.log"

@@ -1,0 +1,420 @@
+//! Replication: delivering pushed images to the destinations of the
+//! registry's replication rules (`registry::replication`), as ECR does.
+//!
+//! A push appends the image to each destination's log in its own
+//! transaction (`metadata::replication`), and queues that destination's
+//! `replicate` job; the job ([`Replicator::deliver_due`]) works through the
+//! destination's due entries in push order. A destination in this
+//! deployment's region is written in process, linking the blobs it already
+//! stores (no byte is copied), as the source account — the destination
+//! registry's policy decides (`ecr:ReplicateImage`, and `ecr:CreateRepository`
+//! for a repository that does not exist there yet, which is created from a
+//! `REPLICATION` creation template or ECR's defaults). A destination in
+//! another region is a peer deployment (`[[peers]]`): the image is pushed
+//! to it over `/v2/` with the identity configured for it ([`peer`]), and the
+//! peer applies the same rules. A failed delivery is retried with backoff
+//! (its status says why) and never holds up the entries behind it; pushes
+//! are idempotent, so a delivery repeated after a crash changes nothing.
+
+pub mod peer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{Access, Caller};
+use crate::digest::Digest;
+use crate::iam::Principal;
+use crate::metadata::{DestinationKey, ReplicationEntry, now_millis};
+use crate::reference::{Reference, RepoName};
+use crate::registry::creation_templates::AppliedFor;
+use crate::registry::{Registry, RegistryError, RepoId, manifest};
+
+/// Entries read at a time from a destination's log.
+const BATCH: i64 = 16;
+/// A failing entry is retried for this long after its push, then given up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Index nesting followed when an index's children are delivered.
+const MAX_DEPTH: usize = 4;
+
+/// Why a delivery failed: a failure code (DescribeImageReplicationStatus's
+/// `failureCode`) and what happened.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {reason}")]
+pub struct Failure {
+    pub code: &'static str,
+    pub reason: String,
+    /// Retrying cannot help (the image is gone).
+    pub permanent: bool,
+}
+
+impl Failure {
+    fn new(code: &'static str, reason: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            reason: reason.into(),
+            permanent: false,
+        }
+    }
+}
+
+impl From<RegistryError> for Failure {
+    fn from(e: RegistryError) -> Failure {
+        let code = match &e {
+            RegistryError::Kms(_) => "KMS_ERROR",
+            RegistryError::TagImmutable { .. } => "TAG_IMMUTABLE",
+            RegistryError::ManifestInvalid(_)
+            | RegistryError::ManifestBlobUnknown(_)
+            | RegistryError::ManifestChildUnknown(_) => "REJECTED",
+            RegistryError::StorageFull => "DESTINATION_FULL",
+            _ => "INTERNAL_ERROR",
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+/// Delivers replication log entries (one per node; the jobs say what to do).
+pub struct Replicator {
+    registry: Arc<Registry>,
+    access: Arc<Access>,
+    /// This deployment's region: destinations here are written in process.
+    region: String,
+    peers: Vec<peer::Peer>,
+}
+
+impl Replicator {
+    pub fn new(
+        registry: Arc<Registry>,
+        access: Arc<Access>,
+        region: &str,
+        peers: &[crate::config::PeerConfig],
+    ) -> Replicator {
+        Replicator {
+            registry,
+            access,
+            region: region.to_string(),
+            peers: peers.iter().map(peer::Peer::new).collect(),
+        }
+    }
+
+    /// The regions replication can reach: this one and the peers'.
+    pub fn reachable_regions(&self) -> Vec<&str> {
+        std::iter::once(self.region.as_str())
+            .chain(self.peers.iter().map(|p| p.region()))
+            .collect()
+    }
+
+    /// Deliver what is due for `destination`, oldest push first, until
+    /// nothing is due. Returns how many entries were delivered.
+    pub async fn deliver_due(&self, destination: &DestinationKey) -> Result<u64, RegistryError> {
+        let mut delivered = 0;
+        loop {
+            let due = self
+                .registry
+                .meta
+                .replication_due(destination, now_millis(), BATCH)
+                .await?;
+            if due.is_empty() {
+                return Ok(delivered);
+            }
+            for entry in &due {
+                let started = std::time::Instant::now();
+                let outcome = self.deliver(entry).await;
+                let metrics = &self.registry.metrics;
+                let dest = format!("{}/{}", destination.region, destination.registry);
+                match &outcome {
+                    Ok(()) => {
+                        delivered += 1;
+                        metrics.replication_delivered(
+                            &dest,
+                            "ok",
+                            started.elapsed().as_secs_f64(),
+                            (now_millis() - entry.pushed_at) as f64 / 1000.0,
+                        );
+                    }
+                    Err(f) => {
+                        metrics.replication_delivered(
+                            &dest,
+                            f.code,
+                            started.elapsed().as_secs_f64(),
+                            0.0,
+                        );
+                        tracing::warn!(repository = %entry.repository, digest = %entry.digest,
+                            destination = %dest, attempt = entry.attempts + 1, error = %f,
+                            "a replication delivery failed");
+                    }
+                }
+                let recorded = match outcome {
+                    Ok(()) => self.registry.meta.replication_outcome(entry, Ok(())).await,
+                    Err(f) => {
+                        let retry_at = retry_at(entry, &f);
+                        self.registry
+                            .meta
+                            .replication_outcome(entry, Err((f.code, &f.reason, retry_at)))
+                            .await
+                    }
+                };
+                recorded?;
+            }
+        }
+    }
+
+    /// Queue the delivery job of every destination with due entries, and
+    /// refresh the replication gauges.
+    pub async fn sweep(&self) -> Result<(), RegistryError> {
+        let meta = &self.registry.meta;
+        for d in meta.replication_due_destinations(now_millis()).await? {
+            meta.enqueue_job(&crate::jobs::replicate(&d)).await?;
+        }
+        let now = now_millis();
+        for b in meta.replication_backlogs().await? {
+            let dest = format!("{}/{}", b.destination.region, b.destination.registry);
+            let lag = b
+                .oldest_pending
+                .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+            self.registry
+                .metrics
+                .replication_backlog(&dest, b.pending, b.failed, lag);
+        }
+        Ok(())
+    }
+
+    /// Deliver one entry.
+    async fn deliver(&self, entry: &ReplicationEntry) -> Result<(), Failure> {
+        let name = RepoName::parse(&entry.repository)
+            .ok_or_else(|| Failure::new("INTERNAL_ERROR", "the repository name is invalid"))?;
+        let source = RepoId::new(&entry.registry, name);
+        let digest: Digest = entry
+            .digest
+            .parse()
+            .map_err(|_| Failure::new("INTERNAL_ERROR", "the digest is invalid"))?;
+        // The tags the image has now: a tag moved since the push belongs to
+        // the image it moved to (that push has an entry of its own).
+        let image = self
+            .registry
+            .meta
+            .image(source.key(), digest.as_str())
+            .await
+            .map_err(|e| Failure::from(RegistryError::Meta(e)))?;
+        let Some(image) = image else {
+            return Err(Failure {
+                code: "IMAGE_NOT_FOUND",
+                reason: "the image was deleted before it was replicated".into(),
+                permanent: true,
+            });
+        };
+        let target = RepoId::new(&entry.destination.registry, source.name.clone());
+        if entry.destination.region == self.region {
+            self.deliver_here(&source, &target, &digest, &image.tags)
+                .await
+        } else {
+            let peer = self
+                .peers
+                .iter()
+                .find(|p| p.region() == entry.destination.region)
+                .ok_or_else(|| {
+                    Failure::new(
+                        "DESTINATION_UNKNOWN",
+                        format!(
+                            "no peer serves region {} (add it to [[peers]])",
+                            entry.destination.region
+                        ),
+                    )
+                })?;
+            peer.deliver(&self.registry, &source, &target, &digest, &image.tags)
+                .await
+        }
+    }
+
+    /// Deliver an image to a registry of this deployment, as the source
+    /// account: the destination's registry policy decides.
+    async fn deliver_here(
+        &self,
+        source: &RepoId,
+        target: &RepoId,
+        digest: &Digest,
+        tags: &[String],
+    ) -> Result<(), Failure> {
+        let reg = &self.registry;
+        if !reg
+            .account_exists(&target.registry)
+            .await
+            .map_err(|e| Failure::from(RegistryError::Meta(e)))?
+        {
+            return Err(Failure::new(
+                "DESTINATION_UNKNOWN",
+                format!("the registry {} does not exist", target.registry),
+            ));
+        }
+        let caller = replication_caller(&source.registry);
+        let allowed = |action: &'static str| {
+            let caller = &caller;
+            async move {
+                self.access
+                    .authorize(
+                        caller,
+                        action,
+                        &target.registry,
+                        Some(target.name.as_str()),
+                        None,
+                    )
+                    .await
+                    .map_err(|e| Failure::from(RegistryError::Meta(e)))
+            }
+        };
+        let denied = |action: &str| {
+            Failure::new(
+                "ACCESS_DENIED",
+                format!(
+                    "the registry policy of {} does not allow {action} to account {}",
+                    target.registry, source.registry
+                ),
+            )
+        };
+        if !allowed("ecr:ReplicateImage").await? {
+            return Err(denied("ecr:ReplicateImage"));
+        }
+        if reg.would_create(target, AppliedFor::Replication).await? {
+            if !allowed("ecr:CreateRepository").await? {
+                return Err(denied("ecr:CreateRepository"));
+            }
+            reg.create_repository_for(target, AppliedFor::Replication)
+                .await?;
+        }
+        self.copy_here(source, target, digest, 0).await?;
+        put_tags_here(reg, source, target, digest, tags).await
+    }
+
+    /// Make manifest `digest` of `source` (and everything it references)
+    /// exist in `target`, linking stored blobs rather than copying them.
+    async fn copy_here(
+        &self,
+        source: &RepoId,
+        target: &RepoId,
+        digest: &Digest,
+        depth: usize,
+    ) -> Result<(), Failure> {
+        let reg = &self.registry;
+        if reg
+            .meta
+            .manifest_exists(target.key(), digest)
+            .await
+            .map_err(|e| Failure::from(RegistryError::Meta(e)))?
+        {
+            return Ok(());
+        }
+        let (m, parsed) = source_manifest(reg, source, digest).await?;
+        if !parsed.children.is_empty() && depth >= MAX_DEPTH {
+            return Err(Failure::new("REJECTED", "indexes nest too deeply"));
+        }
+        for child in &parsed.children {
+            Box::pin(self.copy_here(source, target, &child.digest, depth + 1)).await?;
+        }
+        for blob in &parsed.blobs {
+            if !reg
+                .link_replicated_blob(target, source, &blob.digest)
+                .await?
+            {
+                return Err(Failure::new(
+                    "REJECTED",
+                    format!("the source no longer holds blob {}", blob.digest),
+                ));
+            }
+        }
+        reg.put_replicated_manifest(
+            target,
+            &Reference::Digest(digest.clone()),
+            Some(&m.media_type),
+            &m.content,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// When to try `entry` again after `f`: backoff doubling per attempt (at
+/// most [`MAX_BACKOFF`]); `None` once it is past [`GIVE_UP_AFTER`] or cannot
+/// succeed.
+fn retry_at(entry: &ReplicationEntry, f: &Failure) -> Option<i64> {
+    let now = now_millis();
+    if f.permanent || now - entry.pushed_at > GIVE_UP_AFTER.as_millis() as i64 {
+        return None;
+    }
+    let backoff = Duration::from_secs(1 << entry.attempts.clamp(0, 9) as u32).min(MAX_BACKOFF);
+    Some(now + backoff.as_millis() as i64)
+}
+
+/// The identity replication acts as in a destination registry of this
+/// deployment: the source account (its root), as ECR's replication does.
+fn replication_caller(account: &str) -> Caller {
+    Caller {
+        principal: Principal {
+            arn: format!("arn:aws:iam::{account}:root"),
+            account: account.to_string(),
+            user_id: account.to_string(),
+            username: None,
+        },
+        access_key_id: format!("replication:{account}"),
+        is_root: true,
+        identity_policies: Vec::new(),
+        loaded_at: std::time::Instant::now(),
+    }
+}
+
+/// A source manifest's bytes and what they reference.
+pub(crate) async fn source_manifest(
+    reg: &Registry,
+    source: &RepoId,
+    digest: &Digest,
+) -> Result<(crate::metadata::ManifestRow, manifest::ParsedManifest), Failure> {
+    let m = match reg
+        .get_manifest(source, &Reference::Digest(digest.clone()))
+        .await
+    {
+        Ok(m) => m,
+        Err(RegistryError::ManifestUnknown(_) | RegistryError::NameUnknown { .. }) => {
+            return Err(Failure {
+                code: "IMAGE_NOT_FOUND",
+                reason: format!("{digest} was deleted before it was replicated"),
+                permanent: true,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let parsed = manifest::parse(Some(&m.media_type), &m.content, reg.limits.max_image_layers)
+        .map_err(|e| Failure::new("REJECTED", e))?;
+    Ok((m, parsed))
+}
+
+/// Point each of `tags` at `digest` in `target`. A tag the destination
+/// keeps immutable at another image stays there: the image arrives
+/// without it, as in ECR.
+async fn put_tags_here(
+    reg: &Registry,
+    source: &RepoId,
+    target: &RepoId,
+    digest: &Digest,
+    tags: &[String],
+) -> Result<(), Failure> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    let (m, _) = source_manifest(reg, source, digest).await?;
+    for tag in tags {
+        let Ok(reference) = Reference::parse(tag) else {
+            continue;
+        };
+        match reg
+            .put_replicated_manifest(target, &reference, Some(&m.media_type), &m.content)
+            .await
+        {
+            Ok(_) => {}
+            Err(RegistryError::TagImmutable { .. }) => {
+                tracing::info!(repository = %target.name, tag, "an immutable tag at the destination was kept");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
