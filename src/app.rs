@@ -41,6 +41,8 @@ pub struct AppState {
 /// when this is dropped).
 pub struct SignedRequest {
     pub caller: Arc<Caller>,
+    /// The region it is signed for (for the ECR API, the region it addresses).
+    pub region: String,
     pub body: Vec<u8>,
     pub reservation: Reservation,
 }
@@ -109,6 +111,14 @@ impl IntakeError {
     }
 }
 
+/// The region an ECR-style host name names (`[ACCOUNT.]dkr.ecr.REGION.DOMAIN`
+/// or `api.ecr.REGION.DOMAIN`).
+pub fn host_region(host: &str) -> Option<String> {
+    let domain = ecr_registry_domain(host)?;
+    let region = domain.strip_prefix("dkr.ecr.")?.split('.').next()?;
+    Some(region.to_string())
+}
+
 /// The account id when `host` starts with `<12 digits>.`, and the rest.
 fn split_account(host: &str) -> Option<(&str, &str)> {
     match host.split_once('.') {
@@ -134,6 +144,7 @@ impl AppState {
         cap: usize,
     ) -> Result<SignedRequest, IntakeError> {
         let pending = self.access.begin_sigv4_for(&parts.headers, service).await?;
+        let region = pending.region().to_string();
         let declared = crate::http::content_length(&parts.headers);
         if let Some(n) = declared.filter(|n| *n > cap) {
             return Err(IntakeError::Declared { declared: n, cap });
@@ -156,6 +167,7 @@ impl AppState {
             caller,
             body,
             reservation,
+            region,
         })
     }
 
@@ -167,6 +179,19 @@ impl AppState {
             Some((account, _)) => account.to_string(),
             None => self.primary_account.clone(),
         }
+    }
+
+    /// The registry a `/v2/` request to `host` addresses, as the stores key
+    /// it: the account of [`AppState::registry_for_host`] in the region an
+    /// ECR-style host name names (a region this deployment serves), else
+    /// in the home region.
+    pub fn registry_key_for_host(&self, host: Option<&str>) -> String {
+        let account = self.registry_for_host(host);
+        let region = host
+            .and_then(host_region)
+            .filter(|r| self.access.serves(r))
+            .unwrap_or_else(|| self.region.clone());
+        self.access.registry_key(&account, &region)
     }
 
     /// The registry host name for `account` as clients of a request to
@@ -209,9 +234,9 @@ pub fn registry_host(
     }
 }
 
-/// `dkr.ecr.REGION.amazonaws.com[.cn][:PORT]` when `host` is one of ECR's
-/// names: a registry's (`ACCOUNT.dkr.ecr.…`, or without the account) or the
-/// API's (`api.ecr.…`).
+/// `dkr.ecr.REGION.DOMAIN[:PORT]` when `host` is named as ECR names its
+/// hosts (`amazonaws.com`, or a site's own domain): a registry's
+/// (`ACCOUNT.dkr.ecr.…`, or without the account) or the API's (`api.ecr.…`).
 fn ecr_registry_domain(host: &str) -> Option<String> {
     let rest = split_account(host).map_or(host, |(_, rest)| rest);
     let (name, port) = match rest.rsplit_once(':') {
@@ -222,9 +247,11 @@ fn ecr_registry_domain(host: &str) -> Option<String> {
     let after = name
         .strip_prefix("dkr.ecr.")
         .or_else(|| name.strip_prefix("api.ecr."))?;
-    let region = after
-        .strip_suffix(".amazonaws.com")
-        .or_else(|| after.strip_suffix(".amazonaws.com.cn"))?;
+    // `REGION.DOMAIN`: amazonaws.com, or a site's own domain.
+    let (region, domain) = after.split_once('.')?;
+    if domain.is_empty() {
+        return None;
+    }
     let region_ok = !region.is_empty()
         && region
             .bytes()
@@ -302,18 +329,44 @@ mod tests {
             ),
             "222222222222.dkr.ecr.us-east-1.amazonaws.com"
         );
-        // Look-alikes are ordinary hosts.
+        // ECR's naming under a site's own domain is named the same way.
         assert_eq!(
             h(
                 None,
-                PRIMARY,
-                Some("dkr.ecr.us-east-1.amazonaws.com.evil.example")
+                OTHER,
+                Some("dkr.ecr.eu-west-1.registry.example.com:5000")
             ),
-            "dkr.ecr.us-east-1.amazonaws.com.evil.example"
+            "222222222222.dkr.ecr.eu-west-1.registry.example.com:5000"
         );
+        // Without a region, or a domain, it is an ordinary host.
         assert_eq!(
             h(None, PRIMARY, Some("dkr.ecr..amazonaws.com")),
             "dkr.ecr..amazonaws.com"
         );
+        assert_eq!(
+            h(None, PRIMARY, Some("dkr.ecr.us-east-1")),
+            "dkr.ecr.us-east-1"
+        );
+    }
+
+    #[test]
+    fn ecr_style_host_names_name_their_region() {
+        use super::host_region;
+        let r = |h| host_region(h);
+        assert_eq!(
+            r("123456789012.dkr.ecr.eu-west-1.registry.example.com:5000").as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            r("dkr.ecr.us-west-2.amazonaws.com").as_deref(),
+            Some("us-west-2")
+        );
+        assert_eq!(
+            r("api.ecr.ap-south-1.example.com").as_deref(),
+            Some("ap-south-1")
+        );
+        assert_eq!(r("127.0.0.1:5000"), None);
+        assert_eq!(r("123456789012.localhost:5000"), None);
+        assert_eq!(r("dkr.ecr.EU_WEST.example.com"), None);
     }
 }

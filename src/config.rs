@@ -57,8 +57,12 @@ pub struct Config {
     /// request is authorized, pushes need an existing repository.
     /// `none`: an open registry for development; repositories are created on push.
     pub auth: AuthMode,
-    /// The region this registry is (ARNs, SigV4 scope).
+    /// The region this registry is (ARNs, SigV4 scope): its home region,
+    /// where the KMS, CloudFormation, SSM and STS faces answer too.
     pub region: String,
+    /// Every region the ECR API and `/v2/` serve, `region` first; each with
+    /// its own registries (repositories, policies, settings, ARNs).
+    pub regions: Vec<String>,
     /// Host (and port) clients use to reach the registry, as shown in
     /// `repositoryUri` and `proxyEndpoint`; by default the request's `Host`.
     pub registry_host: Option<String>,
@@ -109,11 +113,11 @@ pub struct PeerEntry {
 }
 
 impl PeerEntry {
-    fn resolve(self, own_region: &str) -> anyhow::Result<PeerConfig> {
+    fn resolve(self, own_regions: &[String]) -> anyhow::Result<PeerConfig> {
         let what = format!("peers (region {:?})", self.region);
         check_region(&self.region).with_context(|| what.clone())?;
-        if self.region == own_region {
-            bail!("{what}: this deployment serves {own_region} itself");
+        if own_regions.contains(&self.region) {
+            bail!("{what}: this deployment serves {} itself", self.region);
         }
         let endpoint = self.endpoint.trim_end_matches('/').to_string();
         let host = endpoint
@@ -413,6 +417,7 @@ impl Default for Config {
             scan_quota_interval: Duration::from_secs(24 * 3600),
             auth: AuthMode::Ecr,
             region: "us-east-1".into(),
+            regions: vec!["us-east-1".into()],
             registry_host: None,
             http: HttpLimits::default(),
             uploads: UploadQuotas::default(),
@@ -451,6 +456,8 @@ pub struct Overrides {
     pub scan_quota_interval: Option<String>,
     pub auth: Option<String>,
     pub region: Option<String>,
+    /// Every region served (`regions = [...]`; `--region` more than once).
+    pub regions: Option<Vec<String>>,
     pub registry_host: Option<String>,
     pub idle_timeout: Option<String>,
     pub send_timeout: Option<String>,
@@ -495,7 +502,7 @@ impl Overrides {
             master_key_transit_key, kms_job_interval,
             upload_max_age, upload_reap_interval,
             max_manifest_bytes, max_image_layers, gc_interval, gc_grace, lifecycle_interval,
-            scan_quota_interval, auth, region, registry_host, idle_timeout, send_timeout, body_timeout,
+            scan_quota_interval, auth, region, regions, registry_host, idle_timeout, send_timeout, body_timeout,
             api_body_timeout, shutdown_timeout, max_connections, max_connections_per_ip,
             body_memory, body_memory_per_ip, trusted_proxy, forwarded_header,
             max_uploads_per_caller,
@@ -721,12 +728,20 @@ impl Overrides {
                 other => bail!("auth: {other:?} is neither \"ecr\" nor \"none\""),
             };
         }
-        if let Some(r) = self.region {
+        let regions = self.regions.unwrap_or_default();
+        if let Some(r) = self.region.or_else(|| regions.first().cloned()) {
             check_region(&r)?;
             c.region = r;
         }
+        c.regions = vec![c.region.clone()];
+        for r in regions {
+            check_region(&r).context("regions")?;
+            if !c.regions.contains(&r) {
+                c.regions.push(r);
+            }
+        }
         for p in self.peers.unwrap_or_default() {
-            let peer = p.resolve(&c.region)?;
+            let peer = p.resolve(&c.regions)?;
             if c.peers.iter().any(|q| q.region == peer.region) {
                 bail!("peers: region {} is given twice", peer.region);
             }

@@ -432,7 +432,6 @@ async fn ecr_harness(dir: &std::path::Path) -> axum::Router {
     let replicator = Arc::new(crate::replication::Replicator::new(
         registry.clone(),
         access.clone(),
-        "us-east-1",
         &[],
     ));
     let state = Arc::new(crate::app::AppState {

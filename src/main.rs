@@ -50,6 +50,13 @@ enum Command {
         #[command(subcommand)]
         command: berth::maintenance::JobsCommand,
     },
+    /// Replication: each destination's backlog, lag and last failure.
+    Replication {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: berth::maintenance::ReplicationCommand,
+    },
     /// The vulnerability database scans match against: import OSV data, show what is loaded.
     Vulndb {
         #[command(flatten)]
@@ -130,9 +137,10 @@ struct StoreArgs {
     /// Seal the master key with this transit key; the master key file then holds its ciphertext [default: off]
     #[arg(long, env = "BERTH_MASTER_KEY_TRANSIT_KEY", global = true)]
     master_key_transit_key: Option<String>,
-    /// Region of this registry [default: us-east-1]
-    #[arg(long, env = "BERTH_REGION", global = true)]
-    region: Option<String>,
+    /// Region of this registry [default: us-east-1]; given more than once (or
+    /// comma-separated), every region this deployment serves, the first its home
+    #[arg(long, env = "BERTH_REGION", global = true, value_delimiter = ',')]
+    region: Vec<String>,
     /// Log lines as `text` or `json` (one object per line) [default: text]
     #[arg(long, env = "BERTH_LOG_FORMAT", global = true)]
     log_format: Option<String>,
@@ -243,7 +251,8 @@ impl StoreArgs {
             kms_transit_token_file: self.kms_transit_token_file,
             kms_transit_mount: self.kms_transit_mount,
             master_key_transit_key: self.master_key_transit_key,
-            region: self.region,
+            region: self.region.first().cloned(),
+            regions: (self.region.len() > 1).then_some(self.region),
             log_format: self.log_format,
             ..extra
         };
@@ -345,6 +354,10 @@ fn main() -> anyhow::Result<()> {
         Command::Jobs { store, command } => {
             let config = store.resolve(Overrides::default())?;
             current_thread()?.block_on(berth::maintenance::jobs(&config, command))
+        }
+        Command::Replication { store, command } => {
+            let config = store.resolve(Overrides::default())?;
+            current_thread()?.block_on(berth::maintenance::replication(&config, command))
         }
         Command::Iam { store, command } => {
             let config = store.resolve(Overrides::default())?;

@@ -36,6 +36,14 @@ pub enum JobsCommand {
 }
 
 #[derive(clap::Subcommand, Debug)]
+pub enum ReplicationCommand {
+    /// Print each replication destination's backlog as JSON: images
+    /// waiting, failing, given up, the age of the oldest undelivered push
+    /// (the lag) and the last failure.
+    Status,
+}
+
+#[derive(clap::Subcommand, Debug)]
 pub enum LifecycleCommand {
     /// Evaluate lifecycle policies now and expire what they select: one
     /// repository's (with --repository-name), or every repository's.
@@ -188,6 +196,34 @@ pub async fn jobs(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
                 bail!("no failed job {id}");
             }
             println!("{}", json!({ "id": id, "state": "queued" }));
+        }
+    }
+    Ok(())
+}
+
+pub async fn replication(config: &Config, command: ReplicationCommand) -> anyhow::Result<()> {
+    let registry = open(config).await?;
+    match command {
+        ReplicationCommand::Status => {
+            let now = crate::metadata::now_millis();
+            let out: Vec<Value> = registry
+                .meta
+                .replication_backlogs()
+                .await?
+                .into_iter()
+                .map(|b| {
+                    json!({
+                        "region": b.destination.region,
+                        "registryId": b.destination.registry,
+                        "pending": b.pending,
+                        "failing": b.failing,
+                        "failed": b.failed,
+                        "lagSeconds": b.oldest_pending.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0),
+                        "lastFailure": b.last_failure,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&out)?);
         }
     }
     Ok(())

@@ -162,3 +162,45 @@ mod tests {
         assert_eq!(Reference::parse("a/b"), Err(ReferenceError::Tag));
     }
 }
+
+/// The key under which the stores keep a registry: the account id for the
+/// deployment's home region (as every data directory before multi-region
+/// has it), `<account>@<region>` for another region the deployment serves.
+/// A registry is regional in ECR: its repositories, policies and settings
+/// are a region's; accounts and their keys are global.
+pub fn registry_key(account: &str, region: &str, home_region: &str) -> String {
+    if region == home_region {
+        account.to_string()
+    } else {
+        format!("{account}@{region}")
+    }
+}
+
+/// The account of a registry key (what ECR shows as `registryId`).
+pub fn key_account(key: &str) -> &str {
+    key.split_once('@').map_or(key, |(a, _)| a)
+}
+
+/// The region of a registry key.
+pub fn key_region<'a>(key: &'a str, home_region: &'a str) -> &'a str {
+    key.split_once('@').map_or(home_region, |(_, r)| r)
+}
+
+#[cfg(test)]
+mod registry_key_tests {
+    use super::*;
+
+    #[test]
+    fn the_home_region_keeps_bare_account_keys() {
+        assert_eq!(
+            registry_key("123456789012", "us-east-1", "us-east-1"),
+            "123456789012"
+        );
+        let k = registry_key("123456789012", "eu-west-1", "us-east-1");
+        assert_eq!(k, "123456789012@eu-west-1");
+        assert_eq!(key_account(&k), "123456789012");
+        assert_eq!(key_region(&k, "us-east-1"), "eu-west-1");
+        assert_eq!(key_account("123456789012"), "123456789012");
+        assert_eq!(key_region("123456789012", "us-east-1"), "us-east-1");
+    }
+}

@@ -101,7 +101,10 @@ pub struct Access {
     meta: MetadataStore,
     master: MasterKey,
     tokens: TokenSigner,
+    /// The home region (of the KMS, CloudFormation, SSM and STS faces too).
     pub region: String,
+    /// Every region the ECR API and `/v2/` serve, the home region first.
+    pub regions: Vec<String>,
     keys: TtlCache<CachedKey>,
     policies: TtlCache<CachedPolicy>,
     /// Recent decisions by (key, action, registry, repository, source address).
@@ -121,6 +124,11 @@ impl PendingSigV4 {
     /// The access key the request claims (not yet proven).
     pub fn access_key_id(&self) -> &str {
         &self.parsed.credential.access_key_id
+    }
+
+    /// The region the request is signed for (checked: one this deployment serves).
+    pub fn region(&self) -> &str {
+        &self.parsed.credential.region
     }
 }
 
@@ -176,10 +184,30 @@ impl Access {
             master,
             tokens: TokenSigner::new(&key),
             region: region.to_string(),
+            regions: vec![region.to_string()],
             keys: TtlCache::new(CACHE_CAPACITY, CACHE_TTL),
             policies: TtlCache::new(CACHE_CAPACITY, CACHE_TTL),
             decisions: TtlCache::new(CACHE_CAPACITY, CACHE_TTL),
         })
+    }
+
+    /// Serve these regions besides the home region (the ECR API and `/v2/`).
+    pub fn serve_regions(&mut self, regions: &[String]) {
+        for r in regions {
+            if !self.regions.contains(r) {
+                self.regions.push(r.clone());
+            }
+        }
+    }
+
+    /// Whether the ECR API and `/v2/` serve `region`.
+    pub fn serves(&self, region: &str) -> bool {
+        self.regions.iter().any(|r| r == region)
+    }
+
+    /// The store's key of `account`'s registry in `region`.
+    pub fn registry_key(&self, account: &str, region: &str) -> String {
+        crate::reference::registry_key(account, region, &self.region)
     }
 
     /// On an empty store, create the primary account and its administrator
@@ -372,7 +400,13 @@ impl Access {
         service: &str,
     ) -> Result<PendingSigV4, AuthError> {
         let parsed = sigv4::parse(headers)?;
-        sigv4::check_envelope(&parsed, headers, &self.region, service, now_secs())?;
+        // The ECR API answers in every region served; the other services
+        // in the home region.
+        let region = match service == "ecr" && self.serves(&parsed.credential.region) {
+            true => parsed.credential.region.as_str(),
+            false => self.region.as_str(),
+        };
+        sigv4::check_envelope(&parsed, headers, region, service, now_secs())?;
         let (caller, secret) = self.key(&parsed.credential.access_key_id).await?;
         Ok(PendingSigV4 {
             parsed,
@@ -533,10 +567,14 @@ impl Access {
         repo: Option<&str>,
         source_ip: Option<IpAddr>,
     ) -> Result<(bool, Instant), MetaError> {
+        let (region, account) = (
+            crate::reference::key_region(registry, &self.region),
+            crate::reference::key_account(registry),
+        );
         let resource = match repo {
-            Some(name) => repository_arn(&self.region, registry, name),
+            Some(name) => repository_arn(region, account, name),
             None if action == "ecr:GetAuthorizationToken" => "*".to_string(),
-            None => format!("arn:aws:ecr:{}:{}:*", self.region, registry),
+            None => format!("arn:aws:ecr:{region}:{account}:*"),
         };
         // The decision is as old as the oldest view it rests on.
         let mut oldest = caller.loaded_at;
@@ -572,7 +610,7 @@ impl Access {
             principal: &caller.principal,
             action,
             resource: &resource,
-            resource_account: registry,
+            resource_account: account,
             source_ip,
             secure_transport: false,
             current_time_epoch: now_secs(),
@@ -585,7 +623,7 @@ impl Access {
         );
         // The owner's root may always manage the policies that could lock it out.
         let root_override = caller.is_root
-            && caller.principal.account == registry
+            && caller.principal.account == account
             && ROOT_POLICY_ACTIONS.contains(&action);
         Ok((matches!(decision, Decision::Allow) || root_override, oldest))
     }

@@ -389,9 +389,13 @@ fn denied(
     registry: &str,
     repo: Option<&str>,
 ) -> OciError {
+    let (region, account) = (
+        crate::reference::key_region(registry, &state.region),
+        crate::reference::key_account(registry),
+    );
     let resource = match repo {
-        Some(r) => crate::auth::repository_arn(&state.region, registry, r),
-        None => format!("arn:aws:ecr:{}:{}:*", state.region, registry),
+        Some(r) => crate::auth::repository_arn(region, account, r),
+        None => format!("arn:aws:ecr:{region}:{account}:*"),
     };
     OciError::new(
         StatusCode::FORBIDDEN,
@@ -411,7 +415,8 @@ async fn route_request(
     body: ReqBody,
 ) -> Result<Response, OciError> {
     let reg = &state.registry;
-    let registry = state.registry_for_host(crate::http::request_host(&parts.headers, &parts.uri));
+    let registry =
+        state.registry_key_for_host(crate::http::request_host(&parts.headers, &parts.uri));
     let repo = |n: &str| parse_repo(&registry, n);
     // In ECR mode every call is authenticated and authorized, like ECR's own registry.
     let mut allow_mount = true;

@@ -29,7 +29,7 @@ fn setting_name(input: &Input) -> Result<&str, EcrError> {
 
 pub(super) async fn get_account_setting(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
     let name = setting_name(input)?;
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     ctx.authorize("GetAccountSetting", &registry, None).await?;
     let (setting, value) = ctx
         .state
@@ -43,7 +43,7 @@ pub(super) async fn get_account_setting(ctx: &Ctx<'_>, input: &Input) -> Result<
 pub(super) async fn put_account_setting(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
     let name = setting_name(input)?;
     let value = input.str("value")?;
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     ctx.authorize("PutAccountSetting", &registry, None).await?;
     let setting = ctx
         .state

@@ -55,6 +55,7 @@ impl EcrError {
     }
 
     pub fn repository_not_found(name: &str, registry: &str) -> EcrError {
+        let registry = crate::reference::key_account(registry);
         EcrError::new(
             "RepositoryNotFoundException",
             400,

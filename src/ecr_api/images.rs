@@ -264,7 +264,7 @@ pub(super) async fn list_images(ctx: &Ctx<'_>, input: &Input) -> Result<Value, E
 
 fn image_detail(repo: &RepoId, img: &ImageRow) -> Value {
     let mut v = json!({
-        "registryId": repo.registry,
+        "registryId": crate::reference::key_account(&repo.registry),
         "repositoryName": repo.name.as_str(),
         "imageDigest": img.digest,
         "imageSizeInBytes": img.image_size,
@@ -384,7 +384,7 @@ pub(super) async fn batch_get_image(ctx: &Ctx<'_>, input: &Input) -> Result<Valu
                     image_id["imageTag"] = json!(t);
                 }
                 images.push(json!({
-                    "registryId": repo.registry,
+                    "registryId": crate::reference::key_account(&repo.registry),
                     "repositoryName": repo.name.as_str(),
                     "imageId": image_id,
                     "imageManifest": String::from_utf8_lossy(&m.content),
@@ -549,7 +549,7 @@ pub(super) async fn put_image(ctx: &Ctx<'_>, input: &Input) -> Result<Value, Ecr
     }
     Ok(json!({
         "image": {
-            "registryId": repo.registry,
+            "registryId": crate::reference::key_account(&repo.registry),
             "repositoryName": repo.name.as_str(),
             "imageId": image_id,
             "imageManifest": manifest,

@@ -247,7 +247,10 @@ pub(super) async fn upload_layer_part(
         .map_err(|_| upload_not_found(&id, &repo))?;
     let invalid_part = |size: u64, why: &str| {
         EcrError::new("InvalidLayerPartException", 400, why.to_string())
-            .with("registryId", json!(repo.registry))
+            .with(
+                "registryId",
+                json!(crate::reference::key_account(&repo.registry)),
+            )
             .with("repositoryName", json!(repo.name.as_str()))
             .with("uploadId", json!(id))
             .with("lastValidByteReceived", json!(size as i64 - 1))
@@ -282,7 +285,7 @@ pub(super) async fn upload_layer_part(
             other => EcrError::from_registry(other, repo.name.as_str(), &repo.registry),
         })?;
     Ok(json!({
-        "registryId": repo.registry,
+        "registryId": crate::reference::key_account(&repo.registry),
         "repositoryName": repo.name.as_str(),
         "uploadId": id,
         "lastByteReceived": after.size as i64 - 1,
@@ -336,7 +339,7 @@ pub(super) async fn complete_layer_upload(ctx: &Ctx<'_>, input: &Input) -> Resul
             other => EcrError::from_registry(other, repo.name.as_str(), &repo.registry),
         })?;
     Ok(json!({
-        "registryId": repo.registry,
+        "registryId": crate::reference::key_account(&repo.registry),
         "repositoryName": repo.name.as_str(),
         "uploadId": id,
         "layerDigest": digest.as_str(),

@@ -53,7 +53,7 @@ pub(super) async fn put_lifecycle_policy(ctx: &Ctx<'_>, input: &Input) -> Result
         .await
         .map_err(EcrError::meta)?;
     Ok(json!({
-        "registryId": repo.registry,
+        "registryId": crate::reference::key_account(&repo.registry),
         "repositoryName": repo.name.as_str(),
         "lifecyclePolicyText": text,
     }))
@@ -61,7 +61,7 @@ pub(super) async fn put_lifecycle_policy(ctx: &Ctx<'_>, input: &Input) -> Result
 
 fn policy_json(repo: &RepoId, row: &crate::registry::LifecyclePolicyRow) -> Value {
     let mut v = json!({
-        "registryId": repo.registry,
+        "registryId": crate::reference::key_account(&repo.registry),
         "repositoryName": repo.name.as_str(),
         "lifecyclePolicyText": row.policy,
     });
@@ -133,7 +133,7 @@ pub(super) async fn start_lifecycle_policy_preview(
         ));
     }
     Ok(json!({
-        "registryId": repo.registry,
+        "registryId": crate::reference::key_account(&repo.registry),
         "repositoryName": repo.name.as_str(),
         "lifecyclePolicyText": text,
         "status": "IN_PROGRESS",
@@ -192,7 +192,7 @@ pub(super) async fn get_lifecycle_policy_preview(
         status = "FAILED".into();
     }
     let mut out = json!({
-        "registryId": repo.registry,
+        "registryId": crate::reference::key_account(&repo.registry),
         "repositoryName": repo.name.as_str(),
         "lifecyclePolicyText": row.policy,
         "status": status,

@@ -61,6 +61,8 @@ fn body_cap(op: &str, max_manifest_bytes: usize) -> usize {
 pub struct Ctx<'a> {
     pub state: &'a AppState,
     pub caller: &'a Caller,
+    /// The region the request addresses (its signature's scope).
+    pub region: &'a str,
     pub headers: &'a axum::http::HeaderMap,
     /// The host the request was sent to (`Host`, or the HTTP/2 authority).
     pub host: Option<&'a str>,
@@ -71,15 +73,36 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// The registry an operation addresses: `registryId` if given, else the caller's account.
+    /// The registry an operation addresses, as the stores key it: the
+    /// account `registryId` names (else the caller's) in the request's region.
     pub fn registry_id(&self, input: &Input) -> Result<String, EcrError> {
         match input.opt_str("registryId")? {
             Some(id) => {
                 input::check_pattern("registryId", id, input::is_account_id, "[0-9]{12}")?;
-                Ok(id.to_string())
+                Ok(self.registry_of(id))
             }
-            None => Ok(self.caller.principal.account.clone()),
+            None => Ok(self.own_registry()),
         }
+    }
+
+    /// The caller's own registry in the request's region (the registry of
+    /// registry-level operations: policies, replication, templates).
+    pub fn own_registry(&self) -> String {
+        self.registry_of(&self.caller.principal.account)
+    }
+
+    /// `account`'s registry in the request's region.
+    pub fn registry_of(&self, account: &str) -> String {
+        self.state.access.registry_key(account, self.region)
+    }
+
+    /// The ARN of repository `name` of registry `key`.
+    pub fn repository_arn(&self, key: &str, name: &str) -> String {
+        crate::auth::repository_arn(
+            crate::reference::key_region(key, &self.state.region),
+            crate::reference::key_account(key),
+            name,
+        )
     }
 
     /// The repository an operation names (`repositoryName`, `registryId`),
@@ -177,8 +200,12 @@ impl Ctx<'_> {
             return Ok(());
         }
         let resource = match repo {
-            Some(r) => crate::auth::repository_arn(&self.state.region, registry, r),
-            None => format!("arn:aws:ecr:{}:{}:*", self.state.region, registry),
+            Some(r) => self.repository_arn(registry, r),
+            None => format!(
+                "arn:aws:ecr:{}:{}:*",
+                crate::reference::key_region(registry, &self.state.region),
+                crate::reference::key_account(registry)
+            ),
         };
         Err(EcrError::access_denied(format!(
             "User: {} is not authorized to perform: {action} on resource: {resource}",
@@ -289,7 +316,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
         .take_signed(&parts, Body::new(body), "ecr", cap)
         .await
         .map_err(|e| intake_error(e, &op))?;
-    let (caller, body) = (signed.caller, signed.body);
+    let (caller, body, region) = (signed.caller, signed.body, signed.region);
     // The body is given up as soon as it is parsed. An UploadLayerPart's
     // part (up to 27 MiB of base64) is decoded where it lies in the body's
     // buffer, so the request holds no more than the body it reserved.
@@ -304,6 +331,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
     let ctx = Ctx {
         state,
         caller: &caller,
+        region: &region,
         headers: &parts.headers,
         host: crate::http::request_host(&parts.headers, &parts.uri),
         source_ip: crate::http::client_ip(&parts),
@@ -334,6 +362,7 @@ pub async fn call(from: &InProcess<'_>, op: &str, input: Value) -> Result<Value,
     let ctx = Ctx {
         state: from.state,
         caller: from.caller,
+        region: &from.state.region,
         headers: &headers,
         host: from.host,
         source_ip: from.source_ip,

@@ -76,7 +76,7 @@ fn parse_configuration(
                 input::is_account_id,
                 "[0-9]{12}",
             )?;
-            if region == ctx.state.region && dest_registry == registry {
+            if region == ctx.region && dest_registry == crate::reference::key_account(registry) {
                 return Err(EcrError::invalid(
                     "Invalid parameter at 'replicationConfiguration' failed to satisfy constraint: 'Replication destination cannot be the same as the source registry'",
                 ));
@@ -86,7 +86,7 @@ fn parse_configuration(
             if !reachable.contains(&region) {
                 return Err(EcrError::invalid(format!(
                     "Invalid parameter at 'replicationConfiguration' failed to satisfy constraint: 'Berth cannot replicate to region {region}: this deployment serves {} and no peer serves {region} (add it to [[peers]] in the config file)'",
-                    ctx.state.region
+                    ctx.state.access.regions.join(", ")
                 )));
             }
             let dest = ReplicationDestination {
@@ -144,7 +144,7 @@ pub(super) async fn put_replication_configuration(
     ctx: &Ctx<'_>,
     input: &Input,
 ) -> Result<Value, EcrError> {
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     let v = input
         .opt_object("replicationConfiguration")?
         .ok_or_else(|| EcrError::invalid("Missing required parameter: replicationConfiguration"))?
@@ -161,7 +161,7 @@ pub(super) async fn put_replication_configuration(
 }
 
 pub(super) async fn describe_registry(ctx: &Ctx<'_>, _input: &Input) -> Result<Value, EcrError> {
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     ctx.authorize("DescribeRegistry", &registry, None).await?;
     let config = ctx
         .state
@@ -169,7 +169,9 @@ pub(super) async fn describe_registry(ctx: &Ctx<'_>, _input: &Input) -> Result<V
         .replication_configuration(&registry)
         .await
         .map_err(|e| EcrError::from_registry(e, "", &registry))?;
-    Ok(json!({ "registryId": registry, "replicationConfiguration": config }))
+    Ok(
+        json!({ "registryId": crate::reference::key_account(&registry), "replicationConfiguration": config }),
+    )
 }
 
 pub(super) async fn describe_image_replication_status(
@@ -424,7 +426,7 @@ pub(super) async fn create_repository_creation_template(
     ctx: &Ctx<'_>,
     input: &Input,
 ) -> Result<Value, EcrError> {
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     let prefix = prefix_input(input)?;
     let base = CreationTemplate {
         prefix: prefix.clone(),
@@ -459,14 +461,16 @@ pub(super) async fn create_repository_creation_template(
             ),
         ));
     }
-    Ok(json!({ "registryId": registry, "repositoryCreationTemplate": template_json(&t, now, now) }))
+    Ok(
+        json!({ "registryId": crate::reference::key_account(&registry), "repositoryCreationTemplate": template_json(&t, now, now) }),
+    )
 }
 
 pub(super) async fn update_repository_creation_template(
     ctx: &Ctx<'_>,
     input: &Input,
 ) -> Result<Value, EcrError> {
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     let prefix = prefix_input(input)?;
     ctx.authorize("UpdateRepositoryCreationTemplate", &registry, None)
         .await?;
@@ -486,7 +490,7 @@ pub(super) async fn update_repository_creation_template(
         return Err(template_not_found(&prefix, &registry));
     }
     Ok(
-        json!({ "registryId": registry, "repositoryCreationTemplate": template_json(&t, created_at, now) }),
+        json!({ "registryId": crate::reference::key_account(&registry), "repositoryCreationTemplate": template_json(&t, created_at, now) }),
     )
 }
 
@@ -494,7 +498,7 @@ pub(super) async fn delete_repository_creation_template(
     ctx: &Ctx<'_>,
     input: &Input,
 ) -> Result<Value, EcrError> {
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     let prefix = prefix_input(input)?;
     ctx.authorize("DeleteRepositoryCreationTemplate", &registry, None)
         .await?;
@@ -506,7 +510,7 @@ pub(super) async fn delete_repository_creation_template(
         .map_err(|e| EcrError::from_registry(e, "", &registry))?
         .ok_or_else(|| template_not_found(&prefix, &registry))?;
     Ok(
-        json!({ "registryId": registry, "repositoryCreationTemplate": template_json(&t, created, updated) }),
+        json!({ "registryId": crate::reference::key_account(&registry), "repositoryCreationTemplate": template_json(&t, created, updated) }),
     )
 }
 
@@ -514,7 +518,7 @@ pub(super) async fn describe_repository_creation_templates(
     ctx: &Ctx<'_>,
     input: &Input,
 ) -> Result<Value, EcrError> {
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     let wanted = match input.opt_str_list("prefixes")? {
         Some(list) => {
             for p in &list {
@@ -562,7 +566,7 @@ pub(super) async fn describe_repository_creation_templates(
         }
         out.push(template_json(t, *created, *updated));
     }
-    let mut v = json!({ "registryId": registry, "repositoryCreationTemplates": out });
+    let mut v = json!({ "registryId": crate::reference::key_account(&registry), "repositoryCreationTemplates": out });
     if let Some(n) = next {
         v["nextToken"] = json!(n);
     }

@@ -22,8 +22,8 @@ const MAX_POLICY_CHARS: usize = 10_240;
 pub(super) fn repository_json(ctx: &Ctx<'_>, r: &RepositoryRow) -> Value {
     let host = ctx.state.registry_host_for(&r.registry_id, ctx.host);
     let mut v = json!({
-        "repositoryArn": crate::auth::repository_arn(&ctx.state.region, &r.registry_id, &r.name),
-        "registryId": r.registry_id,
+        "repositoryArn": ctx.repository_arn(&r.registry_id, &r.name),
+        "registryId": crate::reference::key_account(&r.registry_id),
         "repositoryName": r.name,
         "repositoryUri": format!("{host}/{}", r.name),
         "createdAt": timestamp(r.created_at),
@@ -191,8 +191,11 @@ pub(super) async fn create_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
     }
     // As ECR does, a grant lets the ECR service use the key for this repository.
     if let Some(arn) = &row.kms_key {
-        let repo_arn = crate::auth::repository_arn(&ctx.state.region, &registry, name.as_str());
-        if let Err(e) = kms.grant_for_repository(&registry, arn, &repo_arn).await {
+        let repo_arn = ctx.repository_arn(&registry, name.as_str());
+        if let Err(e) = kms
+            .grant_for_repository(crate::reference::key_account(&registry), arn, &repo_arn)
+            .await
+        {
             tracing::warn!(error = %e, key = %arn, "could not record ECR's grant on the key");
         }
     }
@@ -319,13 +322,16 @@ pub(super) async fn delete_repository(ctx: &Ctx<'_>, input: &Input) -> Result<Va
                 .forget_policy(&registry, Some(name.as_str()));
             // As ECR does, the grant it made on the repository's key goes with it.
             if let Some(arn) = &row.kms_key {
-                let repo_arn =
-                    crate::auth::repository_arn(&ctx.state.region, &registry, name.as_str());
+                let repo_arn = ctx.repository_arn(&registry, name.as_str());
                 if let Err(e) = ctx
                     .state
                     .registry
                     .kms
-                    .retire_repository_grant(&registry, arn, &repo_arn)
+                    .retire_repository_grant(
+                        crate::reference::key_account(&registry),
+                        arn,
+                        &repo_arn,
+                    )
                     .await
                 {
                     tracing::warn!(error = %e, key = %arn, "could not retire ECR's grant on the key");
@@ -353,18 +359,19 @@ async fn repository_from_arn(
         return Err(invalid());
     };
     let name = resource.strip_prefix("repository/").ok_or_else(invalid)?;
-    if region != ctx.state.region
+    if !ctx.state.access.serves(region)
         || !input::is_account_id(account)
         || crate::reference::RepoName::parse(name).is_none()
     {
         return Err(invalid());
     }
-    ctx.authorize(op, account, Some(name)).await?;
+    let key = ctx.state.access.registry_key(account, region);
+    ctx.authorize(op, &key, Some(name)).await?;
     if !ctx
         .state
         .registry
         .repository_exists(Repo {
-            registry: account,
+            registry: &key,
             name,
         })
         .await
@@ -372,7 +379,7 @@ async fn repository_from_arn(
     {
         return Err(EcrError::repository_not_found(name, account));
     }
-    Ok((account.to_string(), name.to_string()))
+    Ok((key, name.to_string()))
 }
 
 pub(super) async fn tag_resource(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
@@ -475,8 +482,7 @@ pub(super) async fn put_image_tag_mutability(
     {
         return Err(EcrError::repository_not_found(name.as_str(), &registry));
     }
-    let mut v =
-        json!({ "registryId": registry, "repositoryName": name.as_str(), "imageTagMutability": m });
+    let mut v = json!({ "registryId": crate::reference::key_account(&registry), "repositoryName": name.as_str(), "imageTagMutability": m });
     if !filters.is_empty() {
         v["imageTagMutabilityExclusionFilters"] = exclusion_json(&filters);
     }
@@ -518,7 +524,9 @@ pub(super) async fn set_repository_policy(ctx: &Ctx<'_>, input: &Input) -> Resul
     ctx.state
         .access
         .forget_policy(&registry, Some(name.as_str()));
-    Ok(json!({ "registryId": registry, "repositoryName": name.as_str(), "policyText": text }))
+    Ok(
+        json!({ "registryId": crate::reference::key_account(&registry), "repositoryName": name.as_str(), "policyText": text }),
+    )
 }
 
 pub(super) async fn get_repository_policy(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
@@ -538,9 +546,9 @@ pub(super) async fn get_repository_policy(ctx: &Ctx<'_>, input: &Input) -> Resul
         .map_err(EcrError::meta)?
         .ok_or_else(|| EcrError::repository_not_found(name.as_str(), &registry))?;
     match row.policy {
-        Some(p) => {
-            Ok(json!({ "registryId": registry, "repositoryName": name.as_str(), "policyText": p }))
-        }
+        Some(p) => Ok(
+            json!({ "registryId": crate::reference::key_account(&registry), "repositoryName": name.as_str(), "policyText": p }),
+        ),
         None => Err(policy_not_found(name.as_str(), &registry)),
     }
 }
@@ -582,7 +590,9 @@ pub(super) async fn delete_repository_policy(
     ctx.state
         .access
         .forget_policy(&registry, Some(name.as_str()));
-    Ok(json!({ "registryId": registry, "repositoryName": name.as_str(), "policyText": p }))
+    Ok(
+        json!({ "registryId": crate::reference::key_account(&registry), "repositoryName": name.as_str(), "policyText": p }),
+    )
 }
 
 fn registry_policy_not_found(registry: &str) -> EcrError {
@@ -594,7 +604,7 @@ fn registry_policy_not_found(registry: &str) -> EcrError {
 }
 
 pub(super) async fn put_registry_policy(ctx: &Ctx<'_>, input: &Input) -> Result<Value, EcrError> {
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     let text = policy_text(input, "registry")?;
     ctx.authorize("PutRegistryPolicy", &registry, None).await?;
     ctx.state
@@ -603,11 +613,11 @@ pub(super) async fn put_registry_policy(ctx: &Ctx<'_>, input: &Input) -> Result<
         .await
         .map_err(EcrError::meta)?;
     ctx.state.access.forget_policy(&registry, None);
-    Ok(json!({ "registryId": registry, "policyText": text }))
+    Ok(json!({ "registryId": crate::reference::key_account(&registry), "policyText": text }))
 }
 
 pub(super) async fn get_registry_policy(ctx: &Ctx<'_>, _input: &Input) -> Result<Value, EcrError> {
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     ctx.authorize("GetRegistryPolicy", &registry, None).await?;
     match ctx
         .state
@@ -616,7 +626,9 @@ pub(super) async fn get_registry_policy(ctx: &Ctx<'_>, _input: &Input) -> Result
         .await
         .map_err(EcrError::meta)?
     {
-        Some(p) => Ok(json!({ "registryId": registry, "policyText": p })),
+        Some(p) => {
+            Ok(json!({ "registryId": crate::reference::key_account(&registry), "policyText": p }))
+        }
         None => Err(registry_policy_not_found(&registry)),
     }
 }
@@ -625,7 +637,7 @@ pub(super) async fn delete_registry_policy(
     ctx: &Ctx<'_>,
     _input: &Input,
 ) -> Result<Value, EcrError> {
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     ctx.authorize("DeleteRegistryPolicy", &registry, None)
         .await?;
     let reg = &ctx.state.registry;
@@ -640,5 +652,5 @@ pub(super) async fn delete_registry_policy(
         .await
         .map_err(EcrError::meta)?;
     ctx.state.access.forget_policy(&registry, None);
-    Ok(json!({ "registryId": registry, "policyText": p }))
+    Ok(json!({ "registryId": crate::reference::key_account(&registry), "policyText": p }))
 }

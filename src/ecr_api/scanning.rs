@@ -71,7 +71,7 @@ pub(super) async fn put_image_scanning_configuration(
         ));
     }
     Ok(json!({
-        "registryId": registry,
+        "registryId": crate::reference::key_account(&registry),
         "repositoryName": repo.name.as_str(),
         "imageScanningConfiguration": { "scanOnPush": on },
     }))
@@ -81,12 +81,14 @@ pub(super) async fn get_registry_scanning_configuration(
     ctx: &Ctx<'_>,
     input: &Input,
 ) -> Result<Value, EcrError> {
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     let _ = input;
     ctx.authorize("GetRegistryScanningConfiguration", &registry, None)
         .await?;
     let c = configuration(ctx, &registry).await?;
-    Ok(json!({ "registryId": registry, "scanningConfiguration": config_json(&c) }))
+    Ok(
+        json!({ "registryId": crate::reference::key_account(&registry), "scanningConfiguration": config_json(&c) }),
+    )
 }
 
 fn parse_configuration(input: &Input) -> Result<ScanningConfiguration, EcrError> {
@@ -159,7 +161,7 @@ pub(super) async fn put_registry_scanning_configuration(
     ctx: &Ctx<'_>,
     input: &Input,
 ) -> Result<Value, EcrError> {
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     let c = parse_configuration(input)?;
     ctx.authorize("PutRegistryScanningConfiguration", &registry, None)
         .await?;
@@ -173,7 +175,7 @@ pub(super) async fn batch_get_repository_scanning_configuration(
     ctx: &Ctx<'_>,
     input: &Input,
 ) -> Result<Value, EcrError> {
-    let registry = ctx.caller.principal.account.clone();
+    let registry = ctx.own_registry();
     let names = input
         .opt_str_list("repositoryNames")?
         .ok_or_else(|| EcrError::invalid("Missing required parameter: repositoryNames"))?;
@@ -213,7 +215,7 @@ pub(super) async fn batch_get_repository_scanning_configuration(
         };
         let e = config.effective(&row);
         configs.push(json!({
-            "repositoryArn": crate::auth::repository_arn(&ctx.state.region, &registry, &row.name),
+            "repositoryArn": ctx.repository_arn(&registry, &row.name),
             "repositoryName": row.name,
             "scanOnPush": e.on_push(),
             "scanFrequency": e.frequency.as_str(),
@@ -266,7 +268,7 @@ pub(super) async fn start_image_scan(ctx: &Ctx<'_>, input: &Input) -> Result<Val
     let (digest, image_id) = resolved(ctx, &repo, &id).await?;
     match scanning::start_scan(&ctx.state.registry, repo.key(), &digest).await {
         Ok(()) => Ok(json!({
-            "registryId": repo.registry,
+            "registryId": crate::reference::key_account(&repo.registry),
             "repositoryName": repo.name.as_str(),
             "imageId": image_id,
             "imageScanStatus": { "status": scanning::IN_PROGRESS },
@@ -381,7 +383,7 @@ fn enhanced_finding(ctx: &Ctx<'_>, repo: &RepoId, digest: &str, f: &StoredFindin
     let mut v = json!({
         "awsAccountId": repo.registry,
         "description": x.description,
-        "findingArn": format!("arn:aws:inspector2:{}:{}:finding/{arn_id}", ctx.state.region, repo.registry),
+        "findingArn": format!("arn:aws:inspector2:{}:{}:finding/{arn_id}", crate::reference::key_region(&repo.registry, &ctx.state.region), crate::reference::key_account(&repo.registry)),
         "firstObservedAt": timestamp(f.first_observed_at),
         "lastObservedAt": timestamp(f.last_observed_at),
         "updatedAt": timestamp(f.updated_at),
@@ -400,7 +402,7 @@ fn enhanced_finding(ctx: &Ctx<'_>, repo: &RepoId, digest: &str, f: &StoredFindin
             None => "None provided".to_string(),
         } } },
         "resources": [{
-            "id": format!("arn:aws:ecr:{}:{}:repository/{}/{digest}", ctx.state.region, repo.registry, repo.name),
+            "id": format!("{}/{digest}", ctx.repository_arn(&repo.registry, repo.name.as_str())),
             "type": "AWS_ECR_CONTAINER_IMAGE",
             "details": { "awsEcrContainerImage": {
                 "imageHash": digest,
@@ -453,7 +455,7 @@ pub(super) async fn describe_image_scan_findings(
             )
         })?;
     let mut v = json!({
-        "registryId": repo.registry,
+        "registryId": crate::reference::key_account(&repo.registry),
         "repositoryName": repo.name.as_str(),
         "imageId": image_id,
         "imageScanStatus": { "status": scan.status, "description": scan.description },

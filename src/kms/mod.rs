@@ -318,6 +318,9 @@ impl KeyRing {
         encryption_type: &str,
         kms_key: Option<&str>,
     ) -> Result<KeyRef, KmsError> {
+        // KMS keys are the account's (in the home region), whichever
+        // region's registry `account` keys.
+        let account = crate::reference::key_account(account);
         match encryption_type {
             "AES256" => Ok(KeyRef::ServerManaged),
             _ => {

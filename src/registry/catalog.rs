@@ -93,7 +93,9 @@ impl Registry {
 
     /// Whether account (registry) `id` exists.
     pub async fn account_exists(&self, id: &str) -> MetaResult<bool> {
-        self.meta.account_exists(id).await
+        self.meta
+            .account_exists(crate::reference::key_account(id))
+            .await
     }
 
     /// Create a repository with resource tags; false if it exists.

@@ -173,7 +173,7 @@ impl RepoId {
     pub fn not_found(&self) -> RegistryError {
         RegistryError::NameUnknown {
             repository: self.name.to_string(),
-            registry: self.registry.clone(),
+            registry: crate::reference::key_account(&self.registry).to_string(),
         }
     }
 

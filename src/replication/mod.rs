@@ -78,8 +78,6 @@ impl From<RegistryError> for Failure {
 pub struct Replicator {
     registry: Arc<Registry>,
     access: Arc<Access>,
-    /// This deployment's region: destinations here are written in process.
-    region: String,
     peers: Vec<peer::Peer>,
 }
 
@@ -87,20 +85,21 @@ impl Replicator {
     pub fn new(
         registry: Arc<Registry>,
         access: Arc<Access>,
-        region: &str,
         peers: &[crate::config::PeerConfig],
     ) -> Replicator {
         Replicator {
             registry,
             access,
-            region: region.to_string(),
             peers: peers.iter().map(peer::Peer::new).collect(),
         }
     }
 
-    /// The regions replication can reach: this one and the peers'.
+    /// The regions replication can reach: this deployment's and the peers'.
     pub fn reachable_regions(&self) -> Vec<&str> {
-        std::iter::once(self.region.as_str())
+        self.access
+            .regions
+            .iter()
+            .map(String::as_str)
             .chain(self.peers.iter().map(|p| p.region()))
             .collect()
     }
@@ -204,11 +203,16 @@ impl Replicator {
                 permanent: true,
             });
         };
-        let target = RepoId::new(&entry.destination.registry, source.name.clone());
-        if entry.destination.region == self.region {
+        if self.access.serves(&entry.destination.region) {
+            // A region of this deployment: its registry in the same stores.
+            let key = self
+                .access
+                .registry_key(&entry.destination.registry, &entry.destination.region);
+            let target = RepoId::new(&key, source.name.clone());
             self.deliver_here(&source, &target, &digest, &image.tags)
                 .await
         } else {
+            let target = RepoId::new(&entry.destination.registry, source.name.clone());
             let peer = self
                 .peers
                 .iter()
@@ -244,10 +248,14 @@ impl Replicator {
         {
             return Err(Failure::new(
                 "DESTINATION_UNKNOWN",
-                format!("the registry {} does not exist", target.registry),
+                format!(
+                    "the registry {} does not exist",
+                    crate::reference::key_account(&target.registry)
+                ),
             ));
         }
-        let caller = replication_caller(&source.registry);
+        let source_account = crate::reference::key_account(&source.registry);
+        let caller = replication_caller(source_account);
         let allowed = |action: &'static str| {
             let caller = &caller;
             async move {
@@ -267,8 +275,8 @@ impl Replicator {
             Failure::new(
                 "ACCESS_DENIED",
                 format!(
-                    "the registry policy of {} does not allow {action} to account {}",
-                    target.registry, source.registry
+                    "the registry policy of {} does not allow {action} to account {source_account}",
+                    crate::reference::key_account(&target.registry)
                 ),
             )
         };

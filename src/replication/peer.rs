@@ -167,7 +167,10 @@ impl Peer {
             .request(method, url)
             .header("host", self.registry_host(&target.registry))
             .header("authorization", token)
-            .header(REPLICATION_HEADER, source.registry.as_str()))
+            .header(
+                REPLICATION_HEADER,
+                crate::reference::key_account(&source.registry),
+            ))
     }
 
     /// Deliver manifest `digest` of `source` (with what it references) and

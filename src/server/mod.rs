@@ -464,11 +464,12 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     }
     let primary_account = access.primary_account().await?;
     let stacks = crate::stacks::Stacks::new(registry.meta.clone(), config.region.clone());
+    let mut access = access;
+    access.serve_regions(&config.regions);
     let access = Arc::new(access);
     let replicator = Arc::new(crate::replication::Replicator::new(
         registry.clone(),
         access.clone(),
-        &config.region,
         &config.peers,
     ));
     let state = Arc::new(AppState {
@@ -489,7 +490,8 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     print_banner(&config, addr);
-    tracing::info!(%addr, region = %config.region, tls = certs.is_some(), "listening");
+    tracing::info!(%addr, region = %config.region, regions = ?config.regions,
+        tls = certs.is_some(), "listening");
     let acceptor = match &certs {
         Some(store) => {
             tracing::info!(
@@ -539,8 +541,12 @@ fn print_banner(config: &Config, addr: std::net::SocketAddr) {
     } else {
         "http"
     };
+    let also = match &config.regions[1..] {
+        [] => String::new(),
+        more => format!(", also serving {}", more.join(", ")),
+    };
     println!(
-        "Berth is listening on {scheme}://{addr} (region {}, data in {})",
+        "Berth is listening on {scheme}://{addr} (region {}{also}, data in {})",
         config.region,
         config.data_dir.display()
     );

@@ -90,7 +90,54 @@ static REGISTRY_SCANNING: [Field; 2] = [
     ),
 ];
 
+static REPLICATION: [Field; 1] = [req(
+    "ReplicationConfiguration",
+    Ty::Obj(&[req(
+        "Rules",
+        Ty::List(&Ty::Obj(&[
+            req(
+                "Destinations",
+                Ty::List(&Ty::Obj(&[
+                    req("Region", Ty::Str),
+                    req("RegistryId", Ty::Str),
+                ])),
+            ),
+            f(
+                "RepositoryFilters",
+                Ty::List(&Ty::Obj(&[
+                    req("Filter", Ty::Str),
+                    req("FilterType", Ty::Str),
+                ])),
+            ),
+        ])),
+    )]),
+)];
+
+static CREATION_TEMPLATE: [Field; 10] = [
+    req("Prefix", Ty::Str),
+    req("AppliedFor", Ty::List(&Ty::Str)),
+    f("Description", Ty::Str),
+    f("ImageTagMutability", Ty::Str),
+    f(
+        "ImageTagMutabilityExclusionFilters",
+        Ty::List(&Ty::Obj(&[
+            req("ImageTagMutabilityExclusionFilterType", Ty::Str),
+            req("ImageTagMutabilityExclusionFilterValue", Ty::Str),
+        ])),
+    ),
+    f(
+        "EncryptionConfiguration",
+        Ty::Obj(&[req("EncryptionType", Ty::Str), f("KmsKey", Ty::Str)]),
+    ),
+    f("ResourceTags", Ty::List(&Ty::Obj(&TAG))),
+    f("RepositoryPolicy", Ty::Str),
+    f("LifecyclePolicy", Ty::Str),
+    f("CustomRoleArn", Ty::Str),
+];
+
 pub const REPOSITORY_TYPE: &str = "AWS::ECR::Repository";
+pub const REPLICATION_TYPE: &str = "AWS::ECR::ReplicationConfiguration";
+pub const CREATION_TEMPLATE_TYPE: &str = "AWS::ECR::RepositoryCreationTemplate";
 pub const REGISTRY_POLICY_TYPE: &str = "AWS::ECR::RegistryPolicy";
 pub const REGISTRY_SCANNING_TYPE: &str = "AWS::ECR::RegistryScanningConfiguration";
 pub const CDK_METADATA_TYPE: &str = "AWS::CDK::Metadata";
@@ -100,6 +147,8 @@ pub const TYPES: &[&str] = &[
     REPOSITORY_TYPE,
     REGISTRY_POLICY_TYPE,
     REGISTRY_SCANNING_TYPE,
+    REPLICATION_TYPE,
+    CREATION_TEMPLATE_TYPE,
     CDK_METADATA_TYPE,
 ];
 
@@ -107,7 +156,8 @@ pub const TYPES: &[&str] = &[
 pub fn attributes(ty: &str) -> &'static [&'static str] {
     match ty {
         REPOSITORY_TYPE => &["Arn", "RepositoryUri"],
-        REGISTRY_POLICY_TYPE | REGISTRY_SCANNING_TYPE => &["RegistryId"],
+        REGISTRY_POLICY_TYPE | REGISTRY_SCANNING_TYPE | REPLICATION_TYPE => &["RegistryId"],
+        CREATION_TEMPLATE_TYPE => &["CreatedAt", "UpdatedAt"],
         _ => &[],
     }
 }
@@ -121,6 +171,8 @@ fn schema(ty: &str) -> Option<&'static [Field]> {
         REPOSITORY_TYPE => Some(&REPOSITORY),
         REGISTRY_POLICY_TYPE => Some(&REGISTRY_POLICY),
         REGISTRY_SCANNING_TYPE => Some(&REGISTRY_SCANNING),
+        REPLICATION_TYPE => Some(&REPLICATION),
+        CREATION_TEMPLATE_TYPE => Some(&CREATION_TEMPLATE),
         _ => None,
     }
 }
@@ -269,6 +321,7 @@ pub fn requires_replacement(ty: &str, old: &Value, new: &Value) -> bool {
             old.get("RepositoryName") != new.get("RepositoryName")
                 || old.get("EncryptionConfiguration") != new.get("EncryptionConfiguration")
         }
+        CREATION_TEMPLATE_TYPE => old.get("Prefix") != new.get("Prefix"),
         _ => false,
     }
 }
@@ -279,6 +332,10 @@ pub fn custom_name(ty: &str, props: &Value) -> Option<String> {
     match ty {
         REPOSITORY_TYPE => props
             .get("RepositoryName")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        CREATION_TEMPLATE_TYPE => props
+            .get("Prefix")
             .and_then(Value::as_str)
             .map(str::to_string),
         _ => None,
@@ -426,6 +483,19 @@ pub async fn create(
             let resp = put_scanning(p, props).await.map_err(|e| failure(None, e))?;
             Ok(registry_applied(p, &resp))
         }
+        REPLICATION_TYPE => {
+            p.call("PutReplicationConfiguration", replication_input(props))
+                .await
+                .map_err(|e| failure(None, e))?;
+            Ok(registry_applied(p, &Value::Null))
+        }
+        CREATION_TEMPLATE_TYPE => {
+            let resp = p
+                .call("CreateRepositoryCreationTemplate", template_input(props))
+                .await
+                .map_err(|e| failure(None, e))?;
+            Ok(template_applied(&resp))
+        }
         _ => Ok(Applied {
             physical_id: uuid::Uuid::new_v4().to_string(),
             attributes: BTreeMap::new(),
@@ -442,6 +512,72 @@ fn registry_applied(p: &dyn Provisioner, resp: &Value) -> Applied {
     Applied {
         physical_id: id.clone(),
         attributes: BTreeMap::from([("RegistryId".to_string(), Value::String(id))]),
+    }
+}
+
+/// PutReplicationConfiguration's input from the resource's properties.
+fn replication_input(props: &Value) -> Value {
+    let rules: Vec<Value> = props["ReplicationConfiguration"]["Rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let mut rule = json!({
+                "destinations": r["Destinations"].as_array().into_iter().flatten()
+                    .map(|d| json!({"region": d.get("Region"), "registryId": d.get("RegistryId")}))
+                    .collect::<Vec<_>>(),
+            });
+            if let Some(fs) = r.get("RepositoryFilters").and_then(Value::as_array) {
+                rule["repositoryFilters"] = fs
+                    .iter()
+                    .map(|f| json!({"filter": f.get("Filter"), "filterType": f.get("FilterType")}))
+                    .collect();
+            }
+            rule
+        })
+        .collect();
+    json!({ "replicationConfiguration": { "rules": rules } })
+}
+
+/// Create/UpdateRepositoryCreationTemplate's input from the properties
+/// (every field, so that an update also clears what the template dropped).
+fn template_input(props: &Value) -> Value {
+    let mut input = merge(
+        json!({
+            "prefix": props.get("Prefix"),
+            "appliedFor": props.get("AppliedFor"),
+            "description": props.get("Description").cloned().unwrap_or(json!("")),
+            "repositoryPolicy": props.get("RepositoryPolicy").cloned().unwrap_or(json!("")),
+            "lifecyclePolicy": props.get("LifecyclePolicy").cloned().unwrap_or(json!("")),
+            "resourceTags": props.get("ResourceTags").and_then(Value::as_array).map(|a| {
+                a.iter().map(|t| json!({"Key": t.get("Key"), "Value": t.get("Value")})).collect::<Vec<_>>()
+            }).unwrap_or_default(),
+        }),
+        mutability_input(props),
+    );
+    let e = props
+        .get("EncryptionConfiguration")
+        .cloned()
+        .unwrap_or(json!({"EncryptionType": "AES256"}));
+    let mut c = json!({ "encryptionType": e.get("EncryptionType") });
+    if let Some(k) = e.get("KmsKey") {
+        c["kmsKey"] = k.clone();
+    }
+    input["encryptionConfiguration"] = c;
+    if let Some(arn) = props.get("CustomRoleArn") {
+        input["customRoleArn"] = arn.clone();
+    }
+    input
+}
+
+fn template_applied(resp: &Value) -> Applied {
+    let t = &resp["repositoryCreationTemplate"];
+    Applied {
+        physical_id: t["prefix"].as_str().unwrap_or_default().to_string(),
+        attributes: BTreeMap::from([
+            ("CreatedAt".to_string(), t["createdAt"].clone()),
+            ("UpdatedAt".to_string(), t["updatedAt"].clone()),
+        ]),
     }
 }
 
@@ -606,6 +742,19 @@ pub async fn update(
             put_scanning(p, new).await.map_err(fail)?;
             Ok(same)
         }
+        REPLICATION_TYPE => {
+            p.call("PutReplicationConfiguration", replication_input(new))
+                .await
+                .map_err(fail)?;
+            Ok(same)
+        }
+        CREATION_TEMPLATE_TYPE => {
+            let resp = p
+                .call("UpdateRepositoryCreationTemplate", template_input(new))
+                .await
+                .map_err(fail)?;
+            Ok(template_applied(&resp))
+        }
         _ => Ok(same),
     }
 }
@@ -643,6 +792,21 @@ pub async fn delete(
             )
             .await
             .map(|_| ()),
+        REPLICATION_TYPE => p
+            .call(
+                "PutReplicationConfiguration",
+                json!({ "replicationConfiguration": { "rules": [] } }),
+            )
+            .await
+            .map(|_| ()),
+        CREATION_TEMPLATE_TYPE => ignore(
+            p.call(
+                "DeleteRepositoryCreationTemplate",
+                json!({ "prefix": physical_id }),
+            )
+            .await,
+            "TemplateNotFoundException",
+        ),
         _ => Ok(()),
     };
     r.map_err(|e| e.reason())

@@ -1699,3 +1699,57 @@ def test_parameters_berth_does_not_act_on_are_refused_by_name(berth, cfn, ecr, t
     with pytest.raises(ClientError):
         ecr.describe_repositories(repositoryNames=[name])
     failed(aws(berth, "describe-stacks", "--stack-name", stack), "does not exist")
+
+
+REPLICATION_STACK = """
+AWSTemplateFormatVersion: '2010-09-09'
+Parameters:
+  Prefix:
+    Type: String
+Resources:
+  Replication:
+    Type: AWS::ECR::ReplicationConfiguration
+    Properties:
+      ReplicationConfiguration:
+        Rules:
+          - Destinations:
+              - Region: !Ref AWS::Region
+                RegistryId: '222233334444'
+            RepositoryFilters:
+              - Filter: !Ref Prefix
+                FilterType: PREFIX_MATCH
+  Template:
+    Type: AWS::ECR::RepositoryCreationTemplate
+    Properties:
+      Prefix: replicated
+      AppliedFor: [REPLICATION]
+      Description: !Sub "from ${AWS::StackName}"
+      ImageTagMutability: IMMUTABLE
+      ResourceTags:
+        - Key: team
+          Value: platform
+Outputs:
+  Registry:
+    Value: !GetAtt Replication.RegistryId
+"""
+
+
+def test_replication_configuration_and_creation_template_resources(berth, cfn, ecr, tmp_path):
+    stack = unique("replication")
+    ok(deploy(berth, tmp_path, stack, REPLICATION_STACK, "--parameter-overrides", "Prefix=prod/"))
+    assert outputs(stack_of(cfn, stack)) == {"Registry": ACCOUNT}
+    rules = ecr.describe_registry()["replicationConfiguration"]["rules"]
+    assert rules == [{"destinations": [{"region": REGION, "registryId": "222233334444"}],
+                      "repositoryFilters": [{"filter": "prod/", "filterType": "PREFIX_MATCH"}]}]
+    t = ecr.describe_repository_creation_templates(prefixes=["replicated"])["repositoryCreationTemplates"][0]
+    assert (t["description"], t["imageTagMutability"]) == (f"from {stack}", "IMMUTABLE")
+    assert t["resourceTags"] == [{"Key": "team", "Value": "platform"}]
+    # An update changes both in place.
+    ok(deploy(berth, tmp_path, stack, REPLICATION_STACK, "--parameter-overrides", "Prefix=team/"))
+    rules = ecr.describe_registry()["replicationConfiguration"]["rules"]
+    assert rules[0]["repositoryFilters"] == [{"filter": "team/", "filterType": "PREFIX_MATCH"}]
+    # Deleting the stack removes both.
+    ok(aws(berth, "delete-stack", "--stack-name", stack))
+    ok(aws(berth, "wait", "stack-delete-complete", "--stack-name", stack))
+    assert ecr.describe_registry()["replicationConfiguration"] == {"rules": []}
+    assert ecr.describe_repository_creation_templates()["repositoryCreationTemplates"] == []

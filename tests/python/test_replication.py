@@ -25,7 +25,7 @@ import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import ACCOUNT, ROOT_KEY_ID, ROOT_SECRET, Berth, sha256, upload_blob
+from conftest import ACCOUNT, ROOT_KEY_ID, ROOT_SECRET, Berth, aws_cli, sha256, upload_blob
 
 OTHER = "222222222222"
 FAR = "333333333333"
@@ -447,6 +447,10 @@ def test_a_destination_down_for_a_while_catches_up(world, name, tmp_path):
         assert failed[(DEST_REGION, ACCOUNT)]["failureCode"] == "DESTINATION_UNREACHABLE"
         metrics = requests.get(world["source"].endpoint + "/metrics", timeout=10).text
         assert f'berth_replication_pending{{destination="{DEST_REGION}/{ACCOUNT}"}}' in metrics
+        status = world["source"].cli("replication", "status")
+        behind = [s for s in status if (s["region"], s["registryId"]) == (DEST_REGION, ACCOUNT)][0]
+        assert behind["pending"] >= 8 and behind["failing"] >= 1 and behind["lagSeconds"] > 0
+        assert behind["lastFailure"].startswith("DESTINATION_UNREACHABLE")
     finally:
         world["dest"] = start_dest(tmp_path / "dest-again", reuse=dest, port=dest.port)
     dst = client_of(world["dest"], DEST_REGION)
@@ -601,3 +605,80 @@ def test_the_peer_secret_must_be_private(world, tmp_path):
     )
     assert out.returncode != 0
     assert "readable by others" in out.stderr
+
+
+# ---- several regions in one deployment ----------------------------------------
+
+SECOND_REGION = "eu-west-2"
+
+
+@pytest.fixture(scope="module")
+def regions(tmp_path_factory):
+    server = Berth(tmp_path_factory.mktemp("regions"), ["--region", "us-east-1", "--region", SECOND_REGION])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_each_region_has_its_own_registry(regions, name):
+    home, second = client_of(regions, "us-east-1"), client_of(regions, SECOND_REGION)
+    repo = name()
+    made = second.create_repository(repositoryName=repo)["repository"]
+    assert made["repositoryArn"] == f"arn:aws:ecr:{SECOND_REGION}:{ACCOUNT}:repository/{repo}"
+    assert made["registryId"] == ACCOUNT
+    with pytest.raises(ClientError) as e:
+        home.describe_repositories(repositoryNames=[repo])
+    assert e.value.response["Error"]["Code"] == "RepositoryNotFoundException"
+    assert f"registry with id '{ACCOUNT}'" in e.value.response["Error"]["Message"]
+    # The same name in the home region is another repository.
+    home.create_repository(repositoryName=repo, imageTagMutability="IMMUTABLE")
+    assert second.describe_repositories(repositoryNames=[repo])["repositories"][0]["imageTagMutability"] == "MUTABLE"
+    # Registry-level settings are regional too.
+    grant_replication(second, ACCOUNT, OTHER)
+    with pytest.raises(ClientError) as e:
+        home.get_registry_policy()
+    assert e.value.response["Error"]["Code"] == "RegistryPolicyNotFoundException"
+    second.delete_registry_policy()
+    # A region this deployment does not serve is refused by SigV4's scope check.
+    with pytest.raises(ClientError) as e:
+        client_of(regions, "ap-south-1").describe_repositories()
+    assert "region" in e.value.response["Error"]["Message"]
+    cli = aws_cli(regions.endpoint, "ecr", "describe-repositories", "--region", SECOND_REGION,
+                  "--repository-names", repo)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["repositories"][0]["repositoryArn"].startswith(f"arn:aws:ecr:{SECOND_REGION}:")
+
+
+def test_replication_between_regions_of_one_deployment_copies_no_bytes(regions, name):
+    home, second = client_of(regions, "us-east-1"), client_of(regions, SECOND_REGION)
+    repo = name()
+    configure(home, [rule((SECOND_REGION, ACCOUNT))])
+    home.create_repository(repositoryName=repo)
+    layer = os.urandom(50_000)
+    digest, _ = push(home, repo, [layer], tag="v1")
+    wait_status(home, repo, digest, [(SECOND_REGION, ACCOUNT)])
+    got = second.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}])["images"][0]
+    assert got["imageId"]["imageDigest"] == digest
+    # One stored copy of the layer serves both regions.
+    assert regions.blob_stored(sha256(layer))
+    # /v2/ picks the region by the host name ECR's way: <account>.dkr.ecr.<region>.<domain>.
+    token = home.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    auth = tuple(base64.b64decode(token).decode().split(":", 1))
+    accept = {"Accept": OCI_MANIFEST}
+    regional = requests.get(
+        f"{regions.endpoint}/v2/{repo}/blobs/{sha256(layer)}", auth=auth, timeout=30,
+        headers={"Host": f"{ACCOUNT}.dkr.ecr.{SECOND_REGION}.localhost:{regions.port}"},
+    )
+    assert regional.status_code == 200 and regional.content == layer
+    only_second = name()
+    second.create_repository(repositoryName=only_second)
+    second_digest, _ = push(second, only_second, [os.urandom(100)], tag="x")
+    by_host = requests.get(
+        f"{regions.endpoint}/v2/{only_second}/manifests/x", auth=auth, timeout=30,
+        headers={**accept, "Host": f"{ACCOUNT}.dkr.ecr.{SECOND_REGION}.localhost:{regions.port}"},
+    )
+    assert by_host.status_code == 200 and by_host.headers["Docker-Content-Digest"] == second_digest
+    bare = requests.get(f"{regions.endpoint}/v2/{only_second}/manifests/x", auth=auth, headers=accept, timeout=30)
+    assert bare.status_code == 404 and bare.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    configure(home, [])

@@ -59,6 +59,8 @@ variable "tags" { type = map(string) }
 variable "scan_type" { type = string }
 variable "scan_frequency" { type = string }
 variable "key_rotation" { type = bool }
+variable "replicate_prefix" { type = string }
+variable "template_description" { type = string }
 
 provider "aws" {
   region = "us-east-1"
@@ -176,6 +178,35 @@ resource "aws_ecr_account_setting" "basic_scan" {
   value = "AWS_NATIVE"
 }
 
+# Replication to another account of this deployment, and the settings of
+# the repositories replication creates in this registry.
+resource "aws_ecr_replication_configuration" "replication" {
+  replication_configuration {
+    rule {
+      destination {
+        region      = "us-east-1"
+        registry_id = "OTHER_ACCOUNT"
+      }
+      repository_filter {
+        filter      = var.replicate_prefix
+        filter_type = "PREFIX_MATCH"
+      }
+    }
+  }
+}
+
+resource "aws_ecr_repository_creation_template" "replicated" {
+  prefix               = "replicated"
+  description          = var.template_description
+  image_tag_mutability = "IMMUTABLE"
+  applied_for          = ["REPLICATION"]
+  resource_tags        = { team = "platform" }
+  lifecycle_policy     = data.aws_ecr_lifecycle_policy_document.keep.json
+  encryption_configuration {
+    encryption_type = "AES256"
+  }
+}
+
 data "aws_ecr_repository" "app" {
   name = aws_ecr_repository.app.name
 }
@@ -230,10 +261,12 @@ output "most_recent_tags" { value = data.aws_ecr_repository.app.most_recent_imag
 FIRST = {
     "scan_on_push": False, "mutability": "MUTABLE", "keep": 10, "tags": {"team": "platform", "env": "test"},
     "scan_type": "BASIC", "scan_frequency": "SCAN_ON_PUSH", "key_rotation": False,
+    "replicate_prefix": "tf/", "template_description": "replicated repositories",
 }
 CHANGED = {
     "scan_on_push": True, "mutability": "IMMUTABLE", "keep": 5, "tags": {"team": "platform", "owner": "ci"},
     "scan_type": "ENHANCED", "scan_frequency": "CONTINUOUS_SCAN", "key_rotation": True,
+    "replicate_prefix": "tf/app", "template_description": "repositories replication creates",
 }
 # The provider's default_tags, on every resource that has tags.
 DEFAULT_TAGS = {"managed_by": "terraform"}
@@ -388,6 +421,12 @@ def test_apply_creates_everything_and_plans_clean(tf, berth, ecr):
         {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "tf/scanned-*", "filterType": "WILDCARD"}]}
     ]
     assert ecr.get_account_setting(name="REGISTRY_POLICY_SCOPE")["value"] == "V2"
+    rules = ecr.describe_registry()["replicationConfiguration"]["rules"]
+    assert rules == [{"destinations": [{"region": REGION, "registryId": OTHER_ACCOUNT}],
+                      "repositoryFilters": [{"filter": "tf/", "filterType": "PREFIX_MATCH"}]}]
+    template = ecr.describe_repository_creation_templates(prefixes=["replicated"])["repositoryCreationTemplates"][0]
+    assert (template["imageTagMutability"], template["appliedFor"]) == ("IMMUTABLE", ["REPLICATION"])
+    assert template["description"] == "replicated repositories"
     key = berth.client(service="kms").describe_key(KeyId=out["key_id"])["KeyMetadata"]
     assert (key["Description"], key["KeyState"]) == ("tf repositories", "Enabled")
     kms_tags = berth.client(service="kms").list_resource_tags(KeyId=out["key_id"])["Tags"]
@@ -407,11 +446,23 @@ def test_a_change_applies_and_plans_clean(tf, berth, ecr):
     scanning = ecr.get_registry_scanning_configuration()["scanningConfiguration"]
     assert scanning["scanType"] == "ENHANCED"
     assert [r["scanFrequency"] for r in scanning["rules"]] == ["CONTINUOUS_SCAN"]
+    rules = ecr.describe_registry()["replicationConfiguration"]["rules"]
+    assert rules[0]["repositoryFilters"] == [{"filter": "tf/app", "filterType": "PREFIX_MATCH"}]
+    template = ecr.describe_repository_creation_templates(prefixes=["replicated"])["repositoryCreationTemplates"][0]
+    assert template["description"] == "repositories replication creates"
     kms = berth.client(service="kms")
     assert kms.get_key_rotation_status(KeyId=tf["main"].outputs()["key_id"])["KeyRotationEnabled"] is True
 
 
-def test_docker_pushes_to_the_repository_terraform_made(tf, tmp_path):
+def test_docker_pushes_to_the_repository_terraform_made(tf, berth, ecr, tmp_path):
+    # The account the replication rule Terraform made copies to, granting it.
+    other_key = berth.iam("create-account", "--account-id", OTHER_ACCOUNT)
+    other = berth.client(other_key["AccessKeyId"], other_key["SecretAccessKey"])
+    other.put_registry_policy(policyText=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                       "Action": ["ecr:CreateRepository", "ecr:ReplicateImage"], "Resource": "*"}],
+    }))
     out = tf["main"].outputs()
     image = f"{out['app_url']}:v1"
     ctx = tmp_path / "ctx"
@@ -436,6 +487,17 @@ def test_docker_pushes_to_the_repository_terraform_made(tf, tmp_path):
     pushed = docker("push", image)
     digest = next(w for w in pushed.split() if w.startswith("sha256:"))
     tf["digest"] = digest
+    # The rule Terraform made replicates the push.
+    deadline = time.monotonic() + 60
+    status = None
+    while time.monotonic() < deadline:
+        status = ecr.describe_image_replication_status(repositoryName="tf/app", imageId={"imageDigest": digest})
+        if [s["status"] for s in status["replicationStatuses"]] == ["COMPLETE"]:
+            break
+        time.sleep(0.3)
+    assert status["replicationStatuses"] == [{"region": REGION, "registryId": OTHER_ACCOUNT, "status": "COMPLETE"}]
+    copied = other.batch_get_image(repositoryName="tf/app", imageIds=[{"imageTag": "v1"}])["images"]
+    assert copied[0]["imageId"]["imageDigest"] == digest
 
 
 def test_a_fresh_state_imports_everything_without_drift(tf, berth):
@@ -450,6 +512,8 @@ def test_a_fresh_state_imports_everything_without_drift(tf, berth):
         "aws_ecr_registry_scanning_configuration.scanning": ACCOUNT,
         "aws_ecr_account_setting.policy_scope": "REGISTRY_POLICY_SCOPE",
         "aws_ecr_account_setting.basic_scan": "BASIC_SCAN_TYPE_VERSION",
+        "aws_ecr_replication_configuration.replication": ACCOUNT,
+        "aws_ecr_repository_creation_template.replicated": "replicated",
     }
     blocks = "".join(f'import {{\n  to = {to}\n  id = "{id_}"\n}}\n' for to, id_ in imports.items())
     t = Terraform(tf["binary"], tf["root"] / "imported", berth,
@@ -490,8 +554,10 @@ def test_destroy_leaves_nothing(tf, berth, ecr):
     t = tf["imported"]
     key_id = t.outputs()["key_id"]
     out = t.run("destroy", "-auto-approve")
-    assert "Resources: 10 destroyed." in out.stdout, out.stdout
+    assert "Resources: 12 destroyed." in out.stdout, out.stdout
     assert ecr.describe_repositories()["repositories"] == []
+    assert ecr.describe_registry()["replicationConfiguration"] == {"rules": []}
+    assert ecr.describe_repository_creation_templates()["repositoryCreationTemplates"] == []
     with pytest.raises(ClientError) as e:
         ecr.get_registry_policy()
     assert e.value.response["Error"]["Code"] == "RegistryPolicyNotFoundException"
