@@ -2,8 +2,10 @@
 docker, across real Berth deployments on loopback:
 
 - `source`: us-east-1, accounts 123456789012 (primary) and 222222222222,
-  with a `[[peers]]` entry for eu-west-1 (the secret in a file);
-- `dest`: eu-west-1, accounts 123456789012 and 333333333333.
+  with `[[peers]]` entries for eu-west-1 (the secret in a file) and
+  ap-southeast-2 (the secret in a variable);
+- `dest`: eu-west-1, accounts 123456789012 and 333333333333;
+- `third`: ap-southeast-2, account 123456789012.
 
 Cross-region (source → dest over /v2/), cross-account in one deployment
 (123456789012 → 222222222222 in us-east-1, in process, no bytes copied) and
@@ -30,6 +32,7 @@ from conftest import ACCOUNT, ROOT_KEY_ID, ROOT_SECRET, Berth, aws_cli, sha256, 
 OTHER = "222222222222"
 FAR = "333333333333"
 DEST_REGION = "eu-west-1"
+THIRD_REGION = "ap-southeast-2"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -58,19 +61,30 @@ def world(tmp_path_factory):
     secret_file.write_text(ROOT_SECRET + "\n")
     os.chmod(secret_file, 0o600)
     config = tmp_path_factory.mktemp("config") / "berth.toml"
+    third = Berth(tmp_path_factory.mktemp("third"), ["--region", THIRD_REGION])
     config.write_text(
         "[[peers]]\n"
         f'region = "{DEST_REGION}"\n'
         f'endpoint = "{dest.endpoint}"\n'
         f'access_key_id = "{ROOT_KEY_ID}"\n'
         f'secret_access_key_file = "{secret_file}"\n'
+        "[[peers]]\n"
+        f'region = "{THIRD_REGION}"\n'
+        f'endpoint = "{third.endpoint}/"\n'
+        f'access_key_id = "{ROOT_KEY_ID}"\n'
+        'secret_access_key_env = "THIRD_PEER_SECRET"\n'
     )
-    source = Berth(tmp_path_factory.mktemp("source"), ["--config", str(config)])
+    os.environ["THIRD_PEER_SECRET"] = ROOT_SECRET
+    try:
+        source = Berth(tmp_path_factory.mktemp("source"), ["--config", str(config)])
+    finally:
+        del os.environ["THIRD_PEER_SECRET"]
     other = source.iam("create-account", "--account-id", OTHER)
     far = dest.iam("create-account", "--account-id", FAR)
     w = {
         "source": source,
         "dest": dest,
+        "third": third,
         "config": config,
         "src": source.client(),
         "dst": client_of(dest, DEST_REGION),
@@ -82,6 +96,7 @@ def world(tmp_path_factory):
     finally:
         w["source"].stop()
         w["dest"].stop()
+        w["third"].stop()
 
 
 def grant_replication(ecr, registry, to_account):
@@ -304,6 +319,19 @@ def test_an_image_replicates_to_the_peer_region_with_its_tags(world, name):
     ]
     # The destination does not replicate it further (no chaining).
     assert statuses(dst, repo, digest) == {}
+    configure(src, [])
+
+
+def test_one_push_fans_out_to_two_peer_deployments(world, name):
+    src = world["src"]
+    repo = f"prod/{name()}"
+    configure(src, [rule((DEST_REGION, ACCOUNT), (THIRD_REGION, ACCOUNT))])
+    src.create_repository(repositoryName=repo)
+    digest, _ = push(src, repo, [os.urandom(9000)], tag="v1")
+    wait_status(src, repo, digest, [(DEST_REGION, ACCOUNT), (THIRD_REGION, ACCOUNT)])
+    source_v2 = V2(world["source"], src)
+    for server, region in ((world["dest"], DEST_REGION), (world["third"], THIRD_REGION)):
+        assert_same_image(source_v2, V2(server, client_of(server, region)), repo, "v1")
     configure(src, [])
 
 
