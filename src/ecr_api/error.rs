@@ -18,12 +18,41 @@ pub struct EcrError {
     pub limit: Option<&'static str>,
 }
 
+/// `message` as a client may see it: a registry of a region other than the
+/// home one is keyed `<account>@<region>` in the stores, and ECR's messages
+/// name the account alone (`registry with id '<account>'`).
+fn without_registry_keys(message: String) -> String {
+    if !message.contains('@') {
+        return message;
+    }
+    let b = message.as_bytes();
+    let mut out = String::with_capacity(message.len());
+    let mut i = 0;
+    while i < b.len() {
+        let twelve_digits = i >= 12 && b[i - 12..i].iter().all(u8::is_ascii_digit);
+        if b[i] == b'@' && twelve_digits && (i == 12 || !b[i - 13].is_ascii_digit()) {
+            let end = b[i + 1..]
+                .iter()
+                .position(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-'))
+                .map_or(b.len(), |p| i + 1 + p);
+            if end > i + 1 {
+                i = end;
+                continue;
+            }
+        }
+        let ch = message[i..].chars().next().expect("in bounds");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
 impl EcrError {
     pub fn new(name: &'static str, status: u16, message: impl Into<String>) -> EcrError {
         EcrError {
             name,
             status,
-            message: message.into(),
+            message: without_registry_keys(message.into()),
             extra: Map::new(),
             limit: None,
         }
@@ -142,5 +171,25 @@ impl IntoResponse for EcrError {
         }
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
         crate::http::aws_json(status, body.to_string(), Some(self.name), None)
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::without_registry_keys as strip;
+
+    #[test]
+    fn registry_keys_never_reach_a_message() {
+        assert_eq!(
+            strip("in the registry with id '123456789012@eu-west-1'".into()),
+            "in the registry with id '123456789012'"
+        );
+        assert_eq!(strip("user@example.com".into()), "user@example.com");
+        assert_eq!(strip("a 1234567890123@x".into()), "a 1234567890123@x");
+        assert_eq!(strip("123456789012@".into()), "123456789012@");
+        assert_eq!(
+            strip("ünï 123456789012@us-east-1 ok".into()),
+            "ünï 123456789012 ok"
+        );
     }
 }
