@@ -235,6 +235,59 @@ impl MetadataStore {
         Ok(())
     }
 
+    /// A destination-wide failure (it is unreachable or failing): every
+    /// entry of `destination` due now records it and waits until `retry_at`.
+    pub async fn replication_defer(
+        &self,
+        destination: &DestinationKey,
+        code: &str,
+        reason: &str,
+        retry_at: i64,
+    ) -> Result<u64> {
+        let now = now_millis();
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE replication_log SET failure_code = $1, failure_reason = $2,              attempts = attempts + 1, next_at = $3, updated_at = $4              WHERE destination_region = $5 AND destination_registry = $6              AND state = 'pending' AND next_at <= $4",
+        )
+        .bind(code)
+        .bind(reason)
+        .bind(retry_at)
+        .bind(now)
+        .bind(&destination.region)
+        .bind(&destination.registry)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// `destination` answers again: the entries deferred by destination-wide
+    /// failures (`codes`) are due now.
+    pub async fn replication_resume(
+        &self,
+        destination: &DestinationKey,
+        codes: &[&str],
+    ) -> Result<u64> {
+        let now = now_millis();
+        let mut tx = self.begin_write().await?;
+        let mut n = 0;
+        for code in codes {
+            n += sqlx::query(
+                "UPDATE replication_log SET next_at = $1                  WHERE destination_region = $2 AND destination_registry = $3                  AND state = 'pending' AND failure_code = $4 AND next_at > $1",
+            )
+            .bind(now)
+            .bind(&destination.region)
+            .bind(&destination.registry)
+            .bind(*code)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// The entries of one image (DescribeImageReplicationStatus).
     pub async fn replication_entries(
         &self,

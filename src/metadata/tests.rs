@@ -1095,7 +1095,133 @@ crate::metadata::testing::on_both_engines!(
     jobs_are_leased_to_one_node_retried_and_rescheduled,
     concurrent_claims_hand_each_job_to_one_node,
     account_settings_are_kept_per_registry,
+    the_replication_log_is_appended_by_a_push_and_worked_per_destination,
 );
+
+/// A push appends to each destination's log in its transaction (with its
+/// job); a delivery completes an entry only as it was read; a destination-wide
+/// failure defers every due entry, and its first success makes them due.
+async fn the_replication_log_is_appended_by_a_push_and_worked_per_destination(engine: Engine) {
+    use super::{DestinationKey, NewJob, ReplicationEntry};
+    let (_dir, s) = store(engine).await;
+    let layer = d("l");
+    publish(&s, repo("r"), &layer, None).await;
+    let far = DestinationKey {
+        region: "eu-west-1".into(),
+        registry: "123456789012".into(),
+    };
+    let near = DestinationKey {
+        region: "us-east-1".into(),
+        registry: "222222222222".into(),
+    };
+    let job = |d: &DestinationKey| NewJob {
+        kind: "replicate".into(),
+        dedupe: format!("{}/{}", d.region, d.registry),
+        payload: "{}".into(),
+        run_at: 0,
+    };
+    let replicate = [(far.clone(), job(&far)), (near.clone(), job(&near))];
+    for (digest, tag) in [(d("m1"), "v1"), (d("m2"), "v2")] {
+        let m = NewManifest {
+            repo: repo("r"),
+            digest: &digest,
+            media_type: "application/vnd.oci.image.manifest.v1+json",
+            artifact_type: None,
+            config_media_type: None,
+            subject: None,
+            annotations: None,
+            content: b"{}",
+            sealing: None,
+            blobs: &[desc(&layer)],
+            children: &[],
+            layer_bytes: 1,
+            tag: Some(tag),
+            tag_immutable: false,
+            scan: None,
+            replicate: &replicate,
+        };
+        s.put_manifest(&m).await.unwrap();
+    }
+    assert_eq!(
+        s.job_state("replicate", "eu-west-1/123456789012")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("queued")
+    );
+    let mut due = s.replication_due_destinations(now_millis()).await.unwrap();
+    due.sort();
+    assert_eq!(due, vec![far.clone(), near.clone()]);
+    let entries = s.replication_due(&far, now_millis(), 10).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(entries[0].pushed_at <= entries[1].pushed_at);
+    // The first image fails at the destination as a whole: both wait.
+    let later = now_millis() + 60_000;
+    s.replication_outcome(
+        &entries[0],
+        Err(("DESTINATION_UNREACHABLE", "refused", Some(later))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.replication_defer(&far, "DESTINATION_UNREACHABLE", "refused", later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        s.replication_due(&far, now_millis(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The other destination is not held back.
+    assert_eq!(
+        s.replication_due(&near, now_millis(), 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // It answers again: both are due at once.
+    assert_eq!(
+        s.replication_resume(&far, &["DESTINATION_UNREACHABLE"])
+            .await
+            .unwrap(),
+        2
+    );
+    let entries = s.replication_due(&far, now_millis(), 10).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        entries[0].failure_code.as_deref(),
+        Some("DESTINATION_UNREACHABLE")
+    );
+    s.replication_outcome(&entries[0], Ok(())).await.unwrap();
+    // An outcome for an entry pushed again since it was read changes nothing.
+    let stale = ReplicationEntry {
+        pushed_at: entries[1].pushed_at - 1,
+        ..entries[1].clone()
+    };
+    s.replication_outcome(&stale, Ok(())).await.unwrap();
+    let left = s.replication_due(&far, now_millis(), 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    let m1 = s
+        .replication_entries(repo("r"), d("m1").as_str())
+        .await
+        .unwrap();
+    let states: Vec<_> = m1
+        .iter()
+        .map(|e| (e.destination.region.as_str(), e.state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![("eu-west-1", "complete"), ("us-east-1", "pending")]
+    );
+    let backlog = s.replication_backlogs().await.unwrap();
+    let far_backlog = backlog.iter().find(|b| b.destination == far).unwrap();
+    assert_eq!((far_backlog.pending, far_backlog.failed), (1, 0));
+    assert!(far_backlog.oldest_pending.is_some());
+}
 
 /// An account setting is kept per registry and name; a second put replaces
 /// the value, and survives reopening the store.

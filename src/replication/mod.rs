@@ -34,7 +34,11 @@ const BATCH: i64 = 16;
 /// A failing entry is retried for this long after its push, then given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// The longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Failures of the destination as a whole (not of one image): the run stops
+/// and every due entry waits, so a dead destination costs one attempt per
+/// backoff, not one per image; its first success makes them all due again.
+const DESTINATION_WIDE: &[&str] = &["DESTINATION_UNREACHABLE", "DESTINATION_ERROR"];
 /// Index nesting followed when an index's children are delivered.
 const MAX_DEPTH: usize = 4;
 
@@ -108,6 +112,7 @@ impl Replicator {
     /// nothing is due. Returns how many entries were delivered.
     pub async fn deliver_due(&self, destination: &DestinationKey) -> Result<u64, RegistryError> {
         let mut delivered = 0;
+        let mut resumed = false;
         loop {
             let due = self
                 .registry
@@ -144,17 +149,27 @@ impl Replicator {
                             "a replication delivery failed");
                     }
                 }
-                let recorded = match outcome {
-                    Ok(()) => self.registry.meta.replication_outcome(entry, Ok(())).await,
+                let meta = &self.registry.meta;
+                match outcome {
+                    Ok(()) => {
+                        meta.replication_outcome(entry, Ok(())).await?;
+                        if !resumed {
+                            resumed = true;
+                            meta.replication_resume(destination, DESTINATION_WIDE)
+                                .await?;
+                        }
+                    }
                     Err(f) => {
                         let retry_at = retry_at(entry, &f);
-                        self.registry
-                            .meta
-                            .replication_outcome(entry, Err((f.code, &f.reason, retry_at)))
-                            .await
+                        meta.replication_outcome(entry, Err((f.code, &f.reason, retry_at)))
+                            .await?;
+                        if let (true, Some(at)) = (DESTINATION_WIDE.contains(&f.code), retry_at) {
+                            meta.replication_defer(destination, f.code, &f.reason, at)
+                                .await?;
+                            return Ok(delivered);
+                        }
                     }
-                };
-                recorded?;
+                }
             }
         }
     }
