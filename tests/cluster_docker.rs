@@ -12,194 +12,20 @@
 mod common;
 
 use std::net::IpAddr;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Deployment;
+use common::docker::{Cluster, PORT, docker, probe, wait_answering, within};
 use common::image::{pull_image_at, push_image_at};
 
-/// The port the nodes listen on in their containers.
-const PORT: u16 = 5000;
 /// The repository every image of the test is pushed to.
 const REPO: &str = "docker/app";
 
-/// `docker ARGS`: its standard output, trimmed, or what it said.
-fn docker(args: &[&str]) -> Result<String, String> {
-    docker_with(Command::new("docker").args(args))
-}
-
-fn docker_with(c: &mut Command) -> Result<String, String> {
-    let out = c.output().map_err(|e| format!("running docker: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "{:?}: {}",
-            c.get_args().collect::<Vec<_>>(),
-            common::tail(&out.stderr, 2000).trim()
-        ))
-    }
-}
-
-/// The Docker objects of one run: an image, a network and `nodes`
-/// containers, named after the test process so that parallel runs do not
-/// meet. Removed on drop, the test passed or not (a failed test prints the
-/// nodes' logs first).
-struct Cluster {
-    name: String,
-    nodes: usize,
-}
-
-impl Cluster {
-    fn new(nodes: usize) -> Cluster {
-        let c = Cluster {
-            name: format!("berth-test-cluster-{}", std::process::id()),
-            nodes,
-        };
-        // What a killed run of a process with the same id left behind.
-        c.remove();
-        c
-    }
-
-    fn image(&self) -> String {
-        format!("{}:latest", self.name)
-    }
-
-    fn network(&self) -> &str {
-        &self.name
-    }
-
-    fn container(&self, i: usize) -> String {
-        format!("{}-node{i}", self.name)
-    }
-
-    fn remove(&self) {
-        let mut rm = Command::new("docker");
-        rm.args(["rm", "-f"])
-            .args((0..self.nodes).map(|i| self.container(i)));
-        let _ = docker_with(&mut rm);
-        let _ = docker(&["network", "rm", self.network()]);
-        let _ = docker(&["rmi", "-f", &self.image()]);
-    }
-
-    /// Create the network, on the IPv4 subnet Docker picks for it but as
-    /// one of the network's own, so that a node can be connected again at
-    /// the address it had (`--ip`), as after a partition; the host's
-    /// address on it.
-    fn create_network(&self) -> IpAddr {
-        let net = self.network();
-        for attempt in 1.. {
-            docker(&["network", "create", net]).unwrap();
-            let format = "{{range .IPAM.Config}}{{.Subnet}},{{.Gateway}} {{end}}";
-            let config = docker(&["network", "inspect", "-f", format, net]).unwrap();
-            docker(&["network", "rm", net]).unwrap();
-            let (subnet, gateway) = config
-                .split_whitespace()
-                .filter_map(|c| c.split_once(','))
-                .find(|(_, g)| g.parse::<std::net::Ipv4Addr>().is_ok())
-                .unwrap_or_else(|| panic!("no IPv4 subnet on the network: {config:?}"));
-            match docker(&[
-                "network",
-                "create",
-                "--subnet",
-                subnet,
-                "--gateway",
-                gateway,
-                net,
-            ]) {
-                Ok(_) => return gateway.parse().unwrap(),
-                // Another network took the subnet in between.
-                Err(e) if attempt < 5 => eprintln!("again: {e}"),
-                Err(e) => panic!("{e}"),
-            }
-        }
-        unreachable!()
-    }
-
-    /// Node `i`'s address on the network.
-    fn ip(&self, i: usize) -> IpAddr {
-        let format = format!(
-            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
-            self.network()
-        );
-        let ip = docker(&["inspect", "-f", &format, &self.container(i)]).unwrap();
-        ip.parse().unwrap_or_else(|_| panic!("node {i}: {ip:?}"))
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for i in 0..self.nodes {
-                let c = self.container(i);
-                let out = Command::new("docker")
-                    .args(["logs", "--tail", "40", &c])
-                    .output();
-                if let Ok(out) = out {
-                    eprintln!(
-                        "--- {c}:\n{}{}",
-                        String::from_utf8_lossy(&out.stdout),
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-            }
-        }
-        self.remove();
-    }
-}
-
-/// Build `tag`: `FROM scratch`, the test's `berth` binary as `/berth` and
-/// the shared libraries and the loader `ldd` lists for it, at their paths.
-fn build_image(tag: &str) {
-    let bin = Path::new(env!("CARGO_BIN_EXE_berth"));
-    let ldd = Command::new("ldd").arg(bin).output().expect("run ldd");
-    let ldd = String::from_utf8_lossy(&ldd.stdout);
-    let ctx = tempfile::tempdir().unwrap();
-    let root = ctx.path().join("root");
-    // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` and
-    // `/lib64/ld-linux-x86-64.so.2 (0x…)`; `linux-vdso.so.1` has no file.
-    for lib in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
-        let to = root.join(lib.trim_start_matches('/'));
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(lib, &to).unwrap_or_else(|e| panic!("{lib}: {e}"));
-    }
-    // Without its debug information (a tenth of the size: the build takes
-    // a second, not several); as it is where there is no `strip`.
-    let stripped = Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(root.join("berth"))
-        .arg(bin)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !stripped {
-        std::fs::copy(bin, root.join("berth")).unwrap();
-    }
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY root/ /\nENTRYPOINT [\"/berth\"]\n",
-    )
-    .unwrap();
-    docker(&["build", "-q", "-t", tag, &ctx.path().display().to_string()]).unwrap();
-}
-
 /// Start node `i` of `deployment` (an open registry, `--auth none`).
 fn start_node(cluster: &Cluster, i: usize, deployment: &Deployment) {
-    let mut c = Command::new("docker");
-    let name = cluster.container(i);
-    c.args(["run", "-d", "--name", &name, "--network", cluster.network()]);
-    c.args(["-e", "BERTH_LOG=warn"]);
-    // The values (the keys among them) go through docker's environment,
-    // not its command line.
-    for (k, v) in &deployment.env {
-        c.arg("-e").arg(k).env(k, v);
-    }
-    c.arg(cluster.image())
-        .args(["serve", "--listen", &format!("0.0.0.0:{PORT}")])
-        .args(["--data-dir", "/data", "--auth", "none"])
-        .args(&deployment.args);
-    docker_with(&mut c).unwrap();
+    let mut args = vec!["--auth".to_string(), "none".to_string()];
+    args.extend(deployment.args.iter().cloned());
+    cluster.start(i, &args, &deployment.env, &[]);
 }
 
 fn client() -> reqwest::Client {
@@ -208,36 +34,6 @@ fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap()
-}
-
-/// One `GET /v2/` on a connection of its own, given `limit` to connect and
-/// as long again to answer.
-async fn probe(base: &str, limit: Duration) -> Result<reqwest::StatusCode, reqwest::Error> {
-    reqwest::Client::builder()
-        .connect_timeout(limit)
-        .timeout(2 * limit)
-        .build()
-        .unwrap()
-        .get(format!("{base}/v2/"))
-        .send()
-        .await
-        .map(|r| r.status())
-}
-
-/// Call `f` until it succeeds, for up to `limit`; its value and how long it took.
-async fn within<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> (T, Duration)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        match f().await {
-            Ok(v) => return (v, start.elapsed()),
-            Err(e) if start.elapsed() > limit => panic!("{what}: not within {limit:?}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }
 
 /// An image to push: a config naming `tag`, a 1 MiB and a 100 kB layer of
@@ -269,15 +65,11 @@ async fn push_and_pull(c: &reqwest::Client, from: &str, to: &str, tag: &str) {
 
 #[tokio::test]
 async fn nodes_in_containers_ride_out_a_paused_and_a_disconnected_node() {
-    if let Err(why) = docker(&["version", "--format", "{{.Server.Version}}"]) {
-        eprintln!("skipped: no Docker engine: {why}");
-        return;
-    }
     let started = Instant::now();
-    let cluster = Cluster::new(3);
-    build_image(&cluster.image());
+    let Some((cluster, gateway)) = common::docker::cluster("cluster", 3) else {
+        return;
+    };
     let built = started.elapsed();
-    let gateway = cluster.create_network();
     // The containers reach the host's PostgreSQL and S3 through proxies on
     // the host's address on their network.
     let (deployment, _pg, _s3) = Deployment::scale_out().proxied(gateway);
@@ -290,13 +82,7 @@ async fn nodes_in_containers_ride_out_a_paused_and_a_disconnected_node() {
     let ips: Vec<IpAddr> = (0..3).map(|i| cluster.ip(i)).collect();
     let bases: Vec<String> = ips.iter().map(|ip| format!("http://{ip}:{PORT}")).collect();
     for base in &bases {
-        within(Duration::from_secs(30), &format!("{base} up"), || async {
-            match probe(base, Duration::from_secs(1)).await {
-                Ok(st) if st.is_success() => Ok(()),
-                r => Err(format!("{r:?}")),
-            }
-        })
-        .await;
+        wait_answering(base, Duration::from_secs(30)).await;
     }
     let ready = started.elapsed() - built;
     let c = client();
@@ -321,13 +107,7 @@ async fn nodes_in_containers_ride_out_a_paused_and_a_disconnected_node() {
 
     // Node 1 off the network: no connection reaches it, the others push and
     // pull as before.
-    docker(&[
-        "network",
-        "disconnect",
-        cluster.network(),
-        &cluster.container(1),
-    ])
-    .unwrap();
+    cluster.disconnect(1);
     let r = probe(&bases[1], Duration::from_millis(500)).await;
     assert!(
         r.as_ref().is_err_and(reqwest::Error::is_connect),
@@ -335,16 +115,7 @@ async fn nodes_in_containers_ride_out_a_paused_and_a_disconnected_node() {
     );
     push_and_pull(&c, &bases[0], &bases[2], "while-apart").await;
     push_and_pull(&c, &bases[2], &bases[0], "while-apart-2").await;
-    let ip = ips[1].to_string();
-    docker(&[
-        "network",
-        "connect",
-        "--ip",
-        &ip,
-        cluster.network(),
-        &cluster.container(1),
-    ])
-    .unwrap();
+    cluster.connect(1, ips[1]);
     let (_, apart_back) = within(
         Duration::from_secs(30),
         "the reconnected node serves what was pushed while it was apart",
@@ -359,7 +130,7 @@ async fn nodes_in_containers_ride_out_a_paused_and_a_disconnected_node() {
     // What it takes now, the others serve.
     push_and_pull(&c, &bases[1], &bases[2], "after").await;
     eprintln!(
-        "image built in {built:?}, 3 nodes ready {ready:?} later; the unpaused node \
+        "image built and network created in {built:?}, 3 nodes ready {ready:?} later; the unpaused node \
          answered after {paused_back:?}, the reconnected one after {apart_back:?}; \
          {:?} in all",
         started.elapsed()

@@ -3,6 +3,7 @@
 //! HTTP/1.1 over TCP for the tests that need to control every byte ([`raw`]).
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod image;
 pub mod proxy;
 pub mod raw;
@@ -211,7 +212,7 @@ pub const ROOT_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
 /// The environment that makes a new server's primary account [`ACCOUNT`]
 /// with the administrator key [`ROOT_KEY_ID`] / [`ROOT_SECRET`].
-fn ecr_admin_env() -> Vec<(String, String)> {
+pub fn ecr_admin_env() -> Vec<(String, String)> {
     vec![
         ("BERTH_ACCOUNT_ID".to_string(), ACCOUNT.to_string()),
         (
@@ -703,13 +704,25 @@ pub fn ecr_headers(
     key: &str,
     secret: &str,
 ) -> reqwest::header::HeaderMap {
+    ecr_headers_for(&s.addr, "us-east-1", op, body, key, secret)
+}
+
+/// [`ecr_headers`] for a request to `host` (`ip:port`) in `region`.
+pub fn ecr_headers_for(
+    host: &str,
+    region: &str,
+    op: &str,
+    body: &[u8],
+    key: &str,
+    secret: &str,
+) -> reqwest::header::HeaderMap {
     use reqwest::header::{HeaderMap, HeaderValue};
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
     let mut h = axum::http::HeaderMap::new();
-    h.insert("host", s.addr.parse().unwrap());
+    h.insert("host", host.parse().unwrap());
     h.insert(
         "x-amz-date",
         berth::sigv4::format_amz_date(now).parse().unwrap(),
@@ -732,7 +745,7 @@ pub fn ecr_headers(
         body,
         key,
         secret,
-        "us-east-1",
+        region,
         "ecr",
     );
     let mut out = HeaderMap::new();
@@ -786,13 +799,27 @@ pub async fn ecr_call(
     op: &str,
     body: serde_json::Value,
 ) -> (reqwest::StatusCode, serde_json::Value) {
+    ecr_call_at(&s.url(""), "us-east-1", key, secret, op, body).await
+}
+
+/// An ECR call to the server at `base` (`http://ip:port`) in `region`,
+/// signed with `key`, whatever it answers: the status and the JSON body.
+pub async fn ecr_call_at(
+    base: &str,
+    region: &str,
+    key: &str,
+    secret: &str,
+    op: &str,
+    body: serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let host = base.split_once("://").map_or(base, |(_, h)| h);
     let body = body.to_string().into_bytes();
     let r = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap()
-        .post(s.url("/"))
-        .headers(ecr_headers(s, op, &body, key, secret))
+        .post(format!("{base}/"))
+        .headers(ecr_headers_for(host, region, op, &body, key, secret))
         .body(body)
         .send()
         .await
@@ -808,15 +835,15 @@ pub async fn registry_token(s: &Server) -> String {
 
 /// A registry token of access key `key`.
 pub async fn registry_token_as(s: &Server, key: &str, secret: &str) -> String {
+    registry_token_at(&s.url(""), "us-east-1", key, secret).await
+}
+
+/// A registry token of access key `key` from the server at `base` in `region`.
+pub async fn registry_token_at(base: &str, region: &str, key: &str, secret: &str) -> String {
     use base64::Engine;
-    let v = ecr_as(
-        s,
-        key,
-        secret,
-        "GetAuthorizationToken",
-        serde_json::json!({}),
-    )
-    .await;
+    let op = "GetAuthorizationToken";
+    let (status, v) = ecr_call_at(base, region, key, secret, op, serde_json::json!({})).await;
+    assert!(status.is_success(), "{op}: {status} {v}");
     let t = v["authorizationData"][0]["authorizationToken"]
         .as_str()
         .unwrap();
