@@ -429,11 +429,10 @@ async fn ecr_harness(dir: &std::path::Path) -> axum::Router {
         .expect("bootstrap");
     let stacks = crate::stacks::Stacks::new(registry.meta.clone(), "us-east-1".into());
     let access = Arc::new(access);
-    let replicator = Arc::new(crate::replication::Replicator::new(
-        registry.clone(),
-        access.clone(),
-        &[],
-    ));
+    let replicator = Arc::new(
+        crate::replication::Replicator::new(registry.clone(), access.clone(), &[])
+            .expect("no peers"),
+    );
     let state = Arc::new(crate::app::AppState {
         primary_account: access.primary_account().await.expect("an account"),
         registry,

@@ -220,7 +220,11 @@ impl Worker {
         let recorded = match &result {
             Ok(()) => {
                 m.ran(kind, "ok");
-                self.registry.meta.finish_job(&job.id, &self.owner).await
+                let finished = self.registry.meta.finish_job(&job.id, &self.owner).await;
+                if finished.is_ok() && kind == REPLICATE {
+                    self.requeue_replication(&job).await;
+                }
+                finished
             }
             Err(e) => {
                 m.ran(kind, "error");
@@ -244,6 +248,22 @@ impl Worker {
         if let Err(e) = recorded {
             // The lease lapses and the job runs again: handlers are idempotent.
             tracing::warn!(job = %job.id, kind, error = %e, "could not record a job's outcome");
+        }
+    }
+
+    /// A `replicate` job is gone once it finished: whatever a push appended
+    /// while it was finishing gets a new one.
+    async fn requeue_replication(&self, job: &JobRow) {
+        let (Some(r), Ok(p)) = (&self.replicator, payload::<ReplicateTo>(job)) else {
+            return;
+        };
+        let destination = crate::metadata::DestinationKey {
+            region: p.region,
+            registry: p.registry,
+        };
+        if let Err(e) = r.requeue_if_due(&destination).await {
+            // The periodic sweep queues it within seconds.
+            tracing::warn!(job = %job.id, error = %e, "could not queue replication again");
         }
     }
 

@@ -30,7 +30,9 @@ use crate::registry::creation_templates::AppliedFor;
 use crate::registry::{Registry, RegistryError, RepoId, manifest};
 
 /// Entries read at a time from a destination's log.
-const BATCH: i64 = 16;
+const BATCH: i64 = 32;
+/// Images of one destination whose content is sent at once.
+const PARALLEL: usize = 8;
 /// A failing entry is retried for this long after its push, then given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// The longest wait between two attempts.
@@ -78,6 +80,11 @@ impl From<RegistryError> for Failure {
     }
 }
 
+/// A `[[peers]]` entry that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PeerError(String);
+
 /// Delivers replication log entries (one per node; the jobs say what to do).
 pub struct Replicator {
     registry: Arc<Registry>,
@@ -90,12 +97,16 @@ impl Replicator {
         registry: Arc<Registry>,
         access: Arc<Access>,
         peers: &[crate::config::PeerConfig],
-    ) -> Replicator {
-        Replicator {
+    ) -> Result<Replicator, PeerError> {
+        Ok(Replicator {
             registry,
             access,
-            peers: peers.iter().map(peer::Peer::new).collect(),
-        }
+            peers: peers
+                .iter()
+                .map(peer::Peer::new)
+                .collect::<Result<_, _>>()
+                .map_err(PeerError)?,
+        })
     }
 
     /// The regions replication can reach: this deployment's and the peers'.
@@ -110,48 +121,43 @@ impl Replicator {
 
     /// Deliver what is due for `destination`, oldest push first, until
     /// nothing is due. Returns how many entries were delivered.
+    ///
+    /// Entries go in batches: the content of up to [`PARALLEL`] images at
+    /// once (blobs and manifests are content-addressed, so their order does
+    /// not matter), then their tags one image at a time in push order, each
+    /// read as it is then, so a tag that moved ends on the newer image.
     pub async fn deliver_due(&self, destination: &DestinationKey) -> Result<u64, RegistryError> {
+        use futures_util::StreamExt;
         let mut delivered = 0;
         let mut resumed = false;
+        let dest = format!("{}/{}", destination.region, destination.registry);
+        let meta = &self.registry.meta;
         loop {
-            let due = self
-                .registry
-                .meta
+            let due = meta
                 .replication_due(destination, now_millis(), BATCH)
                 .await?;
             if due.is_empty() {
                 return Ok(delivered);
             }
-            for entry in &due {
-                let started = std::time::Instant::now();
-                let outcome = self.deliver(entry).await;
+            let started = std::time::Instant::now();
+            let preparing: Vec<_> = due.iter().map(|e| self.prepare(e)).collect();
+            let prepared: Vec<_> = futures_util::stream::iter(preparing)
+                .buffered(PARALLEL)
+                .collect()
+                .await;
+            let mut wide = None;
+            for (entry, prepared) in due.iter().zip(prepared) {
+                let outcome = match prepared {
+                    Ok(p) => self.finish(&p).await,
+                    Err(f) => Err(f),
+                };
+                let seconds = started.elapsed().as_secs_f64();
                 let metrics = &self.registry.metrics;
-                let dest = format!("{}/{}", destination.region, destination.registry);
-                match &outcome {
-                    Ok(()) => {
-                        delivered += 1;
-                        metrics.replication_delivered(
-                            &dest,
-                            "ok",
-                            started.elapsed().as_secs_f64(),
-                            (now_millis() - entry.pushed_at) as f64 / 1000.0,
-                        );
-                    }
-                    Err(f) => {
-                        metrics.replication_delivered(
-                            &dest,
-                            f.code,
-                            started.elapsed().as_secs_f64(),
-                            0.0,
-                        );
-                        tracing::warn!(repository = %entry.repository, digest = %entry.digest,
-                            destination = %dest, attempt = entry.attempts + 1, error = %f,
-                            "a replication delivery failed");
-                    }
-                }
-                let meta = &self.registry.meta;
                 match outcome {
                     Ok(()) => {
+                        delivered += 1;
+                        let lag = (now_millis() - entry.pushed_at) as f64 / 1000.0;
+                        metrics.replication_delivered(&dest, "ok", seconds, lag);
                         meta.replication_outcome(entry, Ok(())).await?;
                         if !resumed {
                             resumed = true;
@@ -160,18 +166,42 @@ impl Replicator {
                         }
                     }
                     Err(f) => {
+                        metrics.replication_delivered(&dest, f.code, seconds, 0.0);
+                        tracing::warn!(repository = %entry.repository, digest = %entry.digest,
+                            destination = %dest, attempt = entry.attempts + 1, error = %f,
+                            "a replication delivery failed");
                         let retry_at = retry_at(entry, &f);
                         meta.replication_outcome(entry, Err((f.code, &f.reason, retry_at)))
                             .await?;
                         if let (true, Some(at)) = (DESTINATION_WIDE.contains(&f.code), retry_at) {
-                            meta.replication_defer(destination, f.code, &f.reason, at)
-                                .await?;
-                            return Ok(delivered);
+                            wide.get_or_insert((f.code, f.reason, at));
                         }
                     }
                 }
             }
+            if let Some((code, reason, at)) = wide {
+                meta.replication_defer(destination, code, &reason, at)
+                    .await?;
+                return Ok(delivered);
+            }
         }
+    }
+
+    /// After a `replicate` job finished: queue it again if entries became
+    /// due meanwhile (a push that came while the job was finishing found it
+    /// still queued and did not queue another).
+    pub async fn requeue_if_due(&self, destination: &DestinationKey) -> Result<(), RegistryError> {
+        let meta = &self.registry.meta;
+        if !meta
+            .replication_due(destination, now_millis(), 1)
+            .await?
+            .is_empty()
+        {
+            meta.enqueue_job(&crate::jobs::replicate(destination))
+                .await?;
+            self.registry.jobs_queued.notify_one();
+        }
+        Ok(())
     }
 
     /// Queue the delivery job of every destination with due entries, and
@@ -194,8 +224,10 @@ impl Replicator {
         Ok(())
     }
 
-    /// Deliver one entry.
-    async fn deliver(&self, entry: &ReplicationEntry) -> Result<(), Failure> {
+    /// The first half of a delivery: where the entry goes, the
+    /// destination's consent, and the image's content there (children,
+    /// blobs, and — for an image without tags — its manifest by digest).
+    async fn prepare<'a>(&'a self, entry: &ReplicationEntry) -> Result<Prepared<'a>, Failure> {
         let name = RepoName::parse(&entry.repository)
             .ok_or_else(|| Failure::new("INTERNAL_ERROR", "the repository name is invalid"))?;
         let source = RepoId::new(&entry.registry, name);
@@ -203,29 +235,19 @@ impl Replicator {
             .digest
             .parse()
             .map_err(|_| Failure::new("INTERNAL_ERROR", "the digest is invalid"))?;
-        // The tags the image has now: a tag moved since the push belongs to
-        // the image it moved to (that push has an entry of its own).
-        let image = self
-            .registry
-            .meta
-            .image(source.key(), digest.as_str())
-            .await
-            .map_err(|e| Failure::from(RegistryError::Meta(e)))?;
-        let Some(image) = image else {
-            return Err(Failure {
-                code: "IMAGE_NOT_FOUND",
-                reason: "the image was deleted before it was replicated".into(),
-                permanent: true,
-            });
-        };
-        if self.access.serves(&entry.destination.region) {
+        let tagged = !current_tags(&self.registry, &source, &digest)
+            .await?
+            .is_empty();
+        let route = if self.access.serves(&entry.destination.region) {
             // A region of this deployment: its registry in the same stores.
             let key = self
                 .access
                 .registry_key(&entry.destination.registry, &entry.destination.region);
             let target = RepoId::new(&key, source.name.clone());
-            self.deliver_here(&source, &target, &digest, &image.tags)
-                .await
+            self.admit_here(&source, &target).await?;
+            self.copy_here(&source, &target, &digest, 0, !tagged)
+                .await?;
+            Route::Here(target)
         } else {
             let target = RepoId::new(&entry.destination.registry, source.name.clone());
             let peer = self
@@ -241,20 +263,41 @@ impl Replicator {
                         ),
                     )
                 })?;
-            peer.deliver(&self.registry, &source, &target, &digest, &image.tags)
-                .await
+            peer.push_content(&self.registry, &source, &target, &digest, !tagged)
+                .await?;
+            Route::Peer(peer, target)
+        };
+        Ok(Prepared {
+            source,
+            digest,
+            route,
+        })
+    }
+
+    /// The second half: the tags the image has now (a tag moved since the
+    /// push belongs to the image it moved to, whose entry comes later), or
+    /// its manifest by digest if it has none left.
+    async fn finish(&self, p: &Prepared<'_>) -> Result<(), Failure> {
+        let reg = &self.registry;
+        let tags = current_tags(reg, &p.source, &p.digest).await?;
+        match &p.route {
+            Route::Here(target) => {
+                if tags.is_empty() {
+                    return self.copy_here(&p.source, target, &p.digest, 0, true).await;
+                }
+                put_tags_here(reg, &p.source, target, &p.digest, &tags).await
+            }
+            Route::Peer(peer, target) => {
+                peer.push_tags(reg, &p.source, target, &p.digest, &tags)
+                    .await
+            }
         }
     }
 
-    /// Deliver an image to a registry of this deployment, as the source
-    /// account: the destination's registry policy decides.
-    async fn deliver_here(
-        &self,
-        source: &RepoId,
-        target: &RepoId,
-        digest: &Digest,
-        tags: &[String],
-    ) -> Result<(), Failure> {
+    /// Whether the destination registry (of this deployment) takes
+    /// replication from the source account, creating the repository if it
+    /// is missing: its registry policy decides, as in ECR.
+    async fn admit_here(&self, source: &RepoId, target: &RepoId) -> Result<(), Failure> {
         let reg = &self.registry;
         if !reg
             .account_exists(&target.registry)
@@ -305,18 +348,19 @@ impl Replicator {
             reg.create_repository_for(target, AppliedFor::Replication)
                 .await?;
         }
-        self.copy_here(source, target, digest, 0).await?;
-        put_tags_here(reg, source, target, digest, tags).await
+        Ok(())
     }
 
     /// Make manifest `digest` of `source` (and everything it references)
-    /// exist in `target`, linking stored blobs rather than copying them.
+    /// exist in `target`, linking stored blobs rather than copying them;
+    /// the manifest itself only `with_manifest` (its tags will bring it).
     async fn copy_here(
         &self,
         source: &RepoId,
         target: &RepoId,
         digest: &Digest,
         depth: usize,
+        with_manifest: bool,
     ) -> Result<(), Failure> {
         let reg = &self.registry;
         if reg
@@ -332,7 +376,7 @@ impl Replicator {
             return Err(Failure::new("REJECTED", "indexes nest too deeply"));
         }
         for child in &parsed.children {
-            Box::pin(self.copy_here(source, target, &child.digest, depth + 1)).await?;
+            Box::pin(self.copy_here(source, target, &child.digest, depth + 1, true)).await?;
         }
         for blob in &parsed.blobs {
             if !reg
@@ -345,14 +389,52 @@ impl Replicator {
                 ));
             }
         }
-        reg.put_replicated_manifest(
-            target,
-            &Reference::Digest(digest.clone()),
-            Some(&m.media_type),
-            &m.content,
-        )
-        .await?;
+        if with_manifest {
+            reg.put_replicated_manifest(
+                target,
+                &Reference::Digest(digest.clone()),
+                Some(&m.media_type),
+                &m.content,
+            )
+            .await?;
+        }
         Ok(())
+    }
+}
+
+/// Where a prepared entry goes.
+enum Route<'a> {
+    /// A registry of this deployment.
+    Here(RepoId),
+    /// A registry at a peer deployment.
+    Peer(&'a peer::Peer, RepoId),
+}
+
+/// An entry whose content is at its destination; its tags are next.
+struct Prepared<'a> {
+    source: RepoId,
+    digest: Digest,
+    route: Route<'a>,
+}
+
+/// The tags image `digest` of `source` has now.
+async fn current_tags(
+    reg: &Registry,
+    source: &RepoId,
+    digest: &Digest,
+) -> Result<Vec<String>, Failure> {
+    let image = reg
+        .meta
+        .image(source.key(), digest.as_str())
+        .await
+        .map_err(|e| Failure::from(RegistryError::Meta(e)))?;
+    match image {
+        Some(i) => Ok(i.tags),
+        None => Err(Failure {
+            code: "IMAGE_NOT_FOUND",
+            reason: "the image was deleted before it was replicated".into(),
+            permanent: true,
+        }),
     }
 }
 

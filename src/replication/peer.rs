@@ -23,6 +23,13 @@ use crate::digest::Digest;
 use crate::http::REPLICATION_HEADER;
 use crate::registry::{Registry, RepoId};
 
+/// A blob's body that the peer stops reading for this long fails.
+const SEND_STALL: Duration = Duration::from_secs(20);
+
+fn now_ms() -> i64 {
+    crate::metadata::now_millis()
+}
+
 /// A token is renewed when it has less than this left.
 const TOKEN_MARGIN_MS: i64 = 10 * 60 * 1000;
 
@@ -34,7 +41,9 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(config: &PeerConfig) -> Peer {
+    /// A client for the peer of `config`; fails for an `https://` peer on a
+    /// host without CA certificates.
+    pub fn new(config: &PeerConfig) -> Result<Peer, String> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .read_timeout(Duration::from_secs(60))
@@ -45,14 +54,17 @@ impl Peer {
             // `FROM scratch` image has none), as the S3 client.
             builder = builder.tls_certs_only(Vec::<reqwest::Certificate>::new());
         }
-        let http = builder
-            .build()
-            .expect("a client without custom TLS settings builds");
-        Peer {
+        let http = builder.build().map_err(|e| {
+            format!(
+                "the peer for {} at {}: {e} (an https:// peer needs the system's CA certificates, e.g. /etc/ssl/certs)",
+                config.region, config.endpoint
+            )
+        })?;
+        Ok(Peer {
             config: config.clone(),
             http,
             tokens: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     pub fn region(&self) -> &str {
@@ -179,9 +191,24 @@ impl Peer {
             ))
     }
 
-    /// Deliver manifest `digest` of `source` (with what it references) and
-    /// `tags` to `target` at the peer.
-    pub async fn deliver(
+    /// Make `digest` of `source`'s content exist at the peer: an index's
+    /// children, the blobs, and (`with_manifest`) the manifest by digest;
+    /// what the peer already has is skipped.
+    pub async fn push_content(
+        &self,
+        reg: &Registry,
+        source: &RepoId,
+        target: &RepoId,
+        digest: &Digest,
+        with_manifest: bool,
+    ) -> Result<(), Failure> {
+        self.push_manifest(reg, source, target, digest, 0, with_manifest)
+            .await
+    }
+
+    /// Point `tags` at `digest` at the peer (the first PUT stores the
+    /// manifest too); with no tags, make sure the manifest is there by digest.
+    pub async fn push_tags(
         &self,
         reg: &Registry,
         source: &RepoId,
@@ -189,9 +216,10 @@ impl Peer {
         digest: &Digest,
         tags: &[String],
     ) -> Result<(), Failure> {
-        self.push_manifest(reg, source, target, digest, 0).await?;
         if tags.is_empty() {
-            return Ok(());
+            return self
+                .push_manifest(reg, source, target, digest, 0, true)
+                .await;
         }
         let (m, _) = source_manifest(reg, source, digest).await?;
         for tag in tags {
@@ -207,9 +235,12 @@ impl Peer {
             match check(resp, "a tag").await {
                 Ok(_) => {}
                 // An immutable tag the destination holds at another image
-                // stays: the image arrives without it, as in ECR.
+                // stays: the image arrives without it, as in ECR (stored by
+                // digest, then).
                 Err(f) if f.code == "TAG_IMMUTABLE" => {
                     tracing::info!(repository = %target.name, tag, "an immutable tag at the peer was kept");
+                    self.push_manifest(reg, source, target, digest, 0, true)
+                        .await?;
                 }
                 Err(f) => return Err(f),
             }
@@ -224,6 +255,7 @@ impl Peer {
         target: &RepoId,
         digest: &Digest,
         depth: usize,
+        with_manifest: bool,
     ) -> Result<(), Failure> {
         let path = format!("/v2/{}/manifests/{digest}", target.name);
         let head = self
@@ -246,10 +278,14 @@ impl Peer {
             return Err(Failure::new("REJECTED", "indexes nest too deeply"));
         }
         for child in &parsed.children {
-            Box::pin(self.push_manifest(reg, source, target, &child.digest, depth + 1)).await?;
+            Box::pin(self.push_manifest(reg, source, target, &child.digest, depth + 1, true))
+                .await?;
         }
         for blob in &parsed.blobs {
             self.push_blob(reg, source, target, &blob.digest).await?;
+        }
+        if !with_manifest {
+            return Ok(());
         }
         let resp = self
             .v2(reqwest::Method::PUT, target, source, &path)
@@ -306,15 +342,50 @@ impl Peer {
             .map_err(|e| Failure::from(crate::registry::RegistryError::Meta(e)))?
             .ok_or_else(|| Failure::new("REJECTED", format!("blob {digest} is not stored")))?;
         let stream = reg.read_blob_internal(digest).await?;
-        let resp = self
+        // The peer must keep taking the bytes: a body it stops reading (a
+        // network that went away mid-blob) fails after SEND_STALL, not after
+        // TCP gives up, so the entries behind it are not held for long.
+        let progress = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(now_ms()));
+        let seen = progress.clone();
+        let stream = futures_util::StreamExt::inspect(stream, move |_| {
+            seen.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        });
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let finished = done.clone();
+        let stream = futures_util::StreamExt::chain(
+            stream,
+            futures_util::stream::poll_fn(move |_| {
+                finished.store(true, std::sync::atomic::Ordering::Relaxed);
+                std::task::Poll::Ready(None)
+            }),
+        );
+        let send = self
             .v2(reqwest::Method::PUT, target, source, &put)
             .await?
             .header("content-type", "application/octet-stream")
             .header("content-length", size.to_string())
             .body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await
-            .map_err(unreachable)?;
+            .send();
+        let stalled = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let idle = now_ms() - progress.load(std::sync::atomic::Ordering::Relaxed);
+                if !done.load(std::sync::atomic::Ordering::Relaxed)
+                    && idle > SEND_STALL.as_millis() as i64
+                {
+                    return;
+                }
+            }
+        };
+        let resp = tokio::select! {
+            r = send => r.map_err(unreachable)?,
+            () = stalled => {
+                return Err(Failure::new(
+                    "DESTINATION_UNREACHABLE",
+                    format!("the peer stopped taking blob {digest} for {SEND_STALL:?}"),
+                ));
+            }
+        };
         check(resp, "a blob").await.map(drop)
     }
 }

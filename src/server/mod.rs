@@ -471,7 +471,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         registry.clone(),
         access.clone(),
         &config.peers,
-    ));
+    )?);
     let state = Arc::new(AppState {
         registry: registry.clone(),
         stacks,
