@@ -19,6 +19,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// CloudFormation stacks.
     pub stacks: Arc<crate::stacks::Stacks>,
+    /// The pull-through cache: its rules and the `/v2/` miss path.
+    pub pull_through: Arc<crate::pull_through::PullThrough>,
     pub metrics: Arc<Metrics>,
     pub access: Arc<Access>,
     /// The account whose registry the bare host (no `<account>.` prefix) serves.

@@ -12,6 +12,7 @@
 //!   version), [`sts_api`] (STS's Query API: GetCallerIdentity);
 //! - [`app`] (what handlers extract) and [`jobs::worker`] (runs background jobs);
 //! - services: [`lifecycle`], [`gc`], [`scanning`], [`stacks`] (CloudFormation stacks),
+//!   [`pull_through`] (the pull-through cache: rules, upstream fetches),
 //!   [`registry`] (the registry's rules), [`auth`];
 //! - [`jobs`]: the job vocabulary any service enqueues; [`parameters`]: the SSM
 //!   parameters Berth answers;
@@ -41,6 +42,7 @@ pub mod maintenance;
 pub mod metadata;
 pub mod metrics;
 pub mod parameters;
+pub mod pull_through;
 pub mod reference;
 pub mod registry;
 pub mod scanning;
