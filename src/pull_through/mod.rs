@@ -818,7 +818,7 @@ impl PullThrough {
                 continue;
             }
             if idle_since.elapsed() < CLIENT_GRACE {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
             match self.fetch_blob(plan, &first.digest).await? {
