@@ -118,8 +118,9 @@ pub(super) async fn manifest(
         )
     };
     if let Some(reference @ Reference::Tag(t)) = &reference
+        && let Some(cached) = pt.tag_due(&plan, t).await
         && may_import(state, parts, caller, &plan).await?
-        && let Some(newer) = pt.refresh_tag(&plan, t).await
+        && let Some(newer) = pt.refresh_tag(&plan, t, &cached).await
     {
         return serve(&newer, reference);
     }

@@ -51,8 +51,9 @@ const OUTAGE_RETRY_MS: i64 = 60_000;
 /// An import waits this long for the client to ask for a blob (and so
 /// stream it) before it fetches the blob itself.
 const CLIENT_GRACE: Duration = Duration::from_secs(2);
-/// Most manifests held in memory for imports under way on this node.
-const MAX_PENDING: usize = 512;
+/// Most manifests held in memory for imports under way on this node (each
+/// under its reference and its digest).
+const MAX_PENDING: usize = 256;
 /// The owner of the upload sessions the cache opens (for the upload quotas).
 const UPLOAD_OWNER: &str = "pull-through-cache";
 
@@ -183,6 +184,7 @@ pub struct PullThrough {
     fetches: Flights<Arc<Fetched>, PullError>,
     imports: Flights<(), PullError>,
     blobs: Flights<(), PullError>,
+    refreshes: Flights<(), PullError>,
     /// Manifests fetched whose import is under way, by `<repo>:<reference>`.
     pending: Mutex<HashMap<String, Arc<Fetched>>>,
 }
@@ -223,6 +225,7 @@ impl PullThrough {
             fetches: Flights::default(),
             imports: Flights::default(),
             blobs: Flights::default(),
+            refreshes: Flights::default(),
             pending: Mutex::default(),
         }
     }
@@ -981,32 +984,67 @@ impl PullThrough {
             let _ = reg.cancel_upload(&plan.repo, &id).await;
         }
         if let Some(c) = client {
-            match &outcome {
-                Ok(()) => {
-                    if let Some(last) = held {
-                        let _ = c.send(Ok(last)).await;
-                    }
-                }
-                Err(e) => fail(&c, e),
+            // Waits for room: a client must see the end, or the error (a
+            // client that stopped reading is cut off by the send timeout).
+            let last = match &outcome {
+                Ok(()) => held.map(Ok),
+                Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+            };
+            if let Some(item) = last {
+                let _ = c.send(item).await;
             }
         }
         outcome
     }
 
-    /// For a cached tag not compared with the upstream within the interval:
-    /// compare now. A different digest upstream is fetched (and imported)
-    /// and returned; the same digest, or an upstream that fails, leaves the
-    /// cached copy to be served (`None`).
-    pub async fn refresh_tag(self: &Arc<Self>, plan: &Plan, tag: &str) -> Option<Arc<Fetched>> {
+    /// The digest a cached tag points at, if the tag is due for a comparison
+    /// with the upstream's (not compared within the interval).
+    pub async fn tag_due(&self, plan: &Plan, tag: &str) -> Option<String> {
         let repo = plan.repo.key();
         let cached = self.registry.tag_digest(repo, tag).await.ok()??;
+        let checked = self
+            .registry
+            .meta
+            .pull_through_tag_checked(repo, tag)
+            .await
+            .ok()?;
+        let interval = self.interval.as_millis() as i64;
+        match checked {
+            Some(t) if now_millis() - t < interval => None,
+            _ => Some(cached),
+        }
+    }
+
+    /// Compare a tag that is [`due`](PullThrough::tag_due) with the
+    /// upstream's. A different digest upstream is fetched (and imported) and
+    /// returned; the same digest, or an upstream that fails, leaves the cached
+    /// copy to be served (`None`).
+    pub async fn refresh_tag(
+        self: &Arc<Self>,
+        plan: &Plan,
+        tag: &str,
+        cached: &str,
+    ) -> Option<Arc<Fetched>> {
+        // One comparison at a time per tag on this node; pulls meanwhile get the cached copy.
+        let key = format!("{}/{}:{tag}", plan.repo.registry, plan.repo.name);
+        let Joined::Lead(lead) = self.refreshes.join(&key, abandoned()) else {
+            return None;
+        };
+        let newer = self.compare_tag(plan, tag, cached).await;
+        lead.finish(Ok(()));
+        newer
+    }
+
+    async fn compare_tag(
+        self: &Arc<Self>,
+        plan: &Plan,
+        tag: &str,
+        cached: &str,
+    ) -> Option<Arc<Fetched>> {
+        let repo = plan.repo.key();
         let meta = &self.registry.meta;
         let now = now_millis();
         let interval = self.interval.as_millis() as i64;
-        let checked = meta.pull_through_tag_checked(repo, tag).await.ok()?;
-        if checked.is_some_and(|t| now - t < interval) {
-            return None;
-        }
         let creds = self.upstream(plan).await.ok()?;
         let up = self.client_for(&plan.url, creds.as_ref());
         let mark = |at: i64| async move {
@@ -1031,7 +1069,7 @@ impl PullThrough {
                 Err(e) => {
                     tracing::warn!(repository = %plan.repo, tag, error = %e, "the upstream's tag could not be fetched; serving the cached copy");
                     self.metric(Outcome::Stale, "manifest");
-                    mark(now - interval + OUTAGE_RETRY_MS).await;
+                    mark(now - interval + OUTAGE_RETRY_MS.min(interval)).await;
                     None
                 }
             },

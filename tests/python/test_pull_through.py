@@ -35,7 +35,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json"])
-INTERVAL = 3  # --pull-through-interval, seconds
+INTERVAL = 5  # --pull-through-interval, seconds
 PROXY_USER, PROXY_PASS = "ptc-user", "ptc-pass"
 
 
@@ -598,10 +598,15 @@ def test_token_flow_with_stored_credentials(v2, ecr, upstream, proxy):
 
 def test_a_tag_moved_upstream_is_seen_only_after_the_interval(v2, ecr, upstream):
     first = push(upstream.addr, "moving", "latest", "moving-1")
+    second = push(upstream.addr, "moving", "staging", "moving-2")
+    assert second != first
     assert sha256(v2.manifest("dist/moving", "latest").content) == first
     wait_for(lambda: first in cached_digests(ecr, "dist/moving"), what="first cached")
-    second = push(upstream.addr, "moving", "latest", "moving-2")
-    assert second != first
+    # Move the tag upstream (a manifest PUT: no waiting on a push).
+    staged = requests.get(f"{upstream.url}/v2/moving/manifests/staging", headers={"Accept": ACCEPT}, timeout=30)
+    moved = requests.put(f"{upstream.url}/v2/moving/manifests/latest", data=staged.content,
+                         headers={"Content-Type": staged.headers["Content-Type"]}, timeout=30)
+    assert moved.status_code == 201, moved.text
     # Within the interval: the cached tag, without asking the upstream.
     assert sha256(v2.manifest("dist/moving", "latest").content) == first
     time.sleep(INTERVAL + 0.5)
