@@ -32,6 +32,9 @@ pub enum NewRule {
     Limit(i64),
 }
 
+/// The first key of the advisory lock that serialises a registry's rule creations ("ptc").
+const RULES_LOCK: i32 = 0x0070_7463;
+
 const RULE_COLUMNS: &str = "registry_id, prefix, upstream_url, upstream_registry, upstream_prefix, \
      credential_arn, created_at, updated_at FROM pull_through_rules";
 
@@ -57,6 +60,16 @@ impl MetadataStore {
     ) -> Result<NewRule> {
         self.retrying(|| async {
             let mut tx = self.begin_write().await?;
+            // Two nodes creating rules at once must not both count 49: the
+            // registry's rules are created one at a time (PostgreSQL: this
+            // advisory lock, per registry; SQLite: its write lock).
+            if self.dialect == super::Dialect::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                    .bind(RULES_LOCK)
+                    .bind(&rule.registry_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let exists = sqlx::query(
                 "SELECT 1 FROM pull_through_rules WHERE registry_id = $1 AND prefix = $2",
             )
@@ -391,5 +404,32 @@ mod tests {
         );
     }
 
-    crate::metadata::testing::on_both_engines!(rules_secrets_and_tags);
+    /// Creations racing on several connections never pass the limit.
+    async fn the_limit_holds_under_concurrent_creates(engine: Engine) {
+        let f = Fixture::new(engine).await;
+        let meta = f.open().await;
+        let r = "333333333333";
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let meta = meta.clone();
+            tasks.push(tokio::spawn(async move {
+                meta.create_pull_through_rule(&rule(r, &format!("p{i:02}")), 5)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut created = 0;
+        for t in tasks {
+            if t.await.unwrap() == NewRule::Created {
+                created += 1;
+            }
+        }
+        assert_eq!(created, 5);
+        assert_eq!(meta.pull_through_rules(r, None, 50).await.unwrap().len(), 5);
+    }
+
+    crate::metadata::testing::on_both_engines!(
+        rules_secrets_and_tags,
+        the_limit_holds_under_concurrent_creates
+    );
 }

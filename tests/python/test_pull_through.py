@@ -182,8 +182,9 @@ class Proxy:
 # ---- image fixtures ---------------------------------------------------------
 
 
-def layer(seed, size):
-    """A gzipped tar with one file of `size` pseudo-random bytes: (blob, diff_id)."""
+def layer(seed, size, compress=True):
+    """A tar (gzipped unless `compress` is false) with one file of `size`
+    pseudo-random bytes: (blob, diff_id)."""
     data = hashlib.shake_256(seed.encode()).digest(size)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as t:
@@ -192,7 +193,7 @@ def layer(seed, size):
         info.mtime = 0
         t.addfile(info, io.BytesIO(data))
     tar = raw.getvalue()
-    return gzip.compress(tar, mtime=0), sha256(tar)
+    return (gzip.compress(tar, mtime=0) if compress else tar), sha256(tar)
 
 
 def write_blob(layout, b):
@@ -202,9 +203,10 @@ def write_blob(layout, b):
     return {"size": len(b), "digest": sha256(b)}
 
 
-def image(layout, seed, sizes=(2000,), arch="amd64"):
+def image(layout, seed, sizes=(2000,), arch="amd64", compress=True):
     """Write an image (config + layers + manifest) into an OCI layout; its manifest descriptor."""
-    layers = [layer(f"{seed}-{i}", n) for i, n in enumerate(sizes)]
+    layers = [layer(f"{seed}-{i}", n, compress) for i, n in enumerate(sizes)]
+    media_type = OCI_LAYER if compress else "application/vnd.oci.image.layer.v1.tar"
     config = json.dumps(
         {
             "architecture": arch,
@@ -218,13 +220,13 @@ def image(layout, seed, sizes=(2000,), arch="amd64"):
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, **write_blob(layout, config)},
-            "layers": [{"mediaType": OCI_LAYER, **write_blob(layout, b)} for b, _ in layers],
+            "layers": [{"mediaType": media_type, **write_blob(layout, b)} for b, _ in layers],
         }
     ).encode()
     return {"mediaType": OCI_MANIFEST, **write_blob(layout, manifest), "platform": {"architecture": arch, "os": "linux"}}
 
 
-def push(upstream_addr, repo, tag, seed, sizes=(2000,), multi=False):
+def push(upstream_addr, repo, tag, seed, sizes=(2000,), multi=False, compress=True):
     """Build an image (or a two-platform index) and push it to the upstream
     with skopeo; the digest of its top manifest."""
     with tempfile.TemporaryDirectory() as d:
@@ -235,7 +237,7 @@ def push(upstream_addr, repo, tag, seed, sizes=(2000,), multi=False):
             index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}).encode()
             top = {"mediaType": OCI_INDEX, **write_blob(layout, index)}
         else:
-            top = image(layout, seed, sizes)
+            top = image(layout, seed, sizes, compress=compress)
             top.pop("platform")
         top["annotations"] = {"org.opencontainers.image.ref.name": tag}
         (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
@@ -738,3 +740,32 @@ def test_stopped_upstream_cache_still_serves(tmp_path, berth, ecr, v2):
     assert r.status_code == 200
     miss = v2.manifest("gone/other", "v1")
     assert miss.status_code == 502 and miss.json()["errors"][0]["code"] == "UNAVAILABLE", miss.text
+
+
+def vm_hwm(pid):
+    """The peak resident memory of process `pid`, bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_large_layer_streams_through_without_sitting_in_memory(v2, berth, upstream):
+    size = 192 << 20
+    push(upstream.addr, "big", "v1", "big-v1", sizes=(size,), compress=False)
+    m = json.loads(requests.get(f"{upstream.url}/v2/big/manifests/v1", headers={"Accept": ACCEPT}, timeout=30).content)
+    desc = m["layers"][0]
+    before = vm_hwm(berth.proc.pid)
+    h, n = hashlib.sha256(), 0
+    with v2.get(f"dist/big/blobs/{desc['digest']}", stream=True, timeout=300) as r:
+        assert r.status_code == 200, r.text
+        for chunk in r.iter_content(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+    assert n == desc["size"] and "sha256:" + h.hexdigest() == desc["digest"]
+    grew = vm_hwm(berth.proc.pid) - before
+    assert grew < 64 << 20, f"the server's peak memory grew by {grew >> 20} MiB for a {size >> 20} MiB layer"
+    assert berth.blob_stored(desc["digest"])
+    # The second pull is the cache's.
+    r = v2.get(f"dist/big/blobs/{desc['digest']}", headers={"Range": "bytes=0-99"})
+    assert r.status_code == 206 and len(r.content) == 100
