@@ -68,10 +68,10 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { # url
+wait_http() { # url: up to 60 s (a loaded machine starts servers slowly)
     local i
-    for i in $(seq 200); do
-        curl -s -o /dev/null "$1" && return 0
+    for i in $(seq 600); do
+        curl -s -m 2 -o /dev/null "$1" && return 0
         sleep 0.1
     done
     die "nothing answers at $1"
