@@ -1,6 +1,7 @@
 //! `berth iam …`: the operator's commands for accounts, IAM users, access keys
 //! and identity policies, named after AWS IAM's; and `berth break-glass …`,
-//! which removes resource policies that lock everyone out. They work on the
+//! which removes resource policies that lock everyone out; `berth secrets put`,
+//! upstream credentials for pull-through cache rules. They work on the
 //! store directly (SQLite allows a running server and the CLI side by side);
 //! a running server picks changes up within `auth::CACHE_TTL`.
 
@@ -115,6 +116,78 @@ pub enum BreakGlassCommand {
         #[arg(long)]
         registry_id: Option<String>,
     },
+}
+
+/// Secrets for pull-through cache rules: what ECR keeps in Secrets Manager
+/// under `ecr-pullthroughcache/…`, sealed with the master key here.
+#[derive(clap::Subcommand, Debug)]
+pub enum SecretsCommand {
+    /// Store (or replace) upstream registry credentials; prints the ARN to
+    /// give as a rule's credentialArn.
+    Put {
+        /// The secret's name, `ecr-pullthroughcache/…` (the prefix is added if missing).
+        name: String,
+        /// The user name at the upstream registry.
+        #[arg(long)]
+        username: String,
+        /// Read the password or access token from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Account (registry) id; defaults to the primary account.
+        #[arg(long)]
+        account_id: Option<String>,
+    },
+}
+
+/// Run one `berth secrets` command; prints JSON.
+pub async fn secrets(config: &Config, cmd: SecretsCommand) -> anyhow::Result<()> {
+    let meta = open_meta(config).await?;
+    let master = crate::server::master_key(config).await?;
+    let SecretsCommand::Put {
+        name,
+        username,
+        password_stdin,
+        account_id,
+    } = cmd;
+    if !password_stdin {
+        bail!("give the password on standard input with --password-stdin (flags show in `ps`)");
+    }
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("the password read from standard input is empty");
+    }
+    let account = match account_id {
+        Some(id) => id,
+        None => meta
+            .primary_account()
+            .await?
+            .context("no account exists yet; pass --account-id")?,
+    };
+    if !meta.account_exists(&account).await? {
+        bail!("account {account} does not exist");
+    }
+    let prefix = crate::pull_through::rules::SECRET_PREFIX;
+    let name = if name.starts_with(prefix) {
+        name
+    } else {
+        format!("{prefix}{name}")
+    };
+    let arn = crate::pull_through::put_secret(
+        &meta,
+        &master,
+        &config.region,
+        &account,
+        &name,
+        &username,
+        password,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    print(&json!({ "ARN": arn, "Name": name }))
 }
 
 async fn open_meta(config: &Config) -> anyhow::Result<MetadataStore> {

@@ -21,6 +21,8 @@ pub struct AppState {
     pub stacks: Arc<crate::stacks::Stacks>,
     /// Replication's deliveries (the regions it reaches).
     pub replicator: Arc<crate::replication::Replicator>,
+    /// The pull-through cache: its rules and the `/v2/` miss path.
+    pub pull_through: Arc<crate::pull_through::PullThrough>,
     pub metrics: Arc<Metrics>,
     pub access: Arc<Access>,
     /// The account whose registry the bare host (no `<account>.` prefix) serves.

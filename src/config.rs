@@ -53,6 +53,9 @@ pub struct Config {
     /// An image may be scanned (pushed under scan on push, or StartImageScan)
     /// once per this period, as ECR's once per 24 hours; 0 lifts the quota.
     pub scan_quota_interval: Duration,
+    /// A tag cached by a pull-through cache rule is compared with the
+    /// upstream's at most once per this period (ECR: 24 h).
+    pub pull_through_interval: Duration,
     /// `ecr` (default): `/v2/` needs a token from GetAuthorizationToken, every
     /// request is authorized, pushes need an existing repository.
     /// `none`: an open registry for development; repositories are created on push.
@@ -415,6 +418,7 @@ impl Default for Config {
             gc_grace: Duration::from_secs(3600),
             lifecycle_interval: Duration::from_secs(24 * 3600),
             scan_quota_interval: Duration::from_secs(24 * 3600),
+            pull_through_interval: Duration::from_secs(24 * 3600),
             auth: AuthMode::Ecr,
             region: "us-east-1".into(),
             regions: vec!["us-east-1".into()],
@@ -454,6 +458,7 @@ pub struct Overrides {
     pub gc_grace: Option<String>,
     pub lifecycle_interval: Option<String>,
     pub scan_quota_interval: Option<String>,
+    pub pull_through_interval: Option<String>,
     pub auth: Option<String>,
     pub region: Option<String>,
     /// Every region served (`regions = [...]`; `--region` more than once).
@@ -502,7 +507,7 @@ impl Overrides {
             master_key_transit_key, kms_job_interval,
             upload_max_age, upload_reap_interval,
             max_manifest_bytes, max_image_layers, gc_interval, gc_grace, lifecycle_interval,
-            scan_quota_interval, auth, region, regions, registry_host, idle_timeout, send_timeout, body_timeout,
+            scan_quota_interval, pull_through_interval, auth, region, regions, registry_host, idle_timeout, send_timeout, body_timeout,
             api_body_timeout, shutdown_timeout, max_connections, max_connections_per_ip,
             body_memory, body_memory_per_ip, trusted_proxy, forwarded_header,
             max_uploads_per_caller,
@@ -623,6 +628,10 @@ impl Overrides {
         if let Some(v) = self.scan_quota_interval {
             // 0s is allowed: no quota.
             c.scan_quota_interval = parse_duration(&v).context("scan_quota_interval")?;
+        }
+        if let Some(v) = self.pull_through_interval {
+            // 0s is allowed: every pull of a tag asks the upstream.
+            c.pull_through_interval = parse_duration(&v).context("pull_through_interval")?;
         }
         let h = &mut c.http;
         for (name, value, slot) in [

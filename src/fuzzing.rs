@@ -420,6 +420,12 @@ async fn ecr_harness(dir: &std::path::Path) -> axum::Router {
             .expect("a store"),
     );
     let master = crate::secrets::MasterKey::from_bytes(&[9u8; 32]);
+    let pull_through = std::sync::Arc::new(crate::pull_through::PullThrough::new(
+        registry.clone(),
+        master.clone(),
+        "us-east-1",
+        std::time::Duration::from_secs(24 * 3600),
+    ));
     let access = crate::auth::Access::open(registry.meta.clone(), master, "us-east-1")
         .await
         .expect("access");
@@ -438,6 +444,7 @@ async fn ecr_harness(dir: &std::path::Path) -> axum::Router {
         registry,
         stacks,
         replicator,
+        pull_through,
         metrics,
         access,
         auth_required: true,

@@ -13,6 +13,7 @@
 //! - [`app`] (what handlers extract) and [`jobs::worker`] (runs background jobs);
 //! - services: [`lifecycle`], [`gc`], [`scanning`], [`stacks`] (CloudFormation stacks),
 //!   [`replication`] (delivering pushes to other registries and regions),
+//!   [`pull_through`] (the pull-through cache: rules, upstream fetches),
 //!   [`registry`] (the registry's rules), [`auth`];
 //! - [`jobs`]: the job vocabulary any service enqueues; [`parameters`]: the SSM
 //!   parameters Berth answers;
@@ -42,6 +43,7 @@ pub mod maintenance;
 pub mod metadata;
 pub mod metrics;
 pub mod parameters;
+pub mod pull_through;
 pub mod reference;
 pub mod registry;
 pub mod replication;

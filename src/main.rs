@@ -1,5 +1,5 @@
 //! The `berth` command: `berth serve` runs the registry; `berth gc`,
-//! `berth lifecycle`, `berth iam` and `berth break-glass` are the operator's
+//! `berth lifecycle`, `berth iam`, `berth secrets` and `berth break-glass` are the operator's
 //! commands.
 
 use std::path::PathBuf;
@@ -84,6 +84,13 @@ enum Command {
         store: StoreArgs,
         #[command(subcommand)]
         command: berth::admin::IamCommand,
+    },
+    /// Upstream credentials for pull-through cache rules (their credentialArn).
+    Secrets {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: berth::admin::SecretsCommand,
     },
     /// Repair access that policies have locked out, with direct access to the
     /// store (docs/access-control.md, "Break-glass").
@@ -186,6 +193,9 @@ struct ServeArgs {
     /// An image may be scanned once per this period, as ECR's quota; 0s lifts it [default: 24h]
     #[arg(long, env = "BERTH_SCAN_QUOTA_INTERVAL")]
     scan_quota_interval: Option<String>,
+    /// A tag cached by a pull-through cache rule is re-checked upstream at most this often [default: 24h, as ECR]
+    #[arg(long, env = "BERTH_PULL_THROUGH_INTERVAL")]
+    pull_through_interval: Option<String>,
     /// Close a connection with no request in flight for this long [default: 30s]
     #[arg(long, env = "BERTH_IDLE_TIMEOUT")]
     idle_timeout: Option<String>,
@@ -282,6 +292,7 @@ fn resolve(a: ServeArgs) -> anyhow::Result<berth::config::Config> {
         gc_grace: a.gc_grace,
         lifecycle_interval: a.lifecycle_interval,
         scan_quota_interval: a.scan_quota_interval,
+        pull_through_interval: a.pull_through_interval,
         idle_timeout: a.idle_timeout,
         send_timeout: a.send_timeout,
         body_timeout: a.body_timeout,
@@ -362,6 +373,10 @@ fn main() -> anyhow::Result<()> {
         Command::Iam { store, command } => {
             let config = store.resolve(Overrides::default())?;
             current_thread()?.block_on(berth::admin::run(&config, command))
+        }
+        Command::Secrets { store, command } => {
+            let config = store.resolve(Overrides::default())?;
+            current_thread()?.block_on(berth::admin::secrets(&config, command))
         }
         Command::BreakGlass { store, command } => {
             let config = store.resolve(Overrides::default())?;

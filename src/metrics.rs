@@ -162,6 +162,24 @@ pub struct Metrics {
     pub jobs: JobMetrics,
     pub scans: ScanMetrics,
     pub replication: ReplicationMetrics,
+    pub pull_through: PullThroughMetrics,
+}
+
+/// The pull-through cache (see `pull_through`), by kind (`manifest`, `blob`).
+#[derive(Default)]
+pub struct PullThroughMetrics {
+    /// Served from the cache, in a repository a pull-through rule serves.
+    pub hits: Family<KindLabels, Counter>,
+    /// Not in the cache: fetched from the upstream.
+    pub misses: Family<KindLabels, Counter>,
+    /// Upstream fetches that failed (down, 429/5xx, refused, not found).
+    pub upstream_errors: Family<KindLabels, Counter>,
+    /// A stale cached copy served because the upstream could not be asked.
+    pub stale_served: Family<KindLabels, Counter>,
+    /// Upstream content refused because it did not match its digest.
+    pub refused: Family<KindLabels, Counter>,
+    /// Bytes of blobs read from upstreams.
+    pub upstream_bytes: Counter,
 }
 
 /// Image scanning (see `scanning`); durations and queue depth are the
@@ -392,6 +410,38 @@ impl Metrics {
             "Images re-matched from their stored inventory after an import",
             scans.rematched.clone(),
         );
+        let pull_through = PullThroughMetrics::default();
+        let pt = registry.sub_registry_with_prefix("pull_through");
+        pt.register(
+            "hits",
+            "Pull-through cache: manifests and blobs served from the cache",
+            pull_through.hits.clone(),
+        );
+        pt.register(
+            "misses",
+            "Pull-through cache: manifests and blobs fetched from the upstream",
+            pull_through.misses.clone(),
+        );
+        pt.register(
+            "upstream_errors",
+            "Pull-through cache: upstream fetches that failed",
+            pull_through.upstream_errors.clone(),
+        );
+        pt.register(
+            "stale_served",
+            "Pull-through cache: cached tags served because the upstream could not be asked",
+            pull_through.stale_served.clone(),
+        );
+        pt.register(
+            "refused",
+            "Pull-through cache: upstream content refused for not matching its digest",
+            pull_through.refused.clone(),
+        );
+        pt.register(
+            "upstream_bytes",
+            "Pull-through cache: blob bytes read from upstreams",
+            pull_through.upstream_bytes.clone(),
+        );
         let jobs = JobMetrics {
             runs: Family::default(),
             seconds: Family::new_with_constructor(|| {
@@ -458,6 +508,7 @@ impl Metrics {
             replication,
             jobs,
             scans,
+            pull_through,
             gc,
             lifecycle_evaluations,
             lifecycle_images_expired,

@@ -37,8 +37,9 @@ impl fmt::Display for RepoName {
     }
 }
 
-/// One path component: alphanumeric runs joined by `.`, `_`, `__` or one or more `-`.
-fn valid_component(c: &str) -> bool {
+/// One path component: alphanumeric runs joined by `.`, `_`, `__` or one or more `-`
+/// (also ECR's grammar of pull-through cache prefixes).
+pub fn valid_component(c: &str) -> bool {
     let b = c.as_bytes();
     let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
     if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {

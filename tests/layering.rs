@@ -36,6 +36,7 @@ const RANKS: &[(&str, u32)] = &[
     ("scanning", 5),
     ("stacks", 5),
     ("replication", 5),
+    ("pull_through", 5),
     // What the faces extract; the worker that runs jobs through services.
     ("app", 6),
     ("jobs::worker", 6),

@@ -54,24 +54,48 @@ pub(super) async fn get(
     } else {
         reg.pull_manifest(repo, &r).await?
     };
-    if !accepts(headers, &m.media_type) {
+    let len = m.content.len();
+    respond(
+        repo,
+        &r,
+        headers,
+        head,
+        Body::from(m.content),
+        len,
+        &m.media_type,
+        &m.digest,
+    )
+}
+
+/// The answer to a manifest GET or HEAD: `content` (of `len` bytes) if the
+/// `Accept` headers admit its media type.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn respond(
+    repo: &RepoId,
+    r: &crate::reference::Reference,
+    headers: &HeaderMap,
+    head: bool,
+    content: Body,
+    len: usize,
+    media_type: &str,
+    digest: &crate::digest::Digest,
+) -> Result<Response, OciError> {
+    if !accepts(headers, media_type) {
         return Err(RegistryError::ManifestUnknown(format!(
-            "{repo}:{r} is a {} manifest, which the Accept header does not allow",
-            m.media_type
+            "{repo}:{r} is a {media_type} manifest, which the Accept header does not allow"
         ))
         .into());
     }
-    let len = m.content.len();
     let mut resp = if head {
         empty(StatusCode::OK)
     } else {
-        Response::new(Body::from(m.content))
+        Response::new(content)
     };
     let h = resp.headers_mut();
-    set(h, header::CONTENT_TYPE, &m.media_type);
+    set(h, header::CONTENT_TYPE, media_type);
     set(h, header::CONTENT_LENGTH, len.to_string());
-    set(h, DOCKER_CONTENT_DIGEST, m.digest.as_str());
-    set(h, header::ETAG, format!("\"{}\"", m.digest));
+    set(h, DOCKER_CONTENT_DIGEST, digest.as_str());
+    set(h, header::ETAG, format!("\"{digest}\""));
     Ok(resp)
 }
 

@@ -10,12 +10,14 @@
 //! - manifests (GET, HEAD, PUT, DELETE): [`manifests`]
 //! - blobs (GET, HEAD, DELETE) and uploads (POST, PATCH, PUT, GET, DELETE): [`blobs`]
 //! - tags, catalog, referrers: [`listing`]
+//! - pulls of repositories a pull-through cache rule serves: [`pull_through`]
 
 mod blobs;
 pub mod errors;
 pub use blobs::{byte_range, chunk_range};
 mod listing;
 mod manifests;
+mod pull_through;
 
 use std::sync::Arc;
 
@@ -510,12 +512,16 @@ async fn route_request(
         (Route::Tags(n), "GET") => listing::tags(reg, &repo(&n)?, &parts).await,
         (Route::Referrers(n, d), "GET") => listing::referrers(reg, &repo(&n)?, &d, &parts).await,
         (Route::Manifest(n, r), "GET" | "HEAD") => {
-            manifests::get(reg, &repo(&n)?, &r, &parts.headers, method == Method::HEAD).await
+            let caller = caller_seen.as_deref();
+            let head = method == Method::HEAD;
+            pull_through::manifest(state, &parts, caller, &repo(&n)?, &r, head).await
         }
         (Route::Manifest(n, r), "PUT") => manifests::put(state, &repo(&n)?, &r, &parts, body).await,
         (Route::Manifest(n, r), "DELETE") => manifests::delete(reg, &repo(&n)?, &r).await,
         (Route::Blob(n, d), "GET" | "HEAD") => {
-            blobs::get(reg, &repo(&n)?, &d, &parts.headers, method == Method::HEAD).await
+            let caller = caller_seen.as_deref();
+            let head = method == Method::HEAD;
+            pull_through::blob(state, &parts, caller, &repo(&n)?, &d, head).await
         }
         (Route::Blob(n, d), "DELETE") => blobs::delete(reg, &repo(&n)?, &d).await,
         (Route::StartUpload(n), "POST") => {

@@ -10,6 +10,7 @@
 //! - layers (BatchCheckLayerAvailability, Initiate/UploadLayerPart/Complete, GetDownloadUrlForLayer): [`layers`]
 //! - scanning (configuration, StartImageScan, DescribeImageScanFindings): [`scanning`]
 //! - GetAccountSetting, PutAccountSetting: [`account_settings`]
+//! - pull-through cache rules (Create/Describe/Update/Delete/Validate): [`pull_through`]
 //! - GetAuthorizationToken: here.
 
 mod account_settings;
@@ -18,6 +19,7 @@ mod images;
 mod input;
 mod layers;
 mod lifecycle;
+mod pull_through;
 mod replication;
 mod repositories;
 mod scanning;
@@ -444,6 +446,21 @@ async fn operation(
         }
         "StartImageScan" => scanning::start_image_scan(ctx, input).await,
         "DescribeImageScanFindings" => scanning::describe_image_scan_findings(ctx, input).await,
+        "CreatePullThroughCacheRule" => {
+            pull_through::create_pull_through_cache_rule(ctx, input).await
+        }
+        "DescribePullThroughCacheRules" => {
+            pull_through::describe_pull_through_cache_rules(ctx, input).await
+        }
+        "UpdatePullThroughCacheRule" => {
+            pull_through::update_pull_through_cache_rule(ctx, input).await
+        }
+        "DeletePullThroughCacheRule" => {
+            pull_through::delete_pull_through_cache_rule(ctx, input).await
+        }
+        "ValidatePullThroughCacheRule" => {
+            pull_through::validate_pull_through_cache_rule(ctx, input).await
+        }
         other if is_modeled(other) => Err(EcrError::new(
             "UnsupportedOperationException",
             400,

@@ -17,6 +17,7 @@ mod identities;
 mod jobs;
 mod kms;
 mod lifecycle;
+mod pull_through;
 mod replication;
 mod repositories;
 mod scanning;
@@ -32,6 +33,7 @@ pub use identities::{AccessKeyRow, UserRow};
 pub use jobs::{JobRow, NewJob};
 pub use kms::{KmsAliasRow, KmsGrantRow, KmsKeyRow, KmsMaterialRow};
 pub use lifecycle::{ExpiryRecord, LifecyclePolicyRow, PlannedExpiry, PreviewRow, RepoImage};
+pub use pull_through::{NewRule, PullThroughRuleRow};
 pub use replication::{CreationTemplateRow, DestinationBacklog, DestinationKey, ReplicationEntry};
 pub use repositories::RepositoryRow;
 pub use scanning::{

@@ -507,6 +507,40 @@ const MIGRATIONS: &[&[&str]] = &[
         PRIMARY KEY (registry_id, prefix)
     )",
     ],
+    &[
+        // ---- migration 14: the pull-through cache (metadata/pull_through.rs) -------
+        // A registry's pull-through cache rules: repositories named under
+        // `prefix` are fetched from the upstream on a miss.
+        "CREATE TABLE pull_through_rules (
+        registry_id TEXT NOT NULL,
+        prefix {TEXTKEY} NOT NULL,
+        upstream_url TEXT NOT NULL,
+        upstream_registry TEXT,
+        upstream_prefix TEXT NOT NULL,
+        credential_arn TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (registry_id, prefix)
+    )",
+        // The upstream credentials a rule's credentialArn names (Secrets
+        // Manager's `ecr-pullthroughcache/…`), sealed with the master key.
+        "CREATE TABLE pull_through_secrets (
+        account_id TEXT NOT NULL,
+        name {TEXTKEY} NOT NULL,
+        sealed {BLOB} NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (account_id, name)
+    )",
+        // When each cached tag was last compared with the upstream's.
+        "CREATE TABLE pull_through_tags (
+        registry_id TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        checked_at BIGINT NOT NULL,
+        PRIMARY KEY (registry_id, repository, tag)
+    )",
+    ],
 ];
 
 fn render(stmt: &str, dialect: Dialect) -> String {

@@ -434,6 +434,12 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     }
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let master = master_key(&config).await?;
+    let pull_through = Arc::new(crate::pull_through::PullThrough::new(
+        registry.clone(),
+        master.clone(),
+        &config.region,
+        config.pull_through_interval,
+    ));
     let access = Access::open(registry.meta.clone(), master, &config.region).await?;
     let root_key = match (
         env("BERTH_ROOT_ACCESS_KEY_ID"),
@@ -476,6 +482,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         registry: registry.clone(),
         stacks,
         replicator: replicator.clone(),
+        pull_through,
         metrics: metrics.clone(),
         access,
         primary_account,
