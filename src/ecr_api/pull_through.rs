@@ -42,9 +42,11 @@ fn rule_json(r: &Rule) -> Value {
         "upstreamRegistryUrl": r.upstream_url,
         "createdAt": timestamp(r.created_at),
         "registryId": crate::reference::key_account(&r.registry_id),
-        "upstreamRepositoryPrefix": r.upstream_prefix,
         "updatedAt": timestamp(r.updated_at),
     });
+    if !r.upstream_prefix.is_empty() {
+        v["upstreamRepositoryPrefix"] = json!(r.upstream_prefix);
+    }
     if let Some(u) = &r.upstream_registry {
         v["upstreamRegistry"] = json!(u);
     }

@@ -320,9 +320,12 @@ impl PullThrough {
     pub async fn create_rule(&self, n: NewRuleInput<'_>) -> Result<Rule, RuleError> {
         let prefix = rules::prefix("ecrRepositoryPrefix", n.prefix)?;
         let url = rules::upstream_url(n.upstream_url)?;
+        // Not given: empty, which routes as ROOT and is not shown (as ECR:
+        // DescribePullThroughCacheRules answers only a prefix that was set,
+        // and Terraform's provider plans a replacement otherwise).
         let upstream_prefix = match n.upstream_prefix {
             Some(p) => rules::prefix("upstreamRepositoryPrefix", p)?,
-            None => rules::ROOT.to_string(),
+            None => String::new(),
         };
         refuse_role(n.custom_role_arn)?;
         let known = rules::upstream_registry(&url, n.upstream_registry)?;
@@ -508,7 +511,10 @@ impl PullThrough {
         }
         let routed = rules::route(
             &rules,
-            |r: &Rule| (r.prefix.as_str(), r.upstream_prefix.as_str()),
+            |r: &Rule| match r.upstream_prefix.as_str() {
+                "" => (r.prefix.as_str(), rules::ROOT),
+                p => (r.prefix.as_str(), p),
+            },
             repo.name.as_str(),
         );
         let Some((rule, upstream_repository)) = routed else {

@@ -135,7 +135,17 @@ static CREATION_TEMPLATE: [Field; 10] = [
     f("CustomRoleArn", Ty::Str),
 ];
 
+static PULL_THROUGH_RULE: [Field; 6] = [
+    f("EcrRepositoryPrefix", Ty::Str),
+    f("UpstreamRegistryUrl", Ty::Str),
+    f("UpstreamRegistry", Ty::Str),
+    f("UpstreamRepositoryPrefix", Ty::Str),
+    f("CredentialArn", Ty::Str),
+    f("CustomRoleArn", Ty::Str),
+];
+
 pub const REPOSITORY_TYPE: &str = "AWS::ECR::Repository";
+pub const PULL_THROUGH_RULE_TYPE: &str = "AWS::ECR::PullThroughCacheRule";
 pub const REPLICATION_TYPE: &str = "AWS::ECR::ReplicationConfiguration";
 pub const CREATION_TEMPLATE_TYPE: &str = "AWS::ECR::RepositoryCreationTemplate";
 pub const REGISTRY_POLICY_TYPE: &str = "AWS::ECR::RegistryPolicy";
@@ -149,6 +159,7 @@ pub const TYPES: &[&str] = &[
     REGISTRY_SCANNING_TYPE,
     REPLICATION_TYPE,
     CREATION_TEMPLATE_TYPE,
+    PULL_THROUGH_RULE_TYPE,
     CDK_METADATA_TYPE,
 ];
 
@@ -173,6 +184,7 @@ fn schema(ty: &str) -> Option<&'static [Field]> {
         REGISTRY_SCANNING_TYPE => Some(&REGISTRY_SCANNING),
         REPLICATION_TYPE => Some(&REPLICATION),
         CREATION_TEMPLATE_TYPE => Some(&CREATION_TEMPLATE),
+        PULL_THROUGH_RULE_TYPE => Some(&PULL_THROUGH_RULE),
         _ => None,
     }
 }
@@ -322,6 +334,15 @@ pub fn requires_replacement(ty: &str, old: &Value, new: &Value) -> bool {
                 || old.get("EncryptionConfiguration") != new.get("EncryptionConfiguration")
         }
         CREATION_TEMPLATE_TYPE => old.get("Prefix") != new.get("Prefix"),
+        // Only the credentials of a rule can change in place.
+        PULL_THROUGH_RULE_TYPE => [
+            "EcrRepositoryPrefix",
+            "UpstreamRegistryUrl",
+            "UpstreamRegistry",
+            "UpstreamRepositoryPrefix",
+        ]
+        .iter()
+        .any(|k| old.get(*k) != new.get(*k)),
         _ => false,
     }
 }
@@ -336,6 +357,10 @@ pub fn custom_name(ty: &str, props: &Value) -> Option<String> {
             .map(str::to_string),
         CREATION_TEMPLATE_TYPE => props
             .get("Prefix")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        PULL_THROUGH_RULE_TYPE => props
+            .get("EcrRepositoryPrefix")
             .and_then(Value::as_str)
             .map(str::to_string),
         _ => None,
@@ -495,6 +520,32 @@ pub async fn create(
                 .await
                 .map_err(|e| failure(None, e))?;
             Ok(template_applied(&resp))
+        }
+        PULL_THROUGH_RULE_TYPE => {
+            let mut input = json!({});
+            for (prop, member) in [
+                ("EcrRepositoryPrefix", "ecrRepositoryPrefix"),
+                ("UpstreamRegistryUrl", "upstreamRegistryUrl"),
+                ("UpstreamRegistry", "upstreamRegistry"),
+                ("UpstreamRepositoryPrefix", "upstreamRepositoryPrefix"),
+                ("CredentialArn", "credentialArn"),
+                ("CustomRoleArn", "customRoleArn"),
+            ] {
+                if let Some(v) = props.get(prop) {
+                    input[member] = v.clone();
+                }
+            }
+            let resp = p
+                .call("CreatePullThroughCacheRule", input)
+                .await
+                .map_err(|e| failure(None, e))?;
+            Ok(Applied {
+                physical_id: resp["ecrRepositoryPrefix"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                attributes: BTreeMap::new(),
+            })
         }
         _ => Ok(Applied {
             physical_id: uuid::Uuid::new_v4().to_string(),
@@ -755,6 +806,21 @@ pub async fn update(
                 .map_err(fail)?;
             Ok(template_applied(&resp))
         }
+        PULL_THROUGH_RULE_TYPE => {
+            let mut input = json!({ "ecrRepositoryPrefix": physical_id });
+            for (prop, member) in [
+                ("CredentialArn", "credentialArn"),
+                ("CustomRoleArn", "customRoleArn"),
+            ] {
+                if let Some(v) = new.get(prop) {
+                    input[member] = v.clone();
+                }
+            }
+            p.call("UpdatePullThroughCacheRule", input)
+                .await
+                .map_err(fail)?;
+            Ok(same)
+        }
         _ => Ok(same),
     }
 }
@@ -806,6 +872,14 @@ pub async fn delete(
             )
             .await,
             "TemplateNotFoundException",
+        ),
+        PULL_THROUGH_RULE_TYPE => ignore(
+            p.call(
+                "DeletePullThroughCacheRule",
+                json!({ "ecrRepositoryPrefix": physical_id }),
+            )
+            .await,
+            "PullThroughCacheRuleNotFoundException",
         ),
         _ => Ok(()),
     };

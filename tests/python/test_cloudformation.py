@@ -1728,13 +1728,18 @@ Resources:
       ResourceTags:
         - Key: team
           Value: platform
+  Cache:
+    Type: AWS::ECR::PullThroughCacheRule
+    Properties:
+      EcrRepositoryPrefix: cfn-quay
+      UpstreamRegistryUrl: quay.io
 Outputs:
   Registry:
     Value: !GetAtt Replication.RegistryId
 """
 
 
-def test_replication_configuration_and_creation_template_resources(berth, cfn, ecr, tmp_path):
+def test_replication_configuration_creation_template_and_pull_through_cache_resources(berth, cfn, ecr, tmp_path):
     stack = unique("replication")
     ok(deploy(berth, tmp_path, stack, REPLICATION_STACK, "--parameter-overrides", "Prefix=prod/"))
     assert outputs(stack_of(cfn, stack)) == {"Registry": ACCOUNT}
@@ -1744,6 +1749,8 @@ def test_replication_configuration_and_creation_template_resources(berth, cfn, e
     t = ecr.describe_repository_creation_templates(prefixes=["replicated"])["repositoryCreationTemplates"][0]
     assert (t["description"], t["imageTagMutability"]) == (f"from {stack}", "IMMUTABLE")
     assert t["resourceTags"] == [{"Key": "team", "Value": "platform"}]
+    cache = ecr.describe_pull_through_cache_rules(ecrRepositoryPrefixes=["cfn-quay"])["pullThroughCacheRules"][0]
+    assert cache["upstreamRegistryUrl"] == "quay.io"
     # An update changes both in place.
     ok(deploy(berth, tmp_path, stack, REPLICATION_STACK, "--parameter-overrides", "Prefix=team/"))
     rules = ecr.describe_registry()["replicationConfiguration"]["rules"]
@@ -1753,3 +1760,4 @@ def test_replication_configuration_and_creation_template_resources(berth, cfn, e
     ok(aws(berth, "wait", "stack-delete-complete", "--stack-name", stack))
     assert ecr.describe_registry()["replicationConfiguration"] == {"rules": []}
     assert ecr.describe_repository_creation_templates()["repositoryCreationTemplates"] == []
+    assert ecr.describe_pull_through_cache_rules()["pullThroughCacheRules"] == []

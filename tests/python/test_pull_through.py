@@ -376,7 +376,7 @@ def test_rule_operations_and_errors(ecr, berth, upstream, secret_arn):
     assert out["registryId"] == ACCOUNT and "createdAt" in out
     assert "upstreamRegistry" not in out  # not a registry ECR names
     quay = c.create_pull_through_cache_rule(ecrRepositoryPrefix="ops-quay", upstreamRegistryUrl="quay.io")
-    assert quay["upstreamRegistry"] == "quay" and quay["upstreamRepositoryPrefix"] == "ROOT"
+    assert quay["upstreamRegistry"] == "quay" and "upstreamRepositoryPrefix" not in quay  # not given, as ECR shows it
 
     assert error_code(c.create_pull_through_cache_rule, ecrRepositoryPrefix="ops-a", upstreamRegistryUrl="quay.io")[0] == \
         "PullThroughCacheRuleAlreadyExistsException"
@@ -769,3 +769,22 @@ def test_a_large_layer_streams_through_without_sitting_in_memory(v2, berth, upst
     # The second pull is the cache's.
     r = v2.get(f"dist/big/blobs/{desc['digest']}", headers={"Range": "bytes=0-99"})
     assert r.status_code == 206 and len(r.content) == 100
+
+
+def test_a_pull_through_cache_template_sets_the_cached_repository(v2, ecr, upstream):
+    ecr.create_repository_creation_template(
+        prefix="dist/templated", appliedFor=["PULL_THROUGH_CACHE"], imageTagMutability="MUTABLE",
+        resourceTags=[{"Key": "cache", "Value": "dist"}],
+        lifecyclePolicy=json.dumps({"rules": [{"rulePriority": 1, "selection": {
+            "tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 20}, "action": {"type": "expire"}}]}),
+    )
+    try:
+        digest = push(upstream.addr, "templated/app", "v1", "templated-v1")
+        r = v2.manifest("dist/templated/app", "v1")
+        assert r.status_code == 200 and sha256(r.content) == digest
+        repo = ecr.describe_repositories(repositoryNames=["dist/templated/app"])["repositories"][0]
+        assert ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"] == [{"Key": "cache", "Value": "dist"}]
+        policy = json.loads(ecr.get_lifecycle_policy(repositoryName="dist/templated/app")["lifecyclePolicyText"])
+        assert policy["rules"][0]["selection"]["countNumber"] == 20
+    finally:
+        ecr.delete_repository_creation_template(prefix="dist/templated")

@@ -207,6 +207,12 @@ resource "aws_ecr_repository_creation_template" "replicated" {
   }
 }
 
+# A pull-through cache of quay.io (nothing is fetched until a pull).
+resource "aws_ecr_pull_through_cache_rule" "cache" {
+  ecr_repository_prefix = "tf-cache"
+  upstream_registry_url = "quay.io"
+}
+
 data "aws_ecr_repository" "app" {
   name = aws_ecr_repository.app.name
 }
@@ -426,6 +432,8 @@ def test_apply_creates_everything_and_plans_clean(tf, berth, ecr):
                       "repositoryFilters": [{"filter": "tf/", "filterType": "PREFIX_MATCH"}]}]
     template = ecr.describe_repository_creation_templates(prefixes=["replicated"])["repositoryCreationTemplates"][0]
     assert (template["imageTagMutability"], template["appliedFor"]) == ("IMMUTABLE", ["REPLICATION"])
+    cache = ecr.describe_pull_through_cache_rules(ecrRepositoryPrefixes=["tf-cache"])["pullThroughCacheRules"][0]
+    assert cache["upstreamRegistryUrl"] == "quay.io"
     assert template["description"] == "replicated repositories"
     key = berth.client(service="kms").describe_key(KeyId=out["key_id"])["KeyMetadata"]
     assert (key["Description"], key["KeyState"]) == ("tf repositories", "Enabled")
@@ -514,6 +522,7 @@ def test_a_fresh_state_imports_everything_without_drift(tf, berth):
         "aws_ecr_account_setting.basic_scan": "BASIC_SCAN_TYPE_VERSION",
         "aws_ecr_replication_configuration.replication": ACCOUNT,
         "aws_ecr_repository_creation_template.replicated": "replicated",
+        "aws_ecr_pull_through_cache_rule.cache": "tf-cache",
     }
     blocks = "".join(f'import {{\n  to = {to}\n  id = "{id_}"\n}}\n' for to, id_ in imports.items())
     t = Terraform(tf["binary"], tf["root"] / "imported", berth,
@@ -554,10 +563,11 @@ def test_destroy_leaves_nothing(tf, berth, ecr):
     t = tf["imported"]
     key_id = t.outputs()["key_id"]
     out = t.run("destroy", "-auto-approve")
-    assert "Resources: 12 destroyed." in out.stdout, out.stdout
+    assert "Resources: 13 destroyed." in out.stdout, out.stdout
     assert ecr.describe_repositories()["repositories"] == []
     assert ecr.describe_registry()["replicationConfiguration"] == {"rules": []}
     assert ecr.describe_repository_creation_templates()["repositoryCreationTemplates"] == []
+    assert ecr.describe_pull_through_cache_rules()["pullThroughCacheRules"] == []
     with pytest.raises(ClientError) as e:
         ecr.get_registry_policy()
     assert e.value.response["Error"]["Code"] == "RegistryPolicyNotFoundException"
