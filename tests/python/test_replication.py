@@ -319,6 +319,11 @@ def test_an_image_replicates_to_the_peer_region_with_its_tags(world, name):
     ]
     # The destination does not replicate it further (no chaining).
     assert statuses(dst, repo, digest) == {}
+    # Deletes are not replicated (as in ECR).
+    src.batch_delete_image(repositoryName=repo, imageIds=[{"imageDigest": digest}])
+    time.sleep(1.5)
+    kept = dst.describe_images(repositoryName=repo)["imageDetails"]
+    assert [i["imageDigest"] for i in kept] == [digest] and sorted(kept[0]["imageTags"]) == ["latest", "v1"]
     configure(src, [])
 
 
