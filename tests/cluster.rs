@@ -581,7 +581,14 @@ async fn background_jobs_are_shared_and_gc_pauses_everywhere() {
     sorted.sort();
     assert_eq!(
         sorted,
-        ["gc", "kms-keys", "lifecycle", "reap-uploads", "replication", "reseal"],
+        [
+            "gc",
+            "kms-keys",
+            "lifecycle",
+            "reap-uploads",
+            "replication",
+            "reseal"
+        ],
         "{jobs}"
     );
     let gc = jobs

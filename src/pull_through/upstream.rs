@@ -464,18 +464,30 @@ async fn read_bounded(resp: reqwest::Response, max: usize) -> Result<Bytes, Upst
 
 /// A client for upstreams: rustls, bounded connect time, redirects followed
 /// (Docker Hub and others send blobs from a CDN; credentials are not sent
-/// to another host).
+/// to another host). On a host without CA certificates (a `FROM scratch`
+/// image) it trusts none: `http://` upstreams work, `https://` ones fail
+/// their fetches with the TLS error, and the server starts.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .user_agent(concat!(
-            "berth/",
-            env!("CARGO_PKG_VERSION"),
-            " (pull-through cache)"
-        ))
-        .build()
-        .unwrap_or_default()
+    let builder = || {
+        reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!(
+                "berth/",
+                env!("CARGO_PKG_VERSION"),
+                " (pull-through cache)"
+            ))
+    };
+    match builder().build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no CA certificates: pull-through caches of https:// upstreams will fail");
+            builder()
+                .tls_certs_only(Vec::<reqwest::Certificate>::new())
+                .build()
+                .expect("a client that trusts no certificate builds")
+        }
+    }
 }
 
 #[cfg(test)]
