@@ -240,19 +240,6 @@ impl Route {
         }
     }
 
-    /// The repository the request names, if any.
-    fn repository(&self) -> Option<&str> {
-        match self {
-            Route::Base | Route::Catalog => None,
-            Route::Tags(n)
-            | Route::Referrers(n, _)
-            | Route::Manifest(n, _)
-            | Route::Blob(n, _)
-            | Route::StartUpload(n)
-            | Route::Upload(n, _) => Some(n),
-        }
-    }
-
     /// The ECR action a request needs, and the repository it acts on.
     /// `None` for the base endpoint, which only needs authentication.
     fn ecr_action(&self, method: &Method) -> Option<(&'static str, Option<&str>)> {
@@ -447,7 +434,8 @@ async fn route_request(
         // CREATE_ON_PUSH template) also needs ecr:CreateRepository, as in ECR.
         let starts_a_push = matches!(route, Route::StartUpload(_))
             || matches!(route, Route::Manifest(..)) && method == Method::PUT;
-        if let Some(n) = route.repository().filter(|_| starts_a_push) {
+        let pushed_to = route.ecr_action(method).and_then(|(_, n)| n);
+        if let Some(n) = pushed_to.filter(|_| starts_a_push) {
             let target = repo(n)?;
             let what = match replicating {
                 true => AppliedFor::Replication,

@@ -186,7 +186,7 @@ pub(super) async fn describe_image_replication_status(
     let entries = ctx
         .state
         .registry
-        .meta_replication_entries(&repo, &digest)
+        .replication_entries(&repo, &digest)
         .await
         .map_err(EcrError::meta)?;
     let statuses: Vec<Value> = entries

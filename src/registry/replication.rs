@@ -63,21 +63,6 @@ impl ReplicationConfiguration {
         }
         out
     }
-
-    /// Every destination of every rule, each once.
-    pub fn all_destinations(&self) -> Vec<DestinationKey> {
-        let mut out: Vec<DestinationKey> = Vec::new();
-        for d in self.rules.iter().flat_map(|r| &r.destinations) {
-            let key = DestinationKey {
-                region: d.region.clone(),
-                registry: d.registry_id.clone(),
-            };
-            if !out.contains(&key) {
-                out.push(key);
-            }
-        }
-        out
-    }
 }
 
 impl Registry {
@@ -111,7 +96,7 @@ impl Registry {
 
 impl Registry {
     /// The replication log entries of image `digest` of `repo`, one per destination.
-    pub async fn meta_replication_entries(
+    pub async fn replication_entries(
         &self,
         repo: &super::RepoId,
         digest: &crate::digest::Digest,
@@ -185,7 +170,6 @@ mod tests {
         };
         assert!(only.destinations_for("dev/app").is_empty());
         assert_eq!(only.destinations_for("prod/app").len(), 1);
-        assert_eq!(c.all_destinations().len(), 2);
     }
 
     #[test]
