@@ -207,7 +207,6 @@ pub async fn replication(config: &Config, command: ReplicationCommand) -> anyhow
         ReplicationCommand::Status => {
             let now = crate::metadata::now_millis();
             let out: Vec<Value> = registry
-                .meta
                 .replication_backlogs()
                 .await?
                 .into_iter()

@@ -154,6 +154,14 @@ impl MetadataStore {
         Ok(())
     }
 
+    /// Every registry's replication configuration document.
+    pub async fn replication_configs(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT document FROM replication_configs")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
     // ---- the log ------------------------------------------------------------
 
     /// The destinations that have entries due at `now`.
@@ -307,7 +315,9 @@ impl MetadataStore {
         rows.iter().map(entry_row).collect()
     }
 
-    /// Every destination's backlog (`/metrics`, `berth replication status`).
+    /// The backlog of every destination that has one: undelivered or
+    /// given-up entries (`/metrics`, `berth replication status`). Delivered
+    /// entries, the whole history, are not read.
     pub async fn replication_backlogs(&self) -> Result<Vec<DestinationBacklog>> {
         let rows = sqlx::query(
             "SELECT destination_region, destination_registry, \
@@ -315,7 +325,8 @@ impl MetadataStore {
              SUM(CASE WHEN state = 'pending' AND failure_code IS NOT NULL THEN 1 ELSE 0 END), \
              MIN(CASE WHEN state = 'pending' THEN pushed_at END), \
              SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) \
-             FROM replication_log GROUP BY destination_region, destination_registry \
+             FROM replication_log WHERE state IN ('pending', 'failed') \
+             GROUP BY destination_region, destination_registry \
              ORDER BY destination_region, destination_registry",
         )
         .fetch_all(&self.pool)

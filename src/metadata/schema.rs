@@ -494,8 +494,10 @@ const MIGRATIONS: &[&[&str]] = &[
         updated_at BIGINT NOT NULL,
         PRIMARY KEY (registry_id, repository, digest, destination_region, destination_registry)
     )",
+        // By state first: every query of the delivery path and of the
+        // backlog reads only undelivered entries, whatever the history.
         "CREATE INDEX replication_log_due ON replication_log \
-         (destination_region, destination_registry, state, next_at)",
+         (state, destination_region, destination_registry, next_at)",
         // Repository creation templates: the settings of repositories that
         // replication, the pull-through cache or a push creates.
         "CREATE TABLE creation_templates (

@@ -95,6 +95,42 @@ impl Registry {
 }
 
 impl Registry {
+    /// Every destination's backlog: the configured destinations (caught up
+    /// or not) and any other that still has undelivered entries.
+    pub async fn replication_backlogs(
+        &self,
+    ) -> std::result::Result<Vec<crate::metadata::DestinationBacklog>, MetaError> {
+        let mut out = self.meta.replication_backlogs().await?;
+        for doc in self.meta.replication_configs().await? {
+            let Ok(config) = serde_json::from_str::<ReplicationConfiguration>(&doc) else {
+                continue;
+            };
+            let configured =
+                config
+                    .rules
+                    .iter()
+                    .flat_map(|r| &r.destinations)
+                    .map(|d| DestinationKey {
+                        region: d.region.clone(),
+                        registry: d.registry_id.clone(),
+                    });
+            for destination in configured {
+                if !out.iter().any(|b| b.destination == destination) {
+                    out.push(crate::metadata::DestinationBacklog {
+                        destination,
+                        pending: 0,
+                        failing: 0,
+                        oldest_pending: None,
+                        failed: 0,
+                        last_failure: None,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.destination.cmp(&b.destination));
+        Ok(out)
+    }
+
     /// The replication log entries of image `digest` of `repo`, one per destination.
     pub async fn replication_entries(
         &self,

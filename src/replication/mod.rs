@@ -90,6 +90,8 @@ pub struct Replicator {
     registry: Arc<Registry>,
     access: Arc<Access>,
     peers: Vec<peer::Peer>,
+    /// The destinations whose gauges the last sweep set.
+    reported: std::sync::Mutex<Vec<DestinationKey>>,
 }
 
 impl Replicator {
@@ -106,6 +108,7 @@ impl Replicator {
                 .map(peer::Peer::new)
                 .collect::<Result<_, _>>()
                 .map_err(PeerError)?,
+            reported: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -212,7 +215,20 @@ impl Replicator {
             meta.enqueue_job(&crate::jobs::replicate(&d)).await?;
         }
         let now = now_millis();
-        for b in meta.replication_backlogs().await? {
+        let backlogs = self.registry.replication_backlogs().await?;
+        let mut reported = self.reported.lock().expect("not poisoned");
+        // A destination no longer configured and caught up reads 0, not its last value.
+        for gone in reported
+            .iter()
+            .filter(|d| !backlogs.iter().any(|b| &b.destination == *d))
+        {
+            let dest = format!("{}/{}", gone.region, gone.registry);
+            self.registry.metrics.replication_backlog(&dest, 0, 0, 0.0);
+        }
+        reported.clear();
+        reported.extend(backlogs.iter().map(|b| b.destination.clone()));
+        drop(reported);
+        for b in backlogs {
             let dest = format!("{}/{}", b.destination.region, b.destination.registry);
             let lag = b
                 .oldest_pending

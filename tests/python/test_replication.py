@@ -17,6 +17,7 @@ filters; templates at the destination; a destination down then caught up.
 import base64
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.parse
@@ -478,8 +479,12 @@ def test_a_destination_down_for_a_while_catches_up(world, name, tmp_path):
             pushed.append(d)
         failed = wait_status(src, repo, pushed[0], [(DEST_REGION, ACCOUNT)], status="FAILED")
         assert failed[(DEST_REGION, ACCOUNT)]["failureCode"] == "DESTINATION_UNREACHABLE"
-        metrics = requests.get(world["source"].endpoint + "/metrics", timeout=10).text
-        assert f'berth_replication_pending{{destination="{DEST_REGION}/{ACCOUNT}"}}' in metrics
+        # The gauges are refreshed by the sweep, every 2 s.
+        gauge = f'berth_replication_pending{{destination="{DEST_REGION}/{ACCOUNT}"}}'
+        deadline = time.monotonic() + 10
+        while gauge not in (metrics := requests.get(world["source"].endpoint + "/metrics", timeout=10).text):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.2)
         status = world["source"].cli("replication", "status")
         behind = [s for s in status if (s["region"], s["registryId"]) == (DEST_REGION, ACCOUNT)][0]
         assert behind["pending"] >= 8 and behind["failing"] >= 1 and behind["lagSeconds"] > 0
@@ -654,6 +659,12 @@ def regions(tmp_path_factory):
         server.stop()
 
 
+def blob_bytes_received(server):
+    """`berth_blob_bytes_received_total`: the bytes of every upload the server took in."""
+    text = requests.get(server.endpoint + "/metrics", timeout=10).text
+    return int(float(re.search(r"^berth_blob_bytes_received_total (\S+)$", text, re.M).group(1)))
+
+
 def test_each_region_has_its_own_registry(regions, name):
     home, second = client_of(regions, "us-east-1"), client_of(regions, SECOND_REGION)
     repo = name()
@@ -690,10 +701,13 @@ def test_replication_between_regions_of_one_deployment_copies_no_bytes(regions, 
     home.create_repository(repositoryName=repo)
     layer = os.urandom(50_000)
     digest, _ = push(home, repo, [layer], tag="v1")
+    received = blob_bytes_received(regions)
+    assert received >= len(layer)  # the push's own upload is counted
     wait_status(home, repo, digest, [(SECOND_REGION, ACCOUNT)])
     got = second.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}])["images"][0]
     assert got["imageId"]["imageDigest"] == digest
-    # One stored copy of the layer serves both regions.
+    # The delivery uploaded nothing: one stored copy of the layer serves both regions.
+    assert blob_bytes_received(regions) == received
     assert regions.blob_stored(sha256(layer))
     # /v2/ picks the region by the host name ECR's way: <account>.dkr.ecr.<region>.<domain>.
     token = home.get_authorization_token()["authorizationData"][0]["authorizationToken"]
