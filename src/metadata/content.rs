@@ -102,7 +102,7 @@ impl MetadataStore {
         if linked {
             upsert_link(&mut tx, repo, digest, now_millis()).await?;
         }
-        tx.commit().await?;
+        self.commit_if(tx, linked).await?;
         Ok(linked)
     }
 
@@ -143,7 +143,7 @@ impl MetadataStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -184,7 +184,7 @@ impl MetadataStore {
         .bind(digest.as_str())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit_if(tx, res.rows_affected() > 0).await?;
         Ok(if res.rows_affected() > 0 {
             Unlink::Removed
         } else {
@@ -253,7 +253,7 @@ impl MetadataStore {
         .bind(sealing.map(|s| s.1))
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(CreateUpload::Created)
     }
 
@@ -614,7 +614,7 @@ impl MetadataStore {
                 super::jobs::insert_job(&mut tx, job, 0).await?;
             }
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(PutManifestOutcome::Stored {
             new_manifest,
             tag_changed,
@@ -748,7 +748,7 @@ impl MetadataStore {
         .bind(digest.as_str())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(DeleteManifest::Deleted(tags))
     }
 

@@ -10,6 +10,7 @@
 //! only adds a PostgreSQL URL and its DDL (see [`schema`]). Nothing here is
 //! cached in process memory, so several nodes can share one database.
 
+mod audit;
 mod content;
 mod encryption;
 mod gc;
@@ -26,6 +27,7 @@ mod stacks;
 #[doc(hidden)]
 pub mod testing;
 
+pub use audit::{AuditAttribute, AuditHead, AuditQuery, AuditRow};
 pub use content::{CreateUpload, DeleteManifest, TagFilter, Unlink, WriterClaim};
 pub use encryption::{BlobRead, BlobSealing, Publication, SealingProgress};
 pub use gc::{BlobClaim, BlobScanRow, GcCandidate};
@@ -255,6 +257,8 @@ pub struct MetadataStore {
     dialect: Dialect,
     /// Transactions run again after a deadlock or serialization failure.
     retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The audit chain's key ([`MetadataStore::set_audit_key`]).
+    audit_key: std::sync::Arc<std::sync::OnceLock<crate::audit::ChainKey>>,
 }
 
 impl MetadataStore {
@@ -313,6 +317,7 @@ impl MetadataStore {
             pool,
             dialect,
             retries: Default::default(),
+            audit_key: Default::default(),
         };
         schema::migrate(&store.pool, dialect).await?;
         Ok(store)
