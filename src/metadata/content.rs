@@ -355,20 +355,23 @@ impl MetadataStore {
         hash_state: &[u8],
         staging: &str,
     ) -> Result<bool> {
-        let res = sqlx::query(
-            "UPDATE uploads SET size = $1, hash_state = $2, staging = $3, updated_at = $4, \
-             writer = NULL, writer_until = 0 WHERE id = $5 AND size = $6 AND writer = $7",
-        )
-        .bind(new_size as i64)
-        .bind(hash_state)
-        .bind(staging)
-        .bind(now_millis())
-        .bind(id)
-        .bind(expected_size as i64)
-        .bind(token)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected() > 0)
+        // An UploadLayerPart's event is written with the part it records.
+        let n = self
+            .execute_write(
+                sqlx::query(
+                    "UPDATE uploads SET size = $1, hash_state = $2, staging = $3, updated_at = $4, \
+                     writer = NULL, writer_until = 0 WHERE id = $5 AND size = $6 AND writer = $7",
+                )
+                .bind(new_size as i64)
+                .bind(hash_state)
+                .bind(staging)
+                .bind(now_millis())
+                .bind(id)
+                .bind(expected_size as i64)
+                .bind(token),
+            )
+            .await?;
+        Ok(n > 0)
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<bool> {

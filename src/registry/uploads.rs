@@ -326,6 +326,12 @@ impl Registry {
             // Nothing is recorded: the session stays at its old size.
             return Err(RegistryError::ChunkOutOfOrder { size: session.size });
         }
+        crate::audit::note(|e| {
+            e.response_elements = Some(serde_json::json!({
+                "uploadId": id,
+                "lastByteReceived": staged.size.saturating_sub(1),
+            }));
+        });
         let recorded = self
             .meta
             .advance_upload(

@@ -428,6 +428,40 @@ def test_lifecycle_expiry_is_the_services_event(berth, ecr, trail, name):
     assert all(a["actionType"] == "EXPIRE" for a in e["additionalEventData"]["lifecycleEventImageActions"])
 
 
+def test_replication_writes_are_the_services_events(berth, ecr, name):
+    """A push replicated to another account of this deployment: the
+    destination's history holds the repository the replication service
+    created and the image it wrote, as ReplicateImage."""
+    other = "333344445555"
+    key = berth.iam("create-account", "--account-id", other)
+    dest = berth.client(key["AccessKeyId"], key["SecretAccessKey"])
+    dest.put_registry_policy(policyText=json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "ReplicationFrom", "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+        "Action": ["ecr:CreateRepository", "ecr:ReplicateImage"],
+        "Resource": f"arn:aws:ecr:*:{other}:repository/*"}]}))
+    repo = f"replicated/{name()}"
+    ecr.put_replication_configuration(replicationConfiguration={"rules": [{
+        "destinations": [{"region": REGION, "registryId": other}],
+        "repositoryFilters": [{"filter": "replicated/", "filterType": "PREFIX_MATCH"}]}]})
+    try:
+        ecr.create_repository(repositoryName=repo)
+        digest, _, _ = V2(berth, ecr).push(repo, os.urandom(700), "r1")
+        dest_trail = berth.client(key["AccessKeyId"], key["SecretAccessKey"], service="cloudtrail")
+        recs = records(dest_trail, repo, wait_for=3)
+        assert names(recs)[0] == "CreateRepository"
+        assert recs[0]["userIdentity"] == {"type": "AWSService", "accountId": other,
+                                           "invokedBy": "replication.ecr.amazonaws.com"}
+        assert recs[0]["requestParameters"]["appliedFor"] == "REPLICATION"
+        writes = [r for r in recs if r["eventName"] == "ReplicateImage"]
+        assert {json.dumps(w["requestParameters"]["imageId"], sort_keys=True) for w in writes} >= {
+            json.dumps({"imageDigest": digest, "imageTag": "r1"}, sort_keys=True)}
+        assert all(w["requestParameters"]["sourceRegistryId"] == ACCOUNT for w in writes)
+        assert all(w["recipientAccountId"] == other for w in recs)
+    finally:
+        ecr.put_replication_configuration(replicationConfiguration={"rules": []})
+
+
 # ---- integrity: verify, export, stream, retention ----------------------------
 
 
