@@ -144,6 +144,57 @@ def test_each_ecr_call_is_one_event_in_cloudtrails_shape(berth, ecr, trail, name
     assert "lifecyclePolicyText" in recs[1]["requestParameters"]
 
 
+@pytest.mark.parametrize("service,source", [
+    ("ecr", "ecr.amazonaws.com"),
+    ("kms", "kms.amazonaws.com"),
+    ("cloudformation", "cloudformation.amazonaws.com"),
+    ("sts", "sts.amazonaws.com"),
+    ("ssm", "ssm.amazonaws.com"),
+])
+def test_every_operation_is_exactly_one_event_named_after_it(berth, name, service, source):
+    """Each operation of the service's model, called once by a user allowed
+    everything (with only `repositoryName` filled in where an ECR operation
+    has it, and botocore's checks off, so most fail the server's
+    validation): exactly one event each, named after the operation, with
+    the error's code as errorCode when it failed."""
+    user, _, key_id, secret = berth.user_key({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "*", "Resource": "*"}]})
+    client = berth.client(key_id, secret, validate=False, service=service)
+    method = {api: py for py, api in client.meta.method_to_api_mapping.items()}
+    model = client.meta.service_model
+    repo = name()
+    first = ["CreateRepository"] if service == "ecr" else []
+    expected = {}
+    # Operations signed by nobody (STS's AssumeRoleWithSAML…) are not recorded:
+    # nobody authenticated.
+    unsigned = {o for o in model.operation_names
+                if model.operation_model(o).auth_type == "none"
+                or "smithy.api#noAuth" in (model.operation_model(o).auth or [])}
+    for op in first + [o for o in model.operation_names if o not in first and o not in unsigned]:
+        shape = model.operation_model(op).input_shape
+        params = {"repositoryName": repo} if shape is not None and "repositoryName" in shape.members else {}
+        try:
+            getattr(client, method[op])(**params)
+            expected[op] = None
+        except client.exceptions.ClientError as e:
+            expected[op] = e.response["Error"]["Code"]
+    assert len(expected) == len(model.operation_names) - len(unsigned) >= 1
+    trail = berth.client(service="cloudtrail")
+    deadline = time.monotonic() + 20
+    while True:
+        events = [json.loads(e["CloudTrailEvent"]) for e in lookup(trail, "Username", user)]
+        if len(events) >= len(expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    got = {}
+    for e in events:
+        assert e["eventName"] not in got, f"two events for {e['eventName']}"
+        assert e["eventSource"] == source, e
+        assert e["userIdentity"]["userName"] == user
+        got[e["eventName"]] = e.get("errorCode")
+    assert got == expected
+
+
 def test_failures_and_refusals_are_recorded_with_their_error(berth, ecr, trail, name):
     repo, other = name(), name("other")
     ecr.create_repository(repositoryName=repo)
@@ -560,6 +611,26 @@ def test_export_stream_and_retention(isolated, name, tmp_path):
     assert trail.lookup_events(MaxResults=50)["Events"] is not None
     code, report = verify(isolated)
     assert code == 0, report
+
+
+def test_each_served_region_has_its_own_history(tmp_path, name):
+    import boto3
+    server = Berth(tmp_path / "regions", extra_args=["--region", "us-east-1", "--region", "eu-west-1"])
+    try:
+        def client(service, region):
+            return boto3.session.Session().client(
+                service, region_name=region, endpoint_url=server.endpoint,
+                aws_access_key_id=ROOT_KEY_ID, aws_secret_access_key=server.env["BERTH_ROOT_SECRET_ACCESS_KEY"])
+        repo = name()
+        client("ecr", "eu-west-1").create_repository(repositoryName=repo)
+        eu = lookup(client("cloudtrail", "eu-west-1"), "ResourceName", repo)
+        assert [e["EventName"] for e in eu] == ["CreateRepository"]
+        assert json.loads(eu[0]["CloudTrailEvent"])["awsRegion"] == "eu-west-1"
+        assert json.loads(eu[0]["CloudTrailEvent"])["resources"][0]["ARN"] == \
+            f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/{repo}"
+        assert lookup(client("cloudtrail", "us-east-1"), "ResourceName", repo) == []
+    finally:
+        server.stop()
 
 
 def test_audit_off_records_nothing(tmp_path, name):
