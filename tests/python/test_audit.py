@@ -60,6 +60,18 @@ def records(trail, repo, wait_for=0):
         time.sleep(0.2)
 
 
+def settled(trail, repo):
+    """The records of `repo` once no more arrive (reads are batched: a
+    batch lingers up to 100 ms before it is written)."""
+    last = None
+    while True:
+        now = records(trail, repo)
+        if last is not None and len(now) == len(last):
+            return now
+        last = now
+        time.sleep(0.4)
+
+
 def names(recs):
     return [r["eventName"] for r in recs]
 
@@ -303,7 +315,7 @@ def test_docker_login_push_and_pull(berth, ecr, trail, name, tmp_path):
     try:
         docker("build", "-q", "-t", ref, str(ctx))
         docker("push", ref)
-        pushed = records(trail, repo, wait_for=2)
+        pushed = settled(trail, repo)
         assert "PutImage" in names(pushed)
         assert any(n == "CompleteLayerUpload" for n in names(pushed))
         put = [r for r in pushed if r["eventName"] == "PutImage"][-1]
@@ -312,7 +324,7 @@ def test_docker_login_push_and_pull(berth, ecr, trail, name, tmp_path):
         docker("rmi", "-f", ref)
         before = len(pushed)
         docker("pull", ref)
-        pulled = records(trail, repo, wait_for=before + 2)[before:]
+        pulled = settled(trail, repo)[before:]
         assert "BatchGetImage" in names(pulled) and "GetDownloadUrlForLayer" in names(pulled)
         assert not {"PutImage", "CompleteLayerUpload"} & set(names(pulled))
     finally:
