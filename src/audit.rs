@@ -164,6 +164,11 @@ pub struct Event {
     pub request_id: String,
     pub read_only: bool,
     pub resources: Vec<Resource>,
+    /// Written by the trail's batched writer, not with the change, and not
+    /// waited for: the steps of a `/v2/` upload, which make nothing visible
+    /// (what they make visible, CompleteLayerUpload, is written with it).
+    /// Not part of the record.
+    pub batched: bool,
 }
 
 impl Event {
@@ -193,6 +198,7 @@ impl Event {
             request_id: String::new(),
             read_only: false,
             resources: Vec::new(),
+            batched: false,
         }
     }
 
@@ -370,10 +376,11 @@ impl Scope {
         }
     }
 
-    /// A copy of the pending event.
+    /// A copy of the pending event, for the transaction about to commit
+    /// (none when the event is [`Event::batched`]).
     pub fn pending(&self) -> Option<Event> {
         match &*self.state.lock().expect("audit scope lock") {
-            ScopeState::Pending(e) => Some((**e).clone()),
+            ScopeState::Pending(e) if !e.batched => Some((**e).clone()),
             _ => None,
         }
     }

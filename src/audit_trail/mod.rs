@@ -82,6 +82,8 @@ pub struct AuditTrail {
     /// Whether the writer's last append succeeded.
     writing: Arc<std::sync::atomic::AtomicBool>,
     metrics: Arc<Metrics>,
+    /// Wakes the lingering writer for an event someone waits for.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl AuditTrail {
@@ -90,13 +92,21 @@ impl AuditTrail {
     pub fn start(meta: MetadataStore, enabled: bool, metrics: Arc<Metrics>) -> Arc<AuditTrail> {
         let (queue, rx) = mpsc::channel(QUEUE);
         let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        tokio::spawn(run(meta.clone(), rx, metrics.clone(), writing.clone()));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(run(
+            meta.clone(),
+            rx,
+            metrics.clone(),
+            writing.clone(),
+            wake.clone(),
+        ));
         Arc::new(AuditTrail {
             meta,
             enabled,
             queue,
             writing,
             metrics,
+            wake,
         })
     }
 
@@ -123,7 +133,7 @@ impl AuditTrail {
                 if !event.read_only && event.response_elements.is_none() {
                     event.response_elements = response;
                 }
-                !event.read_only
+                !event.read_only && !event.batched
             }
             Outcome::Failed { code, message } => {
                 event.error_code = Some(code);
@@ -155,13 +165,13 @@ impl AuditTrail {
             return;
         }
         let (tx, rx) = oneshot::channel();
-        if self
+        let sent = self
             .queue
             .send(Item::Event(Box::new(event), Some(tx)))
             .await
-            .is_ok()
-            && tokio::time::timeout(DURABLE_WAIT, rx).await.is_err()
-        {
+            .is_ok();
+        self.wake.notify_one();
+        if sent && tokio::time::timeout(DURABLE_WAIT, rx).await.is_err() {
             tracing::error!(
                 "an audit event was not durable within {DURABLE_WAIT:?}; answering anyway"
             );
@@ -171,7 +181,9 @@ impl AuditTrail {
     /// Wait until every event queued so far is written (shutdown).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.queue.send(Item::Flush(tx)).await.is_ok() {
+        let sent = self.queue.send(Item::Flush(tx)).await.is_ok();
+        self.wake.notify_one();
+        if sent {
             let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
         }
     }
@@ -187,26 +199,28 @@ async fn run(
     mut rx: mpsc::Receiver<Item>,
     metrics: Arc<Metrics>,
     writing: Arc<std::sync::atomic::AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
 ) {
     while let Some(first) = rx.recv().await {
         // Reads and failures linger up to LINGER so that one transaction
-        // takes many of them; a change's event (someone waits) or a flush
-        // goes at once, with whatever is queued.
+        // takes many of them. The writer sleeps meanwhile rather than wake
+        // for each one (a wake-up per event costs a GET more than its
+        // event); a change's event (someone waits) or a flush wakes it, and
+        // goes at once with whatever is queued.
         let urgent = |i: &Item| matches!(i, Item::Event(_, Some(_)) | Item::Flush(_));
-        let mut now = urgent(&first);
         let mut items = vec![first];
-        let deadline = tokio::time::Instant::now() + LINGER;
+        if !urgent(&items[0]) {
+            let linger = tokio::time::sleep(LINGER);
+            tokio::select! {
+                _ = linger => {}
+                _ = wake.notified() => {}
+            }
+        }
         while items.len() < BATCH {
-            let next = match now {
-                true => rx.try_recv().ok(),
-                false => tokio::time::timeout_at(deadline, rx.recv())
-                    .await
-                    .ok()
-                    .flatten(),
-            };
-            let Some(i) = next else { break };
-            now |= urgent(&i);
-            items.push(i);
+            match rx.try_recv() {
+                Ok(i) => items.push(i),
+                Err(_) => break,
+            }
         }
         let mut events = Vec::with_capacity(items.len());
         let mut waiters = Vec::new();

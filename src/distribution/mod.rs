@@ -362,6 +362,10 @@ fn audit_event(
         ));
     }
     e.read_only = crate::audit_trail::is_read_only(name);
+    // An upload's steps are batched; what they make visible
+    // (CompleteLayerUpload, a monolithic upload) goes with its commit.
+    e.batched = matches!(name, "InitiateLayerUpload" | "UploadLayerPart")
+        && query_get(&q, "digest").is_none();
     e.request_parameters = Some(params);
     if is_replication(&parts.headers) {
         e.additional = Some(json!({ "replication": true }));

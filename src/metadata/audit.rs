@@ -224,7 +224,9 @@ impl MetadataStore {
             }
         }
         const COLS: usize = 14;
-        for chunk in rows.chunks(256) {
+        // Sixteen rows per statement: sqlx's SQLite binding looks each
+        // parameter up by name, which costs the square of their number.
+        for chunk in rows.chunks(16) {
             let values = (0..chunk.len())
                 .map(|i| {
                     let p = (1..=COLS)
