@@ -10,6 +10,7 @@
 //! only adds a PostgreSQL URL and its DDL (see [`schema`]). Nothing here is
 //! cached in process memory, so several nodes can share one database.
 
+mod console;
 mod content;
 mod encryption;
 mod gc;
@@ -26,6 +27,7 @@ mod stacks;
 #[doc(hidden)]
 pub mod testing;
 
+pub use console::{RepoCursor, RepoOrder, SessionRow};
 pub use content::{CreateUpload, DeleteManifest, TagFilter, Unlink, WriterClaim};
 pub use encryption::{BlobRead, BlobSealing, Publication, SealingProgress};
 pub use gc::{BlobClaim, BlobScanRow, GcCandidate};
