@@ -17,6 +17,8 @@ use crate::registry::Registry;
 /// and settings only; no registry state lives here.
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// The audit log's writer and lookups.
+    pub audit: Arc<crate::audit_trail::AuditTrail>,
     /// CloudFormation stacks.
     pub stacks: Arc<crate::stacks::Stacks>,
     /// Replication's deliveries (the regions it reaches).
@@ -171,6 +173,37 @@ impl AppState {
             reservation,
             region,
         })
+    }
+
+    /// Begin the audit event of a signed call of `source`'s operation `op`
+    /// (KMS, SSM, STS, CloudFormation, CloudTrail) in `scope`.
+    pub fn audit_call(
+        &self,
+        scope: &crate::audit::Scope,
+        parts: &axum::http::request::Parts,
+        source: &'static str,
+        op: &str,
+        signed: &SignedRequest,
+        params: Option<&serde_json::Value>,
+    ) {
+        let caller = &signed.caller;
+        let mut e = crate::audit_trail::request_event(
+            parts,
+            source,
+            op,
+            &signed.region,
+            &caller.principal.account,
+            caller.audit_identity(),
+        );
+        e.read_only = crate::audit_trail::is_read_only(op)
+            || (source == crate::audit::KMS
+                && matches!(
+                    op,
+                    "Encrypt" | "Decrypt" | "ReEncrypt" | "GenerateRandom" | "Sign" | "Verify"
+                )
+                || op.starts_with("GenerateDataKey"));
+        e.request_parameters = params.and_then(crate::audit_trail::redacted);
+        self.audit.begin(scope, e);
     }
 
     /// The registry (account) a request to `host` addresses: `<account>.<host>`

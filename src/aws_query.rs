@@ -80,6 +80,18 @@ impl Params {
     }
 
     /// The value of `name`, if given (an empty value counts as given).
+    /// The parameters as a JSON object (an audit event's
+    /// requestParameters), without `Action` and `Version`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.0
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "Action" | "Version"))
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }

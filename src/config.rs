@@ -56,6 +56,12 @@ pub struct Config {
     /// A tag cached by a pull-through cache rule is compared with the
     /// upstream's at most once per this period (ECR: 24 h).
     pub pull_through_interval: Duration,
+    /// Whether API calls and `/v2/` actions are recorded in the audit log
+    /// (docs/audit.md); `false` records nothing.
+    pub audit: bool,
+    /// Audit events older than this are deleted (CloudTrail's event history:
+    /// 90 days); 0 keeps them forever.
+    pub audit_retention: Duration,
     /// `ecr` (default): `/v2/` needs a token from GetAuthorizationToken, every
     /// request is authorized, pushes need an existing repository.
     /// `none`: an open registry for development; repositories are created on push.
@@ -419,6 +425,8 @@ impl Default for Config {
             lifecycle_interval: Duration::from_secs(24 * 3600),
             scan_quota_interval: Duration::from_secs(24 * 3600),
             pull_through_interval: Duration::from_secs(24 * 3600),
+            audit: true,
+            audit_retention: Duration::from_secs(90 * 86_400),
             auth: AuthMode::Ecr,
             region: "us-east-1".into(),
             regions: vec!["us-east-1".into()],
@@ -459,6 +467,8 @@ pub struct Overrides {
     pub lifecycle_interval: Option<String>,
     pub scan_quota_interval: Option<String>,
     pub pull_through_interval: Option<String>,
+    pub audit: Option<bool>,
+    pub audit_retention: Option<String>,
     pub auth: Option<String>,
     pub region: Option<String>,
     /// Every region served (`regions = [...]`; `--region` more than once).
@@ -507,7 +517,7 @@ impl Overrides {
             master_key_transit_key, kms_job_interval,
             upload_max_age, upload_reap_interval,
             max_manifest_bytes, max_image_layers, gc_interval, gc_grace, lifecycle_interval,
-            scan_quota_interval, pull_through_interval, auth, region, regions, registry_host, idle_timeout, send_timeout, body_timeout,
+            scan_quota_interval, pull_through_interval, audit, audit_retention, auth, region, regions, registry_host, idle_timeout, send_timeout, body_timeout,
             api_body_timeout, shutdown_timeout, max_connections, max_connections_per_ip,
             body_memory, body_memory_per_ip, trusted_proxy, forwarded_header,
             max_uploads_per_caller,
@@ -632,6 +642,13 @@ impl Overrides {
         if let Some(v) = self.pull_through_interval {
             // 0s is allowed: every pull of a tag asks the upstream.
             c.pull_through_interval = parse_duration(&v).context("pull_through_interval")?;
+        }
+        if let Some(v) = self.audit {
+            c.audit = v;
+        }
+        if let Some(v) = self.audit_retention {
+            // 0s is allowed: events are kept forever.
+            c.audit_retention = parse_duration(&v).context("audit_retention")?;
         }
         let h = &mut c.http;
         for (name, value, slot) in [

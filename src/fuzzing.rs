@@ -439,7 +439,9 @@ async fn ecr_harness(dir: &std::path::Path) -> axum::Router {
         crate::replication::Replicator::new(registry.clone(), access.clone(), &[])
             .expect("no peers"),
     );
+    let audit = crate::audit_trail::AuditTrail::start(registry.meta.clone(), true, metrics.clone());
     let state = Arc::new(crate::app::AppState {
+        audit,
         primary_account: access.primary_account().await.expect("an account"),
         registry,
         stacks,

@@ -25,9 +25,12 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
+pub mod audit_trail;
 pub mod auth;
 pub mod aws_query;
 pub mod cloudformation_api;
+pub mod cloudtrail_api;
 pub mod config;
 pub mod console;
 pub mod digest;

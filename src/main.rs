@@ -50,6 +50,13 @@ enum Command {
         #[command(subcommand)]
         command: berth::maintenance::JobsCommand,
     },
+    /// The audit log: verify its hash chain, export CloudTrail log files, stream JSON lines.
+    Audit {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: berth::maintenance::AuditCommand,
+    },
     /// Replication: each destination's backlog, lag and last failure.
     Replication {
         #[command(flatten)]
@@ -196,6 +203,12 @@ struct ServeArgs {
     /// A tag cached by a pull-through cache rule is re-checked upstream at most this often [default: 24h, as ECR]
     #[arg(long, env = "BERTH_PULL_THROUGH_INTERVAL")]
     pull_through_interval: Option<String>,
+    /// Record API calls and /v2/ actions in the audit log (docs/audit.md) [default: true]
+    #[arg(long, env = "BERTH_AUDIT")]
+    audit: Option<bool>,
+    /// Delete audit events older than this; 0s keeps them forever [default: 90d]
+    #[arg(long, env = "BERTH_AUDIT_RETENTION")]
+    audit_retention: Option<String>,
     /// Close a connection with no request in flight for this long [default: 30s]
     #[arg(long, env = "BERTH_IDLE_TIMEOUT")]
     idle_timeout: Option<String>,
@@ -293,6 +306,8 @@ fn resolve(a: ServeArgs) -> anyhow::Result<berth::config::Config> {
         lifecycle_interval: a.lifecycle_interval,
         scan_quota_interval: a.scan_quota_interval,
         pull_through_interval: a.pull_through_interval,
+        audit: a.audit,
+        audit_retention: a.audit_retention,
         idle_timeout: a.idle_timeout,
         send_timeout: a.send_timeout,
         body_timeout: a.body_timeout,
@@ -365,6 +380,10 @@ fn main() -> anyhow::Result<()> {
         Command::Jobs { store, command } => {
             let config = store.resolve(Overrides::default())?;
             current_thread()?.block_on(berth::maintenance::jobs(&config, command))
+        }
+        Command::Audit { store, command } => {
+            let config = store.resolve(Overrides::default())?;
+            current_thread()?.block_on(berth::maintenance::audit(&config, command))
         }
         Command::Replication { store, command } => {
             let config = store.resolve(Overrides::default())?;

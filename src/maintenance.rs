@@ -6,6 +6,7 @@
 //! several processes; the GC protocol holds between processes as it does
 //! between nodes). Output is JSON on stdout.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -41,6 +42,36 @@ pub enum ReplicationCommand {
     /// waiting, failing, given up, the age of the oldest undelivered push
     /// (the lag) and the last failure.
     Status,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Walk the audit log's hash chain and recompute every link: prints a
+    /// JSON report and fails (exit 1) when an event is missing or altered.
+    Verify,
+    /// Write events as CloudTrail log files (gzip JSON, one per account,
+    /// region and hour, under OUT/AWSLogs/...).
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        /// The first time exported (RFC 3339) [default: the oldest event]
+        #[arg(long)]
+        start: Option<String>,
+        /// Events before this time (RFC 3339) [default: now]
+        #[arg(long)]
+        end: Option<String>,
+    },
+    /// Print events as JSON lines (one CloudTrail record per line).
+    Stream {
+        /// The first time printed (RFC 3339) [default: only new events]
+        #[arg(long)]
+        since: Option<String>,
+        /// Keep printing events as they are recorded.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Delete events older than the retention (`audit_retention`) now.
+    Prune,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -196,6 +227,65 @@ pub async fn jobs(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
                 bail!("no failed job {id}");
             }
             println!("{}", json!({ "id": id, "state": "queued" }));
+        }
+    }
+    Ok(())
+}
+
+fn parse_time(what: &str, s: &str) -> anyhow::Result<i64> {
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|e| anyhow::anyhow!("{what} {s:?} is not an RFC 3339 time: {e}"))?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64)
+}
+
+pub async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
+    let registry = open(config).await?;
+    let meta = &registry.meta;
+    match command {
+        AuditCommand::Verify => {
+            let master = crate::server::master_key(config).await?;
+            let key = crate::server::audit_chain_key(&master);
+            let report = crate::audit_trail::verify(meta, &key).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "ok": report.ok(),
+                    "eventsChecked": report.checked,
+                    "head": { "sequence": report.head.seq, "link": report.head.link },
+                    "retainedFrom": report.head.pruned_seq + 1,
+                    "problems": report.problems,
+                    "moreProblems": report.more,
+                }))?
+            );
+            if !report.ok() {
+                anyhow::bail!(
+                    "the audit log was tampered with: {} problem(s) found",
+                    report.problems.len() as u64 + report.more
+                );
+            }
+        }
+        AuditCommand::Export { out, start, end } => {
+            let start = start.map(|s| parse_time("--start", &s)).transpose()?;
+            let end = end.map(|s| parse_time("--end", &s)).transpose()?;
+            let (files, events) =
+                crate::audit_trail::export(meta, &out, start.unwrap_or(0), end.unwrap_or(i64::MAX))
+                    .await?;
+            println!("{}", json!({ "files": files, "events": events }));
+        }
+        AuditCommand::Stream { since, follow } => {
+            let since = since.map(|s| parse_time("--since", &s)).transpose()?;
+            let mut stdout = std::io::stdout();
+            crate::audit_trail::stream(meta, since.unwrap_or(i64::MAX), follow, &mut stdout)
+                .await?;
+        }
+        AuditCommand::Prune => {
+            let days = (config.audit_retention.as_secs() / 86_400) as u32;
+            if config.audit_retention.is_zero() {
+                println!("{}", json!({ "deleted": 0, "retention": "forever" }));
+                return Ok(());
+            }
+            let n = crate::audit_trail::prune(meta, days.max(1)).await?;
+            println!("{}", json!({ "deleted": n }));
         }
     }
     Ok(())

@@ -163,6 +163,17 @@ pub struct Metrics {
     pub scans: ScanMetrics,
     pub replication: ReplicationMetrics,
     pub pull_through: PullThroughMetrics,
+    pub audit: AuditMetrics,
+}
+
+/// The audit log (see `audit_trail`).
+#[derive(Default)]
+pub struct AuditMetrics {
+    /// Events appended by the writer (reads, refusals, failures); a change's
+    /// event is appended by its own transaction instead.
+    pub batched: Counter,
+    /// Batches whose append failed (retried until it succeeds).
+    pub write_failures: Counter,
 }
 
 /// The pull-through cache (see `pull_through`), by kind (`manifest`, `blob`).
@@ -504,7 +515,20 @@ impl Metrics {
             "Images given up for the destination (retried for 24 h)",
             replication.failed.clone(),
         );
+        let audit = AuditMetrics::default();
+        let au = registry.sub_registry_with_prefix("audit");
+        au.register(
+            "batched_events",
+            "Audit events appended by the writer (reads, refusals, failures)",
+            audit.batched.clone(),
+        );
+        au.register(
+            "write_failures",
+            "Failed attempts to append a batch of audit events (each retried)",
+            audit.write_failures.clone(),
+        );
         Metrics {
+            audit,
             replication,
             jobs,
             scans,

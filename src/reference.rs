@@ -182,6 +182,11 @@ pub fn key_account(key: &str) -> &str {
     key.split_once('@').map_or(key, |(a, _)| a)
 }
 
+/// The ARN of repository `name` of account `registry` in `region`.
+pub fn repository_arn(region: &str, registry: &str, name: &str) -> String {
+    format!("arn:aws:ecr:{region}:{registry}:repository/{name}")
+}
+
 /// The region of a registry key.
 pub fn key_region<'a>(key: &'a str, home_region: &'a str) -> &'a str {
     key.split_once('@').map_or(home_region, |(_, r)| r)

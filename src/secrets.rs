@@ -107,6 +107,16 @@ impl MasterKey {
 
     /// Seal `plaintext`; `context` (e.g. the access key id) is bound as associated
     /// data, so a sealed value cannot be moved to another row.
+    /// A key for `purpose` derived from the master key (HMAC-SHA256), so
+    /// one secret serves several uses without one revealing another.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.key[..])
+            .expect("HMAC accepts keys of any length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     pub fn seal(&self, plaintext: &[u8], context: &str) -> Vec<u8> {
         seal_with(&self.key, plaintext, context)
     }

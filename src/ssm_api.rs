@@ -71,7 +71,11 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
     let label = crate::http::target_operation(req.headers(), TARGET_PREFIX)
         .and_then(|op| OPERATIONS.iter().find(|(name, _)| *name == op))
         .map_or("ssm_api", |(_, label)| *label);
-    let resp = match handle(&state, req).await {
+    let scope = crate::audit::Scope::new();
+    let result = scope.run(handle(&state, req, &scope)).await;
+    let outcome = crate::audit_trail::Outcome::of_json(&result, |e| (e.name, &e.message), false);
+    state.audit.finish(&scope, outcome).await;
+    let resp = match result {
         Ok(v) => crate::http::aws_json(StatusCode::OK, v.to_string(), None, None),
         Err(e) => e.into_response(),
     };
@@ -106,7 +110,11 @@ fn intake_error(state: &AppState, e: IntakeError) -> SsmApiError {
     }
 }
 
-async fn handle(state: &AppState, req: Request) -> Result<Value, SsmApiError> {
+async fn handle(
+    state: &AppState,
+    req: Request,
+    scope: &crate::audit::Scope,
+) -> Result<Value, SsmApiError> {
     let (parts, body) = req.into_parts();
     let op = crate::http::target_operation(&parts.headers, TARGET_PREFIX)
         .unwrap_or_default()
@@ -129,6 +137,15 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, SsmApiError> {
             }
         }
     };
+    let params = Value::Object(input.clone());
+    state.audit_call(
+        scope,
+        &parts,
+        crate::audit::SSM,
+        &op,
+        &signed,
+        Some(&params),
+    );
     let ctx = Ctx {
         state,
         caller: &signed.caller,

@@ -47,11 +47,26 @@ const OPERATIONS: &[(&str, &str, Operation)] = &[(
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let request_id = crate::http::RequestId::of_api_request(&req);
     let mut label = FACE_LABEL;
-    let resp = match handle(&state, req, &mut label).await {
+    let scope = crate::audit::Scope::new();
+    let result = scope.run(handle(&state, req, &mut label, &scope)).await;
+    state.audit.finish(&scope, query_outcome(&result)).await;
+    let resp = match result {
         Ok((action, result)) => aws_query::success(action, XMLNS, &result, &request_id),
         Err(e) => e.to_response(&request_id),
     };
     crate::http::finish_api_response(resp, &request_id, label)
+}
+
+/// How a Query-protocol call ended, for its audit event (STS's and
+/// CloudFormation's; their answers are XML, so no responseElements).
+pub fn query_outcome<T>(result: &Result<T, QueryError>) -> crate::audit_trail::Outcome {
+    match result {
+        Ok(_) => crate::audit_trail::Outcome::Ok { response: None },
+        Err(e) => crate::audit_trail::Outcome::Failed {
+            code: e.code.clone(),
+            message: e.message.clone(),
+        },
+    }
 }
 
 /// An authentication failure in the Query protocol's words (STS's and
@@ -111,14 +126,19 @@ async fn handle(
     state: &AppState,
     req: Request,
     label: &mut &'static str,
+    scope: &crate::audit::Scope,
 ) -> Result<(&'static str, String), QueryError> {
     let (parts, body) = req.into_parts();
     let signed = state
         .take_signed(&parts, Body::new(body), SERVICE, BODY_CAP)
         .await
         .map_err(|e| intake_error(state, e))?;
-    let (caller, body) = (signed.caller, signed.body);
-    let params = Params::parse(&body);
+    let params = Params::parse(&signed.body);
+    if let Some(action) = params.opt("Action") {
+        let p = params.to_json();
+        state.audit_call(scope, &parts, crate::audit::STS, action, &signed, Some(&p));
+    }
+    let caller = signed.caller.clone();
     let action = params
         .opt("Action")
         .ok_or_else(|| QueryError::new("MissingAction", 400, "Missing Action"))?;

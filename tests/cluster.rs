@@ -582,6 +582,7 @@ async fn background_jobs_are_shared_and_gc_pauses_everywhere() {
     assert_eq!(
         sorted,
         [
+            "audit-retention",
             "gc",
             "kms-keys",
             "lifecycle",

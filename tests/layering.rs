@@ -18,11 +18,13 @@ const RANKS: &[(&str, u32)] = &[
     ("iam", 1),
     ("secrets", 1),
     ("aws_query", 1),
+    ("audit", 1),
     // State.
     ("metadata", 2),
     ("storage", 2),
     // The job vocabulary: kinds and payloads any service may enqueue.
     ("jobs", 3),
+    ("audit_trail", 3),
     // Key-encryption keys (the KMS-compatible key store and its custody).
     ("kms", 3),
     // The SSM parameters Berth answers (pure values; the SSM face and the
@@ -46,6 +48,7 @@ const RANKS: &[(&str, u32)] = &[
     ("kms_api", 7),
     ("ssm_api", 7),
     ("sts_api", 7),
+    ("cloudtrail_api", 7),
     // A face over a face: CloudFormation's resource providers call the ECR
     // API in process, as the caller (a stack does what its caller could).
     ("cloudformation_api", 8),
@@ -67,6 +70,7 @@ const FACES: &[&str] = &[
     "kms_api",
     "ssm_api",
     "sts_api",
+    "cloudtrail_api",
     "cloudformation_api",
     "console",
 ];

@@ -67,6 +67,29 @@ pub struct Caller {
     pub loaded_at: Instant,
 }
 
+impl Caller {
+    /// Who this caller is, as an audit event's `userIdentity` says it.
+    pub fn audit_identity(&self) -> crate::audit::Identity {
+        use crate::audit::{Identity, IdentityKind};
+        let p = &self.principal;
+        Identity {
+            kind: match self.is_root {
+                true => IdentityKind::Root,
+                false => IdentityKind::IamUser,
+            },
+            principal_id: p.user_id.clone(),
+            arn: Some(p.arn.clone()),
+            account_id: p.account.clone(),
+            access_key_id: Some(self.access_key_id.clone()).filter(|k| !k.is_empty()),
+            user_name: match self.is_root {
+                true => None,
+                false => p.username.clone(),
+            },
+            invoked_by: None,
+        }
+    }
+}
+
 /// Why a request is not authenticated; each maps to an AWS error name.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -727,9 +750,7 @@ fn decide(
     matches!(decision, Decision::Allow)
 }
 
-pub fn repository_arn(region: &str, registry: &str, name: &str) -> String {
-    format!("arn:aws:ecr:{region}:{registry}:repository/{name}")
-}
+pub use crate::reference::repository_arn;
 
 #[cfg(test)]
 mod tests {

@@ -126,6 +126,8 @@ impl Provisioner for EcrProvisioner {
             host: self.host.as_deref(),
             scheme: self.scheme,
             source_ip: self.source_ip,
+            invoked_by: Some(crate::audit::CLOUDFORMATION),
+            user_agent: None,
         };
         crate::ecr_api::call(&from, operation, input)
             .await
@@ -166,7 +168,15 @@ impl Provisioner for EcrProvisioner {
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let request_id = crate::http::RequestId::of_api_request(&req);
     let mut label = "cloudformation_api";
-    let resp = match handle(&state, req, &request_id, &mut label).await {
+    let scope = crate::audit::Scope::new();
+    let result = scope
+        .run(handle(&state, req, &request_id, &mut label, &scope))
+        .await;
+    state
+        .audit
+        .finish(&scope, crate::sts_api::query_outcome(&result))
+        .await;
+    let resp = match result {
         Ok(r) => r,
         Err(e) => e.to_response(&request_id),
     };
@@ -178,6 +188,7 @@ async fn handle(
     req: Request,
     request_id: &str,
     label: &mut &'static str,
+    scope: &crate::audit::Scope,
 ) -> Result<Response, QueryError> {
     let (parts, body) = req.into_parts();
     let signed = state
@@ -189,10 +200,21 @@ async fn handle(
         )
         .await
         .map_err(|e| crate::sts_api::intake_error(state, e))?;
-    let (caller, body) = (signed.caller, signed.body);
-    let params = Params::parse(&body);
-    drop(body);
+    let params = Params::parse(&signed.body);
     let action = params.get("Action").unwrap_or_default().to_string();
+    if !action.is_empty() {
+        let p = params.to_json();
+        state.audit_call(
+            scope,
+            &parts,
+            crate::audit::CLOUDFORMATION,
+            &action,
+            &signed,
+            Some(&p),
+        );
+    }
+    let caller = signed.caller.clone();
+    drop(signed);
     if let Some(l) = ops::label(&action) {
         *label = l;
     }

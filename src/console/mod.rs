@@ -164,6 +164,9 @@ pub struct Ctx {
     scheme: Scheme,
     ip: Option<IpAddr>,
     query: Vec<(String, String)>,
+    /// The browser's `User-Agent` (at most 512 characters), for audit events.
+    user_agent: Option<String>,
+    request_id: String,
 }
 
 impl Ctx {
@@ -217,6 +220,8 @@ impl Ctx {
             host: self.host.as_deref(),
             scheme: self.scheme,
             source_ip: self.ip,
+            invoked_by: None,
+            user_agent: self.user_agent.as_deref(),
         };
         crate::ecr_api::call(&from, op, input).await
     }
@@ -224,6 +229,21 @@ impl Ctx {
     /// [`Ctx::ecr`], an error becoming the page it means.
     pub async fn call(&self, op: &str, input: Value) -> Result<Value, PageError> {
         self.ecr(op, input).await.map_err(PageError::from_ecr)
+    }
+
+    /// An audit event of this caller's, from this request (address, browser, request id).
+    pub fn event(&self, source: &'static str, name: &str, account: &str) -> crate::audit::Event {
+        let mut e = crate::audit::Event::new(
+            source,
+            name,
+            &self.state.region,
+            account,
+            self.session.caller.audit_identity(),
+        );
+        e.source_ip = self.ip.map(|i| i.to_string()).unwrap_or_default();
+        e.user_agent = self.user_agent.clone();
+        e.request_id = self.request_id.clone();
+        e
     }
 
     /// Refuse unless the caller may perform `ecr:<op>` on repository `repo`
@@ -555,6 +575,20 @@ fn method_not_allowed(allow: &'static str) -> Response {
     r
 }
 
+/// A request's `User-Agent`, as the console's audit events carry it
+/// (`berth-console` before the browser's, at most 512 characters).
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    Some(
+        format!("berth-console {}", ua.chars().take(512).collect::<String>())
+            .trim_end()
+            .to_string(),
+    )
+}
+
 /// The session of a request, or where to sign in.
 async fn signed_in(
     state: &Arc<AppState>,
@@ -590,6 +624,9 @@ async fn signed_in(
         scheme: crate::http::scheme(parts),
         ip: crate::http::client_ip(parts),
         query,
+        user_agent: user_agent(&parts.headers),
+        request_id: crate::http::RequestId::of(parts)
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string),
     })
 }
 

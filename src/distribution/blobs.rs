@@ -189,14 +189,22 @@ pub(super) async fn start_upload(
         Some(d) => Some(digest(d)?),
         None => None,
     };
-    let session = match reg.start_upload(repo, owner).await {
+    // A monolithic upload's event is recorded with the blob's commit, not
+    // with the session it opens on the way.
+    let start = reg.start_upload(repo, owner);
+    let started = match monolithic {
+        Some(_) => crate::audit::outside(start).await,
+        None => start.await,
+    };
+    let session = match started {
         Ok(s) => s,
         Err(e) => return Err(drain_then(body, e.into()).await),
     };
     match monolithic {
         Some(d) => {
             let body = body.into_data_stream();
-            if let Err(e) = reg.append_upload(session.clone(), None, body).await {
+            let appended = crate::audit::outside(reg.append_upload(session.clone(), None, body));
+            if let Err(e) = appended.await {
                 let _ = reg.cancel_upload(repo, &session.id).await;
                 return Err(e.into());
             }
@@ -311,7 +319,8 @@ pub(super) async fn put_upload(
         let range = content_range(&req.headers)?;
         let session = reg.check_chunk(repo, id, range).await?;
         let body = body.into_data_stream();
-        reg.append_upload(session, range, body).await?;
+        // Recorded with the commit (CompleteLayerUpload), not with this chunk.
+        crate::audit::outside(reg.append_upload(session, range, body)).await?;
     }
     reg.finish_upload(repo, id, &d).await?;
     Ok(created(repo, &d))

@@ -208,7 +208,12 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
         )),
         Some(route) => {
             let (parts, body) = req.into_parts();
-            route_request(&state, route, &method, parts, body).await
+            let scope = crate::audit::Scope::new();
+            let result = scope
+                .run(route_request(&state, route, &method, parts, body, &scope))
+                .await;
+            state.audit.finish(&scope, audit_outcome(&result)).await;
+            result
         }
     };
     let mut resp = match result {
@@ -220,6 +225,148 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
         HeaderValue::from_static("registry/2.0"),
     );
     resp
+}
+
+/// How a `/v2/` request ended, for its audit event.
+fn audit_outcome(result: &Result<Response, OciError>) -> crate::audit_trail::Outcome {
+    use crate::audit_trail::Outcome;
+    match result {
+        Ok(r) if r.status().is_client_error() || r.status().is_server_error() => Outcome::Failed {
+            code: r.status().as_u16().to_string(),
+            message: r.status().canonical_reason().unwrap_or("").to_string(),
+        },
+        Ok(r) => Outcome::Ok {
+            response: audit_response(r),
+        },
+        Err(e) => Outcome::Failed {
+            code: e.code.to_string(),
+            message: e.message.clone(),
+        },
+    }
+}
+
+/// What CloudTrail's responseElements would say of a `/v2/` answer: the
+/// upload session, the bytes received, the digest stored.
+fn audit_response(r: &Response) -> Option<serde_json::Value> {
+    let h = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok());
+    let mut m = serde_json::Map::new();
+    if let Some(id) = h("docker-upload-uuid") {
+        m.insert("uploadId".into(), id.into());
+    }
+    if let Some(last) = h("range")
+        .and_then(|v| v.rsplit_once('-'))
+        .and_then(|(_, l)| l.parse::<u64>().ok())
+    {
+        m.insert("lastByteReceived".into(), last.into());
+    }
+    if let Some(d) = h("docker-content-digest") {
+        m.insert("digest".into(), d.into());
+    }
+    (!m.is_empty()).then_some(serde_json::Value::Object(m))
+}
+
+/// The audit event of an authenticated `/v2/` request: the ECR operation
+/// CloudTrail records for it (docs/audit.md), with its parameters. `None`
+/// for requests ECR records nothing for (the base endpoint, an upload's
+/// status or cancellation, a download URL's own GET).
+fn audit_event(
+    state: &AppState,
+    parts: &Parts,
+    route: &Route,
+    method: &Method,
+    registry: &str,
+    identity: crate::audit::Identity,
+) -> Option<crate::audit::Event> {
+    use serde_json::{Value, json};
+    let q = query_pairs(parts);
+    if query_get(&q, crate::auth::DOWNLOAD_GRANT_PARAM).is_some() {
+        return None;
+    }
+    let image_id = |reference: &str| match reference.contains(':') {
+        true => json!({ "imageDigest": reference }),
+        false => json!({ "imageTag": reference }),
+    };
+    let (name, params): (&str, Value) = match (route, method.as_str()) {
+        (Route::Base, _) => return None,
+        (Route::Upload(..), "GET" | "DELETE") => return None,
+        (Route::Catalog, _) => ("DescribeRepositories", json!({})),
+        (Route::Tags(_), _) => ("ListImages", json!({ "filter": { "tagStatus": "TAGGED" } })),
+        (Route::Referrers(_, d), _) => (
+            "BatchGetImage",
+            json!({ "imageIds": [{ "imageDigest": d }], "referrers": true }),
+        ),
+        (Route::Manifest(_, r), "PUT") => (
+            "PutImage",
+            match r.contains(':') {
+                true => json!({ "imageDigest": r }),
+                false => json!({ "imageTag": r }),
+            },
+        ),
+        (Route::Manifest(_, r), "DELETE") => {
+            ("BatchDeleteImage", json!({ "imageIds": [image_id(r)] }))
+        }
+        (Route::Manifest(_, r), _) => (
+            "BatchGetImage",
+            json!({
+                "imageIds": [image_id(r)],
+                "acceptedMediaTypes": parts
+                    .headers
+                    .get_all(header::ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
+                    .map(|v| v.trim())
+                    .filter(|v| !v.is_empty())
+                    .take(16)
+                    .collect::<Vec<_>>(),
+            }),
+        ),
+        (Route::Blob(_, d), "HEAD") => (
+            "BatchCheckLayerAvailability",
+            json!({ "layerDigests": [d] }),
+        ),
+        (Route::Blob(_, d), "DELETE") => ("BatchDeleteImage", json!({ "layerDigest": d })),
+        (Route::Blob(_, d), _) => ("GetDownloadUrlForLayer", json!({ "layerDigest": d })),
+        (Route::StartUpload(_), _) => (
+            "InitiateLayerUpload",
+            match (query_get(&q, "mount"), query_get(&q, "from")) {
+                (Some(m), Some(f)) => json!({ "mount": m, "from": f }),
+                _ => json!({}),
+            },
+        ),
+        (Route::Upload(_, id), "PUT") => (
+            "CompleteLayerUpload",
+            json!({ "uploadId": id, "layerDigests": query_get(&q, "digest").into_iter().collect::<Vec<_>>() }),
+        ),
+        (Route::Upload(_, id), _) => ("UploadLayerPart", json!({ "uploadId": id })),
+    };
+    let account = crate::reference::key_account(registry);
+    let region = crate::reference::key_region(registry, &state.region);
+    let mut e = crate::audit_trail::request_event(
+        parts,
+        crate::audit::ECR,
+        name,
+        region,
+        account,
+        identity,
+    );
+    let mut params = params;
+    params["registryId"] = json!(account);
+    let repo = route.ecr_action(method).and_then(|(_, n)| n);
+    if let Some(n) = repo {
+        params["repositoryName"] = json!(n);
+        e.resources.push(crate::audit_trail::repository_resource(
+            crate::auth::repository_arn(region, account, n),
+            account,
+            n,
+        ));
+    }
+    e.read_only = crate::audit_trail::is_read_only(name);
+    e.request_parameters = Some(params);
+    if is_replication(&parts.headers) {
+        e.additional = Some(json!({ "replication": true }));
+    }
+    Some(e)
 }
 
 /// Whether a request is part of a replication delivery: its writes are
@@ -402,6 +549,7 @@ async fn route_request(
     method: &Method,
     parts: Parts,
     body: ReqBody,
+    scope: &crate::audit::Scope,
 ) -> Result<Response, OciError> {
     let reg = &state.registry;
     let registry =
@@ -413,6 +561,16 @@ async fn route_request(
     if state.auth_required {
         let caller = authenticate(state, &route, method, &parts, &registry).await?;
         caller_seen = Some(caller.clone());
+        if let Some(e) = audit_event(
+            state,
+            &parts,
+            &route,
+            method,
+            &registry,
+            caller.audit_identity(),
+        ) {
+            state.audit.begin(scope, e);
+        }
         let replicating = is_replication(&parts.headers);
         if let Some((action, name)) = route.ecr_action(method) {
             if let Some(n) = name {
@@ -468,6 +626,13 @@ async fn route_request(
             }
         }
     }
+    if !state.auth_required {
+        let account = crate::reference::key_account(&registry);
+        let anonymous = crate::audit::Identity::anonymous(account);
+        if let Some(e) = audit_event(state, &parts, &route, method, &registry, anonymous) {
+            state.audit.begin(scope, e);
+        }
+    }
     match (route, method.as_str()) {
         (Route::Base, "GET" | "HEAD") => Ok((
             StatusCode::OK,
@@ -502,14 +667,32 @@ async fn route_request(
         (Route::Manifest(n, r), "GET" | "HEAD") => {
             let caller = caller_seen.as_deref();
             let head = method == Method::HEAD;
-            pull_through::manifest(state, &parts, caller, &repo(&n)?, &r, head).await
+            // What the cache stores on a miss is its own doing: the pull's
+            // event is the pull's, written when it ends.
+            crate::audit::outside(pull_through::manifest(
+                state,
+                &parts,
+                caller,
+                &repo(&n)?,
+                &r,
+                head,
+            ))
+            .await
         }
         (Route::Manifest(n, r), "PUT") => manifests::put(state, &repo(&n)?, &r, &parts, body).await,
         (Route::Manifest(n, r), "DELETE") => manifests::delete(reg, &repo(&n)?, &r).await,
         (Route::Blob(n, d), "GET" | "HEAD") => {
             let caller = caller_seen.as_deref();
             let head = method == Method::HEAD;
-            pull_through::blob(state, &parts, caller, &repo(&n)?, &d, head).await
+            crate::audit::outside(pull_through::blob(
+                state,
+                &parts,
+                caller,
+                &repo(&n)?,
+                &d,
+                head,
+            ))
+            .await
         }
         (Route::Blob(n, d), "DELETE") => blobs::delete(reg, &repo(&n)?, &d).await,
         (Route::StartUpload(n), "POST") => {

@@ -15,6 +15,11 @@ impl Input {
         Input { v }
     }
 
+    /// The whole input, as sent.
+    pub fn value(&self) -> &Value {
+        &self.v
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.v.get(key).filter(|v| !v.is_null())
     }

@@ -233,7 +233,10 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
         })
         .copied()
         .unwrap_or("ecr_api");
-    let resp = match handle(&state, req).await {
+    let scope = crate::audit::Scope::new();
+    let result = scope.run(handle(&state, req, &scope)).await;
+    state.audit.finish(&scope, audit_outcome(&result)).await;
+    let resp = match result {
         Ok(v) => crate::http::aws_json(StatusCode::OK, v.to_string(), None, None),
         Err(e) => {
             if let Some(limit) = e.limit {
@@ -243,6 +246,64 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
         }
     };
     crate::http::finish_api_response(resp, &request_id, label)
+}
+
+/// How an operation ended, for its audit event.
+fn audit_outcome(result: &Result<Value, EcrError>) -> crate::audit_trail::Outcome {
+    crate::audit_trail::Outcome::of_json(result, |e| (e.name, &e.message), true)
+}
+
+/// The audit event of ECR operation `op` called with `input`: the registry
+/// it addresses (its owner's history holds it too), the repository it names.
+fn audit_event(
+    ctx: &Ctx<'_>,
+    parts: Option<&axum::http::request::Parts>,
+    op: &str,
+    input: &Value,
+) -> crate::audit::Event {
+    let caller_account = &ctx.caller.principal.account;
+    let account = input
+        .get("registryId")
+        .and_then(Value::as_str)
+        .filter(|id| input::is_account_id(id))
+        .unwrap_or(caller_account);
+    let identity = ctx.caller.audit_identity();
+    let mut e = match parts {
+        Some(p) => crate::audit_trail::request_event(
+            p,
+            crate::audit::ECR,
+            op,
+            ctx.region,
+            account,
+            identity,
+        ),
+        None => crate::audit::Event::new(crate::audit::ECR, op, ctx.region, account, identity),
+    };
+    e.read_only = crate::audit_trail::is_read_only(op);
+    e.request_parameters = crate::audit_trail::redacted(input);
+    let named = input.get("repositoryName").and_then(Value::as_str);
+    let listed = input
+        .get("repositoryNames")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .take(100);
+    // TagResource and friends name the repository by its ARN.
+    let by_arn = input
+        .get("resourceArn")
+        .and_then(Value::as_str)
+        .and_then(|arn| arn.split_once(":repository/"))
+        .map(|(_, name)| name);
+    let key = ctx.registry_of(account);
+    for name in named.into_iter().chain(listed).chain(by_arn) {
+        e.resources.push(crate::audit_trail::repository_resource(
+            ctx.repository_arn(&key, name),
+            account,
+            name,
+        ));
+    }
+    e
 }
 
 fn auth_error(e: AuthError) -> EcrError {
@@ -295,7 +356,11 @@ fn intake_error(e: crate::app::IntakeError, op: &str) -> EcrError {
     }
 }
 
-async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
+async fn handle(
+    state: &AppState,
+    req: Request,
+    scope: &crate::audit::Scope,
+) -> Result<Value, EcrError> {
     let (parts, body) = req.into_parts();
     let op = crate::http::target_operation(&parts.headers, TARGET_PREFIX).map(str::to_string);
     // Authentication first, before a byte of the body is read: the
@@ -339,6 +404,9 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, EcrError> {
         source_ip: crate::http::client_ip(&parts),
         scheme: crate::http::scheme(&parts),
     };
+    state
+        .audit
+        .begin(scope, audit_event(&ctx, Some(&parts), &op, input.value()));
     operation(&ctx, &op, &input, part).await
 }
 
@@ -353,6 +421,12 @@ pub struct InProcess<'a> {
     pub host: Option<&'a str>,
     pub scheme: crate::http::Scheme,
     pub source_ip: Option<std::net::IpAddr>,
+    /// The service making the call, for the audit event's `invokedBy`
+    /// (`cloudformation.amazonaws.com`); `None` for the caller's own call
+    /// made through a page of the web console (its address and browser).
+    pub invoked_by: Option<&'static str>,
+    /// The caller's user agent, for a call of its own.
+    pub user_agent: Option<&'a str>,
 }
 
 /// Run ECR operation `op` with the JSON `input`, in process.
@@ -370,7 +444,32 @@ pub async fn call(from: &InProcess<'_>, op: &str, input: Value) -> Result<Value,
         source_ip: from.source_ip,
         scheme: from.scheme,
     };
-    operation(&ctx, op, &Input::new(input), layers::PartBlob::Absent).await
+    // A call a service makes for its caller is the caller's, `invokedBy`
+    // the service, in an event of its own; a console page's call is the
+    // caller's own, from its address and browser.
+    let scope = crate::audit::Scope::new();
+    let mut event = audit_event(&ctx, None, op, &input);
+    match from.invoked_by {
+        Some(service) => {
+            event.identity.invoked_by = Some(service.to_string());
+            event.source_ip = service.to_string();
+            event.user_agent = Some(service.to_string());
+        }
+        None => {
+            event.source_ip = from.source_ip.map(|ip| ip.to_string()).unwrap_or_default();
+            event.user_agent = from.user_agent.map(str::to_string);
+        }
+    }
+    from.state.audit.begin(&scope, event);
+    let input = Input::new(input);
+    let result = scope
+        .run(operation(&ctx, op, &input, layers::PartBlob::Absent))
+        .await;
+    from.state
+        .audit
+        .finish(&scope, audit_outcome(&result))
+        .await;
+    result
 }
 
 async fn operation(

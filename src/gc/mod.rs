@@ -97,8 +97,25 @@ async fn collect_inner(registry: &Registry, settings: &GcSettings) -> Result<GcR
                 registry: registry_id,
                 name: repository,
             };
+            // Recorded in the deletion's transaction, as Berth's own BatchDeleteImage.
+            let scope = crate::audit::Scope::new();
+            let mut event = registry.service_event(
+                "BatchDeleteImage",
+                registry_id,
+                repository,
+                crate::audit::ECR,
+            );
+            event.request_parameters = Some(serde_json::json!({
+                "registryId": crate::reference::key_account(registry_id),
+                "repositoryName": repository,
+                "imageIds": [{ "imageDigest": digest }],
+            }));
+            event.additional = Some(serde_json::json!({
+                "reason": "garbage collection: a referrer whose subject is gone",
+            }));
+            scope.begin(event);
             if let crate::metadata::DeleteManifest::Deleted(_) =
-                registry.meta.delete_manifest(repo, &d).await?
+                scope.run(registry.meta.delete_manifest(repo, &d)).await?
             {
                 progressed = true;
                 report.referrers_deleted += 1;

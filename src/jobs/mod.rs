@@ -60,8 +60,11 @@ pub const REPLICATE: &str = "replicate";
 /// replication gauges (periodic).
 pub const REPLICATION: &str = "replication";
 
+/// Delete audit events older than the retention (periodic, hourly).
+pub const AUDIT_RETENTION: &str = "audit-retention";
+
 /// Every kind a worker runs (the metrics' label values).
-pub const KINDS: [&str; 12] = [
+pub const KINDS: [&str; 13] = [
     GC,
     LIFECYCLE,
     REAP_UPLOADS,
@@ -74,6 +77,7 @@ pub const KINDS: [&str; 12] = [
     KMS_KEYS,
     REPLICATE,
     REPLICATION,
+    AUDIT_RETENTION,
 ];
 
 /// The setting that pauses garbage collection on every node (`berth gc pause`).

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    GC, GC_PAUSED_SETTING, KINDS, KMS_KEYS, LIFECYCLE, LIFECYCLE_PREVIEW, LayerOf, PreviewOf,
-    PullRecord, REAP_UPLOADS, RECORD_PULL, REPLICATE, REPLICATION, RESCAN, RESEAL, ReplicateTo,
-    SCAN_IMAGE, SCAN_LAYER, ScanOf,
+    AUDIT_RETENTION, GC, GC_PAUSED_SETTING, KINDS, KMS_KEYS, LIFECYCLE, LIFECYCLE_PREVIEW, LayerOf,
+    PreviewOf, PullRecord, REAP_UPLOADS, RECORD_PULL, REPLICATE, REPLICATION, RESCAN, RESEAL,
+    ReplicateTo, SCAN_IMAGE, SCAN_LAYER, ScanOf,
 };
 use crate::metadata::{JobRow, MetaError, Repo, now_millis};
 use crate::registry::Registry;
@@ -29,6 +29,8 @@ const RESEAL_PER_RUN: u64 = 1000;
 const MAX_ATTEMPTS: i64 = 6;
 /// How often destinations with due replication entries are looked for.
 const REPLICATION_SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How often audit events past the retention are looked for.
+const AUDIT_RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// What the periodic jobs are and how often they run.
 #[derive(Clone, Debug)]
@@ -40,6 +42,8 @@ pub struct Schedule {
     /// How often KMS keys due for deletion or rotation are looked for.
     pub kms_every: Duration,
     pub upload_max_age: Duration,
+    /// Audit events older than this are deleted (0: kept forever).
+    pub audit_retention: Duration,
     /// `<data_dir>/gc.pause`: pauses this node's collections (a backup of
     /// this node's disk); the `gc.paused` setting pauses every node's.
     pub gc_pause_file: std::path::PathBuf,
@@ -171,6 +175,8 @@ impl Worker {
         meta.ensure_periodic_job(REPLICATION, ms(REPLICATION_SWEEP_EVERY))
             .await?;
         meta.ensure_periodic_job(KMS_KEYS, ms(self.schedule.kms_every))
+            .await?;
+        meta.ensure_periodic_job(AUDIT_RETENTION, ms(AUDIT_RETENTION_EVERY))
             .await
     }
 
@@ -380,6 +386,17 @@ impl Worker {
                 let p: LayerOf = payload(job)?;
                 let digest = payload_digest(&p.digest)?;
                 crate::scanning::prefetch_layer(registry, &digest).await?;
+                Ok(())
+            }
+            AUDIT_RETENTION => {
+                let keep = self.schedule.audit_retention;
+                if !keep.is_zero() {
+                    let days = (keep.as_secs() / 86_400).max(1) as u32;
+                    let n = crate::audit_trail::prune(&registry.meta, days).await?;
+                    if n > 0 {
+                        tracing::info!(deleted = n, "audit events past the retention deleted");
+                    }
+                }
                 Ok(())
             }
             KMS_KEYS => {

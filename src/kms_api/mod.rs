@@ -143,7 +143,11 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
     let label = crate::http::target_operation(req.headers(), TARGET_PREFIX)
         .and_then(|op| ops::OPERATIONS.iter().find(|(name, _)| *name == op))
         .map_or("kms_api", |(_, label)| *label);
-    let resp = match handle(&state, req).await {
+    let scope = crate::audit::Scope::new();
+    let result = scope.run(handle(&state, req, &scope)).await;
+    let outcome = crate::audit_trail::Outcome::of_json(&result, |e| (e.name, &e.message), true);
+    state.audit.finish(&scope, outcome).await;
+    let resp = match result {
         Ok(v) => crate::http::aws_json(StatusCode::OK, v.to_string(), None, None),
         Err(e) => e.into_response(),
     };
@@ -175,16 +179,21 @@ fn intake_error(state: &AppState, e: IntakeError) -> KmsApiError {
     }
 }
 
-async fn handle(state: &AppState, req: Request) -> Result<Value, KmsApiError> {
+async fn handle(
+    state: &AppState,
+    req: Request,
+    scope: &crate::audit::Scope,
+) -> Result<Value, KmsApiError> {
     let (parts, body) = req.into_parts();
     let op = crate::http::target_operation(&parts.headers, TARGET_PREFIX)
         .map(str::to_string)
         .unwrap_or_default();
-    let signed = state
+    let mut signed = state
         .take_signed(&parts, axum::body::Body::new(body), "kms", BODY_CAP)
         .await
         .map_err(|e| intake_error(state, e))?;
-    let (caller, body) = (signed.caller, signed.body);
+    let (caller, body) = (signed.caller.clone(), std::mem::take(&mut signed.body));
+    let signed_meta = signed;
     let input: Map<String, Value> = if body.is_empty() {
         Map::new()
     } else {
@@ -200,6 +209,15 @@ async fn handle(state: &AppState, req: Request) -> Result<Value, KmsApiError> {
         }
     };
     drop(body);
+    let params = Value::Object(input.clone());
+    state.audit_call(
+        scope,
+        &parts,
+        crate::audit::KMS,
+        &op,
+        &signed_meta,
+        Some(&params),
+    );
     let ctx = Ctx {
         state,
         caller: &caller,

@@ -182,8 +182,17 @@ pub async fn evaluate(
         decisions: decisions.len(),
         expired: Vec::new(),
     };
+    let event = registry.service_event(
+        "PolicyExecutionEvent",
+        &row.registry_id,
+        &row.repository,
+        crate::audit::ECR,
+    );
     for batch in planned.chunks(EXPIRE_BATCH) {
-        let records = registry.meta.expire_images(repo, batch, actor, now).await?;
+        let records = registry
+            .meta
+            .expire_images(repo, batch, actor, now, Some(&event))
+            .await?;
         for r in &records {
             tracing::info!(
                 registry = %r.registry_id, repository = %r.repository, digest = %r.digest,

@@ -102,7 +102,7 @@ impl MetadataStore {
         if linked {
             upsert_link(&mut tx, repo, digest, now_millis()).await?;
         }
-        tx.commit().await?;
+        self.commit_if(tx, linked).await?;
         Ok(linked)
     }
 
@@ -143,7 +143,7 @@ impl MetadataStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -184,7 +184,7 @@ impl MetadataStore {
         .bind(digest.as_str())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit_if(tx, res.rows_affected() > 0).await?;
         Ok(if res.rows_affected() > 0 {
             Unlink::Removed
         } else {
@@ -253,7 +253,7 @@ impl MetadataStore {
         .bind(sealing.map(|s| s.1))
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(CreateUpload::Created)
     }
 
@@ -355,20 +355,23 @@ impl MetadataStore {
         hash_state: &[u8],
         staging: &str,
     ) -> Result<bool> {
-        let res = sqlx::query(
-            "UPDATE uploads SET size = $1, hash_state = $2, staging = $3, updated_at = $4, \
-             writer = NULL, writer_until = 0 WHERE id = $5 AND size = $6 AND writer = $7",
-        )
-        .bind(new_size as i64)
-        .bind(hash_state)
-        .bind(staging)
-        .bind(now_millis())
-        .bind(id)
-        .bind(expected_size as i64)
-        .bind(token)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected() > 0)
+        // An UploadLayerPart's event is written with the part it records.
+        let n = self
+            .execute_write(
+                sqlx::query(
+                    "UPDATE uploads SET size = $1, hash_state = $2, staging = $3, updated_at = $4, \
+                     writer = NULL, writer_until = 0 WHERE id = $5 AND size = $6 AND writer = $7",
+                )
+                .bind(new_size as i64)
+                .bind(hash_state)
+                .bind(staging)
+                .bind(now_millis())
+                .bind(id)
+                .bind(expected_size as i64)
+                .bind(token),
+            )
+            .await?;
+        Ok(n > 0)
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<bool> {
@@ -614,7 +617,7 @@ impl MetadataStore {
                 super::jobs::insert_job(&mut tx, job, 0).await?;
             }
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(PutManifestOutcome::Stored {
             new_manifest,
             tag_changed,
@@ -748,7 +751,7 @@ impl MetadataStore {
         .bind(digest.as_str())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(DeleteManifest::Deleted(tags))
     }
 

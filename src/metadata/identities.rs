@@ -75,7 +75,7 @@ impl MetadataStore {
             .execute(&mut *tx)
             .await?;
         insert_access_key(key).execute(&mut *tx).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -259,7 +259,7 @@ impl MetadataStore {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Some(true))
     }
 

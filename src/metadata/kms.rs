@@ -188,7 +188,7 @@ impl MetadataStore {
         {
             return Ok(false);
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -321,7 +321,7 @@ impl MetadataStore {
             .bind(next_rotation_at)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -351,7 +351,7 @@ impl MetadataStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -465,7 +465,7 @@ impl MetadataStore {
     pub async fn kms_tag_key(&self, key_id: &str, tags: &[(String, String)]) -> Result<()> {
         let mut tx = self.begin_write().await?;
         insert_tags(&mut tx, key_id, tags).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -478,7 +478,7 @@ impl MetadataStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 

@@ -83,16 +83,17 @@ fn policy_row(r: &sqlx::any::AnyRow) -> Result<LifecyclePolicyRow> {
 
 impl MetadataStore {
     pub async fn put_lifecycle_policy(&self, repo: Repo<'_>, text: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO lifecycle_policies (registry_id, repository, policy, updated_at) \
+        self.execute_write(
+            sqlx::query(
+                "INSERT INTO lifecycle_policies (registry_id, repository, policy, updated_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (registry_id, repository) \
              DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at",
+            )
+            .bind(repo.registry)
+            .bind(repo.name)
+            .bind(text)
+            .bind(now),
         )
-        .bind(repo.registry)
-        .bind(repo.name)
-        .bind(text)
-        .bind(now)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -129,7 +130,7 @@ impl MetadataStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(row)
     }
 
@@ -217,7 +218,7 @@ impl MetadataStore {
         // A job of this repository's still queued (a stale preview's) does
         // this one: jobs read the preview row when they run.
         super::jobs::insert_job(&mut tx, job, 0).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -331,8 +332,9 @@ impl MetadataStore {
         planned: &[PlannedExpiry],
         actor: &str,
         now: i64,
+        audit: Option<&crate::audit::Event>,
     ) -> Result<Vec<ExpiryRecord>> {
-        self.retrying(|| self.expire_images_once(repo, planned, actor, now))
+        self.retrying(|| self.expire_images_once(repo, planned, actor, now, audit))
             .await
     }
 
@@ -342,6 +344,7 @@ impl MetadataStore {
         planned: &[PlannedExpiry],
         actor: &str,
         now: i64,
+        audit: Option<&crate::audit::Event>,
     ) -> Result<Vec<ExpiryRecord>> {
         let mut tx = self.begin_write().await?;
         let mut records = Vec::new();
@@ -395,7 +398,33 @@ impl MetadataStore {
                 }
             }
         }
-        tx.commit().await?;
+        // The expiry's audit event (ECR's PolicyExecutionEvent) lists what
+        // this transaction removed.
+        let event = audit.filter(|_| !records.is_empty()).map(|e| {
+            let mut e = e.clone();
+            e.id = uuid::Uuid::new_v4().to_string();
+            e.time_ms = super::now_millis();
+            e.additional = Some(serde_json::json!({
+                "lifecycleEventPolicy": { "lifecycleEventRules": records
+                    .iter()
+                    .map(|r| r.rule_priority)
+                    .collect::<std::collections::BTreeSet<_>>() },
+                "lifecycleEventImageActions": records.iter().map(|r| serde_json::json!({
+                    "lifecycleEventImage": {
+                        "digest": r.digest,
+                        "tagStatus": if r.tags.is_empty() { "UNTAGGED" } else { "TAGGED" },
+                        "imageTags": r.tags,
+                        "pushedAt": r.image_pushed_at,
+                    },
+                    "actionType": r.action,
+                    "rulePriority": r.rule_priority,
+                    "reason": r.reason,
+                })).collect::<Vec<_>>(),
+                "actor": actor,
+            }));
+            e
+        });
+        self.commit_recording(tx, event.as_ref()).await?;
         Ok(records)
     }
 

@@ -10,6 +10,7 @@
 //! only adds a PostgreSQL URL and its DDL (see [`schema`]). Nothing here is
 //! cached in process memory, so several nodes can share one database.
 
+mod audit;
 mod console;
 mod content;
 mod encryption;
@@ -27,6 +28,7 @@ mod stacks;
 #[doc(hidden)]
 pub mod testing;
 
+pub use audit::{AuditAttribute, AuditHead, AuditQuery, AuditRow};
 pub use console::{RepoCursor, RepoOrder, SessionRow};
 pub use content::{CreateUpload, DeleteManifest, TagFilter, Unlink, WriterClaim};
 pub use encryption::{BlobRead, BlobSealing, Publication, SealingProgress};
@@ -257,6 +259,8 @@ pub struct MetadataStore {
     dialect: Dialect,
     /// Transactions run again after a deadlock or serialization failure.
     retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The audit chain's key ([`MetadataStore::set_audit_key`]).
+    audit_key: std::sync::Arc<std::sync::OnceLock<crate::audit::ChainKey>>,
 }
 
 impl MetadataStore {
@@ -315,6 +319,7 @@ impl MetadataStore {
             pool,
             dialect,
             retries: Default::default(),
+            audit_key: Default::default(),
         };
         schema::migrate(&store.pool, dialect).await?;
         Ok(store)

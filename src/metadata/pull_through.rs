@@ -106,7 +106,7 @@ impl MetadataStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            tx.commit().await?;
+            self.commit_if(tx, inserted == 1).await?;
             Ok(if inserted == 1 {
                 NewRule::Created
             } else {
@@ -195,7 +195,7 @@ impl MetadataStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(row)
     }
 

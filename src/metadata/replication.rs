@@ -150,7 +150,7 @@ impl MetadataStore {
                     .await?;
             }
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -239,7 +239,7 @@ impl MetadataStore {
         .bind(entry.pushed_at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -266,7 +266,7 @@ impl MetadataStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(n)
     }
 
@@ -292,7 +292,7 @@ impl MetadataStore {
             .await?
             .rows_affected();
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(n)
     }
 
@@ -414,7 +414,7 @@ impl MetadataStore {
         .await?
         .rows_affected()
             > 0;
-        tx.commit().await?;
+        self.commit_if(tx, inserted).await?;
         Ok(inserted)
     }
 
@@ -433,7 +433,7 @@ impl MetadataStore {
         .await?
         .rows_affected()
             > 0;
-        tx.commit().await?;
+        self.commit_if(tx, updated).await?;
         Ok(updated)
     }
 
@@ -461,7 +461,7 @@ impl MetadataStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(row)
     }
 

@@ -106,7 +106,7 @@ impl MetadataStore {
                 .await?;
             }
         }
-        tx.commit().await?;
+        self.commit_if(tx, inserted).await?;
         Ok(inserted)
     }
 
@@ -210,7 +210,7 @@ impl MetadataStore {
             .bind(repo.name)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Some(Ok(row)))
     }
 
@@ -221,31 +221,35 @@ impl MetadataStore {
         mutability: &str,
         exclusions: &[String],
     ) -> Result<bool> {
-        let res = sqlx::query(
-            "UPDATE repositories SET tag_mutability = $1, mutability_exclusions = $2 \
+        let n = self
+            .execute_write(
+                sqlx::query(
+                    "UPDATE repositories SET tag_mutability = $1, mutability_exclusions = $2 \
              WHERE registry_id = $3 AND name = $4",
-        )
-        .bind(mutability)
-        .bind(serde_json::to_string(exclusions).expect("strings serialise"))
-        .bind(repo.registry)
-        .bind(repo.name)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected() > 0)
+                )
+                .bind(mutability)
+                .bind(serde_json::to_string(exclusions).expect("strings serialise"))
+                .bind(repo.registry)
+                .bind(repo.name),
+            )
+            .await?;
+        Ok(n > 0)
     }
 
     /// Set a repository's own scan on push (PutImageScanningConfiguration).
     /// Returns false if the repository does not exist.
     pub async fn set_scan_on_push(&self, repo: Repo<'_>, on: bool) -> Result<bool> {
-        let res = sqlx::query(
+        let n = self
+            .execute_write(
+                sqlx::query(
             "UPDATE repositories SET scan_on_push = $1 WHERE registry_id = $2 AND name = $3",
         )
         .bind(on as i64)
         .bind(repo.registry)
-        .bind(repo.name)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected() > 0)
+        .bind(repo.name),
+            )
+            .await?;
+        Ok(n > 0)
     }
 
     /// Set or clear (`None`) a repository policy. Returns false if the repository does not exist.
@@ -254,14 +258,17 @@ impl MetadataStore {
         repo: Repo<'_>,
         policy: Option<&str>,
     ) -> Result<bool> {
-        let res =
-            sqlx::query("UPDATE repositories SET policy = $1 WHERE registry_id = $2 AND name = $3")
+        let n = self
+            .execute_write(
+                sqlx::query(
+                    "UPDATE repositories SET policy = $1 WHERE registry_id = $2 AND name = $3",
+                )
                 .bind(policy)
                 .bind(repo.registry)
-                .bind(repo.name)
-                .execute(&self.pool)
-                .await?;
-        Ok(res.rows_affected() > 0)
+                .bind(repo.name),
+            )
+            .await?;
+        Ok(n > 0)
     }
 
     pub async fn repository_tags(&self, repo: Repo<'_>) -> Result<Vec<(String, String)>> {
@@ -309,7 +316,7 @@ impl MetadataStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -323,7 +330,7 @@ impl MetadataStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -351,7 +358,7 @@ impl MetadataStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit_if(tx, existed || policy.is_some()).await?;
         Ok(existed)
     }
 
@@ -368,15 +375,16 @@ impl MetadataStore {
 
     /// Store `registry`'s value of account setting `name`.
     pub async fn put_account_setting(&self, registry: &str, name: &str, value: &str) -> Result<()> {
-        sqlx::query(
+        self.execute_write(
+            sqlx::query(
             "INSERT INTO account_settings (registry_id, name, value, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (registry_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
         )
         .bind(registry)
         .bind(name)
         .bind(value)
-        .bind(now_millis())
-        .execute(&self.pool)
+        .bind(now_millis()),
+        )
         .await?;
         Ok(())
     }

@@ -284,7 +284,7 @@ impl MetadataStore {
         }
         mark_in_progress(&mut tx, repo, req.digest, req.scan_type, now).await?;
         insert_job(&mut tx, req.job, 0).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(ScanRequested::Queued)
     }
 
@@ -400,7 +400,7 @@ impl MetadataStore {
             .await?;
             n += res.rows_affected();
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(n)
     }
 

@@ -543,8 +543,42 @@ const MIGRATIONS: &[&[&str]] = &[
         PRIMARY KEY (registry_id, repository, tag)
     )",
     ],
+    // 15: the audit log (metadata/audit.rs): CloudTrail records in one hash
+    // chain, with the columns LookupEvents filters on, and the chain's head.
     &[
-        // ---- migration 15: the web console (metadata/console.rs) ----------------
+        "CREATE TABLE audit_events (
+        seq BIGINT PRIMARY KEY,
+        event_time BIGINT NOT NULL,
+        account_id {TEXTKEY} NOT NULL,
+        region {TEXTKEY} NOT NULL,
+        event_id TEXT NOT NULL,
+        event_name {TEXTKEY} NOT NULL,
+        event_source TEXT NOT NULL,
+        username {TEXTKEY},
+        access_key_id TEXT,
+        read_only BIGINT NOT NULL,
+        resource_type TEXT,
+        resource_name {TEXTKEY},
+        record TEXT NOT NULL,
+        link TEXT NOT NULL
+    )",
+        "CREATE INDEX audit_events_history ON audit_events (account_id, region, event_time, seq)",
+        "CREATE INDEX audit_events_by_name ON audit_events (account_id, region, event_name, event_time, seq)",
+        "CREATE INDEX audit_events_by_user ON audit_events (account_id, region, username, event_time, seq)",
+        "CREATE INDEX audit_events_by_resource ON audit_events (account_id, region, resource_name, event_time, seq)",
+        "CREATE TABLE audit_chain (
+        id BIGINT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        link TEXT NOT NULL,
+        pruned_seq BIGINT NOT NULL,
+        pruned_link TEXT NOT NULL
+    )",
+        "INSERT INTO audit_chain (id, seq, link, pruned_seq, pruned_link) VALUES (1, 0, \
+         '0000000000000000000000000000000000000000000000000000000000000000', 0, \
+         '0000000000000000000000000000000000000000000000000000000000000000')",
+    ],
+    &[
+        // ---- migration 16: the web console (metadata/console.rs) ----------------
         // An IAM user's console password (CreateLoginProfile): a slow salted
         // hash (`pbkdf2-sha256$<iterations>$<salt>$<hash>`), never the password.
         "CREATE TABLE login_profiles (

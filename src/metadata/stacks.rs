@@ -166,7 +166,7 @@ impl MetadataStore {
         .execute(&mut *tx)
         .await?;
         insert_events(&mut tx, &row.stack_id, events).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -278,7 +278,7 @@ impl MetadataStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -342,7 +342,7 @@ impl MetadataStore {
         .await?
         .rows_affected()
             > 0;
-        tx.commit().await?;
+        self.commit_if(tx, inserted).await?;
         Ok(inserted)
     }
 
@@ -397,7 +397,7 @@ impl MetadataStore {
         .bind(change_set_id)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 }

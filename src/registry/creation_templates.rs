@@ -243,11 +243,34 @@ impl Registry {
             tags = t.resource_tags.clone();
         }
         row.created_at = now_millis();
-        if self.meta.create_repository(&row, &tags).await? {
+        // Berth's own CreateRepository, in the audit log as the service that
+        // asked for it (not as the request that set it off).
+        let scope = crate::audit::Scope::new();
+        let service = match what {
+            AppliedFor::Replication => "replication.ecr.amazonaws.com",
+            AppliedFor::PullThroughCache => "pullthroughcache.ecr.amazonaws.com",
+            AppliedFor::CreateOnPush => crate::audit::ECR,
+        };
+        let mut event = self.service_event(
+            "CreateRepository",
+            &repo.registry,
+            repo.name.as_str(),
+            service,
+        );
+        event.request_parameters = Some(serde_json::json!({
+            "repositoryName": repo.name.as_str(),
+            "appliedFor": what.as_str(),
+            "template": template.map(|t| t.prefix.as_str()),
+        }));
+        scope.begin(event);
+        if scope.run(self.meta.create_repository(&row, &tags)).await? {
             if let Some(policy) = template.and_then(|t| t.lifecycle_policy.as_deref()) {
-                self.meta
-                    .put_lifecycle_policy(repo.key(), policy, now_millis())
-                    .await?;
+                crate::audit::outside(self.meta.put_lifecycle_policy(
+                    repo.key(),
+                    policy,
+                    now_millis(),
+                ))
+                .await?;
             }
             tracing::info!(registry = %repo.registry, repository = %repo.name,
                 template = template.map(|t| t.prefix.as_str()).unwrap_or("(defaults)"),

@@ -263,6 +263,28 @@ pub struct Registry {
 impl Registry {
     // ---- repositories -------------------------------------------------------
 
+    /// An event of Berth acting by itself (`service`) on repository `name`
+    /// of registry `key` (lifecycle expiry, garbage collection, replication),
+    /// for the audit log.
+    pub fn service_event(
+        &self,
+        event_name: &str,
+        key: &str,
+        name: &str,
+        service: &str,
+    ) -> crate::audit::Event {
+        let region = crate::reference::key_region(key, self.kms.region());
+        let account = crate::reference::key_account(key);
+        let mut e = crate::audit::Event::service(event_name, region, account, service);
+        e.resources.push(crate::audit::Resource {
+            kind: crate::audit::REPOSITORY.to_string(),
+            name: name.to_string(),
+            arn: crate::reference::repository_arn(region, account, name),
+            account_id: account.to_string(),
+        });
+        e
+    }
+
     /// The repository a push goes to: it must exist, unless repositories are
     /// created on push: by a `CREATE_ON_PUSH` creation template that covers
     /// its name (created with the template's settings, as in ECR), or on an
@@ -466,6 +488,19 @@ impl Registry {
         };
         let parsed = manifest::parse(content_type, bytes, self.limits.max_image_layers)
             .map_err(RegistryError::ManifestInvalid)?;
+        // The push's audit event, written with the manifest, says what was stored.
+        crate::audit::note(|e| {
+            let mut image_id = serde_json::json!({ "imageDigest": digest.as_str() });
+            if let Some(t) = tag {
+                image_id["imageTag"] = t.into();
+            }
+            e.response_elements = Some(serde_json::json!({ "image": {
+                "registryId": crate::reference::key_account(&repo.registry),
+                "repositoryName": repo.name.as_str(),
+                "imageId": image_id,
+                "imageManifestMediaType": parsed.media_type,
+            }}));
+        });
         let settings = self.writable_repository(repo).await?;
         let mut layer_bytes = parsed.layer_bytes;
         for child in &parsed.children {

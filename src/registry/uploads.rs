@@ -194,6 +194,9 @@ impl Registry {
             .kms
             .wrap(&key, &dek, &super::sealing::upload_context(&id))
             .await?;
+        crate::audit::note(|e| {
+            e.response_elements = Some(serde_json::json!({ "uploadId": id }));
+        });
         // Row first: if it cannot be written (quota, full database) nothing
         // else exists; if the staging file cannot be made, the row goes again.
         match self
@@ -323,6 +326,12 @@ impl Registry {
             // Nothing is recorded: the session stays at its old size.
             return Err(RegistryError::ChunkOutOfOrder { size: session.size });
         }
+        crate::audit::note(|e| {
+            e.response_elements = Some(serde_json::json!({
+                "uploadId": id,
+                "lastByteReceived": staged.size.saturating_sub(1),
+            }));
+        });
         let recorded = self
             .meta
             .advance_upload(
@@ -441,6 +450,14 @@ impl Registry {
     /// On a digest mismatch the session is discarded and nothing is stored.
     pub async fn finish_upload(&self, repo: &RepoId, id: &str, digest: &Digest) -> Result<u64> {
         let session = self.upload_status(repo, id).await?;
+        crate::audit::note(|e| {
+            e.response_elements = Some(serde_json::json!({
+                "registryId": crate::reference::key_account(&repo.registry),
+                "repositoryName": repo.name.as_str(),
+                "uploadId": id,
+                "layerDigest": digest.as_str(),
+            }));
+        });
         // SHA-256 was hashed as the bytes streamed in; other algorithms, and
         // sessions a stale writer may have touched, are checked by the store
         // re-reading what it staged.

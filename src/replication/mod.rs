@@ -406,13 +406,10 @@ impl Replicator {
             }
         }
         if with_manifest {
-            reg.put_replicated_manifest(
-                target,
-                &Reference::Digest(digest.clone()),
-                Some(&m.media_type),
-                &m.content,
-            )
-            .await?;
+            let reference = Reference::Digest(digest.clone());
+            let put =
+                reg.put_replicated_manifest(target, &reference, Some(&m.media_type), &m.content);
+            recorded(reg, source, target, digest, None, put).await?;
         }
         Ok(())
     }
@@ -508,6 +505,37 @@ pub(crate) async fn source_manifest(
     Ok((m, parsed))
 }
 
+/// Run `put` (a replicated manifest stored in `target`) as the replication
+/// service's own `ReplicateImage`, recorded in the audit log with it.
+async fn recorded<T>(
+    reg: &Registry,
+    source: &RepoId,
+    target: &RepoId,
+    digest: &Digest,
+    tag: Option<&str>,
+    put: impl std::future::Future<Output = T>,
+) -> T {
+    let scope = crate::audit::Scope::new();
+    let mut event = reg.service_event(
+        "ReplicateImage",
+        &target.registry,
+        target.name.as_str(),
+        "replication.ecr.amazonaws.com",
+    );
+    let mut image_id = serde_json::json!({ "imageDigest": digest.as_str() });
+    if let Some(t) = tag {
+        image_id["imageTag"] = t.into();
+    }
+    event.request_parameters = Some(serde_json::json!({
+        "sourceRegistryId": crate::reference::key_account(&source.registry),
+        "sourceRegion": crate::reference::key_region(&source.registry, reg.kms.region()),
+        "sourceRepositoryName": source.name.as_str(),
+        "imageId": image_id,
+    }));
+    scope.begin(event);
+    scope.run(put).await
+}
+
 /// Point each of `tags` at `digest` in `target`. A tag the destination
 /// keeps immutable at another image stays there: the image arrives
 /// without it, as in ECR.
@@ -526,10 +554,8 @@ async fn put_tags_here(
         let Ok(reference) = Reference::parse(tag) else {
             continue;
         };
-        match reg
-            .put_replicated_manifest(target, &reference, Some(&m.media_type), &m.content)
-            .await
-        {
+        let put = reg.put_replicated_manifest(target, &reference, Some(&m.media_type), &m.content);
+        match recorded(reg, source, target, digest, Some(tag), put).await {
             Ok(_) => {}
             Err(RegistryError::TagImmutable { .. }) => {
                 tracing::info!(repository = %target.name, tag, "an immutable tag at the destination was kept");

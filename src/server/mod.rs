@@ -2,7 +2,7 @@
 //! jobs and shuts down gracefully on SIGTERM or SIGINT.
 //!
 //! Routes: `/v2/` and everything below it go to `distribution::dispatch`;
-//! `POST /` to the ECR, KMS, SSM, STS or CloudFormation face (`api_face` picks by the headers);
+//! `POST /` to the ECR, KMS, SSM, STS, CloudFormation or CloudTrail face (`api_face` picks by the headers);
 //! `/console/` (and `GET /` from a browser) to the web console; `/healthz` and `/metrics` are answered
 //! here. A middleware gives every request its id (in its log lines and its
 //! response) and counts it by route, method and status.
@@ -124,8 +124,9 @@ pub async fn open_registry(config: &Config, metrics: Arc<Metrics>) -> anyhow::Re
             (Arc::new(open(&sealed_prefix)?), Arc::new(open(prefix)?))
         }
     };
-    let mut ring =
-        crate::kms::KeyRing::new(meta.clone(), master_key(config).await?, &config.region);
+    let master = master_key(config).await?;
+    meta.set_audit_key(audit_chain_key(&master));
+    let mut ring = crate::kms::KeyRing::new(meta.clone(), master, &config.region);
     if let Some(t) = transit(config).await? {
         ring = ring.with_transit(t);
         ring.check()
@@ -200,6 +201,11 @@ pub async fn transit(config: &Config) -> anyhow::Result<Option<crate::kms::trans
     Ok(Some(transit))
 }
 
+/// The key of the audit log's hash chain, derived from the master key.
+pub fn audit_chain_key(master: &MasterKey) -> crate::audit::ChainKey {
+    crate::audit::ChainKey::new(master.derive("berth audit chain v1"))
+}
+
 /// The master key of `config`: sealed by transit (`master_key_transit_key`,
 /// the ciphertext in `--master-key-file` or `<data_dir>/master.key.transit`),
 /// else `--master-key-file`, else `BERTH_MASTER_KEY`, else `<data_dir>/master.key`.
@@ -258,6 +264,7 @@ enum ApiFace {
     Ssm,
     Sts,
     CloudFormation,
+    CloudTrail,
 }
 
 /// Which face answers a `POST /`, from its headers alone (the body is the
@@ -270,6 +277,7 @@ fn api_face(headers: &axum::http::HeaderMap) -> ApiFace {
         return match target {
             t if t.starts_with(crate::kms_api::TARGET_PREFIX) => ApiFace::Kms,
             t if t.starts_with(crate::ssm_api::TARGET_PREFIX) => ApiFace::Ssm,
+            t if t.starts_with(crate::cloudtrail_api::TARGET_PREFIX) => ApiFace::CloudTrail,
             _ => ApiFace::Ecr,
         };
     }
@@ -291,6 +299,7 @@ async fn api_dispatch(state: State<Arc<AppState>>, req: axum::extract::Request) 
         ApiFace::Ssm => crate::ssm_api::dispatch(state, req).await,
         ApiFace::Sts => crate::sts_api::dispatch(state, req).await,
         ApiFace::CloudFormation => crate::cloudformation_api::dispatch(state, req).await,
+        ApiFace::CloudTrail => crate::cloudtrail_api::dispatch(state, req).await,
     }
 }
 
@@ -472,7 +481,10 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         access.clone(),
         &config.peers,
     )?);
+    let audit =
+        crate::audit_trail::AuditTrail::start(registry.meta.clone(), config.audit, metrics.clone());
     let state = Arc::new(AppState {
+        audit: audit.clone(),
         registry: registry.clone(),
         stacks,
         replicator: replicator.clone(),
@@ -526,6 +538,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     jobs.abort();
+    audit.flush().await;
     tracing::info!("shut down");
     Ok(())
 }
@@ -586,6 +599,7 @@ pub fn job_schedule(config: &Config) -> crate::jobs::Schedule {
         reap_every: config.upload_reap_interval,
         kms_every: config.kms_job_interval,
         upload_max_age: config.upload_max_age,
+        audit_retention: config.audit_retention,
         gc_pause_file: config.data_dir.join("gc.pause"),
     }
 }

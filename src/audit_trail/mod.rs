@@ -1,0 +1,338 @@
+//! The audit trail: what records, checks and hands out the audit log
+//! (docs/audit.md).
+//!
+//! - [`AuditTrail::begin`] gives a request's scope its event once the caller
+//!   is authenticated; [`AuditTrail::finish`] completes an event no
+//!   transaction took (a read, a refusal, a failure) and has the writer
+//!   append it: a change's event is durable before its answer is sent, a
+//!   read's is written within the next batch (a crash can lose the reads of
+//!   the last moment, never a change).
+//! - The writer ([`AuditTrail::start`]) appends batches of up to 512 events
+//!   per transaction, from a bounded queue (a caller flooding reads is slowed
+//!   to the writer's pace rather than growing memory).
+//! - [`verify`] walks the chain; [`export`] writes CloudTrail log files;
+//!   [`stream`] prints JSON lines; [`prune`] applies the retention.
+
+mod export;
+mod verify;
+
+pub use crate::metadata::{AuditAttribute, AuditQuery, AuditRow, MetaError};
+pub use export::{export, stream};
+pub use verify::{Report, verify};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::{Event, Identity, Resource, Scope};
+use crate::metadata::MetadataStore;
+use crate::metrics::Metrics;
+
+/// Events a batch holds at most (one transaction).
+const BATCH: usize = 512;
+/// Events waiting for the writer at most.
+const QUEUE: usize = 8192;
+/// How long a change's answer waits for its event to be durable.
+const DURABLE_WAIT: Duration = Duration::from_secs(10);
+
+enum Item {
+    Event(Box<Event>, Option<oneshot::Sender<()>>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// How a request ended, for its event.
+pub enum Outcome {
+    Ok { response: Option<Value> },
+    Failed { code: String, message: String },
+}
+
+impl Outcome {
+    /// How an AWS JSON call ended: its answer (as responseElements, redacted,
+    /// when `with_response`) or its exception's name and message.
+    pub fn of_json<E>(
+        result: &Result<Value, E>,
+        error: impl Fn(&E) -> (&str, &str),
+        with_response: bool,
+    ) -> Outcome {
+        match result {
+            Ok(v) => Outcome::Ok {
+                response: with_response.then(|| redacted(v)).flatten(),
+            },
+            Err(e) => {
+                let (code, message) = error(e);
+                Outcome::Failed {
+                    code: code.to_string(),
+                    message: message.to_string(),
+                }
+            }
+        }
+    }
+}
+
+/// The audit trail of one node.
+pub struct AuditTrail {
+    pub meta: MetadataStore,
+    enabled: bool,
+    queue: mpsc::Sender<Item>,
+}
+
+impl AuditTrail {
+    /// The trail, with its writer running (`enabled = false`: nothing is
+    /// recorded, `audit = false` in the configuration).
+    pub fn start(meta: MetadataStore, enabled: bool, metrics: Arc<Metrics>) -> Arc<AuditTrail> {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(meta.clone(), rx, metrics));
+        Arc::new(AuditTrail {
+            meta,
+            enabled,
+            queue,
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The caller of the request `scope` belongs to is known: record `event`.
+    pub fn begin(&self, scope: &Scope, event: Event) {
+        if self.enabled {
+            scope.begin(event)
+        }
+    }
+
+    /// The request of `scope` ended: an event no transaction took is
+    /// completed with `outcome` and appended (awaited when it records a
+    /// change).
+    pub async fn finish(&self, scope: &Scope, outcome: Outcome) {
+        let Some(mut event) = scope.take_unrecorded() else {
+            return;
+        };
+        match outcome {
+            Outcome::Ok { response } => {
+                if !event.read_only && event.response_elements.is_none() {
+                    event.response_elements = response;
+                }
+            }
+            Outcome::Failed { code, message } => {
+                event.error_code = Some(code);
+                event.error_message = Some(message);
+                event.response_elements = None;
+            }
+        }
+        self.append(event).await
+    }
+
+    /// Append `event` (a service's own, or a request's): awaited until
+    /// durable unless it is read-only.
+    pub async fn append(&self, event: Event) {
+        if !self.enabled {
+            return;
+        }
+        if event.read_only {
+            let _ = self.queue.send(Item::Event(Box::new(event), None)).await;
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self
+            .queue
+            .send(Item::Event(Box::new(event), Some(tx)))
+            .await
+            .is_ok()
+            && tokio::time::timeout(DURABLE_WAIT, rx).await.is_err()
+        {
+            tracing::error!(
+                "an audit event was not durable within {DURABLE_WAIT:?}; answering anyway"
+            );
+        }
+    }
+
+    /// Wait until every event queued so far is written (shutdown).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.queue.send(Item::Flush(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+        }
+    }
+
+    /// One page of LookupEvents.
+    pub async fn lookup(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, MetaError> {
+        self.meta.lookup_audit(q).await
+    }
+}
+
+async fn run(meta: MetadataStore, mut rx: mpsc::Receiver<Item>, metrics: Arc<Metrics>) {
+    while let Some(first) = rx.recv().await {
+        let mut items = vec![first];
+        while items.len() < BATCH {
+            match rx.try_recv() {
+                Ok(i) => items.push(i),
+                Err(_) => break,
+            }
+        }
+        let mut events = Vec::with_capacity(items.len());
+        let mut waiters = Vec::new();
+        for i in items {
+            match i {
+                Item::Event(e, w) => {
+                    events.push(*e);
+                    waiters.extend(w);
+                }
+                Item::Flush(w) => waiters.push(w),
+            }
+        }
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match meta.append_audit(&events).await {
+                Ok(()) => break,
+                Err(e) => {
+                    metrics.audit.write_failures.inc();
+                    tracing::error!(error = %e, events = events.len(), "appending audit events failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        metrics.audit.batched.inc_by(events.len() as u64);
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+}
+
+/// The event of an HTTP request to `source`'s operation `op`: who, from
+/// where, with what client, under which request id.
+pub fn request_event(
+    parts: &axum::http::request::Parts,
+    source: &'static str,
+    op: &str,
+    region: &str,
+    account: &str,
+    identity: Identity,
+) -> Event {
+    let mut e = Event::new(source, op, region, account, identity);
+    e.source_ip = crate::http::client_ip(parts)
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    e.user_agent = parts
+        .headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(1024).collect());
+    if let Some(id) = crate::http::RequestId::of(parts) {
+        e.request_id = id.to_string();
+    }
+    e
+}
+
+/// Whether an operation only reads, as CloudTrail's `readOnly` says.
+pub fn is_read_only(op: &str) -> bool {
+    [
+        "Describe",
+        "List",
+        "Get",
+        "BatchGet",
+        "BatchCheck",
+        "Lookup",
+        "Validate",
+    ]
+    .iter()
+    .any(|p| op.starts_with(p))
+}
+
+/// Members never recorded: secrets and bulk content (an upload's bytes, a
+/// manifest, key material, a template body), whatever the operation.
+const REDACTED: &[&str] = &[
+    "layerPartBlob",
+    "imageManifest",
+    "authorizationData",
+    "Plaintext",
+    "CiphertextBlob",
+    "CiphertextForRecipient",
+    "PublicKey",
+    "TemplateBody",
+    "SecretAccessKey",
+    "secretAccessKey",
+    "password",
+];
+
+/// `v` as an event's requestParameters or responseElements: redacted
+/// members removed, at most 64 KiB of JSON (else a note of its size).
+pub fn redacted(v: &Value) -> Option<Value> {
+    fn strip(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(k, _)| !REDACTED.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), strip(v)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
+            other => other.clone(),
+        }
+    }
+    if v.is_null() {
+        return None;
+    }
+    let s = strip(v);
+    let len = s.to_string().len();
+    Some(match len > 64 << 10 {
+        true => serde_json::json!({"omitted": format!("{len} bytes of parameters")}),
+        false => s,
+    })
+}
+
+/// A repository as an event's resource.
+pub fn repository_resource(arn: String, account: &str, name: &str) -> Resource {
+    Resource {
+        kind: crate::audit::REPOSITORY.to_string(),
+        name: name.to_string(),
+        arn,
+        account_id: account.to_string(),
+    }
+}
+
+/// Delete events older than `days` (in batches; returns how many).
+pub async fn prune(meta: &MetadataStore, days: u32) -> Result<u64, MetaError> {
+    let before = crate::metadata::now_millis() - i64::from(days) * 86_400_000;
+    let mut total = 0;
+    loop {
+        let n = meta.prune_audit(before, 5_000).await?;
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_drops_secrets_and_bulk() {
+        let v = serde_json::json!({
+            "repositoryName": "a",
+            "imageManifest": "{...}",
+            "nested": [{"Plaintext": "x", "KeyId": "k"}],
+        });
+        let r = redacted(&v).unwrap();
+        assert_eq!(
+            r,
+            serde_json::json!({"repositoryName": "a", "nested": [{"KeyId": "k"}]})
+        );
+        assert!(redacted(&Value::Null).is_none());
+        let big = serde_json::json!({"x": "y".repeat(70_000)});
+        assert!(redacted(&big).unwrap()["omitted"].is_string());
+    }
+
+    #[test]
+    fn read_only_operations() {
+        assert!(is_read_only("BatchGetImage"));
+        assert!(is_read_only("GetAuthorizationToken"));
+        assert!(is_read_only("LookupEvents"));
+        assert!(!is_read_only("PutImage"));
+        assert!(!is_read_only("BatchDeleteImage"));
+    }
+}
