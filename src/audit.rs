@@ -190,7 +190,7 @@ impl Event {
             additional: None,
             error_code: None,
             error_message: None,
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: String::new(),
             read_only: false,
             resources: Vec::new(),
         }

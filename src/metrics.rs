@@ -174,6 +174,9 @@ pub struct AuditMetrics {
     pub batched: Counter,
     /// Batches whose append failed (retried until it succeeds).
     pub write_failures: Counter,
+    /// Events of reads and failures dropped because the queue was full
+    /// while the database refused the writer.
+    pub dropped: Counter,
 }
 
 /// The pull-through cache (see `pull_through`), by kind (`manifest`, `blob`).
@@ -526,6 +529,11 @@ impl Metrics {
             "write_failures",
             "Failed attempts to append a batch of audit events (each retried)",
             audit.write_failures.clone(),
+        );
+        au.register(
+            "dropped_events",
+            "Audit events of reads and failures dropped: the queue was full while the database refused the writer",
+            audit.dropped.clone(),
         );
         Metrics {
             audit,

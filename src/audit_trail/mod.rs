@@ -5,11 +5,12 @@
 //!   is authenticated; [`AuditTrail::finish`] completes an event no
 //!   transaction took (a read, a refusal, a failure) and has the writer
 //!   append it: a change's event is durable before its answer is sent, a
-//!   read's is written within the next batch (a crash can lose the reads of
-//!   the last moment, never a change).
+//!   read's or a failure's is written within the next batch (a crash can
+//!   lose those of the last moment, never a change).
 //! - The writer ([`AuditTrail::start`]) appends batches of up to 512 events
-//!   per transaction, from a bounded queue (a caller flooding reads is slowed
-//!   to the writer's pace rather than growing memory).
+//!   per transaction (reads linger up to 100 ms for company; a change's
+//!   event goes at once), from a bounded queue (a caller flooding reads is
+//!   slowed to the writer's pace rather than growing memory).
 //! - [`verify`] walks the chain; [`export`] writes CloudTrail log files;
 //!   [`stream`] prints JSON lines; [`prune`] applies the retention.
 
@@ -34,6 +35,8 @@ use crate::metrics::Metrics;
 const BATCH: usize = 512;
 /// Events waiting for the writer at most.
 const QUEUE: usize = 8192;
+/// How long reads and failures wait for company before they are written.
+const LINGER: Duration = Duration::from_millis(100);
 /// How long a change's answer waits for its event to be durable.
 const DURABLE_WAIT: Duration = Duration::from_secs(10);
 
@@ -76,6 +79,9 @@ pub struct AuditTrail {
     pub meta: MetadataStore,
     enabled: bool,
     queue: mpsc::Sender<Item>,
+    /// Whether the writer's last append succeeded.
+    writing: Arc<std::sync::atomic::AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 impl AuditTrail {
@@ -83,11 +89,14 @@ impl AuditTrail {
     /// recorded, `audit = false` in the configuration).
     pub fn start(meta: MetadataStore, enabled: bool, metrics: Arc<Metrics>) -> Arc<AuditTrail> {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(meta.clone(), rx, metrics));
+        let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        tokio::spawn(run(meta.clone(), rx, metrics.clone(), writing.clone()));
         Arc::new(AuditTrail {
             meta,
             enabled,
             queue,
+            writing,
+            metrics,
         })
     }
 
@@ -109,29 +118,40 @@ impl AuditTrail {
         let Some(mut event) = scope.take_unrecorded() else {
             return;
         };
-        match outcome {
+        let changed = match outcome {
             Outcome::Ok { response } => {
                 if !event.read_only && event.response_elements.is_none() {
                     event.response_elements = response;
                 }
+                !event.read_only
             }
             Outcome::Failed { code, message } => {
                 event.error_code = Some(code);
                 event.error_message = Some(message);
                 event.response_elements = None;
+                false
             }
-        }
-        self.append(event).await
+        };
+        self.append(event, changed).await
     }
 
-    /// Append `event` (a service's own, or a request's): awaited until
-    /// durable unless it is read-only.
-    pub async fn append(&self, event: Event) {
+    /// Append `event`; when it records a `change`, wait until it is durable
+    /// (a failure changed nothing, and must not wait on a database that may
+    /// be the reason it failed).
+    pub async fn append(&self, event: Event, change: bool) {
         if !self.enabled {
             return;
         }
-        if event.read_only {
-            let _ = self.queue.send(Item::Event(Box::new(event), None)).await;
+        if !change {
+            // Backpressure while the writer keeps up; while the database
+            // refuses it, a full queue drops reads and failures (counted)
+            // rather than hold every request until the database is back.
+            let item = Item::Event(Box::new(event), None);
+            if self.writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = self.queue.send(item).await;
+            } else if self.queue.try_send(item).is_err() {
+                self.metrics.audit.dropped.inc();
+            }
             return;
         }
         let (tx, rx) = oneshot::channel();
@@ -162,14 +182,31 @@ impl AuditTrail {
     }
 }
 
-async fn run(meta: MetadataStore, mut rx: mpsc::Receiver<Item>, metrics: Arc<Metrics>) {
+async fn run(
+    meta: MetadataStore,
+    mut rx: mpsc::Receiver<Item>,
+    metrics: Arc<Metrics>,
+    writing: Arc<std::sync::atomic::AtomicBool>,
+) {
     while let Some(first) = rx.recv().await {
+        // Reads and failures linger up to LINGER so that one transaction
+        // takes many of them; a change's event (someone waits) or a flush
+        // goes at once, with whatever is queued.
+        let urgent = |i: &Item| matches!(i, Item::Event(_, Some(_)) | Item::Flush(_));
+        let mut now = urgent(&first);
         let mut items = vec![first];
+        let deadline = tokio::time::Instant::now() + LINGER;
         while items.len() < BATCH {
-            match rx.try_recv() {
-                Ok(i) => items.push(i),
-                Err(_) => break,
-            }
+            let next = match now {
+                true => rx.try_recv().ok(),
+                false => tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
+            let Some(i) = next else { break };
+            now |= urgent(&i);
+            items.push(i);
         }
         let mut events = Vec::with_capacity(items.len());
         let mut waiters = Vec::new();
@@ -185,8 +222,12 @@ async fn run(meta: MetadataStore, mut rx: mpsc::Receiver<Item>, metrics: Arc<Met
         let mut pause = Duration::from_millis(50);
         loop {
             match meta.append_audit(&events).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    writing.store(true, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
                 Err(e) => {
+                    writing.store(false, std::sync::atomic::Ordering::Relaxed);
                     metrics.audit.write_failures.inc();
                     tracing::error!(error = %e, events = events.len(), "appending audit events failed; retrying");
                     tokio::time::sleep(pause).await;
@@ -220,9 +261,10 @@ pub fn request_event(
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(1024).collect());
-    if let Some(id) = crate::http::RequestId::of(parts) {
-        e.request_id = id.to_string();
-    }
+    e.request_id = match crate::http::RequestId::of(parts) {
+        Some(id) => id.to_string(),
+        None => e.id.clone(),
+    };
     e
 }
 

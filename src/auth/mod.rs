@@ -434,9 +434,10 @@ impl Access {
         service: &str,
     ) -> Result<PendingSigV4, AuthError> {
         let parsed = sigv4::parse(headers)?;
-        // The ECR API answers in every region served; the other services
-        // in the home region.
-        let region = match service == "ecr" && self.serves(&parsed.credential.region) {
+        // The ECR API and CloudTrail (each region's event history) answer
+        // in every region served; the other services in the home region.
+        let regional = matches!(service, "ecr" | "cloudtrail");
+        let region = match regional && self.serves(&parsed.credential.region) {
             true => parsed.credential.region.as_str(),
             false => self.region.as_str(),
         };

@@ -277,7 +277,12 @@ fn audit_event(
             account,
             identity,
         ),
-        None => crate::audit::Event::new(crate::audit::ECR, op, ctx.region, account, identity),
+        None => {
+            let mut e =
+                crate::audit::Event::new(crate::audit::ECR, op, ctx.region, account, identity);
+            e.request_id = e.id.clone();
+            e
+        }
     };
     e.read_only = crate::audit_trail::is_read_only(op);
     e.request_parameters = crate::audit_trail::redacted(input);

@@ -197,6 +197,15 @@ impl MetadataStore {
         let head = sqlx::query(lock).fetch_one(&mut **tx).await?;
         let (mut seq, mut link): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
         let key = self.audit_key();
+        // Rows first (links in order), then one INSERT per chunk.
+        struct Row<'e> {
+            seq: i64,
+            e: &'e Event,
+            account: &'e str,
+            text: String,
+            link: String,
+        }
+        let mut rows = Vec::with_capacity(events.len());
         for e in events {
             let record = e.record();
             for account in recipients(e) {
@@ -205,30 +214,52 @@ impl MetadataStore {
                 let text = record.to_string();
                 seq += 1;
                 link = key.link(&link, seq, &text);
-                let resource = e.resources.first();
-                sqlx::query(
-                    "INSERT INTO audit_events (seq, event_time, account_id, region, event_id, \
-                     event_name, event_source, username, access_key_id, read_only, resource_type, \
-                     resource_name, record, link) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                )
-                .bind(seq)
-                .bind(e.time_ms)
-                .bind(account)
-                .bind(&e.region)
-                .bind(&e.id)
-                .bind(&e.name)
-                .bind(e.source)
-                .bind(e.identity.username())
-                .bind(e.identity.access_key_id.as_deref())
-                .bind(i64::from(e.read_only))
-                .bind(resource.map(|r| r.kind.as_str()))
-                .bind(resource.map(|r| r.name.as_str()))
-                .bind(&text)
-                .bind(&link)
-                .execute(&mut **tx)
-                .await?;
+                rows.push(Row {
+                    seq,
+                    e,
+                    account,
+                    text,
+                    link: link.clone(),
+                });
             }
+        }
+        const COLS: usize = 14;
+        for chunk in rows.chunks(256) {
+            let values = (0..chunk.len())
+                .map(|i| {
+                    let p = (1..=COLS)
+                        .map(|c| format!("${}", i * COLS + c))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!("({p})")
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO audit_events (seq, event_time, account_id, region, event_id, \
+                 event_name, event_source, username, access_key_id, read_only, resource_type, \
+                 resource_name, record, link) VALUES {values}"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                let resource = r.e.resources.first();
+                q = q
+                    .bind(r.seq)
+                    .bind(r.e.time_ms)
+                    .bind(r.account)
+                    .bind(&r.e.region)
+                    .bind(&r.e.id)
+                    .bind(&r.e.name)
+                    .bind(r.e.source)
+                    .bind(r.e.identity.username())
+                    .bind(r.e.identity.access_key_id.as_deref())
+                    .bind(i64::from(r.e.read_only))
+                    .bind(resource.map(|x| x.kind.as_str()))
+                    .bind(resource.map(|x| x.name.as_str()))
+                    .bind(&r.text)
+                    .bind(&r.link);
+            }
+            q.execute(&mut **tx).await?;
         }
         sqlx::query("UPDATE audit_chain SET seq = $1, link = $2 WHERE id = 1")
             .bind(seq)

@@ -130,7 +130,7 @@ impl MetadataStore {
             .execute(&mut *tx)
             .await?;
         }
-        self.commit(tx).await?;
+        self.commit_if(tx, row.is_some()).await?;
         Ok(row)
     }
 

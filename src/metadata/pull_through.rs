@@ -195,7 +195,7 @@ impl MetadataStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        self.commit(tx).await?;
+        self.commit_if(tx, row.is_some()).await?;
         Ok(row)
     }
 

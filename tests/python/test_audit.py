@@ -60,6 +60,18 @@ def records(trail, repo, wait_for=0):
         time.sleep(0.2)
 
 
+def settled(trail, repo):
+    """The records of `repo` once no more arrive (reads are batched: a
+    batch lingers up to 100 ms before it is written)."""
+    last = None
+    while True:
+        now = records(trail, repo)
+        if last is not None and len(now) == len(last):
+            return now
+        last = now
+        time.sleep(0.4)
+
+
 def names(recs):
     return [r["eventName"] for r in recs]
 
@@ -142,6 +154,57 @@ def test_each_ecr_call_is_one_event_in_cloudtrails_shape(berth, ecr, trail, name
     # Read-only calls carry no responseElements; the policy text is recorded.
     assert recs[2]["responseElements"] is None
     assert "lifecyclePolicyText" in recs[1]["requestParameters"]
+
+
+@pytest.mark.parametrize("service,source", [
+    ("ecr", "ecr.amazonaws.com"),
+    ("kms", "kms.amazonaws.com"),
+    ("cloudformation", "cloudformation.amazonaws.com"),
+    ("sts", "sts.amazonaws.com"),
+    ("ssm", "ssm.amazonaws.com"),
+])
+def test_every_operation_is_exactly_one_event_named_after_it(berth, name, service, source):
+    """Each operation of the service's model, called once by a user allowed
+    everything (with only `repositoryName` filled in where an ECR operation
+    has it, and botocore's checks off, so most fail the server's
+    validation): exactly one event each, named after the operation, with
+    the error's code as errorCode when it failed."""
+    user, _, key_id, secret = berth.user_key({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "*", "Resource": "*"}]})
+    client = berth.client(key_id, secret, validate=False, service=service)
+    method = {api: py for py, api in client.meta.method_to_api_mapping.items()}
+    model = client.meta.service_model
+    repo = name()
+    first = ["CreateRepository"] if service == "ecr" else []
+    expected = {}
+    # Operations signed by nobody (STS's AssumeRoleWithSAML…) are not recorded:
+    # nobody authenticated.
+    unsigned = {o for o in model.operation_names
+                if model.operation_model(o).auth_type == "none"
+                or "smithy.api#noAuth" in (model.operation_model(o).auth or [])}
+    for op in first + [o for o in model.operation_names if o not in first and o not in unsigned]:
+        shape = model.operation_model(op).input_shape
+        params = {"repositoryName": repo} if shape is not None and "repositoryName" in shape.members else {}
+        try:
+            getattr(client, method[op])(**params)
+            expected[op] = None
+        except client.exceptions.ClientError as e:
+            expected[op] = e.response["Error"]["Code"]
+    assert len(expected) == len(model.operation_names) - len(unsigned) >= 1
+    trail = berth.client(service="cloudtrail")
+    deadline = time.monotonic() + 20
+    while True:
+        events = [json.loads(e["CloudTrailEvent"]) for e in lookup(trail, "Username", user)]
+        if len(events) >= len(expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    got = {}
+    for e in events:
+        assert e["eventName"] not in got, f"two events for {e['eventName']}"
+        assert e["eventSource"] == source, e
+        assert e["userIdentity"]["userName"] == user
+        got[e["eventName"]] = e.get("errorCode")
+    assert got == expected
 
 
 def test_failures_and_refusals_are_recorded_with_their_error(berth, ecr, trail, name):
@@ -252,7 +315,7 @@ def test_docker_login_push_and_pull(berth, ecr, trail, name, tmp_path):
     try:
         docker("build", "-q", "-t", ref, str(ctx))
         docker("push", ref)
-        pushed = records(trail, repo, wait_for=2)
+        pushed = settled(trail, repo)
         assert "PutImage" in names(pushed)
         assert any(n == "CompleteLayerUpload" for n in names(pushed))
         put = [r for r in pushed if r["eventName"] == "PutImage"][-1]
@@ -261,7 +324,7 @@ def test_docker_login_push_and_pull(berth, ecr, trail, name, tmp_path):
         docker("rmi", "-f", ref)
         before = len(pushed)
         docker("pull", ref)
-        pulled = records(trail, repo, wait_for=before + 2)[before:]
+        pulled = settled(trail, repo)[before:]
         assert "BatchGetImage" in names(pulled) and "GetDownloadUrlForLayer" in names(pulled)
         assert not {"PutImage", "CompleteLayerUpload"} & set(names(pulled))
     finally:
@@ -560,6 +623,26 @@ def test_export_stream_and_retention(isolated, name, tmp_path):
     assert trail.lookup_events(MaxResults=50)["Events"] is not None
     code, report = verify(isolated)
     assert code == 0, report
+
+
+def test_each_served_region_has_its_own_history(tmp_path, name):
+    import boto3
+    server = Berth(tmp_path / "regions", extra_args=["--region", "us-east-1", "--region", "eu-west-1"])
+    try:
+        def client(service, region):
+            return boto3.session.Session().client(
+                service, region_name=region, endpoint_url=server.endpoint,
+                aws_access_key_id=ROOT_KEY_ID, aws_secret_access_key=server.env["BERTH_ROOT_SECRET_ACCESS_KEY"])
+        repo = name()
+        client("ecr", "eu-west-1").create_repository(repositoryName=repo)
+        eu = lookup(client("cloudtrail", "eu-west-1"), "ResourceName", repo)
+        assert [e["EventName"] for e in eu] == ["CreateRepository"]
+        assert json.loads(eu[0]["CloudTrailEvent"])["awsRegion"] == "eu-west-1"
+        assert json.loads(eu[0]["CloudTrailEvent"])["resources"][0]["ARN"] == \
+            f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/{repo}"
+        assert lookup(client("cloudtrail", "us-east-1"), "ResourceName", repo) == []
+    finally:
+        server.stop()
 
 
 def test_audit_off_records_nothing(tmp_path, name):
