@@ -179,6 +179,21 @@ pub async fn submit(
             return PageError::Bad("Choose a way to sign in".into()).into_response(None);
         }
     };
+    let method = if get("mode") == "key" {
+        "AccessKey"
+    } else {
+        "Password"
+    };
+    let claimed_account = match get("account").trim() {
+        a if get("mode") == "password"
+            && a.len() == 12
+            && a.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            a
+        }
+        _ => state.primary_account.as_str(),
+    };
+    console_login(state, parts, &result, method, claimed_account).await;
     match result {
         Ok(s) => {
             let next = safe_next(Some(get("next")));
@@ -220,6 +235,63 @@ pub async fn submit(
         Err(SignInError::Meta(m)) => PageError::Internal(m.to_string()).into_response(None),
     }
 }
+
+/// The sign-in's audit event, as CloudTrail records console sign-ins
+/// (`signin.amazonaws.com` `ConsoleLogin`, Success or Failure; a failed
+/// attempt's user name is hidden, as CloudTrail hides it: people type
+/// passwords into the wrong field).
+async fn console_login(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    result: &Result<crate::auth::sessions::NewSession, SignInError>,
+    method: &str,
+    claimed_account: &str,
+) {
+    use crate::audit::{Event, Identity, IdentityKind};
+    let signed_in = match result {
+        Ok(s) => state.access.session(&s.token).await.ok().flatten(),
+        Err(_) => None,
+    };
+    let identity = match &signed_in {
+        Some(s) => s.caller.audit_identity(),
+        None => Identity {
+            kind: IdentityKind::IamUser,
+            principal_id: String::new(),
+            arn: None,
+            account_id: claimed_account.to_string(),
+            access_key_id: None,
+            user_name: Some("HIDDEN_DUE_TO_SECURITY_REASONS".into()),
+            invoked_by: None,
+        },
+    };
+    let account = identity.account_id.clone();
+    let mut e = Event::new(SIGNIN, "ConsoleLogin", &state.region, &account, identity);
+    e.source_ip = crate::http::client_ip(parts)
+        .map(|i| i.to_string())
+        .unwrap_or_default();
+    e.user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(512).collect());
+    if let Some(id) = crate::http::RequestId::of(parts) {
+        e.request_id = id.to_string();
+    }
+    let outcome = if result.is_ok() { "Success" } else { "Failure" };
+    e.response_elements = Some(serde_json::json!({ "ConsoleLogin": outcome }));
+    e.additional =
+        Some(serde_json::json!({ "LoginTo": PREFIX, "MFAUsed": "No", "LoginMethod": method }));
+    match result {
+        Ok(_) => {}
+        Err(SignInError::Throttled(_)) => e.error_message = Some("Too many failed sign-ins".into()),
+        Err(_) => e.error_message = Some("Failed authentication".into()),
+    }
+    // A session opened is a change: durable before the cookie is handed out.
+    state.audit.append(e, result.is_ok()).await;
+}
+
+/// CloudTrail's event source of console sign-ins.
+const SIGNIN: &str = "signin.amazonaws.com";
 
 /// `POST /console/sign-out` (CSRF checked by the caller): the session ends
 /// in the store, for every node, and the cookie is removed.

@@ -662,3 +662,67 @@ def test_paging_through_many_repositories(many):
     assert s.get(many.endpoint + "/console/?q=" + "a" * 300, timeout=10).status_code == 400
     assert s.get(many.endpoint + "/console/?n=100000", timeout=10).status_code == 400
     assert s.get(many.endpoint + "/console/?x=" + "a" * 5000, timeout=10).status_code == 400
+
+
+def test_the_audit_log_page_filters_pages_and_records_the_console(world, driver):
+    berth = world.server
+    # The console's calls are the caller's own, from its address and browser.
+    s = requests_session(berth, user=world.admin)
+    r = s.get(berth.endpoint + "/console/repository?name=team%2Fgamma&view=settings", headers={"User-Agent": "probe/1.0"}, timeout=10)
+    assert r.status_code == 200
+    # A user whose policies allow ECR but not CloudTrail may not read the log.
+    r = s.get(berth.endpoint + "/console/audit", timeout=10)
+    assert r.status_code == 403 and "cloudtrail:LookupEvents" in r.text
+    # The root may: by access key, in the browser.
+    sign_in_browser(driver, berth, key=ROOT_KEY_ID, secret=ROOT_SECRET)
+    navigate(driver, driver.find_element(By.LINK_TEXT, "Audit log").click)
+    assert h1(driver) == "Audit log"
+    rows = table_texts(driver, "Events")
+    assert len(rows) == 50, len(rows)
+    assert rows[0][1].split("\n")[0] in ("ConsoleLogin", "LookupEvents", "DescribeRepositories"), rows[0]
+    shoot(driver, "12-audit")
+    # Filter by user name: the admin's console calls, newest first.
+    driver.get(berth.endpoint + f"/console/audit?attr=Username&value={world.admin}")
+    rows = table_texts(driver, "Events")
+    names = [r[1].split("\n")[0] for r in rows]
+    assert "ConsoleLogin" in names and "DescribeRepositories" in names and "LookupEvents" in names, names
+    times = [r[0] for r in rows]
+    assert times == sorted(times, reverse=True)
+    lookup = next(r for r in rows if r[1].startswith("LookupEvents"))  # the refused one
+    assert lookup[4] == "127.0.0.1" and lookup[6] == "AccessDenied", lookup
+    # Filter by event name: failed sign-ins hide the name that was typed.
+    driver.get(berth.endpoint + "/console/audit?attr=EventName&value=ConsoleLogin")
+    records = [json.loads(e.get_attribute("textContent")) for e in driver.find_elements(By.CSS_SELECTOR, "td details pre")]
+    assert records and all(r["eventSource"] == "signin.amazonaws.com" for r in records)
+    outcomes = {r["responseElements"]["ConsoleLogin"] for r in records}
+    assert outcomes == {"Success", "Failure"}, outcomes
+    for r in records:
+        if r["responseElements"]["ConsoleLogin"] == "Failure":
+            assert r["userIdentity"]["userName"] == "HIDDEN_DUE_TO_SECURITY_REASONS"
+            assert "the wrong password" not in json.dumps(r)
+    # Paging: the next page continues where this one stopped.
+    def event_ids():
+        return [json.loads(e.get_attribute("textContent"))["eventID"]
+                for e in driver.find_elements(By.CSS_SELECTOR, "td details pre")]
+
+    driver.get(berth.endpoint + "/console/audit")
+    first = event_ids()
+    navigate(driver, driver.find_element(By.LINK_TEXT, "Older events").click)
+    second = event_ids()
+    assert len(first) == 50 and second and not set(first) & set(second)
+    # A date range with nothing in it.
+    driver.get(berth.endpoint + "/console/audit?from=2001-01-01&to=2001-01-02")
+    assert table_texts(driver, "Events") == [["Nothing to show."]]
+    assert requests_session(berth, key=ROOT_KEY_ID, secret=ROOT_SECRET).get(
+        berth.endpoint + "/console/audit?from=2002-01-02&to=2002-01-01", timeout=10).status_code == 400
+    # The same events through CloudTrail's API: the console's DescribeRepositories
+    # carries the browser's address and agent, no invokedBy.
+    ct = berth.client(service="cloudtrail")
+    events = ct.lookup_events(LookupAttributes=[{"AttributeKey": "Username", "AttributeValue": world.admin}])["Events"]
+    described = [json.loads(e["CloudTrailEvent"]) for e in events if e["EventName"] == "DescribeRepositories"]
+    probe = [d for d in described if "probe/1.0" in (d.get("userAgent") or "")]
+    assert probe, described[:2]
+    assert probe[0]["sourceIPAddress"] == "127.0.0.1"
+    assert probe[0]["userAgent"].startswith("berth-console")
+    assert "invokedBy" not in probe[0]["userIdentity"]
+    assert probe[0]["userIdentity"]["accessKeyId"].startswith("ASIA")
