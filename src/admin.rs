@@ -80,6 +80,27 @@ pub enum IamCommand {
         #[arg(long)]
         policy_document: String,
     },
+    /// Give a user a console password (AWS IAM's CreateLoginProfile), read
+    /// from standard input.
+    CreateLoginProfile(LoginProfileArgs),
+    /// Change a user's console password (UpdateLoginProfile); its console
+    /// password sessions end.
+    UpdateLoginProfile(LoginProfileArgs),
+    /// Whether a user has a console password (GetLoginProfile).
+    GetLoginProfile {
+        #[arg(long)]
+        account_id: String,
+        #[arg(long)]
+        user_name: String,
+    },
+    /// Remove a user's console password (DeleteLoginProfile); its console
+    /// password sessions end.
+    DeleteLoginProfile {
+        #[arg(long)]
+        account_id: String,
+        #[arg(long)]
+        user_name: String,
+    },
     /// Remove an inline identity policy from a user.
     DeleteUserPolicy {
         #[arg(long)]
@@ -89,6 +110,18 @@ pub enum IamCommand {
         #[arg(long)]
         policy_name: String,
     },
+}
+
+/// The user and password of Create/UpdateLoginProfile.
+#[derive(clap::Args, Debug)]
+pub struct LoginProfileArgs {
+    #[arg(long)]
+    account_id: String,
+    #[arg(long)]
+    user_name: String,
+    /// Read the password from standard input (one line); required.
+    #[arg(long)]
+    password_stdin: bool,
 }
 
 fn valid_user_name(n: &str) -> bool {
@@ -149,14 +182,8 @@ pub async fn secrets(config: &Config, cmd: SecretsCommand) -> anyhow::Result<()>
         password_stdin,
         account_id,
     } = cmd;
-    if !password_stdin {
-        bail!("give the password on standard input with --password-stdin (flags show in `ps`)");
-    }
-    let mut password = String::new();
-    std::io::stdin()
-        .read_line(&mut password)
-        .context("reading the password from standard input")?;
-    let password = password.trim_end_matches(['\r', '\n']);
+    let password = stdin_password(password_stdin)?;
+    let password = password.as_str();
     if password.is_empty() {
         bail!("the password read from standard input is empty");
     }
@@ -199,6 +226,27 @@ fn print(out: &serde_json::Value) -> anyhow::Result<()> {
     // A closed pipe (e.g. `| head`) is not an error worth a panic.
     let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(out)?);
     Ok(())
+}
+
+/// One line of standard input, its line ending removed: a password, which
+/// is never taken from a flag (`--password-stdin` must be given).
+fn stdin_password(password_stdin: bool) -> anyhow::Result<String> {
+    if !password_stdin {
+        bail!("give the password on standard input with --password-stdin (flags show in `ps`)");
+    }
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    Ok(password.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// A password from standard input, checked against the password policy.
+fn password_from_stdin(password_stdin: bool) -> anyhow::Result<String> {
+    let password = stdin_password(password_stdin)?;
+    crate::auth::passwords::check_policy(&password)
+        .map_err(|e| anyhow::anyhow!("PasswordPolicyViolation: {e}"))?;
+    Ok(password)
 }
 
 /// Run one `berth break-glass` command; prints JSON.
@@ -356,7 +404,7 @@ pub async fn run(config: &Config, cmd: IamCommand) -> anyhow::Result<()> {
         } => match meta.delete_user(&account_id, &user_name).await? {
             None => bail!("user {user_name} does not exist in account {account_id}"),
             Some(false) => bail!(
-                "DeleteConflict: user {user_name} still has access keys or policies; delete them first (list-access-keys, delete-access-key, delete-user-policy)"
+                "DeleteConflict: user {user_name} still has access keys, policies or a login profile; delete them first (list-access-keys, delete-access-key, delete-user-policy, delete-login-profile)"
             ),
             Some(true) => json!({ "UserName": user_name, "Deleted": true }),
         },
@@ -381,6 +429,26 @@ pub async fn run(config: &Config, cmd: IamCommand) -> anyhow::Result<()> {
                 .await?;
             json!({ "UserName": user_name, "PolicyName": policy_name })
         }
+        IamCommand::CreateLoginProfile(args) => put_login_profile(&meta, args, true).await?,
+        IamCommand::UpdateLoginProfile(args) => put_login_profile(&meta, args, false).await?,
+        IamCommand::GetLoginProfile {
+            account_id,
+            user_name,
+        } => {
+            if meta.login_profile(&account_id, &user_name).await?.is_none() {
+                bail!("NoSuchEntity: user {user_name} has no login profile");
+            }
+            json!({ "LoginProfile": { "UserName": user_name, "PasswordResetRequired": false } })
+        }
+        IamCommand::DeleteLoginProfile {
+            account_id,
+            user_name,
+        } => {
+            if !meta.delete_login_profile(&account_id, &user_name).await? {
+                bail!("NoSuchEntity: user {user_name} has no login profile");
+            }
+            json!({ "UserName": user_name, "LoginProfileDeleted": true })
+        }
         IamCommand::DeleteUserPolicy {
             account_id,
             user_name,
@@ -396,4 +464,33 @@ pub async fn run(config: &Config, cmd: IamCommand) -> anyhow::Result<()> {
         }
     };
     print(&out)
+}
+
+/// CreateLoginProfile (`create`) or UpdateLoginProfile: the password from
+/// standard input, checked, hashed (slowly, off the async threads) and stored.
+async fn put_login_profile(
+    meta: &MetadataStore,
+    args: LoginProfileArgs,
+    create: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let LoginProfileArgs {
+        account_id,
+        user_name,
+        password_stdin,
+    } = args;
+    let password = password_from_stdin(password_stdin)?;
+    if meta.get_user(&account_id, &user_name).await?.is_none() {
+        bail!("NoSuchEntity: user {user_name} does not exist in account {account_id}");
+    }
+    let hash = tokio::task::spawn_blocking(move || crate::auth::passwords::hash(&password)).await?;
+    if !meta
+        .put_login_profile(&account_id, &user_name, &hash, create)
+        .await?
+    {
+        if create {
+            bail!("EntityAlreadyExists: user {user_name} already has a login profile");
+        }
+        bail!("NoSuchEntity: user {user_name} has no login profile");
+    }
+    Ok(json!({ "LoginProfile": { "UserName": user_name, "PasswordResetRequired": false } }))
 }

@@ -5,8 +5,10 @@
 //! Layers, top to bottom (`docs/architecture.md` has the map; `tests/layering.rs`
 //! checks that no module uses one above it):
 //! - commands: [`admin`], [`maintenance`], [`server`] (process wiring, router);
-//! - a face over a face: [`cloudformation_api`] (CloudFormation's Query API,
-//!   whose resource providers call the ECR face in process as the caller);
+//! - faces over a face: [`cloudformation_api`] (CloudFormation's Query API,
+//!   whose resource providers call the ECR face in process as the caller) and
+//!   [`console`] (the web console, whose pages are ECR calls as the signed-in
+//!   caller);
 //! - faces: [`distribution`] (`/v2/`), [`ecr_api`] (ECR's JSON API), [`kms_api`]
 //!   (KMS's JSON API), [`ssm_api`] (SSM's GetParameter(s), for the CDK's bootstrap
 //!   version), [`sts_api`] (STS's Query API: GetCallerIdentity);
@@ -30,6 +32,7 @@ pub mod aws_query;
 pub mod cloudformation_api;
 pub mod cloudtrail_api;
 pub mod config;
+pub mod console;
 pub mod digest;
 pub mod distribution;
 pub mod ecr_api;

@@ -52,6 +52,9 @@ const RANKS: &[(&str, u32)] = &[
     // A face over a face: CloudFormation's resource providers call the ECR
     // API in process, as the caller (a stack does what its caller could).
     ("cloudformation_api", 8),
+    // The web console: its pages call the ECR API in process as the
+    // signed-in caller (it sees what that caller could with the aws CLI).
+    ("console", 8),
     // Commands.
     ("server", 9),
     ("admin", 10),
@@ -69,6 +72,7 @@ const FACES: &[&str] = &[
     "sts_api",
     "cloudtrail_api",
     "cloudformation_api",
+    "console",
 ];
 const STORES: &[&str] = &["metadata", "storage"];
 

@@ -5,6 +5,8 @@
 //! - [`tokens`] issues and verifies the registry tokens of `GetAuthorizationToken`
 //!   (the `/v2/` Basic-auth password of user `AWS`);
 //! - stored secrets are sealed with the master key ([`crate::secrets`]);
+//! - [`passwords`] and [`sessions`]: console passwords (login profiles) and
+//!   the web console's sessions, each standing for a [`Caller`];
 //! - [`Access`] ties them to the metadata store: it resolves an access key or a
 //!   token to a [`Caller`] (account, user, identity policies) and decides each
 //!   request with the one IAM evaluator (`crate::iam`), for the ECR API and
@@ -15,6 +17,8 @@
 //! once, other nodes see the change within the TTL.
 
 pub mod cache;
+pub mod passwords;
+pub mod sessions;
 
 use crate::sigv4;
 pub mod tokens;
@@ -132,6 +136,10 @@ pub struct Access {
     policies: TtlCache<CachedPolicy>,
     /// Recent decisions by (key, action, registry, repository, source address).
     decisions: TtlCache<bool>,
+    /// IAM users of console password sessions, as last read.
+    users: TtlCache<Option<Arc<Caller>>>,
+    /// Failed console sign-ins, per client address and per user.
+    sign_in_throttle: sessions::SignInThrottle,
 }
 
 /// A SigV4 request whose envelope (scope, clock, signed headers) checked out
@@ -211,6 +219,8 @@ impl Access {
             keys: TtlCache::new(CACHE_CAPACITY, CACHE_TTL),
             policies: TtlCache::new(CACHE_CAPACITY, CACHE_TTL),
             decisions: TtlCache::new(CACHE_CAPACITY, CACHE_TTL),
+            users: TtlCache::new(CACHE_CAPACITY, CACHE_TTL),
+            sign_in_throttle: sessions::SignInThrottle::default(),
         })
     }
 
@@ -388,6 +398,7 @@ impl Access {
     /// Forget cached identities (after a key or policy change on this node).
     pub fn invalidate(&self) {
         self.keys.clear();
+        self.users.clear();
         self.policies.clear();
         self.decisions.clear();
     }

@@ -126,7 +126,8 @@ impl Provisioner for EcrProvisioner {
             host: self.host.as_deref(),
             scheme: self.scheme,
             source_ip: self.source_ip,
-            invoked_by: crate::audit::CLOUDFORMATION,
+            invoked_by: Some(crate::audit::CLOUDFORMATION),
+            user_agent: None,
         };
         crate::ecr_api::call(&from, operation, input)
             .await

@@ -427,8 +427,11 @@ pub struct InProcess<'a> {
     pub scheme: crate::http::Scheme,
     pub source_ip: Option<std::net::IpAddr>,
     /// The service making the call, for the audit event's `invokedBy`
-    /// (`cloudformation.amazonaws.com`).
-    pub invoked_by: &'static str,
+    /// (`cloudformation.amazonaws.com`); `None` for the caller's own call
+    /// made through a page of the web console (its address and browser).
+    pub invoked_by: Option<&'static str>,
+    /// The caller's user agent, for a call of its own.
+    pub user_agent: Option<&'a str>,
 }
 
 /// Run ECR operation `op` with the JSON `input`, in process.
@@ -447,12 +450,21 @@ pub async fn call(from: &InProcess<'_>, op: &str, input: Value) -> Result<Value,
         scheme: from.scheme,
     };
     // A call a service makes for its caller is the caller's, `invokedBy`
-    // the service, in an event of its own.
+    // the service, in an event of its own; a console page's call is the
+    // caller's own, from its address and browser.
     let scope = crate::audit::Scope::new();
     let mut event = audit_event(&ctx, None, op, &input);
-    event.identity.invoked_by = Some(from.invoked_by.to_string());
-    event.source_ip = from.invoked_by.to_string();
-    event.user_agent = Some(from.invoked_by.to_string());
+    match from.invoked_by {
+        Some(service) => {
+            event.identity.invoked_by = Some(service.to_string());
+            event.source_ip = service.to_string();
+            event.user_agent = Some(service.to_string());
+        }
+        None => {
+            event.source_ip = from.source_ip.map(|ip| ip.to_string()).unwrap_or_default();
+            event.user_agent = from.user_agent.map(str::to_string);
+        }
+    }
     from.state.audit.begin(&scope, event);
     let input = Input::new(input);
     let result = scope

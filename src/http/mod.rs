@@ -56,6 +56,19 @@ pub enum BodyError {
     Broken(String),
 }
 
+/// Whether a request's body is `application/x-www-form-urlencoded` (the
+/// Query protocol's and HTML forms'), whatever its parameters (`; charset=utf-8`).
+pub fn is_form_encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
 /// The `Content-Length` a request declares, if any.
 pub fn content_length(headers: &HeaderMap) -> Option<usize> {
     headers

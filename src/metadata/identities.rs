@@ -228,7 +228,7 @@ impl MetadataStore {
         Ok(res.rows_affected() > 0)
     }
 
-    /// Delete a user that has no access keys and no policies left (as IAM's
+    /// Delete a user that has no access keys, policies or login profile left (as IAM's
     /// DeleteUser). `Ok(None)`: no such user; `Ok(Some(false))`: it still has some.
     pub async fn delete_user(&self, account_id: &str, name: &str) -> Result<Option<bool>> {
         let mut tx = self.begin_write().await?;
@@ -243,7 +243,8 @@ impl MetadataStore {
         }
         let attached = sqlx::query(
             "SELECT 1 FROM access_keys WHERE account_id = $1 AND user_name = $2 \
-             UNION ALL SELECT 1 FROM user_policies WHERE account_id = $1 AND user_name = $2 LIMIT 1",
+             UNION ALL SELECT 1 FROM user_policies WHERE account_id = $1 AND user_name = $2 \
+             UNION ALL SELECT 1 FROM login_profiles WHERE account_id = $1 AND user_name = $2 LIMIT 1",
         )
         .bind(account_id)
         .bind(name)

@@ -11,6 +11,7 @@
 //! cached in process memory, so several nodes can share one database.
 
 mod audit;
+mod console;
 mod content;
 mod encryption;
 mod gc;
@@ -28,6 +29,7 @@ mod stacks;
 pub mod testing;
 
 pub use audit::{AuditAttribute, AuditHead, AuditQuery, AuditRow};
+pub use console::{RepoCursor, RepoOrder, SessionRow};
 pub use content::{CreateUpload, DeleteManifest, TagFilter, Unlink, WriterClaim};
 pub use encryption::{BlobRead, BlobSealing, Publication, SealingProgress};
 pub use gc::{BlobClaim, BlobScanRow, GcCandidate};

@@ -319,16 +319,38 @@ impl MetadataStore {
     /// given-up entries (`/metrics`, `berth replication status`). Delivered
     /// entries, the whole history, are not read.
     pub async fn replication_backlogs(&self) -> Result<Vec<DestinationBacklog>> {
-        let rows = sqlx::query(
+        self.backlogs(None).await
+    }
+
+    /// [`MetadataStore::replication_backlogs`] of the images one source
+    /// registry pushed (what its owner's console shows).
+    pub async fn replication_backlogs_from(
+        &self,
+        registry: &str,
+    ) -> Result<Vec<DestinationBacklog>> {
+        self.backlogs(Some(registry)).await
+    }
+
+    async fn backlogs(&self, source: Option<&str>) -> Result<Vec<DestinationBacklog>> {
+        let from = if source.is_some() {
+            " AND registry_id = $1"
+        } else {
+            ""
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT destination_region, destination_registry, \
              SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), \
              SUM(CASE WHEN state = 'pending' AND failure_code IS NOT NULL THEN 1 ELSE 0 END), \
              MIN(CASE WHEN state = 'pending' THEN pushed_at END), \
              SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) \
-             FROM replication_log WHERE state IN ('pending', 'failed') \
+             FROM replication_log WHERE state IN ('pending', 'failed'){from} \
              GROUP BY destination_region, destination_registry \
-             ORDER BY destination_region, destination_registry",
-        )
+             ORDER BY destination_region, destination_registry"
+        )));
+        let rows = match source {
+            Some(r) => rows.bind(r),
+            None => rows,
+        }
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -337,14 +359,23 @@ impl MetadataStore {
                 region: r.try_get(0)?,
                 registry: r.try_get(1)?,
             };
-            let last_failure = sqlx::query(
+            let from = if source.is_some() {
+                " AND registry_id = $3"
+            } else {
+                ""
+            };
+            let q = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT failure_code, failure_reason FROM replication_log \
                  WHERE destination_region = $1 AND destination_registry = $2 \
-                 AND state = 'pending' AND failure_code IS NOT NULL \
-                 ORDER BY updated_at DESC LIMIT 1",
-            )
+                 AND state = 'pending' AND failure_code IS NOT NULL{from} \
+                 ORDER BY updated_at DESC LIMIT 1"
+            )))
             .bind(&destination.region)
-            .bind(&destination.registry)
+            .bind(&destination.registry);
+            let last_failure = match source {
+                Some(r) => q.bind(r),
+                None => q,
+            }
             .fetch_optional(&self.pool)
             .await?
             .map(|r| -> Result<String> {

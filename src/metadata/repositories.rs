@@ -39,10 +39,10 @@ impl RepositoryRow {
     }
 }
 
-const REPO_COLUMNS: &str = "registry_id, name, created_at, tag_mutability, mutability_exclusions, \
+pub(super) const REPO_COLUMNS: &str = "registry_id, name, created_at, tag_mutability, mutability_exclusions, \
      scan_on_push, encryption_type, kms_key, policy";
 
-fn repository_row(r: &sqlx::any::AnyRow) -> Result<RepositoryRow> {
+pub(super) fn repository_row(r: &sqlx::any::AnyRow) -> Result<RepositoryRow> {
     let exclusions: String = r.try_get(4)?;
     Ok(RepositoryRow {
         registry_id: r.try_get(0)?,

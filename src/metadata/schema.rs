@@ -577,6 +577,38 @@ const MIGRATIONS: &[&[&str]] = &[
          '0000000000000000000000000000000000000000000000000000000000000000', 0, \
          '0000000000000000000000000000000000000000000000000000000000000000')",
     ],
+    &[
+        // ---- migration 16: the web console (metadata/console.rs) ----------------
+        // An IAM user's console password (CreateLoginProfile): a slow salted
+        // hash (`pbkdf2-sha256$<iterations>$<salt>$<hash>`), never the password.
+        "CREATE TABLE login_profiles (
+        account_id TEXT NOT NULL,
+        user_name {TEXTKEY} NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (account_id, user_name)
+    )",
+        // Console sessions, shared by every node: the SHA-256 of the cookie's
+        // token (the token itself is never stored), who signed in (a user's
+        // password: `access_key_id` NULL; an access key: its id; the root:
+        // `user_name` ''), the session's own credential id (`session_key_id`,
+        // what its calls are made as) and when it ends.
+        "CREATE TABLE console_sessions (
+        token_hash TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        access_key_id TEXT,
+        session_key_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        source_ip TEXT
+    )",
+        "CREATE INDEX console_sessions_by_user ON console_sessions (account_id, user_name)",
+        "CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_at)",
+        // The console's repository list sorted by creation time, a page at a time.
+        "CREATE INDEX repositories_by_creation ON repositories (registry_id, created_at, name)",
+    ],
 ];
 
 fn render(stmt: &str, dialect: Dialect) -> String {

@@ -1096,7 +1096,29 @@ crate::metadata::testing::on_both_engines!(
     concurrent_claims_hand_each_job_to_one_node,
     account_settings_are_kept_per_registry,
     the_replication_log_is_appended_by_a_push_and_worked_per_destination,
+    the_consoles_storage_totals_add_up,
 );
+
+/// The console's storage chart and totals: one row per push day, summing
+/// to the repository's total (PostgreSQL's SUM of BIGINT is NUMERIC: cast).
+async fn the_consoles_storage_totals_add_up(engine: Engine) {
+    let (_dir, s) = store(engine).await;
+    assert_eq!(s.repository_usage(repo("r")).await.unwrap(), (0, 0));
+    assert!(s.storage_by_day(repo("r"), 30).await.unwrap().is_empty());
+    let b = d("layer");
+    publish(&s, repo("r"), &b, None).await;
+    for m in ["m1", "m2"] {
+        s.put_manifest(&image(&d(m), &[desc(&b)])).await.unwrap();
+    }
+    let (count, total) = s.repository_usage(repo("r")).await.unwrap();
+    assert_eq!(count, 2);
+    assert!(total > 0);
+    let days = s.storage_by_day(repo("r"), 30).await.unwrap();
+    assert_eq!(days.len(), 1);
+    let today = super::now_millis() / 86_400_000;
+    assert!([today - 1, today].contains(&days[0].0), "{days:?}");
+    assert_eq!(days[0].1, total);
+}
 
 /// A push appends to each destination's log in its transaction (with its
 /// job); a delivery completes an entry only as it was read; a destination-wide

@@ -212,3 +212,32 @@ impl Registry {
         self.meta.primary_account().await
     }
 }
+
+/// What only the web console asks of the catalog (its face authorizes each
+/// call explicitly: no ECR operation shows these).
+impl Registry {
+    /// A page of `registry`'s repositories whose name contains `contains`,
+    /// in `order`, after `after`: at most `limit` rows, one index range.
+    pub async fn search_repositories(
+        &self,
+        registry: &str,
+        contains: &str,
+        order: crate::metadata::RepoOrder,
+        after: Option<&crate::metadata::RepoCursor>,
+        limit: i64,
+    ) -> MetaResult<Vec<RepositoryRow>> {
+        self.meta
+            .search_repositories(registry, contains, order, after, limit)
+            .await
+    }
+
+    /// The bytes of `repo`'s images by push day over the last `days` days.
+    pub async fn storage_by_day(&self, repo: Repo<'_>, days: i64) -> MetaResult<Vec<(i64, i64)>> {
+        self.meta.storage_by_day(repo, days).await
+    }
+
+    /// How many images `repo` holds, and their total size.
+    pub async fn repository_usage(&self, repo: Repo<'_>) -> MetaResult<(i64, i64)> {
+        self.meta.repository_usage(repo).await
+    }
+}

@@ -26,8 +26,8 @@ use crate::storage::{BlobStore, ByteStream, StorageError};
 
 // The values the faces see of the stores, so that they need not import them.
 pub use crate::metadata::{
-    ImageIdRow, ImageRow, LifecyclePolicyRow, MetaError, PreviewRow, Repo, RepositoryRow,
-    TagFilter, now_millis,
+    DestinationBacklog, ImageIdRow, ImageRow, LifecyclePolicyRow, MetaError, PreviewRow, Repo,
+    RepoCursor, RepoOrder, RepositoryRow, TagFilter, now_millis,
 };
 pub use crate::storage::ByteRange;
 

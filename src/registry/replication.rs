@@ -100,35 +100,21 @@ impl Registry {
     pub async fn replication_backlogs(
         &self,
     ) -> std::result::Result<Vec<crate::metadata::DestinationBacklog>, MetaError> {
-        let mut out = self.meta.replication_backlogs().await?;
-        for doc in self.meta.replication_configs().await? {
-            let Ok(config) = serde_json::from_str::<ReplicationConfiguration>(&doc) else {
-                continue;
-            };
-            let configured =
-                config
-                    .rules
-                    .iter()
-                    .flat_map(|r| &r.destinations)
-                    .map(|d| DestinationKey {
-                        region: d.region.clone(),
-                        registry: d.registry_id.clone(),
-                    });
-            for destination in configured {
-                if !out.iter().any(|b| b.destination == destination) {
-                    out.push(crate::metadata::DestinationBacklog {
-                        destination,
-                        pending: 0,
-                        failing: 0,
-                        oldest_pending: None,
-                        failed: 0,
-                        last_failure: None,
-                    });
-                }
-            }
-        }
-        out.sort_by(|a, b| a.destination.cmp(&b.destination));
-        Ok(out)
+        let out = self.meta.replication_backlogs().await?;
+        let configs = self.meta.replication_configs().await?;
+        Ok(with_configured(out, configs))
+    }
+
+    /// The backlog of what `registry` pushed, per destination: those of its
+    /// replication configuration (caught up or not) and any other that still
+    /// has undelivered entries of it.
+    pub async fn replication_backlogs_from(
+        &self,
+        registry: &str,
+    ) -> std::result::Result<Vec<crate::metadata::DestinationBacklog>, MetaError> {
+        let out = self.meta.replication_backlogs_from(registry).await?;
+        let config = self.meta.replication_config(registry).await?;
+        Ok(with_configured(out, config))
     }
 
     /// The replication log entries of image `digest` of `repo`, one per destination.
@@ -157,6 +143,42 @@ impl Registry {
             .mount_blob(target.key(), source.key(), digest)
             .await?)
     }
+}
+
+/// `backlogs` with every destination of the configuration documents
+/// `configs` added (caught up) where missing, in destination order.
+fn with_configured(
+    mut out: Vec<crate::metadata::DestinationBacklog>,
+    configs: impl IntoIterator<Item = String>,
+) -> Vec<crate::metadata::DestinationBacklog> {
+    for doc in configs {
+        let Ok(config) = serde_json::from_str::<ReplicationConfiguration>(&doc) else {
+            continue;
+        };
+        let configured =
+            config
+                .rules
+                .iter()
+                .flat_map(|r| &r.destinations)
+                .map(|d| DestinationKey {
+                    region: d.region.clone(),
+                    registry: d.registry_id.clone(),
+                });
+        for destination in configured {
+            if !out.iter().any(|b| b.destination == destination) {
+                out.push(crate::metadata::DestinationBacklog {
+                    destination,
+                    pending: 0,
+                    failing: 0,
+                    oldest_pending: None,
+                    failed: 0,
+                    last_failure: None,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.destination.cmp(&b.destination));
+    out
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! jobs and shuts down gracefully on SIGTERM or SIGINT.
 //!
 //! Routes: `/v2/` and everything below it go to `distribution::dispatch`;
-//! `POST /` to the ECR, KMS, SSM, STS, CloudFormation or CloudTrail face (`api_face` picks by the headers); `/healthz` and `/metrics` are answered
+//! `POST /` to the ECR, KMS, SSM, STS, CloudFormation or CloudTrail face (`api_face` picks by the headers);
+//! `/console/` (and `GET /` from a browser) to the web console; `/healthz` and `/metrics` are answered
 //! here. A middleware gives every request its id (in its log lines and its
 //! response) and counts it by route, method and status.
 //!
@@ -236,7 +237,13 @@ pub async fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", axum::routing::post(api_dispatch))
+        .route(
+            "/",
+            axum::routing::post(api_dispatch).get(crate::console::root),
+        )
+        .route("/console", any(crate::console::dispatch))
+        .route("/console/", any(crate::console::dispatch))
+        .route("/console/{*rest}", any(crate::console::dispatch))
         .route("/v2", any(distribution::dispatch))
         .route("/v2/", any(distribution::dispatch))
         .route("/v2/{*rest}", any(distribution::dispatch))
@@ -274,7 +281,7 @@ fn api_face(headers: &axum::http::HeaderMap) -> ApiFace {
             _ => ApiFace::Ecr,
         };
     }
-    if is_form_encoded(headers) {
+    if crate::http::is_form_encoded(headers) {
         return match crate::sigv4::scope_service(headers) {
             Some(crate::sts_api::SERVICE) => ApiFace::Sts,
             Some("cloudformation") => ApiFace::CloudFormation,
@@ -282,19 +289,6 @@ fn api_face(headers: &axum::http::HeaderMap) -> ApiFace {
         };
     }
     ApiFace::Ecr
-}
-
-/// Whether a request's body is `application/x-www-form-urlencoded` (the
-/// Query protocol's), whatever its parameters (`; charset=utf-8`).
-fn is_form_encoded(headers: &axum::http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| {
-            t.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
 }
 
 /// `POST /`: the face [`api_face`] picks.
