@@ -78,10 +78,11 @@ pub struct JsonRefusal {
 }
 
 impl IntakeError {
-    /// The refusal of a body over `cap`, late, torn or without room in the
-    /// memory budget, in AWS JSON's words; an authentication failure is
-    /// handed back for the face to word.
-    pub fn json_refusal(self, cap: usize) -> Result<JsonRefusal, AuthError> {
+    /// The refusal, in AWS JSON's words, of a request that did not
+    /// authenticate or whose body is over `cap`, late, torn or without room
+    /// in the memory budget; a metadata store failure is handed back for the
+    /// face to word (each service names its internal error).
+    pub fn json_refusal(self, cap: usize) -> Result<JsonRefusal, crate::registry::MetaError> {
         let r = |name, status, message: String, limit| JsonRefusal {
             name,
             status,
@@ -89,7 +90,16 @@ impl IntakeError {
             limit,
         };
         Ok(match self {
-            IntakeError::Auth(a) => return Err(a),
+            IntakeError::Auth(AuthError::Meta(m)) => return Err(m),
+            IntakeError::Auth(AuthError::SigV4(s)) => {
+                r(s.aws_error_name(), s.http_status(), s.to_string(), None)
+            }
+            IntakeError::Auth(_) => r(
+                "UnrecognizedClientException",
+                400,
+                "The security token included in the request is invalid.".into(),
+                None,
+            ),
             IntakeError::Declared { .. } | IntakeError::Body(BodyError::TooLarge(_)) => r(
                 "RequestEntityTooLargeException",
                 413,

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::{AppState, IntakeError};
 use crate::audit_trail::{AuditAttribute, AuditQuery, AuditRow};
-use crate::auth::{AuthError, Caller};
+use crate::auth::Caller;
 
 pub const TARGET_PREFIX: &str = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.";
 
@@ -94,15 +94,7 @@ fn intake_error(state: &AppState, e: IntakeError) -> TrailApiError {
             }
             TrailApiError::new(r.name, r.status, r.message)
         }
-        Err(AuthError::SigV4(s)) => {
-            TrailApiError::new(s.aws_error_name(), s.http_status(), s.to_string())
-        }
-        Err(AuthError::Meta(m)) => meta_error(m),
-        Err(_) => TrailApiError::new(
-            "UnrecognizedClientException",
-            400,
-            "The security token included in the request is invalid.",
-        ),
+        Err(m) => meta_error(m),
     }
 }
 

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::app::{AppState, IntakeError};
-use crate::auth::{AuthError, Caller};
+use crate::auth::Caller;
 use crate::parameters::{self, Parameter};
 
 pub const TARGET_PREFIX: &str = "AmazonSSM.";
@@ -91,10 +91,7 @@ fn intake_error(state: &AppState, e: IntakeError) -> SsmApiError {
             }
             SsmApiError::new(r.name, r.status, r.message)
         }
-        Err(AuthError::SigV4(s)) => {
-            SsmApiError::new(s.aws_error_name(), s.http_status(), s.to_string())
-        }
-        Err(AuthError::Meta(m)) => {
+        Err(m) => {
             tracing::error!(error = %m, "metadata error in the SSM API");
             let status = match m {
                 crate::registry::MetaError::Unavailable(_) => 503,
@@ -102,11 +99,6 @@ fn intake_error(state: &AppState, e: IntakeError) -> SsmApiError {
             };
             SsmApiError::new("InternalServerError", status, "An internal error occurred.")
         }
-        Err(_) => SsmApiError::new(
-            "UnrecognizedClientException",
-            400,
-            "The security token included in the request is invalid.",
-        ),
     }
 }
 

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::app::{AppState, IntakeError};
-use crate::auth::{AuthError, Caller};
+use crate::auth::Caller;
 use crate::kms::KmsError;
 
 pub const TARGET_PREFIX: &str = "TrentService.";
@@ -154,18 +154,6 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
     crate::http::finish_api_response(resp, &request_id, label)
 }
 
-fn auth_error(e: AuthError) -> KmsApiError {
-    match e {
-        AuthError::SigV4(s) => KmsApiError::new(s.aws_error_name(), s.http_status(), s.to_string()),
-        AuthError::Meta(m) => KmsApiError::from(KmsError::Meta(m)),
-        _ => KmsApiError::new(
-            "UnrecognizedClientException",
-            400,
-            "The security token included in the request is invalid.",
-        ),
-    }
-}
-
 /// A request not taken in ([`AppState::take_signed`]), in KMS's words.
 fn intake_error(state: &AppState, e: IntakeError) -> KmsApiError {
     match e.json_refusal(BODY_CAP) {
@@ -175,7 +163,7 @@ fn intake_error(state: &AppState, e: IntakeError) -> KmsApiError {
             }
             KmsApiError::new(r.name, r.status, r.message)
         }
-        Err(a) => auth_error(a),
+        Err(m) => KmsApiError::from(KmsError::Meta(m)),
     }
 }
 
