@@ -279,12 +279,11 @@ pub async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()>
                 .await?;
         }
         AuditCommand::Prune => {
-            let days = (config.audit_retention.as_secs() / 86_400) as u32;
             if config.audit_retention.is_zero() {
                 println!("{}", json!({ "deleted": 0, "retention": "forever" }));
                 return Ok(());
             }
-            let n = crate::audit_trail::prune(meta, days.max(1)).await?;
+            let n = crate::audit_trail::prune(meta, config.audit_retention).await?;
             println!("{}", json!({ "deleted": n }));
         }
     }

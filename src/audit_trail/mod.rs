@@ -110,10 +110,6 @@ impl AuditTrail {
         })
     }
 
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// The caller of the request `scope` belongs to is known: record `event`.
     pub fn begin(&self, scope: &Scope, event: Event) {
         if self.enabled {
@@ -349,9 +345,10 @@ pub fn repository_resource(arn: String, account: &str, name: &str) -> Resource {
     }
 }
 
-/// Delete events older than `days` (in batches; returns how many).
-pub async fn prune(meta: &MetadataStore, days: u32) -> Result<u64, MetaError> {
-    let before = crate::metadata::now_millis() - i64::from(days) * 86_400_000;
+/// Delete events older than `keep` (in batches; returns how many).
+pub async fn prune(meta: &MetadataStore, keep: Duration) -> Result<u64, MetaError> {
+    let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+    let before = crate::metadata::now_millis().saturating_sub(keep);
     let mut total = 0;
     loop {
         let n = meta.prune_audit(before, 5_000).await?;

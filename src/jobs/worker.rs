@@ -391,8 +391,7 @@ impl Worker {
             AUDIT_RETENTION => {
                 let keep = self.schedule.audit_retention;
                 if !keep.is_zero() {
-                    let days = (keep.as_secs() / 86_400).max(1) as u32;
-                    let n = crate::audit_trail::prune(&registry.meta, days).await?;
+                    let n = crate::audit_trail::prune(&registry.meta, keep).await?;
                     if n > 0 {
                         tracing::info!(deleted = n, "audit events past the retention deleted");
                     }
