@@ -315,22 +315,23 @@ impl MetadataStore {
             "SELECT {COLUMNS} FROM audit_events WHERE account_id = $1 AND region = $2 \
              AND (event_time < $3 OR (event_time = $3 AND seq < $4))"
         );
-        let (column, value) = match &q.attribute {
-            None => (None, None),
-            Some(AuditAttribute::EventName(v)) => (Some("event_name"), Some(v.clone())),
-            Some(AuditAttribute::Username(v)) => (Some("username"), Some(v.clone())),
-            Some(AuditAttribute::ResourceName(v)) => (Some("resource_name"), Some(v.clone())),
-            Some(AuditAttribute::ResourceType(v)) => (Some("resource_type"), Some(v.clone())),
-            Some(AuditAttribute::AccessKeyId(v)) => (Some("access_key_id"), Some(v.clone())),
-            Some(AuditAttribute::EventSource(v)) => (Some("event_source"), Some(v.clone())),
-            Some(AuditAttribute::EventId(v)) => (Some("event_id"), Some(v.clone())),
-            Some(AuditAttribute::ReadOnly(b)) => {
-                (Some("read_only"), Some(i64::from(*b).to_string()))
-            }
-        };
-        let read_only = matches!(q.attribute, Some(AuditAttribute::ReadOnly(_)));
+        // The attribute's column, and its value as bound.
+        enum Value<'a> {
+            Text(&'a str),
+            Flag(i64),
+        }
+        let filter = q.attribute.as_ref().map(|a| match a {
+            AuditAttribute::EventName(v) => ("event_name", Value::Text(v)),
+            AuditAttribute::Username(v) => ("username", Value::Text(v)),
+            AuditAttribute::ResourceName(v) => ("resource_name", Value::Text(v)),
+            AuditAttribute::ResourceType(v) => ("resource_type", Value::Text(v)),
+            AuditAttribute::AccessKeyId(v) => ("access_key_id", Value::Text(v)),
+            AuditAttribute::EventSource(v) => ("event_source", Value::Text(v)),
+            AuditAttribute::EventId(v) => ("event_id", Value::Text(v)),
+            AuditAttribute::ReadOnly(b) => ("read_only", Value::Flag(i64::from(*b))),
+        });
         let mut n = 4;
-        if let Some(c) = column {
+        if let Some((c, _)) = &filter {
             n += 1;
             sql.push_str(&format!(" AND {c} = ${n}"));
         }
@@ -350,12 +351,11 @@ impl MetadataStore {
             .bind(&q.region)
             .bind(before_time)
             .bind(before_seq);
-        if let Some(v) = value {
-            query = match read_only {
-                true => query.bind(v.parse::<i64>().unwrap_or(0)),
-                false => query.bind(v),
-            };
-        }
+        query = match filter {
+            Some((_, Value::Text(v))) => query.bind(v),
+            Some((_, Value::Flag(f))) => query.bind(f),
+            None => query,
+        };
         if let Some(s) = q.start {
             query = query.bind(s);
         }
